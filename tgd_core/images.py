@@ -1,0 +1,132 @@
+"""Validating and loading images: arrays, image files and folders of images.
+
+Every entry point of the engine passes user images through :func:`as_image_batch`, so a wrong
+dtype, shape, NaN or an unreadable file gives one clear :class:`~tgd_core.errors.TGDError`
+instead of a failure deep inside a library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tgd_core.errors import TGDError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+MAX_IMAGE_SIDE = 4096
+
+
+def as_image_batch(images, *, channels: int | None = 3, name: str = "images") -> np.ndarray:
+    """Return ``images`` as an ``N×H×W×C`` array, checking shape and values.
+
+    Accepted: ``H×W`` (one grey image), ``H×W×C`` with C in {1, 3, 4} (one image),
+    ``N×H×W`` (grey batch) or ``N×H×W×C``. With ``channels=3``, grey is replicated to RGB and
+    the alpha channel of RGBA is dropped; with ``channels=None`` the channels are kept.
+    Integer images must lie in [0, 255] and are returned as uint8; float images must be finite
+    and are returned as float64. Booleans become 0/255 uint8.
+    """
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise TGDError(f"{name}: empty list, need at least one image")
+        shapes = {np.shape(im) for im in images}
+        if len(shapes) != 1:
+            raise TGDError(
+                f"{name}: images of different sizes {sorted(shapes)[:3]}... cannot be stacked; "
+                "pass them one at a time or as a list to a function that accepts lists"
+            )
+        images = np.stack([np.asarray(im) for im in images])
+    arr = np.asarray(images)
+    if arr.dtype == object:
+        raise TGDError(f"{name}: expected a numeric array, got an object array")
+    if arr.size == 0:
+        raise TGDError(f"{name}: empty array of shape {arr.shape}")
+    if arr.ndim == 2:
+        arr = arr[None, :, :, None]
+    elif arr.ndim == 3:
+        arr = arr[None] if arr.shape[-1] in (1, 3, 4) else arr[..., None]
+    elif arr.ndim != 4:
+        raise TGDError(
+            f"{name}: expected H×W, H×W×C, N×H×W or N×H×W×C, got an array of shape {arr.shape}"
+        )
+    if arr.shape[-1] not in (1, 3, 4):
+        raise TGDError(f"{name}: expected 1, 3 or 4 channels (last axis), got shape {arr.shape}")
+    if max(arr.shape[1], arr.shape[2]) > MAX_IMAGE_SIDE:
+        raise TGDError(f"{name}: image of {arr.shape[1]}×{arr.shape[2]} pixels is too large "
+                       f"(at most {MAX_IMAGE_SIDE} per side)")
+
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise TGDError(f"{name}: integer pixel values must lie in [0, 255], got [{lo}, {hi}]")
+        arr = arr.astype(np.uint8, copy=False)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise TGDError(f"{name}: contains NaN or infinite values")
+        arr = arr.astype(np.float64, copy=False)
+    else:
+        raise TGDError(f"{name}: unsupported dtype {arr.dtype}")
+
+    if channels == 3:
+        if arr.shape[-1] == 1:
+            arr = np.repeat(arr, 3, axis=-1)
+        elif arr.shape[-1] == 4:
+            arr = arr[..., :3]
+    elif channels == 1:
+        arr = to_grey(arr)[..., None]
+    return np.ascontiguousarray(arr)
+
+
+def to_grey(images: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma (as PIL's ``convert('L')``) of ``N×H×W×C`` images, as float64 ``N×H×W``."""
+    if images.shape[-1] == 1:
+        return images[..., 0].astype(np.float64)
+    rgb = images[..., :3].astype(np.float64)
+    return rgb @ np.array([0.299, 0.587, 0.114])
+
+
+def load_image_file(path: str | Path) -> np.ndarray:
+    """Read one image file as ``H×W×3`` uint8 (grey, palette and RGBA converted to RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise TGDError(f"{path}: no such file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if max(im.size) > MAX_IMAGE_SIDE:
+                raise TGDError(f"{path}: image of {im.size[0]}×{im.size[1]} pixels is too large")
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise TGDError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+
+
+def load_images(path: str | Path) -> tuple[np.ndarray | list[np.ndarray], list[str]]:
+    """Load images from a ``.npy`` array, an image file or a folder of image files.
+
+    Returns ``(images, names)``: an ``N×H×W×C`` array when all images share a size, else a list
+    of ``H×W×3`` arrays; ``names`` identifies each image (file names, or indices for ``.npy``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TGDError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise TGDError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        images = [load_image_file(p) for p in files]
+        names = [p.name for p in files]
+        if len({im.shape for im in images}) == 1:
+            return np.stack(images), names
+        return images, names
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise TGDError(f"{path}: not a readable .npy array ({exc})") from None
+        batch = as_image_batch(arr, channels=None, name=str(path))
+        return batch, [str(i) for i in range(len(batch))]
+    return load_image_file(path)[None], [path.name]
