@@ -36,7 +36,9 @@ def reference_paper_pis(image: np.ndarray, config: PaperPIConfig | None = None):
     from persim import PersImage
 
     config = config or PaperPIConfig()
-    with contextlib.redirect_stdout(io.StringIO()):  # PersImage prints its parameters
+    # PersImage prints its parameters and is deprecated (still the authors' class)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         pim = PersImage(pixels=list(config.resolution), spread=config.spread,
                         specs={"minBD": config.min_bd, "maxBD": config.max_bd})
     raw, u8, diagrams = [], [], []

@@ -1,0 +1,35 @@
+"""Shared fixtures: real CIFAR-10 images from the shared data directory (skipped without it)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="session")
+def cifar_test_images() -> np.ndarray:
+    """The 1,000 lossless CIFAR-10 test images (uint8 N×32×32×3)."""
+    from tgd_core.data import load_cifar10
+    from tgd_core.errors import TGDError
+
+    try:
+        images, _ = load_cifar10("test_lossless_1k")
+    except TGDError as exc:
+        pytest.skip(f"CIFAR-10 not available: {exc}")
+    return images
+
+
+@pytest.fixture(scope="session")
+def cifar_train_images() -> np.ndarray:
+    """The first 10,000 CIFAR-10 training images (uint8 N×32×32×3)."""
+    from tgd_core.data import cifar10_dir
+    from tgd_core.data import _read_batch
+
+    path = cifar10_dir() / "data_batch_1"
+    if not path.exists():
+        pytest.skip(f"CIFAR-10 not available at {path}")
+    return np.ascontiguousarray(_read_batch(path)[0])
