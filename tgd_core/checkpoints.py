@@ -1,0 +1,281 @@
+"""Saving and loading checkpoints (one home): ours, and the TGD authors' released files.
+
+Our format is a plain dict that ``torch.load(..., weights_only=True)`` can read::
+
+    {"format": "tgd-checkpoint", "version": 1, "model": "wrn16_1", "in_channels": 3,
+     "num_classes": 10, "input_kind": "raw" | "pi", "normalization": {"mean": [...], "std": [...]},
+     "state_dict": {...}, "optimizer": ..., "scheduler": ..., "epoch": ..., "metrics": {...},
+     "config": {...}, "versions": {"torch": ..., "python": ..., "tgd": ...}, "git_commit": ...}
+
+The authors' files (github.com/jeunsom/TGD, ``models/*.pth.tar``) hold ``model_state_dict``,
+``optimizer_state_dict`` and ``epoch``; the architecture is inferred from the tensor shapes and
+the normalisation is the reference code's (``TGD_METHOD.md`` §3). Any file that is not one of the
+two raises :class:`TGDError` with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import platform
+import re
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import tgd_core
+from tgd_core import config
+from tgd_core.errors import TGDError
+from tgd_core.models import MODELS, WideResNet, build_model, model_name
+from tgd_core.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
+
+FORMAT = "tgd-checkpoint"
+VERSION = 1
+INPUT_KINDS = ("raw", "pi")
+_OFFICIAL_KEYS = {"model_state_dict"}
+_DEFAULT_NORMALIZATION = {3: ("raw", CIFAR10_RAW), 6: ("pi", CIFAR10_PI)}
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: everything needed to rebuild the network and trust its inputs."""
+
+    model: str
+    in_channels: int
+    num_classes: int
+    input_kind: str
+    normalization: Normalization
+    state_dict: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    epoch: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+    source: str = "tgd"  # "tgd" (our format) or "official" (the authors' files)
+    path: Path | None = None
+
+    def build(self, device: torch.device | str = "cpu") -> WideResNet:
+        """The network with these weights loaded (``strict=True``), in eval mode."""
+        net = build_model(self.model, in_channels=self.in_channels, num_classes=self.num_classes)
+        net.load_state_dict(self.state_dict, strict=True)
+        return net.to(device).eval()
+
+
+def library_versions() -> dict[str, str]:
+    return {"torch": torch.__version__, "python": platform.python_version(),
+            "tgd": tgd_core.__version__}
+
+
+def current_git_commit(root: Path = config.PROJECT_ROOT) -> str | None:
+    """HEAD of the project's git checkout (with ``-dirty`` when it has changes), or None."""
+    try:
+        run = lambda *args: subprocess.run(  # noqa: E731
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def _plain(obj: Any, where: str) -> None:
+    """Refuse values that ``torch.load(weights_only=True)`` could not read back."""
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            _plain(item, f"{where}[{i}]")
+        return
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                raise TGDError(f"checkpoint field {where} has a non-str/int key {key!r}")
+            _plain(value, f"{where}.{key}")
+        return
+    raise TGDError(f"checkpoint field {where} holds a {type(obj).__name__}; "
+                   "use plain numbers, strings, lists, dicts or tensors")
+
+
+def _state(obj: Any) -> Any:
+    return obj.state_dict() if hasattr(obj, "state_dict") else obj
+
+
+def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
+                    normalization: Normalization, optimizer: Any = None, scheduler: Any = None,
+                    epoch: int | None = None, metrics: Mapping[str, Any] | None = None,
+                    config: Mapping[str, Any] | None = None,
+                    git_commit: str | None = None) -> Path:
+    """Write ``model`` (and optional optimizer/scheduler objects or state dicts) atomically.
+
+    The file is written beside ``path`` and moved into place with ``os.replace``, so a crash
+    never leaves a half-written checkpoint. ``git_commit`` defaults to the checkout's HEAD.
+    """
+    if input_kind not in INPUT_KINDS:
+        raise TGDError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
+    if normalization.channels != model.in_channels:
+        raise TGDError(f"normalisation has {normalization.channels} channels, "
+                       f"the model takes {model.in_channels}")
+    payload: dict[str, Any] = {
+        "format": FORMAT, "version": VERSION,
+        "model": model_name(model.depth, model.width),
+        "in_channels": model.in_channels, "num_classes": model.num_classes,
+        "input_kind": input_kind, "normalization": normalization.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": _state(optimizer), "scheduler": _state(scheduler), "epoch": epoch,
+        "metrics": dict(metrics or {}), "config": dict(config or {}),
+        "versions": library_versions(),
+        "git_commit": git_commit if git_commit is not None else current_git_commit(),
+    }
+    _plain(payload, "checkpoint")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    text = re.sub(r"\s+", " ", str(exc)).strip()
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _read(path: Path) -> Any:
+    if not path.exists():
+        raise TGDError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise TGDError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise TGDError(f"{path}: empty file, not a checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise TGDError(f"{path}: holds arbitrary Python objects, which are not loaded "
+                           "for safety (weights_only=True); not a TGD checkpoint") from None
+        raise TGDError(f"{path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged archives
+        raise TGDError(f"{path}: unreadable or truncated checkpoint ({_one_line(exc)})") from None
+
+
+def _check_state_dict(path: Path, sd: Any, model: str, in_channels: int,
+                      num_classes: int) -> dict[str, torch.Tensor]:
+    """The state dict must match the declared architecture key for key and shape for shape."""
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise TGDError(f"{path}: state dict is not a mapping of tensors")
+    with torch.device("meta"):
+        expected = build_model(model, in_channels, num_classes).state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise TGDError(f"{path}: state dict does not fit {model} ({len(missing)} missing keys "
+                       f"e.g. {missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]})")
+    for key, ref in expected.items():
+        if tuple(sd[key].shape) != tuple(ref.shape):
+            raise TGDError(f"{path}: {key} has shape {tuple(sd[key].shape)}, "
+                           f"{model} needs {tuple(ref.shape)}")
+    return dict(sd)
+
+
+def infer_architecture(sd: Mapping[str, Any]) -> tuple[str, int, int]:
+    """(registry name, in_channels, num_classes) of a WRN state dict, from its tensor shapes."""
+    try:
+        in_channels = int(sd["conv1.weight"].shape[1])
+        width, rem = divmod(int(sd["block1.nblockLayer.0.conv1.weight"].shape[0]), 16)
+        num_classes = int(sd["fc.weight"].shape[0])
+    except (KeyError, AttributeError, IndexError, TypeError) as exc:
+        raise TGDError(f"not a Wide-ResNet state dict (missing or odd {exc})") from None
+    blocks = {int(m.group(1)) for k in sd
+              if (m := re.match(r"block1\.nblockLayer\.(\d+)\.", str(k)))}
+    if rem or not blocks:
+        raise TGDError("not a Wide-ResNet state dict (group widths are not multiples of 16)")
+    return model_name(6 * len(blocks) + 4, width), in_channels, num_classes
+
+
+def _from_official(path: Path, raw: Mapping[str, Any]) -> Checkpoint:
+    sd = raw["model_state_dict"]
+    if not isinstance(sd, Mapping):
+        raise TGDError(f"{path}: model_state_dict is not a mapping")
+    try:
+        name, in_channels, num_classes = infer_architecture(sd)
+    except TGDError as exc:
+        raise TGDError(f"{path}: {exc}") from None
+    if in_channels not in _DEFAULT_NORMALIZATION:
+        raise TGDError(f"{path}: authors' checkpoint with {in_channels} input channels; "
+                       "only 3 (raw images) or 6 (persistence images) are known")
+    input_kind, normalization = _DEFAULT_NORMALIZATION[in_channels]
+    epoch = raw.get("epoch")
+    return Checkpoint(
+        model=name, in_channels=in_channels, num_classes=num_classes, input_kind=input_kind,
+        normalization=normalization,
+        state_dict=_check_state_dict(path, sd, name, in_channels, num_classes),
+        optimizer=raw.get("optimizer_state_dict"), epoch=int(epoch) if epoch is not None else None,
+        source="official", path=path,
+    )
+
+
+def _from_ours(path: Path, raw: Mapping[str, Any]) -> Checkpoint:
+    version = raw.get("version")
+    if not isinstance(version, int) or not 1 <= version <= VERSION:
+        raise TGDError(f"{path}: checkpoint format version {version!r} is not supported "
+                       f"(this TGD reads versions 1..{VERSION})")
+    try:
+        name, in_channels, num_classes = raw["model"], raw["in_channels"], raw["num_classes"]
+        input_kind, state_dict = raw["input_kind"], raw["state_dict"]
+        normalization = Normalization.from_dict(raw["normalization"])
+    except KeyError as exc:
+        raise TGDError(f"{path}: checkpoint lacks the field {exc}") from None
+    except TGDError as exc:
+        raise TGDError(f"{path}: {exc}") from None
+    if input_kind not in INPUT_KINDS:
+        raise TGDError(f"{path}: input_kind {input_kind!r} is not one of {INPUT_KINDS}")
+    if not all(isinstance(v, int) and v > 0 for v in (in_channels, num_classes)):
+        raise TGDError(f"{path}: in_channels {in_channels!r} and num_classes {num_classes!r} "
+                       "must be positive integers")
+    if name not in MODELS:
+        raise TGDError(f"{path}: unknown model {name!r}; known: {sorted(MODELS)}")
+    if normalization.channels != in_channels:
+        raise TGDError(f"{path}: normalisation has {normalization.channels} channels, "
+                       f"the model takes {in_channels}")
+    return Checkpoint(
+        model=name, in_channels=int(in_channels), num_classes=int(num_classes),
+        input_kind=input_kind, normalization=normalization,
+        state_dict=_check_state_dict(path, state_dict, name, in_channels, num_classes),
+        optimizer=raw.get("optimizer"), scheduler=raw.get("scheduler"), epoch=raw.get("epoch"),
+        metrics=dict(raw.get("metrics") or {}), config=dict(raw.get("config") or {}),
+        versions=dict(raw.get("versions") or {}), git_commit=raw.get("git_commit"),
+        source="tgd", path=path,
+    )
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read our checkpoint or an authors' file safely (``weights_only=True``); TGDError if not."""
+    path = Path(path)
+    raw = _read(path)
+    if not isinstance(raw, Mapping):
+        raise TGDError(f"{path}: holds a {type(raw).__name__}, not a checkpoint dict")
+    if raw.get("format") == FORMAT:
+        return _from_ours(path, raw)
+    if _OFFICIAL_KEYS <= set(raw):
+        return _from_official(path, raw)
+    keys = sorted(map(str, raw))
+    shown = ", ".join(keys[:6]) + (", …" if len(keys) > 6 else "")
+    raise TGDError(f"{path}: unrecognised checkpoint (keys: {shown or 'none'}); expected a "
+                   f"'{FORMAT}' file or the TGD authors' model_state_dict/optimizer_state_dict")

@@ -1,0 +1,224 @@
+"""Evaluation: batched inference, top-1 accuracy, NLL, ECE and reliability diagrams, and
+robustness sweeps over corrupted test inputs (TGD_METHOD.md §6).
+
+- Accuracy: percentage of samples whose arg-max logit is the label.
+- NLL: mean −log softmax(z)_y in nats.
+- ECE (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017, eq. 3): confidences
+  (max softmax probability) split into B = 15 equal-width bins (i/B, (i+1)/B];
+  ECE = Σ_b (|b|/n) · |acc(b) − conf(b)|. The reliability diagram is the per-bin
+  (confidence, accuracy, count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from tgd_core.corruptions import CORRUPTIONS, SEVERITIES, add_gaussian_noise, corrupt
+from tgd_core.errors import TGDError
+from tgd_core.normalization import Normalization, to_model_input
+
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One bin of a reliability diagram; ``confidence``/``accuracy`` are None when empty."""
+
+    lower: float
+    upper: float
+    count: int
+    confidence: float | None
+    accuracy: float | None
+
+
+@dataclass
+class EvaluationResult:
+    accuracy: float  # top-1, percent
+    nll: float  # nats per sample
+    ece: float  # fraction in [0, 1]
+    n: int
+    reliability: list[ReliabilityBin] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """``{"accuracy", "nll", "ece", "n"}`` with accuracy in percent rounded to 2 decimals."""
+        return {"accuracy": round(self.accuracy, 2), "nll": self.nll, "ece": self.ece, "n": self.n}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary(), "reliability": [asdict(b) for b in self.reliability]}
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Temporarily use ``num_threads`` intra-op CPU threads (None: leave as is)."""
+    if num_threads is None:
+        yield
+        return
+    if num_threads < 1:
+        raise TGDError(f"number of threads must be >= 1, got {num_threads}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def predict_logits(model: nn.Module, images: np.ndarray, normalization: Normalization, *,
+                   batch_size: int = 500, num_threads: int | None = None,
+                   device: torch.device | str = "cpu", progress: bool | None = False,
+                   desc: str = "evaluate") -> torch.Tensor:
+    """Logits (float32, CPU, N×classes) of ``model`` in eval mode for N×H×W×C ``images``.
+
+    ``progress``: True shows a tqdm bar on stderr, None shows it only when stderr is a terminal.
+    The model's train/eval mode is restored afterwards.
+    """
+    if batch_size < 1:
+        raise TGDError(f"batch size must be >= 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    outputs = []
+    bar = tqdm(total=len(images), desc=desc, unit="img", file=sys.stderr, leave=False,
+               disable=None if progress is None else not progress)
+    try:
+        with torch_threads(num_threads), torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                chunk = images[start:start + batch_size]
+                x = to_model_input(chunk, normalization).to(device)
+                outputs.append(model(x).float().cpu())
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        model.train(was_training)
+    if not outputs:
+        raise TGDError("no images to evaluate")
+    return torch.cat(outputs)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in percent."""
+    if len(labels) == 0:
+        raise TGDError("accuracy of an empty set")
+    return 100.0 * int((logits.argmax(1) == labels).sum()) / len(labels)
+
+
+def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean −log p(y|x) in nats, computed in float64."""
+    return float(torch.nn.functional.cross_entropy(logits.double(), labels))
+
+
+def reliability_bins(confidences: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray,
+                     n_bins: int = ECE_BINS) -> list[ReliabilityBin]:
+    """Equal-width bins (i/B, (i+1)/B] of the confidences, with mean confidence and accuracy."""
+    conf = np.asarray(confidences, dtype=np.float64)
+    hit = np.asarray(correct, dtype=np.float64)
+    if conf.shape != hit.shape or conf.ndim != 1:
+        raise TGDError(f"confidences {conf.shape} and correct {hit.shape} must be equal 1-D")
+    if conf.size and (conf.min() < 0 or conf.max() > 1):
+        raise TGDError("confidences must lie in [0, 1]")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.searchsorted(edges[1:-1], conf, side="left")  # conf in (e_i, e_i+1] -> i
+    bins = []
+    for i in range(n_bins):
+        mask = index == i
+        count = int(mask.sum())
+        bins.append(ReliabilityBin(
+            lower=float(edges[i]), upper=float(edges[i + 1]), count=count,
+            confidence=float(conf[mask].mean()) if count else None,
+            accuracy=float(hit[mask].mean()) if count else None,
+        ))
+    return bins
+
+
+def expected_calibration_error(bins: Iterable[ReliabilityBin]) -> float:
+    """ECE = Σ_b (|b|/n)·|acc(b) − conf(b)| over reliability bins."""
+    bins = list(bins)
+    n = sum(b.count for b in bins)
+    if n == 0:
+        raise TGDError("ECE of an empty set")
+    return float(sum(b.count / n * abs(b.accuracy - b.confidence) for b in bins if b.count))
+
+
+def evaluate_logits(logits: torch.Tensor, labels: np.ndarray | torch.Tensor,
+                    n_bins: int = ECE_BINS) -> EvaluationResult:
+    """Accuracy, NLL, ECE and reliability data of N×classes logits against N labels."""
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if logits.ndim != 2 or len(logits) != len(labels):
+        raise TGDError(f"logits {tuple(logits.shape)} do not match {len(labels)} labels")
+    probs = torch.softmax(logits.double(), dim=1)
+    conf, pred = probs.max(dim=1)
+    bins = reliability_bins(conf.numpy(), (pred == labels).numpy(), n_bins)
+    return EvaluationResult(accuracy=accuracy(logits, labels),
+                            nll=negative_log_likelihood(logits, labels),
+                            ece=expected_calibration_error(bins), n=len(labels), reliability=bins)
+
+
+def evaluate_model(model: nn.Module, images: np.ndarray, labels: np.ndarray,
+                   normalization: Normalization, *, n_bins: int = ECE_BINS,
+                   **inference: Any) -> EvaluationResult:
+    """:func:`predict_logits` then :func:`evaluate_logits`; ``inference`` goes to the former."""
+    if len(images) != len(labels):
+        raise TGDError(f"{len(images)} images but {len(labels)} labels")
+    return evaluate_logits(predict_logits(model, images, normalization, **inference), labels,
+                           n_bins)
+
+
+def robustness_sweep(model: nn.Module, images: np.ndarray, labels: np.ndarray,
+                     normalization: Normalization, *,
+                     corruptions: Sequence[str] = tuple(CORRUPTIONS),
+                     severities: Sequence[int] = SEVERITIES,
+                     noise_sigmas: Sequence[float] = (), seed: int = 0, include_clean: bool = True,
+                     **inference: Any) -> list[dict[str, Any]]:
+    """Evaluate on clean, CIFAR-10-C-corrupted (types × severities) and Gaussian-noised inputs.
+
+    Each row: ``corruption``, ``severity`` (0 for clean), ``sigma`` (noise rows), ``accuracy``,
+    ``nll``, ``ece``, ``n``. Every corruption uses the same ``seed``.
+    """
+    conditions: list[tuple[str, int | None, float | None]] = []
+    if include_clean:
+        conditions.append(("clean", 0, None))
+    conditions += [(name, s, None) for name in corruptions for s in severities]
+    conditions += [("gaussian_noise_sigma", None, float(sig)) for sig in noise_sigmas]
+    rows = []
+    for name, severity, sigma in conditions:
+        if name == "clean":
+            x = images
+        elif sigma is not None:
+            x = add_gaussian_noise(images, sigma, seed=seed)
+        else:
+            x = corrupt(images, name, severity, seed=seed)
+        label = name if sigma is None else f"noise σ={sigma:g}"
+        result = evaluate_model(model, x, labels, normalization,
+                                desc=f"{label} {severity or ''}".strip(), **inference)
+        rows.append({"corruption": name, "severity": severity, "sigma": sigma,
+                     **result.summary()})
+    return rows
+
+
+def write_table(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write sweep rows as ``.csv`` or ``.json`` (chosen by the suffix)."""
+    path = Path(path)
+    if not rows:
+        raise TGDError("no rows to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(list(rows), indent=2) + "\n")
+    elif path.suffix.lower() == ".csv":
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        raise TGDError(f"{path}: table format must be .csv or .json")
+    return path

@@ -1,0 +1,68 @@
+"""Input normalisation (one home): per-channel mean/std and the conversion images → model input.
+
+Constants from the TGD reference code (``shared/docs/TGD_METHOD.md`` §2 step 6 and §3): raw
+CIFAR-10 images use mean (0.507, 0.487, 0.441) / std (0.267, 0.256, 0.276); the 6×50×50 PI stack
+uses the PI statistics, repeated for the row and the column triple. The conversion matches
+torchvision's ``ToTensor`` + ``Normalize`` in float32, so reference accuracies reproduce exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from tgd_core.errors import TGDError
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel (x − mean) / std applied to inputs scaled to [0, 1]."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise TGDError(f"normalisation mean {self.mean} and std {self.std} differ in length")
+        if any(not s > 0 for s in self.std):
+            raise TGDError(f"normalisation std must be positive, got {self.std}")
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std]}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Normalization:
+        try:
+            return cls(tuple(float(m) for m in data["mean"]), tuple(float(s) for s in data["std"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TGDError(f"malformed normalisation {data!r}: {exc}") from None
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise an N×C×H×W float tensor in [0, 1] (returns a new tensor)."""
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise TGDError(f"expected N×{self.channels}×H×W input, got {tuple(x.shape)}")
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+CIFAR10_RAW = Normalization((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
+_PI_MEAN = (0.05165074, 0.05487815, 0.06697452)
+_PI_STD = (0.12468914, 0.12733056, 0.13768335)
+CIFAR10_PI = Normalization(_PI_MEAN * 2, _PI_STD * 2)
+
+
+def to_model_input(images: np.ndarray | torch.Tensor, normalization: Normalization) -> torch.Tensor:
+    """N×H×W×C images (uint8, or float in [0, 1]) → normalised float32 N×C×H×W tensor."""
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if x.ndim != 4:
+        raise TGDError(f"expected N×H×W×C images, got shape {tuple(x.shape)}")
+    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+    return normalization.apply(x.permute(0, 3, 1, 2).contiguous())
