@@ -21,6 +21,7 @@ import platform
 import re
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +71,8 @@ class Checkpoint:
 
 
 def library_versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "python": platform.python_version(),
-            "tgd": tgd_core.__version__}
+    return {"torch": str(torch.__version__), "python": platform.python_version(),
+            "tgd": str(tgd_core.__version__)}
 
 
 def current_git_commit(root: Path = config.PROJECT_ROOT) -> str | None:
@@ -87,24 +88,6 @@ def current_git_commit(root: Path = config.PROJECT_ROOT) -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
-def _plain(obj: Any, where: str) -> None:
-    """Refuse values that ``torch.load(weights_only=True)`` could not read back."""
-    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
-        return
-    if isinstance(obj, (list, tuple)):
-        for i, item in enumerate(obj):
-            _plain(item, f"{where}[{i}]")
-        return
-    if isinstance(obj, Mapping):
-        for key, value in obj.items():
-            if not isinstance(key, (str, int)):
-                raise TGDError(f"checkpoint field {where} has a non-str/int key {key!r}")
-            _plain(value, f"{where}.{key}")
-        return
-    raise TGDError(f"checkpoint field {where} holds a {type(obj).__name__}; "
-                   "use plain numbers, strings, lists, dicts or tensors")
-
-
 def _state(obj: Any) -> Any:
     return obj.state_dict() if hasattr(obj, "state_dict") else obj
 
@@ -116,8 +99,10 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
                     git_commit: str | None = None) -> Path:
     """Write ``model`` (and optional optimizer/scheduler objects or state dicts) atomically.
 
-    The file is written beside ``path`` and moved into place with ``os.replace``, so a crash
-    never leaves a half-written checkpoint. ``git_commit`` defaults to the checkout's HEAD.
+    The file is written beside ``path``, read back with ``weights_only=True`` (so metrics and
+    config must be plain numbers, strings, lists, dicts or tensors) and moved into place with
+    ``os.replace``: a crash never leaves a half-written checkpoint. ``git_commit`` defaults to
+    the checkout's HEAD.
     """
     if input_kind not in INPUT_KINDS:
         raise TGDError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
@@ -135,7 +120,6 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
         "versions": library_versions(),
         "git_commit": git_commit if git_commit is not None else current_git_commit(),
     }
-    _plain(payload, "checkpoint")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -144,6 +128,11 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        try:  # what we write must read back under weights_only=True
+            _read(Path(tmp))
+        except TGDError as exc:
+            raise TGDError(f"{path}: not saved: fields must be plain numbers, strings, lists, "
+                           f"dicts or tensors ({str(exc).split(': ', 1)[1]})") from None
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -151,10 +140,15 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
     return path
 
 
-def _one_line(exc: BaseException, limit: int = 160) -> str:
-    text = re.sub(r"\s+", " ", str(exc)).strip()
+def _one_line(exc: BaseException, limit: int = 120) -> str:
+    """``Type: first sentence`` of an exception's message, on one line."""
+    text = re.sub(r"\s+", " ", str(exc)).strip().split(". ")[0]
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+_PICKLE_PROTO = b"\x80"  # legacy torch.save / plain pickle
 
 
 def _read(path: Path) -> Any:
@@ -164,15 +158,24 @@ def _read(path: Path) -> Any:
         raise TGDError(f"{path}: not a file")
     if path.stat().st_size == 0:
         raise TGDError(f"{path}: empty file, not a checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTO)):
+        raise TGDError(f"{path}: not a PyTorch checkpoint (unrecognised file header {head!r})")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
-            raise TGDError(f"{path}: holds arbitrary Python objects, which are not loaded "
-                           "for safety (weights_only=True); not a TGD checkpoint") from None
-        raise TGDError(f"{path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
+        text = str(exc)
+        if "weights only load failed" not in text.lower():
+            raise TGDError(f"{path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        detail = f"the class {found.group(1)}" if found else "objects other than tensors and containers"
+        raise TGDError(f"{path}: holds {detail}, which safe loading (weights_only=True) refuses; "
+                       "not a TGD checkpoint") from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged archives
-        raise TGDError(f"{path}: unreadable or truncated checkpoint ({_one_line(exc)})") from None
+        raise TGDError(f"{path}: damaged or truncated checkpoint ({_one_line(exc)})") from None
 
 
 def _check_state_dict(path: Path, sd: Any, model: str, in_channels: int,
