@@ -95,19 +95,23 @@ def h0_path_levels(levels, left_min, stack_val, stack_min, births, deaths):
     return count
 
 
-#: Points whose whole contribution is below this fraction of a lower bound of the PI's maximum
-#: are skipped: together they move the PI by less than float64 rounding does (< 1e-15 of max).
+#: Terms below this fraction of a lower bound of the PI's maximum are skipped: together they
+#: move the PI by less than float64 rounding does (< 1e-15 of its maximum).
 NEGLIGIBLE = 1e-18
 
 
 @njit(cache=True, parallel=True)
-def paper_pis_kernel(signals, keep, pers, tx, tx_max, ty, ty_max, out):
+def paper_pis_kernel(signals, keep, pers, tx, tx_max, ty, ty_max, write_raw, raw, out_u8):
     """Persistence images of the H0 diagrams of ``signals`` (N×S×L uint8 levels).
+
+    Each PI is accumulated in a per-thread buffer, then copied to ``raw`` (N×S×R×C float64, when
+    ``write_raw``) and max-normalised into ``out_u8`` (N×S×R×C uint8, see
+    :func:`max_normalise_uint8`); without ``write_raw`` no float array of the batch is made.
 
     ``keep[b, d]``: bar (b, d) passes the threshold; ``pers[b, d]``: its persistence;
     ``tx[b]``: birth factor over image columns; ``ty[b, d]``: persistence factor over image rows
-    (top row = largest persistence); ``tx_max``/``ty_max``: their maxima. ``out`` (N×S×R×C,
-    float64, zeroed) receives sum_p w_p * ty[p] ⊗ tx[p] with w_p = (1 / max persistence) * pers_p.
+    (top row = largest persistence); ``tx_max``/``ty_max``: their maxima. A PI is
+    sum_p w_p * ty[p] ⊗ tx[p] with w_p = (1 / max persistence) * pers_p.
 
     Each term is non-negative and its maximum is w·max(ty)·max(tx), so the largest of these
     bounds the PI's maximum from below; terms under NEGLIGIBLE times that bound are skipped.
@@ -126,85 +130,112 @@ def paper_pis_kernel(signals, keep, pers, tx, tx_max, ty, ty_max, out):
         group = np.zeros((256, n_rows), np.float64)
         used = np.zeros(256, np.bool_)
         used_list = np.empty(256, np.int64)
+        img = np.empty((n_rows, n_cols), np.float64)
         for s in range(n_sig):
-            m = h0_path_levels(signals[n, s], left_min, stack_val, stack_min, births, deaths)
-            k = 0
-            maxp = 0.0
-            for j in range(m):
-                b = births[j]
-                d = deaths[j]
-                if keep[b, d]:
-                    births[k] = b
-                    deaths[k] = d
-                    k += 1
-                    if pers[b, d] > maxp:
-                        maxp = pers[b, d]
-            if k == 0:
-                continue
-            inv = 1.0 / maxp
-            lower = 0.0
-            for j in range(k):
-                b = births[j]
-                d = deaths[j]
-                bound[j] = inv * pers[b, d] * ty_max[b, d] * tx_max[b]
-                if bound[j] > lower:
-                    lower = bound[j]
-            cut = lower * NEGLIGIBLE
-            # touch every cache line of the rows needed next: independent loads overlap their
-            # memory latency, where the accumulation below would wait for them one at a time
-            touch = 0.0
-            for j in range(k):
-                if bound[j] > cut:
-                    row = ty[births[j], deaths[j]]
-                    for r in range(0, n_rows, 8):
-                        touch += row[r]
-            cut += touch * 0.0  # keeps the loads; touch is finite, so cut is unchanged
-            n_used = 0
-            for j in range(k):
-                if bound[j] <= cut:
-                    continue
-                b = births[j]
-                d = deaths[j]
-                w = inv * pers[b, d]
-                if not used[b]:
-                    used[b] = True
-                    used_list[n_used] = b
-                    n_used += 1
-                    for r in range(n_rows):
-                        group[b, r] = 0.0
-                for r in range(n_rows):
-                    group[b, r] += w * ty[b, d, r]
-            img = out[n, s]
-            for u in range(n_used):
-                b = used_list[u]
-                used[b] = False
-                for r in range(n_rows):
-                    g = group[b, r]
-                    if g != 0.0:
-                        for c in range(n_cols):
-                            img[r, c] += g * tx[b, c]
+            img[:] = 0.0
+            _paper_pi(signals[n, s], keep, pers, tx, tx_max, ty, ty_max, left_min, stack_val,
+                      stack_min, births, deaths, bound, group, used, used_list, img)
+            if write_raw:
+                raw[n, s] = img
+            _uint8_image(img, out_u8[n, s])
+
+
+@njit(cache=True)
+def _paper_pi(signal, keep, pers, tx, tx_max, ty, ty_max, left_min, stack_val, stack_min,
+              births, deaths, bound, group, used, used_list, img):
+    """Accumulate the PI of one signal into ``img`` (zeroed); see :func:`paper_pis_kernel`."""
+    n_rows = ty.shape[2]
+    n_cols = tx.shape[1]
+    m = h0_path_levels(signal, left_min, stack_val, stack_min, births, deaths)
+    k = 0
+    maxp = 0.0
+    for j in range(m):
+        b = births[j]
+        d = deaths[j]
+        if keep[b, d]:
+            births[k] = b
+            deaths[k] = d
+            k += 1
+            if pers[b, d] > maxp:
+                maxp = pers[b, d]
+    if k == 0:
+        return
+    inv = 1.0 / maxp
+    lower = 0.0
+    for j in range(k):
+        b = births[j]
+        d = deaths[j]
+        bound[j] = inv * pers[b, d] * ty_max[b, d] * tx_max[b]
+        if bound[j] > lower:
+            lower = bound[j]
+    cut = lower * NEGLIGIBLE
+    # touch every cache line of the rows needed next: independent loads overlap their
+    # memory latency, where the accumulation below would wait for them one at a time
+    touch = 0.0
+    for j in range(k):
+        if bound[j] > cut:
+            row = ty[births[j], deaths[j]]
+            for r in range(0, n_rows, 8):
+                touch += row[r]
+    cut += touch * 0.0  # keeps the loads; touch is finite, so cut is unchanged
+    n_used = 0
+    for j in range(k):
+        if bound[j] <= cut:
+            continue
+        b = births[j]
+        d = deaths[j]
+        w = inv * pers[b, d]
+        if not used[b]:
+            used[b] = True
+            used_list[n_used] = b
+            n_used += 1
+            for r in range(n_rows):
+                group[b, r] = 0.0
+        for r in range(n_rows):
+            group[b, r] += w * ty[b, d, r]
+    # Outer products, skipping entries g·tx <= cut: per pixel they sum to < 256·cut, below
+    # float64 rounding of the PI's maximum. Columns outside the first/last significant ones of
+    # tx[b] and rows with a negligible g are left out.
+    for u in range(n_used):
+        b = used_list[u]
+        used[b] = False
+        gmax = 0.0
+        for r in range(n_rows):
+            if group[b, r] > gmax:
+                gmax = group[b, r]
+        c_lo = 0
+        while c_lo < n_cols and tx[b, c_lo] * gmax <= cut:
+            c_lo += 1
+        c_hi = n_cols
+        while c_hi > c_lo and tx[b, c_hi - 1] * gmax <= cut:
+            c_hi -= 1
+        row_cut = cut / tx_max[b]
+        for r in range(n_rows):
+            g = group[b, r]
+            if g > row_cut:
+                for c in range(c_lo, c_hi):
+                    img[r, c] += g * tx[b, c]
+
+
+@njit(cache=True)
+def _uint8_image(img, out):
+    """``uint8((img / max(img)) * 255)`` (truncation) in float64; an all-zero image stays zero."""
+    m = 0.0
+    for r in range(img.shape[0]):
+        for c in range(img.shape[1]):
+            if img[r, c] > m:
+                m = img[r, c]
+    for r in range(img.shape[0]):
+        for c in range(img.shape[1]):
+            out[r, c] = np.uint8((img[r, c] / m) * 255.0) if m > 0.0 else 0
 
 
 @njit(cache=True, parallel=True)
 def max_normalise_uint8(pis, out):
-    """``uint8((pi / max(pi)) * 255)`` per image (truncation), in float64; all-zero stays zero."""
-    n_img, n_sig, n_rows, n_cols = pis.shape
-    for n in prange(n_img):
-        for s in range(n_sig):
-            img = pis[n, s]
-            m = 0.0
-            for r in range(n_rows):
-                for c in range(n_cols):
-                    if img[r, c] > m:
-                        m = img[r, c]
-            if m > 0.0:
-                for r in range(n_rows):
-                    for c in range(n_cols):
-                        out[n, s, r, c] = np.uint8((img[r, c] / m) * 255.0)
-            else:
-                for r in range(n_rows):
-                    for c in range(n_cols):
-                        out[n, s, r, c] = 0
+    """:func:`_uint8_image` over an N×S×R×C batch."""
+    for n in prange(pis.shape[0]):
+        for s in range(pis.shape[1]):
+            _uint8_image(pis[n, s], out[n, s])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,14 +264,12 @@ def _neighbours(i, h, w, conn8, nb):
 
 
 @njit(cache=True)
-def cubical_h0(values, h, w, conn8, out_b, out_d):
-    """Sublevel H0 of a flat h×w image under 4- or 8-connectivity.
-
-    Writes finite bars (positive length) to out_b/out_d and returns (count, global minimum):
-    the essential bar is (global minimum, inf).
+def cubical_h0(values, order, h, w, conn8, out_b, out_d):
+    """Sublevel H0 of a flat h×w image under 4- or 8-connectivity; ``order`` sorts ``values``
+    ascending. Writes finite bars (positive length) to out_b/out_d and returns (count, global
+    minimum): the essential bar is (global minimum, inf).
     """
     n = values.shape[0]
-    order = np.argsort(values, kind="mergesort")
     parent = np.full(n, -1, np.int64)
     birth = np.empty(n, np.float64)
     nb = np.empty(8, np.int64)
@@ -272,15 +301,15 @@ def cubical_h0(values, h, w, conn8, out_b, out_d):
 
 
 @njit(cache=True)
-def cubical_h1(values, h, w, conn8_dual, out_b, out_d):
+def cubical_h1(values, order, h, w, conn8_dual, out_b, out_d):
     """Sublevel H1 of a flat h×w image by duality: superlevel H0 of the complement.
 
     Pixels enter in decreasing order and join their ``conn8_dual`` neighbours; border pixels
     join an "outside" node that never dies. When a component dies at value v, the hole it
-    filled gives the H1 bar (v, component maximum). Returns the number of bars written.
+    filled gives the H1 bar (v, component maximum). ``order`` sorts ``values`` ascending (it is
+    walked backwards). Returns the number of bars written.
     """
     n = values.shape[0]
-    order = np.argsort(-values, kind="mergesort")
     outside = n
     parent = np.full(n + 1, -1, np.int64)
     top = np.empty(n + 1, np.float64)  # the component's maximum (its superlevel birth)
@@ -288,7 +317,7 @@ def cubical_h1(values, h, w, conn8_dual, out_b, out_d):
     top[outside] = np.inf
     nb = np.empty(9, np.int64)
     m = 0
-    for k in range(n):
+    for k in range(n - 1, -1, -1):
         i = order[k]
         v = values[i]
         parent[i] = i
@@ -330,12 +359,13 @@ def cubical_batch(images, dim0, dim1, conn8, out_b, out_d, counts, mins):
     n_img, h, w = images.shape
     for n in prange(n_img):
         flat = images[n].ravel()
+        order = np.argsort(flat)
         if dim0:
-            cnt, mn = cubical_h0(flat, h, w, conn8, out_b[n, 0], out_d[n, 0])
+            cnt, mn = cubical_h0(flat, order, h, w, conn8, out_b[n, 0], out_d[n, 0])
             counts[n, 0] = cnt
             mins[n] = mn
         if dim1:
-            counts[n, 1] = cubical_h1(flat, h, w, not conn8, out_b[n, 1], out_d[n, 1])
+            counts[n, 1] = cubical_h1(flat, order, h, w, not conn8, out_b[n, 1], out_d[n, 1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +376,10 @@ def cubical_batch(images, dim0, dim1, conn8, out_b, out_d, counts, mins):
 @njit(cache=True, inline="always")
 def ndtr(a):
     """Standard normal CDF with the same formula as Cephes/SciPy ``ndtr``."""
+    if a > 9.0:  # 1 - 0.5 erfc(a / sqrt 2) rounds to exactly 1.0 here
+        return 1.0
+    if a < -39.0:  # 0.5 erfc(-a / sqrt 2) underflows to exactly 0.0 here
+        return 0.0
     x = a * 0.7071067811865476
     z = abs(x)
     if z < 0.7071067811865476:

@@ -83,8 +83,9 @@ def _bars(values: np.ndarray, config: CubicalConfig):
     dims = config.homology_dimensions
     _kernels.cubical_batch(np.ascontiguousarray(f), 0 in dims, 1 in dims,
                            config.construction == "top", out_b, out_d, counts, mins)
-    sign = -1.0 if config.filtration == "superlevel" else 1.0
-    return sign * out_b, sign * out_d, counts, sign * mins
+    if config.filtration == "superlevel":
+        return -out_b, -out_d, counts, -mins
+    return out_b, out_d, counts, mins
 
 
 def cubical_diagrams(images, config: CubicalConfig | None = None, *, chunk: int = 1024):

@@ -133,24 +133,24 @@ def _as_uint8_rgb(images) -> np.ndarray:
 
 
 def paper_persistence_images(
-    images, config: PaperPIConfig | None = None, *, chunk: int = 8192
-) -> tuple[np.ndarray, np.ndarray]:
+    images, config: PaperPIConfig | None = None, *, raw: bool = True
+) -> tuple[np.ndarray | None, np.ndarray]:
     """Paper-mode PIs of a batch of images.
 
-    Returns ``(pi_raw, pi_uint8)``: float64 N×6×rows×cols PIs before max normalisation and the
-    uint8 images (each PI / its max × 255, truncated, computed in float64).
+    Returns ``(pi_raw, pi_uint8)``: float64 N×6×rows×cols PIs before max normalisation (None
+    with ``raw=False``, which saves the memory traffic when only the uint8 images are needed)
+    and the uint8 images (each PI / its max × 255, truncated, computed in float64).
     """
     config = config or PaperPIConfig()
     batch = _as_uint8_rgb(images)
     keep, pers, tx, tx_max, ty, ty_max = _tables(config)
     nx, ny = config.resolution
-    n = len(batch)
-    raw = np.zeros((n, len(SCANS), ny, nx), np.float64)
-    for start in range(0, n, chunk):
-        signals = scan_signals(batch[start : start + chunk])
-        _kernels.paper_pis_kernel(signals, keep, pers, tx, tx_max, ty, ty_max,
-                                  raw[start : start + chunk])
-    return raw, to_uint8(raw)
+    shape = (len(batch), len(SCANS), ny, nx)
+    pi_raw = np.empty(shape, np.float64) if raw else np.empty((1, 1, 1, 1), np.float64)
+    pi_u8 = np.empty(shape, np.uint8)
+    _kernels.paper_pis_kernel(scan_signals(batch), keep, pers, tx, tx_max, ty, ty_max, raw,
+                              pi_raw, pi_u8)
+    return (pi_raw if raw else None), pi_u8
 
 
 def to_uint8(pi_raw: np.ndarray) -> np.ndarray:

@@ -1,0 +1,113 @@
+"""``tgd pi``: persistence images of images (to an .npz) or of a dataset split (to the cache)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from tgd_core.errors import TGDError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "pi", help="persistence images of images or of a dataset split",
+        description="Compute persistence images. Either --input IMAGES --out OUT.npz, or "
+                    "--dataset cifar10 --split SPLIT to fill the dataset PI cache.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help=".npy of uint8 N×H×W×3 images, an image file or a folder")
+    src.add_argument("--dataset", choices=["cifar10"], help="fill the PI cache of a dataset")
+    p.add_argument("--out", help="output .npz (with --input)")
+    p.add_argument("--split", default="train", help="dataset split: train, test, test_lossless_1k")
+    p.add_argument("--shard", help="i/n: compute only the i-th (0-based) of n row ranges")
+    p.add_argument("--workers", type=int, default=1, help="processes (1 = threads in this one)")
+    p.add_argument("--cache-dir", help="cache root (default: $TGD_STATE_DIR/cache)")
+    p.add_argument("--data-dir", help="dataset root (default: $TGD_DATA_DIR or ../shared/data)")
+    p.add_argument("--mode", choices=["paper", "cubical"], default="paper")
+    g = p.add_argument_group("paper mode (the authors' PIs)")
+    g.add_argument("--resolution", type=int, default=50, help="PI pixels per side")
+    g.add_argument("--spread", type=float, default=0.01, help="Gaussian standard deviation")
+    g.add_argument("--min-bd", type=float, default=0.0)
+    g.add_argument("--max-bd", type=float, default=0.3)
+    g.add_argument("--threshold", type=float, default=0.02, help="keep death - birth > this")
+    c = p.add_argument_group("cubical mode (2-D H0/H1, gudhi semantics)")
+    c.add_argument("--homology", type=int, nargs="+", default=[0, 1])
+    c.add_argument("--filtration", choices=["sublevel", "superlevel"], default="sublevel")
+    c.add_argument("--channels", choices=["rgb", "grey"], default="rgb")
+    c.add_argument("--construction", choices=["top", "vertex"], default="top")
+    c.add_argument("--pi-resolution", type=int, default=32, help="PI pixels per side")
+    c.add_argument("--sigma", type=float, default=0.02, help="Gaussian standard deviation")
+    c.add_argument("--birth-range", type=float, nargs=2, default=[0.0, 1.0])
+    c.add_argument("--pers-range", type=float, nargs=2, default=[0.0, 1.0])
+    c.add_argument("--weight", choices=["constant", "linear", "power"], default="linear")
+    c.add_argument("--power", type=float, default=1.0)
+    c.add_argument("--sampled", action="store_true", help="sample at pixel centres, not integrate")
+    p.set_defaults(func=run)
+
+
+def representation_from_args(args):
+    from tgd_core.topology import PaperPIConfig
+    from tgd_core.topology.cubical import CubicalConfig
+    from tgd_core.topology.pimage import PersistenceImageConfig
+    from tgd_core.topology.representation import CubicalPIConfig
+
+    if args.mode == "paper":
+        return PaperPIConfig((args.resolution, args.resolution), args.spread, args.min_bd,
+                             args.max_bd, args.threshold)
+    return CubicalPIConfig(
+        CubicalConfig(tuple(args.homology), args.filtration, args.channels, args.construction),
+        PersistenceImageConfig(tuple(args.birth_range), tuple(args.pers_range),
+                               (args.pi_resolution, args.pi_resolution), args.sigma, args.weight,
+                               args.power, not args.sampled))
+
+
+def run(args) -> int:
+    rep = representation_from_args(args)
+    if args.input:
+        return _run_images(args, rep)
+    return _run_dataset(args, rep)
+
+
+def _run_images(args, rep) -> int:
+    from tgd_core.images import load_images
+    from tgd_core.topology.representation import compute_pis
+
+    if not args.out:
+        raise TGDError("--out OUT.npz is required with --input")
+    images, names = load_images(args.input)
+    t0 = time.perf_counter()
+    raw, u8 = compute_pis(images, rep)
+    dt = time.perf_counter() - t0
+    np.savez_compressed(args.out, pi_raw=raw.astype(np.float32), pi_uint8=u8,
+                        names=np.asarray(names), config=json.dumps(rep.to_dict()))
+    print(f"{len(names)} image(s) -> {args.out}: pi_raw {raw.shape} float32, pi_uint8 "
+          f"({dt:.3f} s)", file=sys.stderr)
+    return 0
+
+
+def _run_dataset(args, rep) -> int:
+    from tqdm import tqdm
+
+    from tgd_core.data import load_cifar10
+    from tgd_core.topology.cache import PICache, parse_shard
+
+    shard = parse_shard(args.shard)
+    images, _ = load_cifar10(args.split, args.data_dir)
+    entry = PICache.for_images(images, rep, args.dataset, args.split, args.cache_dir)
+    todo = sum(b - a for a, b in entry.missing(shard))
+    t0 = time.perf_counter()
+    with tqdm(total=todo, unit="img", desc=f"PIs {args.dataset}/{args.split}") as bar:
+        entry.fill(images, rep, shard=shard, workers=max(1, args.workers), progress=bar.update)
+    dt = time.perf_counter() - t0
+    rate = f", {todo / dt:,.0f} images/s" if todo else " (already cached)"
+    state = "complete" if entry.complete() else "partial (other shards pending)"
+    print(f"{todo} image(s) computed in {dt:.1f} s{rate}; cache {state}: {entry.root}",
+          file=sys.stderr)
+    if entry.complete():
+        arr = entry.load()
+        print(f"{entry.root}: {arr.shape} uint8 PIs", file=sys.stderr)
+    return 0

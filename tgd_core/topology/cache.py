@@ -1,0 +1,185 @@
+"""Dataset PI cache: compute the uint8 PIs of a dataset split once, store them, reuse them.
+
+Layout: ``<cache dir>/pi/<dataset>-<split>-<key>/`` where the key hashes the representation's
+parameters, the images' content and the engine's cache version. Work is written in parts
+(``part-<start>-<stop>.npy``, each written to a temporary file and renamed), so a killed run
+loses at most the part in progress and resumes where it stopped; ``shard=(i, n)`` computes only
+the i-th of n equal row ranges, for a cluster scheduler. :meth:`PICache.load` reads the parts
+into one array once every part exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tgd_core import config as tgd_config
+from tgd_core.errors import TGDError
+from tgd_core.topology.representation import (
+    Representation,
+    compute_pis,
+    n_maps,
+    representation_from_dict,
+    representation_key,
+)
+
+CACHE_VERSION = 1
+PART_ROWS = 5000
+_PART = re.compile(r"part-(\d+)-(\d+)\.npy$")
+
+
+def content_hash(images: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=8).hexdigest()
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` (0-based i) → (i, n); None → (0, 1)."""
+    if text is None:
+        return 0, 1
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not 0 <= int(m[1]) < int(m[2]):
+        raise TGDError(f"--shard must be i/n with 0 <= i < n, got {text!r}")
+    return int(m[1]), int(m[2])
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _compute_part(args) -> tuple[int, int]:
+    """Worker: PIs of rows [start, stop) written to their part file (runs in a subprocess)."""
+    images, rep_dict, start, stop, path, threads = args
+    if threads:
+        import numba
+
+        numba.set_num_threads(threads)
+    _, u8 = compute_pis(images, representation_from_dict(rep_dict), raw=False)
+    _save_atomic(Path(path), u8)
+    return start, stop
+
+
+@dataclass
+class PICache:
+    """The cache entry of one (dataset, split, representation, images)."""
+
+    root: Path
+    n: int
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def for_images(cls, images: np.ndarray, rep: Representation, dataset: str, split: str,
+                   cache_dir: str | Path | None = None) -> PICache:
+        key = hashlib.sha256(
+            f"{representation_key(rep)}|{content_hash(images)}|{len(images)}|v{CACHE_VERSION}"
+            .encode()).hexdigest()[:16]
+        base = Path(cache_dir) if cache_dir else tgd_config.cache_dir()
+        root = base / "pi" / f"{dataset}-{split}-{key}"
+        probe = compute_pis(images[:1], rep, raw=False)[1]
+        entry = cls(root, len(images), tuple(probe.shape[1:]))
+        root.mkdir(parents=True, exist_ok=True)
+        meta = root / "meta.json"
+        if not meta.exists():
+            tmp = root / f".meta.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps({
+                "dataset": dataset, "split": split, "n": len(images),
+                "representation": rep.to_dict(), "maps": n_maps(rep), "shape": list(entry.shape),
+                "images_blake2b": content_hash(images), "cache_version": CACHE_VERSION,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }, indent=2))
+            os.replace(tmp, meta)
+        return entry
+
+    def parts(self) -> list[tuple[int, int, Path]]:
+        found = []
+        for p in self.root.glob("part-*.npy"):
+            m = _PART.search(p.name)
+            if m:
+                found.append((int(m[1]), int(m[2]), p))
+        return sorted(found)
+
+    def missing(self, shard: tuple[int, int] = (0, 1)) -> list[tuple[int, int]]:
+        """Row ranges of this shard still to compute, in parts of at most PART_ROWS rows."""
+        i, n = shard
+        lo, hi = i * self.n // n, (i + 1) * self.n // n
+        done = {(a, b) for a, b, _ in self.parts()}
+        todo = []
+        for start in range(lo, hi, PART_ROWS):
+            stop = min(start + PART_ROWS, hi)
+            if (start, stop) not in done:
+                todo.append((start, stop))
+        return todo
+
+    def complete(self) -> bool:
+        covered = 0
+        for a, b, _ in self.parts():
+            if a != covered:
+                return False
+            covered = b
+        return covered == self.n
+
+    def fill(self, images: np.ndarray, rep: Representation, *, shard=(0, 1), workers: int = 1,
+             progress=None) -> int:
+        """Compute the missing parts of ``shard``; returns the number of images computed.
+        ``progress(n_done)`` is called after each part (e.g. a tqdm ``update``)."""
+        todo = self.missing(shard)
+        if not todo:
+            return 0
+        jobs = [(images[a:b], rep.to_dict(), a, b, str(self.root / f"part-{a:07d}-{b:07d}.npy"),
+                 1 if workers > 1 else 0) for a, b in todo]
+        done = 0
+        if workers > 1:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                for a, b in pool.map(_compute_part, jobs):
+                    done += b - a
+                    if progress:
+                        progress(b - a)
+        else:
+            for job in jobs:
+                a, b = _compute_part(job)
+                done += b - a
+                if progress:
+                    progress(b - a)
+        return done
+
+    def load(self) -> np.ndarray:
+        """The N×K×rows×cols uint8 PIs, read from the part files into one array."""
+        if not self.complete():
+            missing = self.missing()
+            raise TGDError(f"PI cache {self.root} is incomplete: {len(missing)} part(s) missing, "
+                           "run `tgd pi --dataset ...` (all shards) first")
+        parts = self.parts()
+        arr = np.empty((self.n, *self.shape), np.uint8)
+        for a, b, p in parts:
+            try:
+                part = np.load(p, mmap_mode="r")
+            except (ValueError, OSError) as exc:
+                raise TGDError(f"PI cache part {p} is unreadable ({exc}): delete it to "
+                               "recompute") from None
+            if part.shape != (b - a, *self.shape):
+                raise TGDError(f"PI cache part {p} holds {part.shape}, expected "
+                               f"{(b - a, *self.shape)}: delete it to recompute")
+            arr[a:b] = part
+        return arr
+
+
+def cached_pis(images: np.ndarray, rep: Representation, dataset: str, split: str, *,
+               cache_dir=None, workers: int = 1, progress=None) -> np.ndarray:
+    """The uint8 PIs of ``images``, from the cache or computed (and cached) now."""
+    entry = PICache.for_images(images, rep, dataset, split, cache_dir)
+    entry.fill(images, rep, workers=workers, progress=progress)
+    return entry.load()

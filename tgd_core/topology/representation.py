@@ -1,0 +1,86 @@
+"""One entry point for every PI representation: ``compute_pis(images, representation)``.
+
+A representation is a frozen config: :class:`PaperPIConfig` (the authors' 1-D row/column H0
+PIs, 6 per RGB image) or :class:`CubicalPIConfig` (2-D cubical H0/H1 PIs per channel or of the
+grey image). Both give ``(pi_raw float64 N×K×rows×cols, pi_uint8)``, where the uint8 images are
+each PI divided by its maximum × 255 (the authors' normalisation, computed in float64).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tgd_core.errors import TGDError
+from tgd_core.topology.cubical import CubicalConfig, cubical_persistence_images
+from tgd_core.topology.paper import PaperPIConfig, paper_persistence_images, to_uint8
+from tgd_core.topology.pimage import PersistenceImageConfig
+
+
+@dataclass(frozen=True)
+class CubicalPIConfig:
+    """Cubical diagrams (``cubical``) turned into persistence images (``image``)."""
+
+    cubical: CubicalConfig = field(default_factory=CubicalConfig)
+    image: PersistenceImageConfig = field(default_factory=PersistenceImageConfig)
+
+    def to_dict(self) -> dict:
+        return {"mode": "cubical", "cubical": self.cubical.to_dict(), "image": self.image.to_dict()}
+
+    @property
+    def n_maps(self) -> int:
+        return self.cubical.n_channels * len(self.cubical.homology_dimensions)
+
+
+Representation = PaperPIConfig | CubicalPIConfig
+
+
+def n_maps(rep: Representation) -> int:
+    """Number of PIs per image (the PI teacher's input channels)."""
+    return 6 if isinstance(rep, PaperPIConfig) else rep.n_maps
+
+
+def representation_from_dict(d: dict) -> Representation:
+    """Inverse of ``rep.to_dict()`` (as saved in caches, checkpoints and job configs)."""
+    d = dict(d)
+    mode = d.pop("mode", "paper")
+    try:
+        if mode == "paper":
+            d["resolution"] = tuple(d.get("resolution", (50, 50)))
+            return PaperPIConfig(**d)
+        if mode == "cubical":
+            cub = dict(d.get("cubical", {}))
+            cub.pop("mode", None)
+            if "homology_dimensions" in cub:
+                cub["homology_dimensions"] = tuple(cub["homology_dimensions"])
+            img = {k: tuple(v) if isinstance(v, list) else v for k, v in d.get("image", {}).items()}
+            return CubicalPIConfig(CubicalConfig(**cub), PersistenceImageConfig(**img))
+    except TypeError as exc:
+        raise TGDError(f"bad PI representation {d}: {exc}") from None
+    raise TGDError(f"unknown PI mode {mode!r}: choose 'paper' or 'cubical'")
+
+
+def representation_key(rep: Representation) -> str:
+    """Short stable hash of every parameter (for cache keys)."""
+    text = json.dumps(rep.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def compute_pis(images, rep: Representation | None = None, *, raw: bool = True
+                ) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(pi_raw, pi_uint8)`` of a batch (array) or a list of images of different sizes;
+    ``pi_raw`` is None with ``raw=False`` where that saves work (paper mode)."""
+    rep = rep if rep is not None else PaperPIConfig()
+    if isinstance(images, list) and len({np.shape(im) for im in images}) > 1:
+        parts = [compute_pis(im, rep, raw=raw) for im in images]
+        raws = None if parts[0][0] is None else np.concatenate([p[0] for p in parts])
+        return raws, np.concatenate([p[1] for p in parts])
+    if isinstance(rep, PaperPIConfig):
+        return paper_persistence_images(images, rep, raw=raw)
+    if isinstance(rep, CubicalPIConfig):
+        raw = cubical_persistence_images(images, rep.cubical, rep.image)
+        return raw, to_uint8(raw)
+    raise TGDError(f"unknown PI representation {rep!r}")
