@@ -111,24 +111,21 @@ class PICache:
         return sorted(found)
 
     def missing(self, shard: tuple[int, int] = (0, 1)) -> list[tuple[int, int]]:
-        """Row ranges of this shard still to compute, in parts of at most PART_ROWS rows."""
+        """Row ranges of this shard that no part covers yet, in pieces of at most PART_ROWS."""
         i, n = shard
         lo, hi = i * self.n // n, (i + 1) * self.n // n
-        done = {(a, b) for a, b, _ in self.parts()}
-        todo = []
-        for start in range(lo, hi, PART_ROWS):
-            stop = min(start + PART_ROWS, hi)
-            if (start, stop) not in done:
-                todo.append((start, stop))
-        return todo
+        gaps, pos = [], lo
+        for a, b, _ in self.parts():
+            if a > pos and pos < hi:
+                gaps.append((pos, min(a, hi)))
+            pos = max(pos, b)
+        if pos < hi:
+            gaps.append((pos, hi))
+        return [(start, min(start + PART_ROWS, b)) for a, b in gaps
+                for start in range(a, b, PART_ROWS)]
 
     def complete(self) -> bool:
-        covered = 0
-        for a, b, _ in self.parts():
-            if a != covered:
-                return False
-            covered = b
-        return covered == self.n
+        return not self.missing()
 
     def fill(self, images: np.ndarray, rep: Representation, *, shard=(0, 1), workers: int = 1,
              progress=None) -> int:

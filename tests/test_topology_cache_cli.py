@@ -1,0 +1,146 @@
+"""The dataset PI cache (parts, shards, resume, workers) and the ``tgd pi`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tgd_core.cli import main
+from tgd_core.errors import TGDError
+from tgd_core.topology import PaperPIConfig
+from tgd_core.topology import cache as cache_mod
+from tgd_core.topology.cache import PICache, cached_pis, parse_shard
+from tgd_core.topology.representation import (
+    CubicalPIConfig,
+    compute_pis,
+    representation_from_dict,
+)
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).integers(0, 256, size=(30, 12, 12, 3), dtype=np.uint8)
+
+
+@pytest.fixture(autouse=True)
+def small_parts(monkeypatch):
+    monkeypatch.setattr(cache_mod, "PART_ROWS", 8)
+
+
+def test_cache_fills_once_and_reuses(images, tmp_path):
+    rep = PaperPIConfig()
+    expected = compute_pis(images, rep)[1]
+    calls = []
+    first = cached_pis(images, rep, "toy", "train", cache_dir=tmp_path, progress=calls.append)
+    np.testing.assert_array_equal(first, expected)
+    assert sum(calls) == 30 and len(calls) == 4  # parts of 8, 8, 8, 6 rows
+    calls.clear()
+    again = cached_pis(images, rep, "toy", "train", cache_dir=tmp_path, progress=calls.append)
+    np.testing.assert_array_equal(again, expected)
+    assert calls == []  # nothing recomputed
+    meta = json.loads(next(tmp_path.glob("pi/toy-train-*/meta.json")).read_text())
+    assert meta["n"] == 30 and meta["representation"]["mode"] == "paper"
+
+
+def test_key_depends_on_parameters_and_content(images, tmp_path):
+    a = PICache.for_images(images, PaperPIConfig(), "toy", "train", tmp_path)
+    b = PICache.for_images(images, PaperPIConfig(spread=0.02), "toy", "train", tmp_path)
+    changed = images.copy()
+    changed[0, 0, 0, 0] ^= 1
+    c = PICache.for_images(changed, PaperPIConfig(), "toy", "train", tmp_path)
+    assert len({a.root, b.root, c.root}) == 3
+
+
+def test_shards_and_resume_after_a_lost_part(images, tmp_path):
+    rep = PaperPIConfig()
+    entry = PICache.for_images(images, rep, "toy", "train", tmp_path)
+    assert entry.fill(images, rep, shard=(0, 2)) == 15
+    assert not entry.complete()
+    with pytest.raises(TGDError, match="incomplete"):
+        entry.load()
+    assert entry.fill(images, rep, shard=(1, 2)) == 15
+    assert entry.complete()
+    lost = entry.parts()[1][2]
+    lost.unlink()  # as if the run was killed while writing this part
+    assert entry.missing() == [(8, 15)]
+    assert entry.fill(images, rep) == 7
+    np.testing.assert_array_equal(entry.load(), compute_pis(images, rep)[1])
+
+
+def test_corrupt_part_gives_clear_error(images, tmp_path):
+    rep = PaperPIConfig()
+    entry = PICache.for_images(images, rep, "toy", "train", tmp_path)
+    entry.fill(images, rep)
+    entry.parts()[0][2].write_bytes(b"not numpy")
+    with pytest.raises(TGDError, match="unreadable"):
+        entry.load()
+
+
+def test_worker_processes_give_the_same_result(images, tmp_path):
+    rep = CubicalPIConfig()
+    out = cached_pis(images, rep, "toy", "test", cache_dir=tmp_path, workers=2)
+    np.testing.assert_array_equal(out, compute_pis(images, rep)[1])
+
+
+def test_parse_shard_and_representation_round_trip():
+    assert parse_shard("1/4") == (1, 4) and parse_shard(None) == (0, 1)
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(TGDError):
+            parse_shard(bad)
+    for rep in (PaperPIConfig(resolution=(20, 30)), CubicalPIConfig()):
+        assert representation_from_dict(json.loads(json.dumps(rep.to_dict()))) == rep
+    with pytest.raises(TGDError, match="unknown PI mode"):
+        representation_from_dict({"mode": "nope"})
+
+
+def test_cli_pi_from_npy(images, tmp_path):
+    src, out = tmp_path / "x.npy", tmp_path / "out.npz"
+    np.save(src, images[:5])
+    assert main(["pi", "--input", str(src), "--out", str(out)]) == 0
+    data = np.load(out)
+    raw, u8 = compute_pis(images[:5])
+    assert data["pi_raw"].dtype == np.float32 and data["pi_raw"].shape == (5, 6, 50, 50)
+    np.testing.assert_array_equal(data["pi_raw"], raw.astype(np.float32))
+    np.testing.assert_array_equal(data["pi_uint8"], u8)
+    assert json.loads(str(data["config"]))["mode"] == "paper"
+
+
+def test_cli_pi_from_folder_with_mixed_images(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (20, 28), dtype=np.uint8)).save(folder / "b.png")
+    Image.fromarray(rng.integers(0, 256, (16, 16, 4), dtype=np.uint8)).save(folder / "c.png")
+    out = tmp_path / "o.npz"
+    assert main(["pi", "--input", str(folder), "--out", str(out), "--mode", "cubical",
+                 "--pi-resolution", "16", "--channels", "grey"]) == 0
+    data = np.load(out)
+    assert data["pi_uint8"].shape == (3, 2, 16, 16)
+    assert list(data["names"]) == ["a.png", "b.png", "c.png"]
+
+
+def test_cli_pi_bad_input_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert main(["pi", "--input", str(bad), "--out", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a readable image" in err
+    assert main(["pi", "--input", str(tmp_path / "missing"), "--out", "x.npz"]) == 2
+    assert main(["pi", "--input", str(bad)]) == 2  # no --out
+
+
+def test_cli_pi_dataset_fills_cache(tmp_path, capsys, cifar_test_images):
+    args = ["pi", "--dataset", "cifar10", "--split", "test_lossless_1k", "--cache-dir",
+            str(tmp_path)]
+    assert main(args + ["--shard", "0/2"]) == 0
+    assert "partial" in capsys.readouterr().err
+    assert main(args + ["--shard", "1/2"]) == 0
+    assert "complete" in capsys.readouterr().err
+    entry = next(tmp_path.glob("pi/cifar10-test_lossless_1k-*"))
+    parts = sorted(entry.glob("part-*.npy"))
+    first = np.load(parts[0])
+    np.testing.assert_array_equal(first, compute_pis(cifar_test_images[: len(first)])[1])
