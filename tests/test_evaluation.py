@@ -1,0 +1,179 @@
+"""Evaluation metrics on hand-made cases, batched inference, sweeps, the authors' accuracies
+and the ``tgd evaluate`` CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from official_reference import OFFICIAL_ACCURACY, TGD_CHECKPOINT, cifar10_split, official
+
+from tgd_core import cli
+from tgd_core.checkpoints import load_checkpoint
+from tgd_core.errors import TGDError
+from tgd_core.evaluation import (evaluate_logits, evaluate_model, expected_calibration_error,
+                                 predict_logits, reliability_bins, robustness_sweep, write_table)
+from tgd_core.models import build_model
+from tgd_core.normalization import CIFAR10_RAW
+
+
+def test_ece_single_bin_by_hand() -> None:
+    # four predictions at confidence 0.9, three right: |0.75 − 0.9| = 0.15
+    bins = reliability_bins([0.9] * 4, [1, 1, 1, 0])
+    assert expected_calibration_error(bins) == pytest.approx(0.15)
+    (full,) = [b for b in bins if b.count]
+    assert (full.lower, full.upper) == pytest.approx((13 / 15, 14 / 15))
+    assert (full.confidence, full.accuracy, full.count) == pytest.approx((0.9, 0.75, 4))
+
+
+def test_ece_several_bins_by_hand() -> None:
+    # bins: {0.25: wrong} → 1/4·0.25; {0.55, 0.55: one right} → 2/4·0.05; {0.95: right} → 1/4·0.05
+    bins = reliability_bins([0.25, 0.55, 0.55, 0.95], [0, 1, 0, 1])
+    assert expected_calibration_error(bins) == pytest.approx(0.0625 + 0.025 + 0.0125)
+    assert [b.count for b in bins] == [0, 0, 0, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1]
+    assert len(bins) == 15 and bins[0].lower == 0 and bins[-1].upper == 1
+    assert bins[0].confidence is None and bins[0].accuracy is None
+
+
+def test_bins_are_right_closed() -> None:
+    edges = np.linspace(0, 1, 16)
+    bins = reliability_bins([edges[1], 1.0, edges[1] + 1e-9], [1, 1, 1])
+    assert bins[0].count == 1 and bins[1].count == 1 and bins[14].count == 1
+
+
+def test_calibrated_predictions_have_zero_ece() -> None:
+    assert expected_calibration_error(reliability_bins([0.75] * 8, [1, 1, 0, 1] * 2)) == 0
+
+
+def test_evaluate_logits_by_hand() -> None:
+    ln3 = math.log(3)  # softmax([ln 3, 0]) = (0.75, 0.25)
+    logits = torch.tensor([[ln3, 0.0], [ln3, 0.0], [ln3, 0.0], [0.0, ln3]])
+    result = evaluate_logits(logits, np.array([0, 0, 1, 1]))
+    assert result.accuracy == 75.0 and result.n == 4
+    assert result.nll == pytest.approx(-(3 * math.log(0.75) + math.log(0.25)) / 4)
+    assert result.ece == pytest.approx(0.0, abs=1e-7)  # all at confidence 0.75, 75 % right
+    overconfident = evaluate_logits(torch.tensor([[10.0, 0.0], [10.0, 0.0]]), np.array([0, 1]))
+    conf = 1 / (1 + math.exp(-10))
+    assert overconfident.ece == pytest.approx(conf - 0.5)
+    assert overconfident.summary() == {"accuracy": 50.0, "nll": overconfident.nll,
+                                       "ece": overconfident.ece, "n": 2}
+
+
+def test_metric_argument_errors() -> None:
+    with pytest.raises(TGDError):
+        reliability_bins([0.5, 1.5], [1, 0])
+    with pytest.raises(TGDError):
+        reliability_bins([0.5], [1, 0])
+    with pytest.raises(TGDError):
+        evaluate_logits(torch.zeros(3, 10), np.zeros(2))
+
+
+def test_predict_logits_batching_mode_and_threads() -> None:
+    torch.manual_seed(0)
+    net = build_model("wrn16_1")
+    net.train()
+    images = np.random.default_rng(0).integers(0, 256, (23, 32, 32, 3), dtype=np.uint8)
+    threads = torch.get_num_threads()
+    a = predict_logits(net, images, CIFAR10_RAW, batch_size=5, num_threads=1)
+    b = predict_logits(net, images, CIFAR10_RAW, batch_size=100, progress=True)
+    assert a.shape == (23, 10) and torch.allclose(a, b, atol=1e-5)
+    assert net.training and torch.get_num_threads() == threads
+    net.eval()
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.tensor(
+        CIFAR10_RAW.mean).view(1, 3, 1, 1)) / torch.tensor(CIFAR10_RAW.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(a, net(x), atol=1e-5)
+    with pytest.raises(TGDError):
+        predict_logits(net, images, CIFAR10_RAW, batch_size=0)
+
+
+def test_sweep_rows_and_tables(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = build_model("wrn16_1")
+    images = np.random.default_rng(1).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(12) % 10
+    rows = robustness_sweep(net, images, labels, CIFAR10_RAW, corruptions=("contrast",
+                            "impulse_noise"), severities=(1, 5), noise_sigmas=(0.1,))
+    assert [(r["corruption"], r["severity"], r["sigma"]) for r in rows] == [
+        ("clean", 0, None), ("contrast", 1, None), ("contrast", 5, None),
+        ("impulse_noise", 1, None), ("impulse_noise", 5, None),
+        ("gaussian_noise_sigma", None, 0.1)]
+    assert all(r["n"] == 12 and 0 <= r["accuracy"] <= 100 for r in rows)
+    assert json.loads(write_table(rows, tmp_path / "t.json").read_text()) == rows
+    with open(write_table(rows, tmp_path / "t.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert [r["corruption"] for r in table] == [r["corruption"] for r in rows]
+    assert float(table[2]["ece"]) == pytest.approx(rows[2]["ece"])
+    with pytest.raises(TGDError, match=".csv or .json"):
+        write_table(rows, tmp_path / "t.txt")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == TGD_CHECKPOINT.name else pytest.mark.slow)
+    for n in sorted(OFFICIAL_ACCURACY)])
+def test_authors_accuracy_on_full_test_batch(name: str) -> None:
+    images, labels = cifar10_split("test")
+    ck = load_checkpoint(official(name))
+    result = evaluate_model(ck.build(), images, labels, ck.normalization, batch_size=1000)
+    assert result.n == 10_000
+    assert round(result.accuracy * 100) == round(OFFICIAL_ACCURACY[name][1] * 100)
+    assert result.summary()["accuracy"] == OFFICIAL_ACCURACY[name][1]
+    assert 0 < result.ece < 0.5 and 0 < result.nll < 2
+
+
+def test_cli_json_on_authors_checkpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    path = official(TGD_CHECKPOINT.name)
+    images, labels = cifar10_split("test")
+    assert cli.main(["evaluate", "--checkpoint", str(path), "--limit", "1000", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"accuracy", "nll", "ece", "n"} and out["n"] == 1000
+    ck = load_checkpoint(path)
+    direct = evaluate_model(ck.build(), images[:1000], labels[:1000], ck.normalization)
+    assert out["accuracy"] == round(direct.accuracy, 2) == 77.4
+    assert out["nll"] == pytest.approx(direct.nll) and out["ece"] == pytest.approx(direct.ece)
+
+
+def test_cli_corruption_and_sweep(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = str(official(TGD_CHECKPOINT.name))
+    cifar10_split("test")
+    args = ["evaluate", "--checkpoint", path, "--limit", "200", "--json"]
+    assert cli.main([*args, "--corruption", "contrast", "--severity", "5"]) == 0
+    contrast = json.loads(capsys.readouterr().out)
+    assert cli.main([*args, "--noise-sigma", "0.1", "--reliability"]) == 0
+    noisy = json.loads(capsys.readouterr().out)
+    assert cli.main(args) == 0
+    clean = json.loads(capsys.readouterr().out)
+    assert contrast["accuracy"] < clean["accuracy"] and noisy["accuracy"] < clean["accuracy"]
+    assert sum(b["count"] for b in noisy["reliability"]) == 200
+    table = tmp_path / "sweep.csv"
+    assert cli.main(["evaluate", "--checkpoint", path, "--limit", "20", "--sweep",
+                     "--output", str(table)]) == 0
+    assert "jpeg_compression" in capsys.readouterr().out
+    with open(table) as f:
+        assert len(list(csv.DictReader(f))) == 1 + 7 * 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--corruption", "contrast"], "needs --severity"),
+    (["--severity", "2"], "needs --corruption"),
+    (["--output", "x.csv"], "need --sweep"),
+    (["--limit", "0"], "--limit"),
+])
+def test_cli_argument_errors(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
+    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_bad_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "broken.pth.tar"
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    assert cli.main(["evaluate", "--checkpoint", str(bad), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("tgd evaluate: error: ") and str(bad) in captured.err
