@@ -13,7 +13,7 @@ import sys
 
 from tgd_core.errors import TGDError
 
-COMMANDS = ["pi"]
+COMMANDS = ["pi", "evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
