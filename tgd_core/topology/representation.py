@@ -84,3 +84,43 @@ def compute_pis(images, rep: Representation | None = None, *, raw: bool = True
         raw = cubical_persistence_images(images, rep.cubical, rep.image)
         return raw, to_uint8(raw)
     raise TGDError(f"unknown PI representation {rep!r}")
+
+
+@dataclass
+class TopologySummary:
+    """Everything a viewer shows of one image: labelled diagrams and PIs, and the timing.
+
+    ``diagrams``: (label, channel, (k, 2) birth/death array) — one per scan (paper) or per
+    channel and homology dimension (cubical), in the order of the PIs. ``extent``: the PIs'
+    (birth min, birth max, persistence min, persistence max).
+    """
+
+    diagrams: list[tuple[str, str, np.ndarray]]
+    pi_raw: np.ndarray
+    pi_uint8: np.ndarray
+    extent: tuple[float, float, float, float]
+    seconds: float
+
+
+def summarise(image, rep: Representation | None = None) -> TopologySummary:
+    """Diagrams and PIs of one image (H×W, H×W×C) under ``rep``."""
+    import time
+
+    from tgd_core.topology.cubical import cubical_diagrams
+    from tgd_core.topology.paper import SCANS, paper_diagrams
+
+    rep = rep if rep is not None else PaperPIConfig()
+    t0 = time.perf_counter()
+    raw, u8 = compute_pis(image, rep)
+    if isinstance(rep, PaperPIConfig):
+        dgms = paper_diagrams(image, rep)
+        labelled = [(f"{scan} H0", scan[-1], d) for scan, d in zip(SCANS, dgms)]
+        extent = (min(rep.min_bd, 0.0), rep.max_bd, 0.0, rep.max_bd)
+    else:
+        per_channel = cubical_diagrams(image, rep.cubical)[0]
+        names = ["R", "G", "B"] if rep.cubical.channels == "rgb" else ["grey"]
+        labelled = [(f"{name} H{dim}", name, d)
+                    for name, dgms in zip(names, per_channel)
+                    for dim, d in zip(rep.cubical.homology_dimensions, dgms)]
+        extent = (*rep.image.birth_range, *rep.image.pers_range)
+    return TopologySummary(labelled, raw[0], u8[0], extent, time.perf_counter() - t0)

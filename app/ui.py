@@ -1,0 +1,62 @@
+"""The app's layout: one tab per view, each built by its own module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from app import topology_view
+from tgd_core import config
+
+INTRO = """# TGD — Topological Guidance-based Knowledge Distillation
+Inspect the topology of images (persistence diagrams and images), the teachers, distillation
+jobs and the robustness of students. Method: Jeon et al., *Leveraging Topological Guidance for
+Improved Knowledge Distillation* (GRaM @ ICML 2024)."""
+
+
+def example_images(n: int = 12) -> list[str]:
+    """PNG files of the first CIFAR-10 test images (written once to the state dir), or []."""
+    from PIL import Image
+
+    from tgd_core.data import load_cifar10
+    from tgd_core.errors import TGDError
+
+    folder = config.state_dir() / "examples"
+    files = [folder / f"cifar10_test_{i:02d}.png" for i in range(n)]
+    if all(f.exists() for f in files):
+        return [str(f) for f in files]
+    try:
+        images, _ = load_cifar10("test_lossless_1k")
+    except TGDError:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    for f, img in zip(files, images):
+        Image.fromarray(img).save(f)
+    return [str(f) for f in files]
+
+
+def warm_up() -> None:
+    """Load the compiled kernels and tables now, so the first request is fast."""
+    import numpy as np
+
+    from tgd_core.topology.representation import CubicalPIConfig, summarise
+
+    tiny = np.zeros((4, 4, 3), np.uint8)
+    summarise(tiny)
+    summarise(tiny, CubicalPIConfig())
+
+
+def build_app() -> gr.Blocks:
+    warm_up()
+    examples = example_images()
+    with gr.Blocks(title="TGD research app") as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("Topology explorer", id="topology"):
+                topology_view.build(examples)
+    return demo
+
+
+def allowed_paths() -> list[str]:
+    return [str(Path(config.state_dir()).resolve())]

@@ -1,0 +1,85 @@
+"""The topology explorer: handlers as plain functions, and the running app via gradio_client."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+gr = pytest.importorskip("gradio")
+
+from app.topology_view import explore  # noqa: E402
+
+
+@pytest.fixture
+def rgb():
+    return np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+
+
+def test_paper_mode_figures(rgb):
+    dfig, pfig, info = explore(rgb, "paper")
+    assert len(pfig.data) == 6 and pfig.data[0].z.shape == (50, 50)
+    names = [t.name for t in dfig.data if t.name != "diagonal"]
+    assert len(names) == 6 and names[0].startswith("row-R H0")
+    assert "32×32 image" in info and "ms" in info
+
+
+def test_cubical_mode_figures(rgb):
+    dfig, pfig, info = explore(rgb, "cubical", resolution=20, homology=["H0", "H1"],
+                               channels="grey")
+    assert len(pfig.data) == 2 and pfig.data[0].z.shape == (20, 20)
+    assert {t.name.split(" (")[0] for t in dfig.data if t.name != "diagonal"} == \
+        {"grey H0", "grey H1"}
+
+
+def test_grey_and_rgba_uploads_are_converted_with_a_note(rgb):
+    _, _, info = explore(rgb[..., 0], "paper")
+    assert "grey image" in info
+    rgba = np.concatenate([rgb, np.full((32, 32, 1), 255, np.uint8)], axis=-1)
+    _, _, info = explore(rgba, "paper")
+    assert "alpha channel is ignored" in info
+
+
+@pytest.mark.parametrize("image, message", [
+    (None, "upload an image"),
+    (np.zeros((1, 40, 3), np.uint8), "too small"),
+    (np.zeros((2000, 30, 3), np.uint8), "too large"),
+])
+def test_bad_uploads_raise_gradio_errors(image, message):
+    with pytest.raises(gr.Error, match=message):
+        explore(image, "paper")
+
+
+def test_twenty_concurrent_requests_through_gradio_client(tmp_path, monkeypatch):
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    from app.ui import build_app
+
+    monkeypatch.setenv("TGD_STATE_DIR", str(tmp_path))
+    demo = build_app().queue(default_concurrency_limit=4)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        rng = np.random.default_rng(1)
+        files = []
+        for i in range(4):
+            path = tmp_path / f"img{i}.png"
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+            files.append(str(path))
+        client = Client(url, verbose=False)
+
+        def call(i):
+            mode = "paper" if i % 2 == 0 else "cubical"
+            return client.predict(handle_file(files[i % 4]), mode, 32, 0.01, 0.3, 0.02,
+                                  ["H0", "H1"], "sublevel", "rgb", "top", 0.02, 1.0,
+                                  api_name="/explore")
+
+        with ThreadPoolExecutor(20) as pool:
+            results = list(pool.map(call, range(20)))
+        assert len(results) == 20
+        assert all("32×32 image" in r[2] for r in results)
+    finally:
+        demo.close()
