@@ -47,7 +47,8 @@ def test_deterministic_in_range_and_shape_preserving(images: np.ndarray, name: s
         assert np.array_equal(f, corrupt(floats, name, severity, seed=7))
         assert not np.array_equal(a, images)
     if name in RANDOM:
-        assert not np.array_equal(corrupt(images, name, 3, seed=1), corrupt(images, name, 3, seed=2))
+        assert not np.array_equal(corrupt(images, name, 3, seed=1),
+                                  corrupt(images, name, 3, seed=2))
 
 
 @pytest.mark.parametrize("name", sorted(CORRUPTIONS))

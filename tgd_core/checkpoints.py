@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 import tgd_core
 from tgd_core import config
@@ -171,7 +170,8 @@ def _read(path: Path) -> Any:
         if "weights only load failed" not in text.lower():
             raise TGDError(f"{path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        detail = f"the class {found.group(1)}" if found else "objects other than tensors and containers"
+        detail = (f"the class {found.group(1)}" if found
+                  else "objects other than tensors and containers")
         raise TGDError(f"{path}: holds {detail}, which safe loading (weights_only=True) refuses; "
                        "not a TGD checkpoint") from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged archives

@@ -118,7 +118,8 @@ def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float
     return float(torch.nn.functional.cross_entropy(logits.double(), labels))
 
 
-def reliability_bins(confidences: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray,
+def reliability_bins(confidences: Sequence[float] | np.ndarray,
+                     correct: Sequence[bool] | np.ndarray,
                      n_bins: int = ECE_BINS) -> list[ReliabilityBin]:
     """Equal-width bins (i/B, (i+1)/B] of the confidences, with mean confidence and accuracy."""
     conf = np.asarray(confidences, dtype=np.float64)

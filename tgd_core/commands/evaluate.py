@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="our .pt file or an authors' .pth.tar")
     p.add_argument("--split", default="test", choices=sorted(CIFAR10_SPLITS))
-    p.add_argument("--data-dir", default=None, help="folder holding cifar10/ (default: TGD_DATA_DIR)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding cifar10/ (default: TGD_DATA_DIR)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--corruption", choices=sorted(CORRUPTIONS), help="CIFAR-10-C corruption")
