@@ -13,7 +13,7 @@ import sys
 
 from tgd_core.errors import TGDError
 
-COMMANDS = ["pi", "evaluate"]
+COMMANDS = ["pi", "evaluate", "jobs"]
 
 
 def build_parser() -> argparse.ArgumentParser:

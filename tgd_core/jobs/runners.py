@@ -1,0 +1,173 @@
+"""Runners of the engine's job kinds, with their configs (heavy modules are imported inside).
+
+- ``pi-cache`` (:class:`PICacheJob`): fill the dataset PI cache of a split, part by part.
+- ``evaluate`` (:class:`EvaluateJob`): accuracy/NLL/ECE of a checkpoint on clean, corrupted or
+  noised images; with ``sweep`` every CIFAR-10-C corruption × severity, one condition a step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tgd_core.data import CIFAR10_SPLITS
+from tgd_core.jobs.context import JobContext, JobStopped
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_split(v: str) -> str:
+    if v not in CIFAR10_SPLITS:
+        raise ValueError(f"unknown split {v!r}; choose from {sorted(CIFAR10_SPLITS)}")
+    return v
+
+
+class PICacheJob(_Config):
+    """Config of a ``pi-cache`` job (see ``tgd pi --dataset``)."""
+
+    dataset: Literal["cifar10"] = "cifar10"
+    split: str = "train"
+    representation: dict[str, Any] = Field(default_factory=lambda: {"mode": "paper"})
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    limit: int | None = Field(None, ge=1, description="only the first N images of the split")
+    workers: int = Field(1, ge=1, description="processes; >1 stops only after in-flight parts")
+
+    _split = field_validator("split")(_check_split)
+
+    @field_validator("representation")
+    @classmethod
+    def _representation(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from tgd_core.topology.representation import representation_from_dict
+
+        return representation_from_dict(v).to_dict()
+
+
+def run_pi_cache(config: PICacheJob, ctx: JobContext) -> dict[str, Any]:
+    """Compute the split's missing PI parts; progress after each part, stop between parts."""
+    from tgd_core.data import load_cifar10
+    from tgd_core.topology.cache import PICache
+    from tgd_core.topology.representation import representation_from_dict
+
+    images, _ = load_cifar10(config.split, config.data_dir)
+    if config.limit is not None:
+        images = images[: config.limit]
+    rep = representation_from_dict(config.representation)
+    entry = PICache.for_images(images, rep, config.dataset, config.split, config.cache_dir)
+    total = len(images)
+    done = total - sum(b - a for a, b in entry.missing())
+    ctx.progress(done / total, message=f"{done}/{total} images")
+
+    def part_done(n: int) -> None:
+        nonlocal done
+        done += n
+        ctx.progress(done / total, message=f"{done}/{total} images")
+        ctx.log({"images_done": done, "images_total": total})
+        if ctx.should_stop():
+            raise JobStopped(f"stopped after {done}/{total} images")
+
+    if ctx.should_stop():
+        raise JobStopped("stopped before the first part")
+    computed = entry.fill(images, rep, workers=config.workers, progress=part_done)
+    return {"cache": str(entry.root), "n": total, "shape": [total, *entry.shape],
+            "computed": computed, "complete": entry.complete()}
+
+
+class EvaluateJob(_Config):
+    """Config of an ``evaluate`` job (see ``tgd evaluate``)."""
+
+    checkpoint: str
+    split: str = "test"
+    data_dir: str | None = None
+    limit: int | None = Field(None, ge=1)
+    corruption: str | None = None
+    severity: int | None = Field(None, ge=1, le=5)
+    noise_sigma: float | None = Field(None, ge=0)
+    sweep: bool = False
+    sweep_sigmas: list[float] = Field(default_factory=list)
+    seed: int = 0
+    batch_size: int = Field(500, ge=1)
+    threads: int | None = Field(None, ge=1)
+    device: str = "cpu"
+
+    _split = field_validator("split")(_check_split)
+
+    @field_validator("corruption")
+    @classmethod
+    def _corruption(cls, v: str | None) -> str | None:
+        from tgd_core.corruptions import CORRUPTIONS
+
+        if v is not None and v not in CORRUPTIONS:
+            raise ValueError(f"unknown corruption {v!r}; choose from {sorted(CORRUPTIONS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _modes(self) -> EvaluateJob:
+        if (self.corruption is None) != (self.severity is None):
+            raise ValueError("corruption and severity go together")
+        modes = [self.corruption is not None, self.noise_sigma is not None, self.sweep]
+        if sum(modes) > 1:
+            raise ValueError("choose at most one of corruption, noise_sigma and sweep")
+        if self.sweep_sigmas and not self.sweep:
+            raise ValueError("sweep_sigmas needs sweep")
+        return self
+
+    def conditions(self) -> list[dict[str, Any]]:
+        """One ``robustness_sweep`` call's arguments per condition, in table order."""
+        none = {"corruptions": (), "noise_sigmas": (), "include_clean": False}
+        if self.corruption is not None:
+            return [{**none, "corruptions": (self.corruption,), "severities": (self.severity,)}]
+        if self.noise_sigma is not None:
+            return [{**none, "noise_sigmas": (self.noise_sigma,)}]
+        clean = [{**none, "include_clean": True}]
+        if not self.sweep:
+            return clean
+        from tgd_core.corruptions import CORRUPTIONS, SEVERITIES
+
+        return clean + [{**none, "corruptions": (c,), "severities": (s,)}
+                        for c in CORRUPTIONS for s in SEVERITIES] + [
+            {**none, "noise_sigmas": (sig,)} for sig in self.sweep_sigmas]
+
+
+def run_evaluate(config: EvaluateJob, ctx: JobContext) -> dict[str, Any]:
+    """Evaluate condition by condition; finished rows are the checkpoint (``rows.json``)."""
+    from tgd_core.checkpoints import load_checkpoint
+    from tgd_core.data import load_cifar10
+    from tgd_core.devices import select_device
+    from tgd_core.errors import TGDError
+    from tgd_core.evaluation import robustness_sweep, write_table
+
+    ckpt = load_checkpoint(config.checkpoint)
+    if ckpt.input_kind != "raw":
+        raise TGDError(f"{config.checkpoint}: takes {ckpt.input_kind!r} input; evaluate jobs "
+                       "handle raw-image checkpoints only")
+    images, labels = load_cifar10(config.split, config.data_dir)
+    if config.limit is not None:
+        images, labels = images[: config.limit], labels[: config.limit]
+    device = select_device(config.device)
+    model = ckpt.build(device)
+    saved = ctx.checkpoint_dir / "rows.json"
+    rows: list[dict[str, Any]] = json.loads(saved.read_text()) if ctx.resume and saved.exists() \
+        else []
+    conditions = config.conditions()
+    for i, condition in enumerate(conditions[len(rows):], start=len(rows)):
+        if ctx.should_stop():
+            raise JobStopped(f"stopped after {i}/{len(conditions)} conditions")
+        row = robustness_sweep(model, images, labels, ckpt.normalization, seed=config.seed,
+                               batch_size=config.batch_size, num_threads=config.threads,
+                               device=device, progress=None, **condition)[0]
+        rows.append(row)
+        tmp = saved.with_name(f".rows.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(rows))
+        os.replace(tmp, saved)
+        ctx.log(row)
+        ctx.progress((i + 1) / len(conditions),
+                     message=f"{row['corruption']} {row['severity'] or ''}".strip())
+    write_table(rows, ctx.run_dir / "results.csv")
+    return {"checkpoint": config.checkpoint, "model": ckpt.model, "split": config.split,
+            "rows": rows}

@@ -1,0 +1,430 @@
+"""The job store: one SQLite file (``<state dir>/jobs.sqlite``, WAL mode) shared by every process.
+
+Rows of ``jobs`` hold a job's kind, validated config, status, progress, timestamps (Unix seconds),
+error and traceback, the pids running it and the paths of its files under
+``<state dir>/runs/<id>/``. Every write is one short ``BEGIN IMMEDIATE`` transaction, so claiming
+a queued job is atomic across processes. The schema version is ``PRAGMA user_version``;
+:data:`MIGRATIONS` are applied in order when a store is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tgd_core import config as tgd_config
+from tgd_core.errors import TGDError
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINISHED = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+RESUMABLE = frozenset({"failed", "cancelled", "interrupted"})
+DB_NAME = "jobs.sqlite"
+BUSY_TIMEOUT_MS = 30_000
+STALE_AFTER_S = 600.0  # a running job whose heartbeat is older than this is interrupted
+
+# Each migration is a list of statements; migration i takes the schema from version i to i + 1.
+MIGRATIONS: list[list[str]] = [
+    [
+        f"""CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            config TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
+            progress REAL NOT NULL DEFAULT 0,
+            epoch INTEGER,
+            eta_s REAL,
+            message TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            heartbeat_at REAL,
+            error TEXT,
+            traceback TEXT,
+            worker_pid INTEGER,
+            pid INTEGER,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            kill_at REAL,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            resume INTEGER NOT NULL DEFAULT 0,
+            run_dir TEXT NOT NULL DEFAULT '',
+            log_path TEXT NOT NULL DEFAULT '',
+            metrics_path TEXT NOT NULL DEFAULT '',
+            checkpoint_dir TEXT NOT NULL DEFAULT '',
+            result_path TEXT NOT NULL DEFAULT '',
+            result TEXT
+        )""",
+        "CREATE INDEX jobs_status ON jobs (status, id)",
+        """CREATE TABLE workers (
+            pid INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            heartbeat_at REAL NOT NULL,
+            concurrency INTEGER NOT NULL
+        )""",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists on this machine and is not a zombie."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux): trust kill(0)
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the store (times are Unix seconds)."""
+
+    id: int
+    kind: str
+    config: dict[str, Any]
+    status: str
+    progress: float
+    epoch: int | None
+    eta_s: float | None
+    message: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    heartbeat_at: float | None
+    error: str | None
+    traceback: str | None
+    worker_pid: int | None
+    pid: int | None
+    cancel_requested: bool
+    kill_at: float | None
+    attempt: int
+    resume: bool
+    run_dir: Path
+    log_path: Path
+    metrics_path: Path
+    checkpoint_dir: Path
+    result_path: Path
+    result: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        d = dict(row)
+        d["config"] = json.loads(d["config"])
+        d["result"] = None if d["result"] is None else json.loads(d["result"])
+        d["cancel_requested"], d["resume"] = bool(d["cancel_requested"]), bool(d["resume"])
+        for key in ("run_dir", "log_path", "metrics_path", "checkpoint_dir", "result_path"):
+            d[key] = Path(d[key])
+        return cls(**d)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: paths as strings, times as local ISO 8601 with offset."""
+        d = asdict(self)
+        for key in ("created_at", "started_at", "finished_at", "heartbeat_at", "kill_at"):
+            d[key] = _iso(d[key])
+        for key in ("run_dir", "log_path", "metrics_path", "checkpoint_dir", "result_path"):
+            d[key] = str(d[key])
+        return d
+
+
+def _resolve(path: str | Path | None) -> tuple[Path, Path]:
+    """``path`` (a state dir, a .sqlite file or None for ``TGD_STATE_DIR``) → (state dir, db)."""
+    p = Path(path).expanduser() if path is not None else tgd_config.state_dir()
+    if p.suffix in (".sqlite", ".db") or p.is_file():
+        return p.parent, p
+    return p, p / DB_NAME
+
+
+class JobStore:
+    """Jobs in ``<state dir>/jobs.sqlite``; safe to use from many processes and threads."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.state_dir, self.db_path = _resolve(path)
+        self.state_dir = self.state_dir.resolve()
+        self.db_path = self.db_path.resolve()
+        self.runs_dir = self.state_dir / "runs"
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                         isolation_level=None, check_same_thread=False)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise TGDError(f"{self.db_path}: cannot open the job store ({exc})") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken with BEGIN IMMEDIATE (waits for other writers)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def _migrate(self) -> None:
+        if self.schema_version() == SCHEMA_VERSION:
+            return
+        with self._tx() as c:  # re-read under the write lock: another process may have migrated
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise TGDError(f"{self.db_path}: schema version {version} is newer than this "
+                               f"program's ({SCHEMA_VERSION}); upgrade tgd")
+            for statements in MIGRATIONS[version:]:
+                for sql in statements:
+                    c.execute(sql)
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def schema_version(self) -> int:
+        return int(self._query("PRAGMA user_version")[0][0])
+
+    def _row(self, c: sqlite3.Connection, job_id: int) -> Job:
+        row = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise TGDError(f"no job {job_id} in {self.db_path}")
+        return Job.from_row(row)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job:
+        with self._lock:
+            return self._row(self._conn, int(job_id))
+
+    def list(self, status: str | None = None, kind: str | None = None) -> list[Job]:
+        """Jobs, newest first, optionally filtered by status and kind."""
+        sql, args = "SELECT * FROM jobs WHERE 1", []
+        if status is not None:
+            sql, args = sql + " AND status = ?", [*args, status]
+        if kind is not None:
+            sql, args = sql + " AND kind = ?", [*args, kind]
+        return [Job.from_row(r) for r in self._query(sql + " ORDER BY id DESC", tuple(args))]
+
+    def read_metrics(self, job_id: int) -> list[dict[str, Any]]:
+        """The job's metrics lines (``ctx.log``), oldest first; a torn last line is skipped."""
+        path = self.get(job_id).metrics_path
+        if not path.exists():
+            return []
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    # -- submitting and control ----------------------------------------------------------------
+
+    def submit(self, kind: str, config: Mapping[str, Any] | None = None) -> Job:
+        """Validate ``config`` for ``kind`` (TGDError naming the bad field) and queue the job."""
+        from tgd_core.jobs.registry import validate_config
+
+        clean = validate_config(kind, dict(config or {}))
+        with self._tx() as c:
+            job_id = c.execute(
+                "INSERT INTO jobs (kind, config, status, created_at) VALUES (?, ?, 'queued', ?)",
+                (kind, json.dumps(clean), time.time())).lastrowid
+            run_dir = self.runs_dir / str(job_id)
+            c.execute("UPDATE jobs SET run_dir = ?, log_path = ?, metrics_path = ?, "
+                      "checkpoint_dir = ?, result_path = ? WHERE id = ?",
+                      (str(run_dir), str(run_dir / "output.log"), str(run_dir / "metrics.jsonl"),
+                       str(run_dir / "checkpoints"), str(run_dir / "result.json"), job_id))
+            return self._row(c, job_id)
+
+    def cancel(self, job_id: int, timeout: float = 30.0) -> Job:
+        """Cancel: a queued job at once; a running one is asked to stop at its next step
+        boundary and killed by its worker ``timeout`` seconds later if it has not."""
+        with self._tx() as c:
+            job = self._row(c, job_id)
+            if job.status == "queued":
+                c.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, "
+                          "message = 'cancelled before it started' WHERE id = ?",
+                          (time.time(), job_id))
+            elif job.status == "running":
+                c.execute("UPDATE jobs SET cancel_requested = 1, kill_at = ? WHERE id = ?",
+                          (time.time() + max(0.0, timeout), job_id))
+            else:
+                raise TGDError(f"job {job_id} is {job.status}: only queued or running jobs can "
+                               "be cancelled")
+            return self._row(c, job_id)
+
+    def resume(self, job_id: int) -> Job:
+        """Queue a failed, cancelled or interrupted job again; it continues from its checkpoint."""
+        return self._requeue(job_id, resume=True)
+
+    def retry(self, job_id: int) -> Job:
+        """Queue a finished job again from scratch: its run folder is emptied."""
+        return self._requeue(job_id, resume=False)
+
+    def _requeue(self, job_id: int, *, resume: bool) -> Job:
+        allowed = RESUMABLE if resume else FINISHED
+        with self._tx() as c:
+            job = self._row(c, job_id)
+            if job.status not in allowed:
+                verb = "resumed" if resume else "retried"
+                raise TGDError(f"job {job_id} is {job.status}: only {'/'.join(sorted(allowed))} "
+                               f"jobs can be {verb}")
+            if not resume:
+                shutil.rmtree(job.run_dir, ignore_errors=True)
+            fresh = "" if resume else ", progress = 0, epoch = NULL, eta_s = NULL, message = NULL"
+            c.execute("UPDATE jobs SET status = 'queued', attempt = attempt + 1, resume = ?, "
+                      "cancel_requested = 0, kill_at = NULL, error = NULL, traceback = NULL, "
+                      "started_at = NULL, finished_at = NULL, heartbeat_at = NULL, pid = NULL, "
+                      f"worker_pid = NULL, result = NULL{fresh} WHERE id = ?",
+                      (int(resume), job_id))
+            return self._row(c, job_id)
+
+    def delete(self, job_id: int, delete_files: bool = False) -> None:
+        """Remove a job that is not running; its run folder too with ``delete_files``."""
+        with self._tx() as c:
+            job = self._row(c, job_id)
+            if job.status == "running":
+                raise TGDError(f"job {job_id} is running: cancel it first")
+            c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        if delete_files:
+            shutil.rmtree(job.run_dir, ignore_errors=True)
+
+    # -- used by workers -----------------------------------------------------------------------
+
+    def claim(self, worker_pid: int) -> Job | None:
+        """Atomically take the oldest queued job for ``worker_pid`` (status → running)."""
+        now = time.time()
+        with self._tx() as c:
+            row = c.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1"
+                            ).fetchone()
+            if row is None:
+                return None
+            c.execute("UPDATE jobs SET status = 'running', worker_pid = ?, pid = NULL, "
+                      "started_at = ?, heartbeat_at = ?, finished_at = NULL, eta_s = NULL "
+                      "WHERE id = ?", (worker_pid, now, now, row["id"]))
+            return self._row(c, row["id"])
+
+    def set_pid(self, job_id: int, attempt: int, pid: int) -> None:
+        """Record the process running this attempt."""
+        with self._tx() as c:
+            c.execute("UPDATE jobs SET pid = ?, heartbeat_at = ? WHERE id = ? AND attempt = ? "
+                      "AND status = 'running'", (pid, time.time(), job_id, attempt))
+
+    def heartbeat(self, job_id: int, attempt: int,
+                  progress: Mapping[str, Any] | None = None) -> tuple[bool, bool]:
+        """Mark this attempt alive (and store ``progress``: fraction, epoch, eta_s, message).
+        Returns (cancel requested, attempt still owns the job)."""
+        sets, args = "heartbeat_at = ?", [time.time()]
+        for key, value in (progress or {}).items():
+            if key not in ("progress", "epoch", "eta_s", "message"):
+                raise KeyError(key)
+            sets, args = f"{sets}, {key} = ?", [*args, value]
+        with self._tx() as c:
+            c.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND attempt = ? AND status = 'running'",
+                      (*args, job_id, attempt))
+            row = c.execute("SELECT cancel_requested, status, attempt FROM jobs WHERE id = ?",
+                            (job_id,)).fetchone()
+        owned = row is not None and row["status"] == "running" and row["attempt"] == attempt
+        return bool(row and row["cancel_requested"]), owned
+
+    def finish(self, job_id: int, attempt: int, status: str, *, error: str | None = None,
+               traceback: str | None = None, result: Mapping[str, Any] | None = None,
+               message: str | None = None) -> bool:
+        """End a running attempt; False if it no longer owns the job (deleted, requeued, ...)."""
+        if status not in FINISHED:
+            raise ValueError(f"not a final status: {status}")
+        done = ", progress = 1, eta_s = 0" if status == "succeeded" else ""
+        keep_message = "message" if message is None else "?"
+        args: list[Any] = [status, time.time(), error, traceback,
+                           None if result is None else json.dumps(result)]
+        if message is not None:
+            args.append(message)
+        with self._tx() as c:
+            cur = c.execute(
+                f"UPDATE jobs SET status = ?, finished_at = ?, error = ?, traceback = ?, "
+                f"result = ?, message = {keep_message}{done} "
+                "WHERE id = ? AND attempt = ? AND status = 'running'",
+                (*args, job_id, attempt))
+            return cur.rowcount == 1
+
+    def reconcile(self, stale_after: float = STALE_AFTER_S) -> list[int]:
+        """Running jobs whose process is gone (or silent for ``stale_after`` s) → interrupted.
+        Returns their ids. Pids are checked on this machine only."""
+        now, lost = time.time(), []
+        for job in self.list(status="running"):
+            pid = job.pid or job.worker_pid
+            last = job.heartbeat_at or job.started_at or job.created_at
+            if pid_alive(pid) and now - last < stale_after:
+                continue
+            why = (f"process {pid} is gone" if not pid_alive(pid)
+                   else f"no heartbeat for {now - last:.0f} s")
+            if self.finish(job.id, job.attempt, "interrupted", error=f"interrupted: {why}"):
+                lost.append(job.id)
+        return lost
+
+    # -- worker processes ----------------------------------------------------------------------
+
+    def register_worker(self, pid: int, concurrency: int) -> None:
+        now = time.time()
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO workers (pid, started_at, heartbeat_at, concurrency)"
+                      " VALUES (?, ?, ?, ?)", (pid, now, now, concurrency))
+
+    def worker_heartbeat(self, pid: int) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE workers SET heartbeat_at = ? WHERE pid = ?", (time.time(), pid))
+
+    def unregister_worker(self, pid: int) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM workers WHERE pid = ?", (pid,))
+
+    def live_workers(self, stale_after: float = STALE_AFTER_S) -> list[int]:
+        """Pids of worker processes that are alive; rows of dead ones are removed."""
+        now, alive, dead = time.time(), [], []
+        for row in self._query("SELECT pid, heartbeat_at FROM workers ORDER BY pid"):
+            ok = pid_alive(row["pid"]) and now - row["heartbeat_at"] < stale_after
+            (alive if ok else dead).append(row["pid"])
+        if dead:
+            with self._tx() as c:
+                c.executemany("DELETE FROM workers WHERE pid = ?", [(p,) for p in dead])
+        return alive
