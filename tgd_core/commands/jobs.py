@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("id", type=int)
     q.add_argument("--timeout", type=float, default=30.0,
                    help="seconds the job gets to stop at a step boundary before it is killed")
-    q = add("resume", _resume, "queue a failed/cancelled/interrupted job again, from its checkpoint")
+    q = add("resume", _resume, "queue a failed/cancelled/interrupted job again from its checkpoint")
     q.add_argument("id", type=int)
     q = add("retry", _retry, "queue a finished job again from scratch (its run folder is emptied)")
     q.add_argument("id", type=int)

@@ -1,6 +1,6 @@
 """Background jobs: durable, observable, cancellable runs of the engine (issue #5).
 
-- :mod:`~tgd_core.jobs.store`: :class:`JobStore`, the SQLite job table (``<state dir>/jobs.sqlite``).
+- :mod:`~tgd_core.jobs.store`: :class:`JobStore`, the job table in ``<state dir>/jobs.sqlite``.
 - :mod:`~tgd_core.jobs.registry`: job kinds → (config type, runner).
 - :mod:`~tgd_core.jobs.context`: :class:`JobContext`, what a runner gets.
 - :mod:`~tgd_core.jobs.worker`: the worker process (``tgd jobs worker``) and :func:`ensure_worker`.

@@ -1,4 +1,4 @@
-"""What a runner sees of its job: :class:`JobContext` (folders, progress, metrics, stop requests)."""
+"""What a runner sees of its job: :class:`JobContext` (folders, progress, metrics, stopping)."""
 
 from __future__ import annotations
 

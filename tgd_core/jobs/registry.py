@@ -12,7 +12,7 @@ import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -87,7 +87,7 @@ def available_kinds() -> list[str]:
     return sorted(REGISTRY)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _adapter(config_type: type) -> TypeAdapter:
     return TypeAdapter(config_type)
 

@@ -36,7 +36,7 @@ class PICacheJob(_Config):
     data_dir: str | None = None
     cache_dir: str | None = None
     limit: int | None = Field(None, ge=1, description="only the first N images of the split")
-    workers: int = Field(1, ge=1, description="processes; >1 stops only after in-flight parts")
+    workers: int = Field(1, ge=1, description="processes computing parts in parallel")
 
     _split = field_validator("split")(_check_split)
 
@@ -49,16 +49,18 @@ class PICacheJob(_Config):
 
 
 def run_pi_cache(config: PICacheJob, ctx: JobContext) -> dict[str, Any]:
-    """Compute the split's missing PI parts; progress after each part, stop between parts."""
+    """Compute the split's missing PI parts in rounds of ``workers`` parts (one shard each);
+    progress after each part, stop between rounds. Finished parts are the checkpoint."""
     from tgd_core.data import load_cifar10
-    from tgd_core.topology.cache import PICache
+    from tgd_core.topology import cache
     from tgd_core.topology.representation import representation_from_dict
 
     images, _ = load_cifar10(config.split, config.data_dir)
     if config.limit is not None:
         images = images[: config.limit]
     rep = representation_from_dict(config.representation)
-    entry = PICache.for_images(images, rep, config.dataset, config.split, config.cache_dir)
+    entry = cache.PICache.for_images(images, rep, config.dataset, config.split,
+                                     config.cache_dir)
     total = len(images)
     done = total - sum(b - a for a, b in entry.missing())
     ctx.progress(done / total, message=f"{done}/{total} images")
@@ -68,12 +70,14 @@ def run_pi_cache(config: PICacheJob, ctx: JobContext) -> dict[str, Any]:
         done += n
         ctx.progress(done / total, message=f"{done}/{total} images")
         ctx.log({"images_done": done, "images_total": total})
+
+    rounds = -(-total // (cache.PART_ROWS * config.workers))
+    computed = 0
+    for i in range(rounds):
         if ctx.should_stop():
             raise JobStopped(f"stopped after {done}/{total} images")
-
-    if ctx.should_stop():
-        raise JobStopped("stopped before the first part")
-    computed = entry.fill(images, rep, workers=config.workers, progress=part_done)
+        computed += entry.fill(images, rep, shard=(i, rounds), workers=config.workers,
+                               progress=part_done)
     return {"cache": str(entry.root), "n": total, "shape": [total, *entry.shape],
             "computed": computed, "complete": entry.complete()}
 

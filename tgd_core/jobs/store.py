@@ -93,7 +93,9 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
