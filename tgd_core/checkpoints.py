@@ -54,6 +54,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
+    training_state: dict[str, Any] | None = None  # the training loop's position (resume)
     epoch: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
@@ -93,7 +94,8 @@ def _state(obj: Any) -> Any:
 
 def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
                     normalization: Normalization, optimizer: Any = None, scheduler: Any = None,
-                    epoch: int | None = None, metrics: Mapping[str, Any] | None = None,
+                    training_state: Mapping[str, Any] | None = None, epoch: int | None = None,
+                    metrics: Mapping[str, Any] | None = None,
                     config: Mapping[str, Any] | None = None,
                     git_commit: str | None = None) -> Path:
     """Write ``model`` (and optional optimizer/scheduler objects or state dicts) atomically.
@@ -114,7 +116,9 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
         "in_channels": model.in_channels, "num_classes": model.num_classes,
         "input_kind": input_kind, "normalization": normalization.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": _state(optimizer), "scheduler": _state(scheduler), "epoch": epoch,
+        "optimizer": _state(optimizer), "scheduler": _state(scheduler),
+        "training_state": dict(training_state) if training_state is not None else None,
+        "epoch": epoch,
         "metrics": dict(metrics or {}), "config": dict(config or {}),
         "versions": library_versions(),
         "git_commit": git_commit if git_commit is not None else current_git_commit(),
@@ -261,7 +265,8 @@ def _from_ours(path: Path, raw: Mapping[str, Any]) -> Checkpoint:
         model=name, in_channels=int(in_channels), num_classes=int(num_classes),
         input_kind=input_kind, normalization=normalization,
         state_dict=_check_state_dict(path, state_dict, name, in_channels, num_classes),
-        optimizer=raw.get("optimizer"), scheduler=raw.get("scheduler"), epoch=raw.get("epoch"),
+        optimizer=raw.get("optimizer"), scheduler=raw.get("scheduler"),
+        training_state=raw.get("training_state"), epoch=raw.get("epoch"),
         metrics=dict(raw.get("metrics") or {}), config=dict(raw.get("config") or {}),
         versions=dict(raw.get("versions") or {}), git_commit=raw.get("git_commit"),
         source="tgd", path=path,

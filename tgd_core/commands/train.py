@@ -1,0 +1,149 @@
+"""``tgd train`` and ``tgd distill``: train a network (CE) or distil a student, resumably.
+
+Both build one :class:`~tgd_core.training.TrainConfig` from a JSON config (``--config``), the
+command's flags and ``--set key=value`` overrides (in that order), and run
+:func:`~tgd_core.training.run_training`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tgd_core.errors import TGDError
+
+SCHEDULES = ("step", "cosine", "onecycle")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="JSON file with TrainConfig fields")
+    p.add_argument("--out", help="run folder (default runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--dataset", default=None, choices=["cifar10"])
+    p.add_argument("--data-dir")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--schedule", choices=SCHEDULES)
+    p.add_argument("--milestones", type=int, nargs="*")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop + flip (raw inputs)")
+    p.add_argument("--train-subset", type=int, help="first N training images")
+    p.add_argument("--test-subset", type=int, help="first N test images")
+    p.add_argument("--test-split", choices=["test", "test_lossless_1k", "train"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda[:N], mps")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--checkpoint-every-steps", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config field (VALUE parsed as JSON when it can be)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(sub) -> None:
+    t = sub.add_parser("train", help="train a teacher or a scratch student (cross-entropy)",
+                       description="Train a network with cross-entropy on raw images or PIs.")
+    t.add_argument("--model", help="registry name, e.g. wrn16_3")
+    t.add_argument("--input", choices=["raw", "pi"], help="raw images or persistence images")
+    t.add_argument("--pi-mode", choices=["paper", "cubical"], help="PI representation")
+    _common(t)
+    t.set_defaults(func=run_train)
+
+    d = sub.add_parser("distill", help="distil a student from teachers (TGD and baselines)",
+                       description="Distil a student with one of the registered methods.")
+    d.add_argument("--method", help="tgd, kd, mtkd, at, sp, fitnet, scratch")
+    d.add_argument("--student", help="student model, e.g. wrn16_1")
+    d.add_argument("--teacher1", help="checkpoint of teacher 1 (raw images)")
+    d.add_argument("--teacher2", help="checkpoint of teacher 2 (persistence images)")
+    d.add_argument("--init-student", help="checkpoint to start the student from (annealing)")
+    d.add_argument("--alpha", type=float)
+    d.add_argument("--beta", type=float)
+    d.add_argument("--temperature", type=float)
+    d.add_argument("--lambda-kd", type=float, dest="lambda_kd")
+    d.add_argument("--compat", action=argparse.BooleanOptionalAction, default=None,
+                   help="the authors' loss to the letter")
+    _common(d)
+    d.set_defaults(func=run_distill)
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise TGDError(f"--set takes KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def _values(args, mapping: dict[str, str]) -> dict[str, Any]:
+    return {field: getattr(args, attr) for attr, field in mapping.items()
+            if getattr(args, attr, None) is not None}
+
+
+COMMON = {"dataset": "dataset", "data_dir": "data_dir", "epochs": "epochs",
+          "batch_size": "batch_size", "lr": "lr", "schedule": "schedule",
+          "milestones": "milestones", "augment": "augment", "train_subset": "train_subset",
+          "test_subset": "test_subset", "test_split": "test_split", "seed": "seed",
+          "device": "device", "threads": "threads", "amp": "amp",
+          "channels_last": "channels_last", "checkpoint_every_steps": "checkpoint_every_steps"}
+
+
+def build_config(args, own: dict[str, Any], default_name: str):
+    from tgd_core.training import TrainConfig
+
+    base: dict[str, Any] = {}
+    if args.config:
+        try:
+            base = json.loads(open(args.config).read())
+        except (OSError, ValueError) as exc:
+            raise TGDError(f"{args.config}: cannot read config ({exc})") from None
+    values = {**base, **_values(args, COMMON), **own, **parse_sets(args.set)}
+    if args.out:
+        values["out_dir"] = args.out
+    values.setdefault("out_dir", f"runs/{default_name}")
+    return TrainConfig.build(**values)
+
+
+def _run(cfg, args) -> int:
+    from tgd_core.training import run_training
+
+    result = run_training(cfg, resume=args.resume, progress=False if args.no_progress else True)
+    best, last = result["best"] or {}, result["last"] or {}
+    print(f"{cfg.out_dir}: best test accuracy {best.get('test_accuracy', float('nan')):.2f} % "
+          f"(epoch {result['best_epoch']}), last {last.get('test_accuracy', float('nan')):.2f} %",
+          file=sys.stderr)
+    print(json.dumps({"out_dir": cfg.out_dir, **result}))
+    return 0
+
+
+def run_train(args) -> int:
+    own = _values(args, {"model": "student", "input": "student_input"})
+    if args.pi_mode:
+        own["pi"] = {"mode": args.pi_mode}
+    name = f"{own.get('student', 'wrn16_1')}-{own.get('student_input', 'raw')}"
+    return _run(build_config(args, {"method": "scratch", **own}, name), args)
+
+
+def run_distill(args) -> int:
+    own = _values(args, {"method": "method", "student": "student",
+                         "init_student": "init_student"})
+    teachers = {role: path for role, path in (("t1", args.teacher1), ("t2", args.teacher2))
+                if path}
+    if teachers:
+        own["teachers"] = teachers
+    params = _values(args, {"alpha": "alpha", "beta": "beta", "temperature": "temperature",
+                            "lambda_kd": "lambda_kd", "compat": "compat"})
+    if params:
+        own["method_params"] = params
+    name = f"{own.get('method', 'tgd')}-{own.get('student', 'wrn16_1')}"
+    own.setdefault("method", "tgd")
+    return _run(build_config(args, own, name), args)

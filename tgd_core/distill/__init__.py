@@ -1,0 +1,16 @@
+"""Distillation methods: one small :class:`Distiller` per method, in a plain dict registry."""
+
+from __future__ import annotations
+
+from tgd_core.distill.base import Distiller, MethodParams, Network
+from tgd_core.distill.methods import METHODS
+from tgd_core.errors import TGDError
+
+__all__ = ["Distiller", "METHODS", "MethodParams", "Network", "get_method"]
+
+
+def get_method(name: str) -> type[Distiller]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise TGDError(f"unknown method {name!r}; choose from {sorted(METHODS)}") from None

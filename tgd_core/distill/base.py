@@ -1,0 +1,102 @@
+"""The ``Distiller`` interface (after mdistiller): a student, frozen teachers, one loss recipe.
+
+A distiller owns the student and any number of teachers. Teachers are frozen (no gradients) and
+always in eval mode, whatever ``train()`` is called with, and run under ``torch.no_grad()``.
+``forward_train(inputs, labels) -> (student logits, {loss term: value})``: the trainer sums
+the terms. ``inputs`` maps an input kind (``"raw"`` images, ``"pi"`` persistence-image stacks)
+to an N×C×H×W batch scaled to [0, 1]; each network reads the kind it was trained on, normalised
+with its own statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from tgd_core.normalization import Normalization
+
+
+class MethodParams(BaseModel):
+    """Hyper-parameters of a method (each method subclasses this; unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Network:
+    """A network, the input kind it reads and the normalisation it was trained with."""
+
+    model: nn.Module
+    input_kind: str  # "raw" | "pi"
+    normalization: Normalization
+
+
+class Distiller(nn.Module):
+    """Base class: ``name``, ``Params``, the roles of the teachers it needs, and the loss."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    teacher_roles: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, student: Network, teachers: Mapping[str, Network] | None = None,
+                 params: MethodParams | None = None) -> None:
+        super().__init__()
+        teachers = dict(teachers or {})
+        missing = set(self.teacher_roles) - set(teachers)
+        if missing:
+            from tgd_core.errors import TGDError
+
+            raise TGDError(f"method {self.name!r} needs teacher(s) {sorted(missing)}")
+        self.student = student.model
+        self.student_input = student.input_kind
+        self.student_norm = student.normalization
+        self.teachers = nn.ModuleDict({role: t.model for role, t in teachers.items()})
+        self.teacher_inputs = {role: t.input_kind for role, t in teachers.items()}
+        self.teacher_norms = {role: t.normalization for role, t in teachers.items()}
+        self.params = params if params is not None else self.Params()
+        for teacher in self.teachers.values():
+            teacher.requires_grad_(False)
+            teacher.eval()
+
+    @property
+    def input_kinds(self) -> set[str]:
+        return {self.student_input, *self.teacher_inputs.values()}
+
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        for teacher in self.teachers.values():
+            teacher.eval()
+        return self
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Student parameters plus the method's own (e.g. adapters); never the teachers'."""
+        teacher_ids = {id(p) for p in self.teachers.parameters()}
+        return (p for p in self.parameters() if id(p) not in teacher_ids)
+
+    def student_forward(self, inputs: Mapping[str, torch.Tensor], features: bool = False):
+        x = self.student_norm.apply(inputs[self.student_input])
+        return self.student(x, return_features=features)
+
+    @torch.no_grad()
+    def teacher_forward(self, role: str, inputs: Mapping[str, torch.Tensor],
+                        features: bool = False):
+        x = self.teacher_norms[role].apply(inputs[self.teacher_inputs[role]])
+        return self.teachers[role](x, return_features=features)
+
+    def forward_train(self, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def forward_test(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.student_forward(inputs)
+
+    def extra_state(self) -> dict[str, Any]:
+        """State of the method's own learnable modules (saved beside the student)."""
+        own = {k: v for k, v in self.state_dict().items()
+               if not k.startswith(("student.", "teachers."))}
+        return own

@@ -1,0 +1,104 @@
+"""Typed, validated training configuration (one config for ``tgd train`` and ``tgd distill``).
+
+Defaults follow the TGD reference recipe (``TGD_METHOD.md`` §5): 200 epochs, batch 128, SGD
+momentum 0.9, weight decay 1e-4, LR 0.1 × 0.2 at epochs 40/80/120/160, no augmentation, seed 1234.
+Every run saves its config beside its results, so a run is reproducible from its folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tgd_core.errors import TGDError
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # what to train
+    method: str = "scratch"
+    method_params: dict[str, Any] = Field(default_factory=dict)
+    student: str = "wrn16_1"
+    student_input: Literal["raw", "pi"] = "raw"
+    teachers: dict[str, str] = Field(default_factory=dict, description="role -> checkpoint")
+    init_student: str | None = None
+
+    # data
+    dataset: Literal["cifar10"] = "cifar10"
+    data_dir: str | None = None
+    train_subset: int | None = Field(None, ge=1)
+    test_split: Literal["test", "test_lossless_1k", "train"] = "test"
+    test_subset: int | None = Field(None, ge=1)
+    pi: dict[str, Any] = Field(default_factory=lambda: {"mode": "paper"})
+    augment: bool = False
+
+    # optimisation
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    nesterov: bool = False
+    schedule: Literal["step", "cosine", "onecycle"] = "step"
+    milestones: list[int] = Field(default_factory=lambda: [40, 80, 120, 160])
+    gamma: float = Field(0.2, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+
+    # run
+    seed: int = 1234
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    threads: int | None = Field(None, ge=1)
+    eval_every: int = Field(1, ge=1)
+    checkpoint_every_steps: int = Field(0, ge=0, description="0: at epoch ends only")
+    out_dir: str = "runs/run"
+
+    @field_validator("milestones")
+    @classmethod
+    def _sorted(cls, v: list[int]) -> list[int]:
+        if sorted(v) != v or any(m < 1 for m in v):
+            raise ValueError("milestones must be increasing positive epochs")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        from tgd_core.distill import METHODS
+        from tgd_core.models import MODELS
+
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown {self.method!r}; choose from {sorted(METHODS)}")
+        if self.student not in MODELS:
+            raise ValueError(f"student: unknown model {self.student!r}; choose from "
+                             f"{sorted(MODELS)}")
+        method = METHODS[self.method]
+        missing = set(method.teacher_roles) - set(self.teachers)
+        if missing:
+            raise ValueError(f"teachers: method {self.method!r} needs {sorted(missing)}")
+        method.Params(**self.method_params)  # validates the method's own parameters
+        return self
+
+    @classmethod
+    def build(cls, **values: Any) -> TrainConfig:
+        """Validate ``values``; errors become one TGDError naming the fields."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
+                                 for e in exc.errors())
+            raise TGDError(f"invalid training config: {problems}") from None
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise TGDError(f"{path}: cannot read config ({exc})") from None
+        return cls.build(**{**data, **overrides})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n")

@@ -1,0 +1,134 @@
+"""Training data held as tensors: raw images and PI stacks (uint8) and labels, on the device.
+
+Batches are deterministic functions of (seed, epoch, step): the order of an epoch is a
+permutation drawn from a generator seeded with (seed, epoch), and the augmentation of a step
+from one seeded with (seed, epoch, step). A run resumed at any step therefore sees exactly the
+batches an uninterrupted run sees. Inputs leave as float N×C×H×W in [0, 1]; each network applies
+its own normalisation (:mod:`tgd_core.distill.base`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tgd_core.data import load_cifar10
+from tgd_core.errors import TGDError
+from tgd_core.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
+from tgd_core.topology import PaperPIConfig
+from tgd_core.topology.cache import cached_pis
+from tgd_core.topology.representation import representation_from_dict
+from tgd_core.training.config import TrainConfig
+
+
+@dataclass
+class Split:
+    labels: torch.Tensor  # int64 N
+    raw: torch.Tensor | None = None  # uint8 N×3×H×W
+    pi: torch.Tensor | None = None  # uint8 N×K×R×C
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _generator(*seed_parts: int) -> torch.Generator:
+    seed = int(np.random.SeedSequence(list(seed_parts)).generate_state(1)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+def pi_normalization(rep_dict: dict, train_pis: np.ndarray) -> Normalization:
+    """The authors' CIFAR-10 statistics for default paper-mode PIs; otherwise per-channel
+    mean/std of the training PIs (scaled to [0, 1])."""
+    rep = representation_from_dict(rep_dict)
+    if rep == PaperPIConfig():
+        return CIFAR10_PI
+    x = train_pis.astype(np.float64) / 255.0
+    mean = x.mean(axis=(0, 2, 3))
+    std = np.maximum(x.std(axis=(0, 2, 3)), 1e-6)
+    return Normalization(tuple(mean.tolist()), tuple(std.tolist()))
+
+
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crops of the zero-padded batch (``pad`` pixels) and horizontal flips (p = 0.5)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    rows = (oy[:, None] + torch.arange(h)[None]).to(x.device)
+    cols = ox[:, None] + torch.arange(w)[None]
+    cols = torch.where(flip[:, None], cols.flip(1), cols).to(x.device)
+    idx_n = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+class TrainData:
+    """Train and test splits with the input kinds the networks need."""
+
+    def __init__(self, cfg: TrainConfig, kinds: set[str], device: torch.device,
+                 progress=None) -> None:
+        if cfg.augment and "pi" in kinds:
+            raise TGDError("augment: the PI input of an augmented view needs on-the-fly PIs; "
+                           "train PI networks without augmentation")
+        self.cfg, self.kinds, self.device = cfg, kinds, device
+        train_x, train_y = load_cifar10("train", cfg.data_dir)
+        test_x, test_y = load_cifar10(cfg.test_split, cfg.data_dir)
+        if cfg.train_subset:
+            train_x, train_y = train_x[: cfg.train_subset], train_y[: cfg.train_subset]
+        if cfg.test_subset:
+            test_x, test_y = test_x[: cfg.test_subset], test_y[: cfg.test_subset]
+        self.num_classes = int(train_y.max()) + 1
+        self.normalizations: dict[str, Normalization] = {"raw": CIFAR10_RAW}
+        train_pi = test_pi = None
+        if "pi" in kinds:
+            rep = representation_from_dict(cfg.pi)
+            train_pi = cached_pis(train_x, rep, cfg.dataset, "train", progress=progress)
+            test_pi = cached_pis(test_x, rep, cfg.dataset, cfg.test_split, progress=progress)
+            self.normalizations["pi"] = pi_normalization(cfg.pi, train_pi)
+        self.train = self._split(train_x, train_y, train_pi)
+        self.test = self._split(test_x, test_y, test_pi)
+
+    def _split(self, images: np.ndarray, labels: np.ndarray, pis: np.ndarray | None) -> Split:
+        to = dict(device=self.device)
+        raw = None
+        if "raw" in self.kinds:
+            raw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(**to)
+        pi = torch.from_numpy(np.ascontiguousarray(pis)).to(**to) if pis is not None else None
+        return Split(torch.from_numpy(labels).to(**to), raw, pi)
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train) // self.cfg.batch_size)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(len(self.train), generator=_generator(self.cfg.seed, epoch))
+
+    def train_batches(self, epoch: int, start_step: int = 0
+                      ) -> Iterator[tuple[int, dict[str, torch.Tensor], torch.Tensor]]:
+        """(step, inputs, labels) of ``epoch`` from ``start_step`` on."""
+        order = self.epoch_order(epoch)
+        bs = self.cfg.batch_size
+        for step in range(start_step, self.steps_per_epoch()):
+            idx = order[step * bs:(step + 1) * bs].to(self.device)
+            gen = _generator(self.cfg.seed, epoch, step, 1) if self.cfg.augment else None
+            yield step, self.inputs(self.train, idx, gen), self.train.labels[idx]
+
+    def inputs(self, split: Split, idx: torch.Tensor | slice,
+               gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        out = {}
+        if split.raw is not None:
+            x = split.raw[idx].float().div_(255.0)
+            out["raw"] = random_crop_flip(x, gen) if gen is not None else x
+        if split.pi is not None:
+            out["pi"] = split.pi[idx].float().div_(255.0)
+        return out
+
+    def test_batches(self, batch_size: int = 500
+                     ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        for start in range(0, len(self.test), batch_size):
+            sl = slice(start, start + batch_size)
+            yield self.inputs(self.test, sl), self.test.labels[sl]

@@ -1,0 +1,251 @@
+"""The training loop for every method: teachers, scratch students and distilled students.
+
+``run_training(cfg)`` trains ``cfg.student`` with the method ``cfg.method`` (a
+:class:`~tgd_core.distill.Distiller`) and writes to ``cfg.out_dir``:
+
+- ``config.json`` — the validated config; ``metrics.jsonl`` — one JSON line per epoch with every
+  loss term, train accuracy, test accuracy/NLL/ECE, learning rate, time and throughput;
+- ``latest.pt`` — everything needed to resume exactly (weights, optimizer, position in the
+  schedule, running sums of the epoch in progress); ``best.pt`` — the best test accuracy so far;
+- ``result.json`` — best and last epoch metrics, written when the run ends.
+
+Resuming (``resume=True``) continues from ``latest.pt`` and gives the weights an uninterrupted
+run gives: batches and augmentation are functions of (seed, epoch, step). A non-finite loss stops
+the run with a clear error and leaves the last good checkpoints untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+
+from tgd_core.checkpoints import load_checkpoint, save_checkpoint
+from tgd_core.devices import select_device
+from tgd_core.distill import Network, get_method
+from tgd_core.errors import TGDError
+from tgd_core.evaluation import evaluate_logits
+from tgd_core.models import build_model
+from tgd_core.training.config import TrainConfig
+from tgd_core.training.data import TrainData
+
+
+class RunContext(Protocol):
+    """What a caller (the CLI, a background job) offers the loop; every member is optional."""
+
+    def progress(self, fraction: float, epoch: int | None = None, eta: float | None = None,
+                 message: str | None = None) -> None: ...
+
+    def log(self, metrics: dict[str, Any]) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class Stopped(Exception):
+    """Raised when the context asked the run to stop; ``latest.pt`` holds the position."""
+
+
+def learning_rate(cfg: TrainConfig, epoch_float: float) -> float:
+    """LR at a fractional epoch: ``step`` (× gamma at each milestone, per epoch), ``cosine``
+    (per step, to 0) or ``onecycle`` (linear warm-up over 30 % from lr/25, cosine to lr/1e4);
+    plus an optional linear warm-up of ``warmup_epochs``."""
+    e, total = epoch_float, cfg.epochs
+    if cfg.schedule == "step":
+        lr = cfg.lr * cfg.gamma ** sum(1 for m in cfg.milestones if int(e) >= m)
+    elif cfg.schedule == "cosine":
+        lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * min(e / total, 1.0)))
+    else:
+        peak = 0.3 * total
+        if e < peak:
+            lr = cfg.lr / 25 + (cfg.lr - cfg.lr / 25) * e / peak
+        else:
+            t = min((e - peak) / (total - peak), 1.0)
+            lr = cfg.lr / 1e4 + 0.5 * (cfg.lr - cfg.lr / 1e4) * (1 + math.cos(math.pi * t))
+    if cfg.warmup_epochs and e < cfg.warmup_epochs:
+        lr *= (e + 1e-8) / cfg.warmup_epochs
+    return lr
+
+
+def load_teacher(path: str, device: torch.device) -> Network:
+    ckpt = load_checkpoint(path)
+    return Network(ckpt.build(device), ckpt.input_kind, ckpt.normalization)
+
+
+def _call(ctx, name: str, *args, **kwargs):
+    fn = getattr(ctx, name, None) if ctx is not None else None
+    return fn(*args, **kwargs) if fn is not None else None
+
+
+def _same_run(saved: dict, cfg: TrainConfig) -> list[str]:
+    """Config fields that differ between a saved run and ``cfg`` (run-placement fields aside)."""
+    ignore = {"out_dir", "device", "threads", "data_dir"}
+    now = cfg.model_dump()
+    return sorted(k for k in now if k not in ignore and saved.get(k) != now[k])
+
+
+def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | None = None,
+                 progress: bool | None = None) -> dict[str, Any]:
+    """Train per ``cfg`` (see module doc); returns the result dict (also in result.json)."""
+    out = Path(cfg.out_dir)
+    latest, best_path = out / "latest.pt", out / "best.pt"
+    metrics_path = out / "metrics.jsonl"
+    if resume and not latest.exists():
+        raise TGDError(f"{out}: nothing to resume (no latest.pt)")
+    if not resume and latest.exists():
+        raise TGDError(f"{out} already holds a run: pass --resume to continue it, or choose "
+                       "another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        saved_cfg = json.loads((out / "config.json").read_text())
+        changed = _same_run(saved_cfg, cfg)
+        if changed:
+            raise TGDError(f"{out}: the config differs from the run's in {changed}; resume "
+                           "with the same config")
+    cfg.save(out / "config.json")
+
+    device = select_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    method = get_method(cfg.method)
+    teachers = {role: load_teacher(path, device) for role, path in cfg.teachers.items()}
+    kinds = {cfg.student_input, *(t.input_kind for t in teachers.values())}
+    data = TrainData(cfg, kinds, device)
+    in_channels = 3 if cfg.student_input == "raw" else data.train.pi.shape[1]
+    student = build_model(cfg.student, in_channels=in_channels, num_classes=data.num_classes)
+    if cfg.init_student and not resume:
+        init = load_checkpoint(cfg.init_student)
+        if (init.model, init.in_channels) != (cfg.student, in_channels):
+            raise TGDError(f"init_student {cfg.init_student} is a {init.model} on "
+                           f"{init.in_channels} channels, the student a {cfg.student} on "
+                           f"{in_channels}")
+        student.load_state_dict(init.state_dict)
+    student_norm = data.normalizations[cfg.student_input]
+    distiller = method(Network(student, cfg.student_input, student_norm), teachers,
+                       method.Params(**cfg.method_params)).to(device)
+    if cfg.channels_last:
+        distiller.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(list(distiller.trainable_parameters()), lr=cfg.lr,
+                                momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                nesterov=cfg.nesterov)
+
+    state = {"epoch": 0, "step": 0, "sums": {}, "correct": 0, "seen": 0, "elapsed": 0.0,
+             "epoch_elapsed": 0.0, "best_accuracy": -1.0, "best_epoch": None, "best": None,
+             "last": None}
+    if resume:
+        ckpt = load_checkpoint(latest)
+        student.load_state_dict(ckpt.state_dict)
+        if not ckpt.training_state:
+            raise TGDError(f"{latest}: holds no training state to resume from")
+        distiller.load_state_dict({**distiller.state_dict(), **ckpt.training_state["method"]})
+        optimizer.load_state_dict(ckpt.optimizer)
+        state = dict(ckpt.training_state["loop"])
+        _truncate_metrics(metrics_path, state["epoch"])
+
+    def save(path: Path, metrics: dict | None = None) -> None:
+        save_checkpoint(path, student, input_kind=cfg.student_input, normalization=student_norm,
+                        optimizer=optimizer,
+                        training_state={"loop": state, "method": distiller.extra_state()},
+                        epoch=state["epoch"], metrics=metrics or {}, config=cfg.model_dump())
+
+    steps = data.steps_per_epoch()
+    total_steps = cfg.epochs * steps
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    show = progress if progress is not None else None
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        distiller.train()
+        t_seg = time.perf_counter()  # start of this stretch of the epoch (resumes split it)
+        bar = tqdm(total=steps, initial=state["step"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   unit="step", file=sys.stderr, leave=False,
+                   disable=None if show is None else not show)
+        for step, inputs, labels in data.train_batches(epoch, state["step"]):
+            lr = learning_rate(cfg, epoch + step / steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if cfg.channels_last:
+                inputs = {k: v.contiguous(memory_format=torch.channels_last)
+                          for k, v in inputs.items()}
+            with amp:
+                logits, losses = distiller.forward_train(inputs, labels)
+                loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise TGDError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                               f"({ {k: float(v.detach()) for k, v in losses.items()} }); the last good "
+                               f"checkpoint is {latest if latest.exists() else 'none yet'}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for k, v in losses.items():
+                state["sums"][k] = state["sums"].get(k, 0.0) + float(v.detach()) * len(labels)
+            state["correct"] += int((logits.argmax(1) == labels).sum())
+            state["seen"] += len(labels)
+            state["step"] = step + 1
+            bar.update(1)
+            done = epoch * steps + step + 1
+            epoch_time = state["epoch_elapsed"] + time.perf_counter() - t_seg
+            rate = done / max(state["elapsed"] + epoch_time, 1e-9)  # steps per second
+            if step % 10 == 0 or step + 1 == steps:
+                _call(ctx, "progress", done / total_steps, epoch=epoch + 1,
+                      eta=(total_steps - done) / rate)
+            stop = bool(_call(ctx, "should_stop"))
+            every = cfg.checkpoint_every_steps
+            if stop or (every and state["step"] % every == 0 and state["step"] < steps):
+                state["epoch_elapsed"], t_seg = epoch_time, time.perf_counter()
+                save(latest)
+                if stop:
+                    bar.close()
+                    raise Stopped(f"stopped at epoch {epoch + 1}, step {step + 1}")
+        bar.close()
+        epoch_time = state["epoch_elapsed"] + time.perf_counter() - t_seg
+        row = {"epoch": epoch + 1, "lr": learning_rate(cfg, epoch),
+               **{f"train_{k}": v / max(state["seen"], 1) for k, v in state["sums"].items()},
+               "train_accuracy": 100.0 * state["correct"] / max(state["seen"], 1),
+               "epoch_seconds": epoch_time, "images_per_second": state["seen"] / epoch_time}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            result = evaluate_distiller(distiller, data)
+            row.update({"test_accuracy": result.accuracy, "test_nll": result.nll,
+                        "test_ece": result.ece})
+        state.update(epoch=epoch + 1, step=0, sums={}, correct=0, seen=0, epoch_elapsed=0.0,
+                     elapsed=state["elapsed"] + epoch_time, last=row)
+        is_best = row.get("test_accuracy", -1.0) > state["best_accuracy"]
+        if is_best:
+            state.update(best_accuracy=row["test_accuracy"], best_epoch=epoch + 1, best=row)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        _call(ctx, "log", row)
+        save(latest, row)
+        if is_best:
+            save(best_path, row)
+
+    result = {"best_epoch": state["best_epoch"], "best": state["best"], "last": state["last"],
+              "epochs": cfg.epochs, "train_seconds": state["elapsed"],
+              "selection": "best = highest test accuracy over the evaluated epochs"}
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+@torch.no_grad()
+def evaluate_distiller(distiller, data: TrainData):
+    """Test-set accuracy/NLL/ECE of the student (eval mode restored afterwards)."""
+    was = distiller.training
+    distiller.eval()
+    logits = torch.cat([distiller.forward_test(x).float().cpu() for x, _ in data.test_batches()])
+    distiller.train(was)
+    return evaluate_logits(logits, data.test.labels.cpu().numpy())
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Drop metric rows of epochs the resumed run will redo (written after the checkpoint)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["epoch"] <= epochs_done]
+    path.write_text("".join(r + "\n" for r in rows))
