@@ -152,6 +152,28 @@ def test_schema_is_versioned_and_in_wal_mode(store: JobStore) -> None:
     assert JobStore(store.db_path).state_dir == store.state_dir  # a .sqlite path works too
 
 
+def test_migrations_apply_in_order_and_newer_stores_are_refused(tmp_path: Path) -> None:
+    from tgd_core.jobs import store as store_module
+
+    with sqlite3.connect(tmp_path / "old.sqlite") as conn:  # a version-1 store with one job
+        for sql in store_module.MIGRATIONS[0]:
+            conn.execute(sql)
+        conn.execute("INSERT INTO jobs (kind, config, status, created_at) "
+                     "VALUES ('test-counter', '{}', 'queued', 0)")
+        conn.execute("PRAGMA user_version = 1")
+    added = ["ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"]
+    migrations = [*store_module.MIGRATIONS, added]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(store_module, "MIGRATIONS", migrations)
+        mp.setattr(store_module, "SCHEMA_VERSION", len(migrations))
+        with JobStore(tmp_path / "old.sqlite") as s:
+            assert s.schema_version() == len(migrations)
+            assert [tuple(r) for r in s._query("SELECT id, status, priority FROM jobs")] == [
+                (1, "queued", 0)]
+    with pytest.raises(TGDError, match="newer than this program's"):
+        JobStore(tmp_path / "old.sqlite")
+
+
 def test_malformed_config_is_rejected_naming_the_field(store: JobStore, capsys) -> None:
     from tgd_core import cli
 

@@ -1,14 +1,4 @@
-"""``tgd jobs``: submit, watch and control background jobs (see :mod:`tgd_core.jobs`).
-
-Jobs live in ``<state dir>/jobs.sqlite`` (``--state-dir`` or ``TGD_STATE_DIR``) and run in
-``tgd jobs worker`` processes. Examples::
-
-    tgd jobs submit pi-cache --set split=test --set representation.mode=paper
-    tgd jobs worker --concurrency 2 &
-    tgd jobs list
-    tgd jobs logs 3 --follow
-    tgd jobs cancel 3 && tgd jobs resume 3
-"""
+"""``tgd jobs``: submit, watch and control background jobs (see :mod:`tgd_core.jobs`)."""
 
 from __future__ import annotations
 
@@ -22,12 +12,22 @@ from typing import Any
 from tgd_core.errors import TGDError
 from tgd_core.jobs.store import STATUSES
 
+EPILOG = """\
+Jobs live in <state dir>/jobs.sqlite (--state-dir or TGD_STATE_DIR) and run in
+'tgd jobs worker' processes. Examples:
+
+    tgd jobs submit pi-cache --set split=test --set representation.mode=paper
+    tgd jobs worker --concurrency 2 &
+    tgd jobs list
+    tgd jobs logs 3 --follow
+    tgd jobs cancel 3 && tgd jobs resume 3
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="background jobs: submit, list, logs, cancel, resume, worker",
-                       description=__doc__.split("\n\n")[0].strip("`"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=__doc__.split("\n\n", 1)[1])
+                       description="Submit, watch and control background jobs.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", default=None,
                         help="folder of jobs.sqlite and runs/ (default: $TGD_STATE_DIR or ./.tgd)")

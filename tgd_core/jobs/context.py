@@ -55,7 +55,8 @@ class JobContext:
         self._cancel, self._shutdown, self._lost = (threading.Event(), threading.Event(),
                                                     threading.Event())
         self._done = threading.Event()
-        self._plock = threading.Lock()
+        self._plock = threading.Lock()  # guards _pending
+        self._flush_lock = threading.Lock()  # one store write at a time, in order
         self._pending: dict[str, Any] = {}
         self._last_write = 0.0
         self._t0, self._f0 = time.monotonic(), job.progress if job.resume else 0.0
@@ -110,10 +111,11 @@ class JobContext:
         self._metrics.close()
 
     def _flush(self) -> None:
-        with self._plock:
-            pending, self._pending = self._pending, {}
-            self._last_write = time.monotonic()
-        cancel, owned = self._store.heartbeat(self.job_id, self.attempt, pending)
+        with self._flush_lock:
+            with self._plock:
+                pending, self._pending = self._pending, {}
+                self._last_write = time.monotonic()
+            cancel, owned = self._store.heartbeat(self.job_id, self.attempt, pending)
         if cancel:
             self._cancel.set()
         if not owned:

@@ -15,51 +15,59 @@ import signal
 import sys
 import time
 import traceback
+from typing import Any
 
 from tgd_core.errors import TGDError
 from tgd_core.jobs.context import JobContext, JobStopped, to_json
 from tgd_core.jobs.registry import get_kind, parse_config
-from tgd_core.jobs.store import JobStore
+from tgd_core.jobs.store import Job, JobStore
 
 
 def _stopped_status(ctx: JobContext) -> str:
     return "cancelled" if ctx.cancel_requested else "interrupted"
 
 
+def _run(job: Job, ctx: JobContext) -> dict[str, Any]:
+    """Call the kind's runner; the keyword arguments of :meth:`JobStore.finish`."""
+    try:
+        result = get_kind(job.kind).runner()(parse_config(job.kind, job.config), ctx)
+        if not isinstance(result, dict):
+            raise TypeError(f"{job.kind} runner returned {type(result).__name__}, not a dict")
+        text = to_json(result)
+    except JobStopped as exc:
+        return {"status": _stopped_status(ctx), "message": str(exc) or "stopped on request"}
+    except BaseException as exc:  # noqa: BLE001 (every failure is recorded on the job)
+        tb = traceback.format_exc()
+        print(tb, file=sys.stderr, flush=True)
+        line = " ".join(str(exc).split()) or "(no message)"
+        return {"status": "failed", "error": f"{type(exc).__name__}: {line}", "traceback": tb}
+    if ctx.stop_seen:
+        return {"status": _stopped_status(ctx), "message": "stopped on request"}
+    tmp = job.result_path.with_name(f".result.{os.getpid()}.tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, job.result_path)
+    return {"status": "succeeded", "result": json.loads(text)}
+
+
 def run_job(store: JobStore, job_id: int) -> str:
-    """Run ``job_id`` (already claimed: status running) here; returns its final status."""
+    """Run ``job_id`` (already claimed: status running) here; returns its final status.
+    Call from the main thread: SIGTERM asks the runner to stop until the job is recorded."""
     job = store.get(job_id)
     if job.status != "running":
         raise TGDError(f"job {job_id} is {job.status}, not running: claim it first")
     store.set_pid(job.id, job.attempt, os.getpid())
     ctx = JobContext(store, job)
     previous = signal.signal(signal.SIGTERM, lambda *_: ctx.request_shutdown())
-    print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] job {job.id} ({job.kind}) attempt "
-          f"{job.attempt}{' (resume)' if job.resume else ''}, pid {os.getpid()}", flush=True)
-    outcome: dict = {}
     try:
-        result = get_kind(job.kind).runner()(parse_config(job.kind, job.config), ctx)
-        if not isinstance(result, dict):
-            raise TypeError(f"{job.kind} runner returned {type(result).__name__}, not a dict")
-        text = to_json(result)
-        if ctx.stop_seen:
-            outcome = {"status": _stopped_status(ctx), "message": "stopped on request"}
-        else:
-            tmp = job.result_path.with_name(f".result.{os.getpid()}.tmp")
-            tmp.write_text(text + "\n")
-            os.replace(tmp, job.result_path)
-            outcome = {"status": "succeeded", "result": json.loads(text)}
-    except JobStopped as exc:
-        outcome = {"status": _stopped_status(ctx), "message": str(exc) or "stopped on request"}
-    except BaseException as exc:  # noqa: BLE001 (every failure is recorded on the job)
-        tb = traceback.format_exc()
-        print(tb, file=sys.stderr, flush=True)
-        line = " ".join(str(exc).split()) or "(no message)"
-        outcome = {"status": "failed", "error": f"{type(exc).__name__}: {line}", "traceback": tb}
+        print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] job {job.id} ({job.kind}) attempt "
+              f"{job.attempt}{' (resume)' if job.resume else ''}, pid {os.getpid()}", flush=True)
+        try:
+            outcome = _run(job, ctx)
+        finally:
+            ctx.close()
+        store.finish(job.id, job.attempt, **outcome)
     finally:
-        ctx.close()
         signal.signal(signal.SIGTERM, previous)
-    store.finish(job.id, job.attempt, **outcome)
     print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] job {job.id} {outcome['status']}", flush=True)
     return outcome["status"]
 

@@ -147,8 +147,8 @@ class Supervisor:
             if child.killed == "cancel":
                 error = "killed: did not stop before the cancel timeout"
                 self.store.finish(job_id, child.attempt, "cancelled", error=error)
-            elif child.killed == "shutdown":
-                error = "killed: did not stop when the worker shut down"
+            elif child.killed == "shutdown" or child.asked_to_stop:
+                error = "the worker shut down before the job finished"
                 self.store.finish(job_id, child.attempt, "interrupted", error=error)
             else:  # a no-op when the child finished the job itself, as it should
                 error = (f"runner process exited with status {rc} without finishing the job; "
@@ -156,10 +156,11 @@ class Supervisor:
                 self.store.finish(job_id, child.attempt, "failed", error=error,
                                   traceback=_tail(Path(child.log.name)))
             try:
-                status = self.store.get(job_id).status
+                status = f"now {self.store.get(job_id).status}"
             except TGDError:
                 status = "deleted"
-            self._say(f"job {job_id}: {status} (exit status {rc})")
+            self._say(f"job {job_id}: process {child.proc.pid} exited with status {rc} "
+                      f"(job {status})")
 
     def _enforce_cancels(self) -> None:
         if not self.children:
