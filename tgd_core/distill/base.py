@@ -3,7 +3,9 @@
 A distiller owns the student and any number of teachers. Teachers are frozen (no gradients) and
 always in eval mode, whatever ``train()`` is called with, and run under ``torch.no_grad()``.
 ``forward_train(inputs, labels) -> (student logits, {loss term: value})``: the trainer sums
-the terms. ``inputs`` maps an input kind (``"raw"`` images, ``"pi"`` persistence-image stacks)
+the terms. A method splits into :meth:`Distiller.teacher_targets` (what it needs from the
+teachers) and :meth:`Distiller.compute_losses`, so the trainer can cache the targets of inputs
+that do not change between epochs. ``inputs`` maps an input kind (``"raw"`` images, ``"pi"`` persistence-image stacks)
 to an N×C×H×W batch scaled to [0, 1]; each network reads the kind it was trained on, normalised
 with its own statistics.
 """
@@ -42,6 +44,8 @@ class Distiller(nn.Module):
     name: ClassVar[str]
     Params: ClassVar[type[MethodParams]] = MethodParams
     teacher_roles: ClassVar[tuple[str, ...]] = ()
+    per_sample_targets: ClassVar[tuple[str, ...]] = ()
+    needs_student_features: ClassVar[bool] = False
 
     def __init__(self, student: Network, teachers: Mapping[str, Network] | None = None,
                  params: MethodParams | None = None) -> None:
@@ -88,9 +92,29 @@ class Distiller(nn.Module):
         x = self.teacher_norms[role].apply(inputs[self.teacher_inputs[role]])
         return self.teachers[role](x, return_features=features)
 
-    def forward_train(self, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def teacher_targets(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the loss needs from the teachers for this batch (no gradients). Keys listed in
+        ``per_sample_targets`` have one row per sample and can be cached by sample; the others
+        (e.g. b × b similarity maps) belong to the batch as a whole."""
+        return {}
+
+    def compute_losses(self, logits: torch.Tensor, features: list[torch.Tensor] | None,
+                       targets: Mapping[str, torch.Tensor], labels: torch.Tensor
+                       ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def forward_train(self, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor,
+                      targets: Mapping[str, torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(student logits, {term: weighted loss}); the terms sum to the training loss.
+        ``targets`` (from :meth:`teacher_targets`, possibly cached) skips the teachers."""
+        if targets is None:
+            targets = self.teacher_targets(inputs)
+        if self.needs_student_features:
+            logits, features = self.student_forward(inputs, features=True)
+        else:
+            logits, features = self.student_forward(inputs), None
+        return logits, self.compute_losses(logits, features, targets, labels)
 
     def forward_test(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.student_forward(inputs)

@@ -35,6 +35,8 @@ class TrainConfig(BaseModel):
     test_subset: int | None = Field(None, ge=1)
     pi: dict[str, Any] = Field(default_factory=lambda: {"mode": "paper"})
     augment: bool = False
+    fixed_batches: bool = Field(False, description="draw the batches' composition once")
+    teacher_cache: bool = Field(True, description="cache teacher targets (no augmentation)")
 
     # optimisation
     epochs: int = Field(200, ge=1)

@@ -104,18 +104,28 @@ class TrainData:
     def steps_per_epoch(self) -> int:
         return -(-len(self.train) // self.cfg.batch_size)
 
-    def epoch_order(self, epoch: int) -> torch.Tensor:
-        return torch.randperm(len(self.train), generator=_generator(self.cfg.seed, epoch))
+    def batch_indices(self, epoch: int, step: int) -> tuple[int, torch.Tensor]:
+        """(batch id, sample indices) of a step. Each epoch draws a new permutation; with
+        ``fixed_batches`` the batches' composition is drawn once and only their order changes
+        (so per-batch teacher targets, e.g. similarity maps, can be cached)."""
+        bs, n = self.cfg.batch_size, len(self.train)
+        if self.cfg.fixed_batches:
+            order = torch.randperm(n, generator=_generator(self.cfg.seed, 0))
+            batch = int(torch.randperm(self.steps_per_epoch(),
+                                       generator=_generator(self.cfg.seed, epoch, 2))[step])
+        else:
+            order = torch.randperm(n, generator=_generator(self.cfg.seed, epoch))
+            batch = step
+        return batch, order[batch * bs:(batch + 1) * bs]
 
-    def train_batches(self, epoch: int, start_step: int = 0
-                      ) -> Iterator[tuple[int, dict[str, torch.Tensor], torch.Tensor]]:
-        """(step, inputs, labels) of ``epoch`` from ``start_step`` on."""
-        order = self.epoch_order(epoch)
-        bs = self.cfg.batch_size
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[
+            tuple[int, int, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]]:
+        """(step, batch id, sample indices, inputs, labels) of ``epoch`` from ``start_step``."""
         for step in range(start_step, self.steps_per_epoch()):
-            idx = order[step * bs:(step + 1) * bs].to(self.device)
+            batch, idx = self.batch_indices(epoch, step)
+            idx = idx.to(self.device)
             gen = _generator(self.cfg.seed, epoch, step, 1) if self.cfg.augment else None
-            yield step, self.inputs(self.train, idx, gen), self.train.labels[idx]
+            yield step, batch, idx, self.inputs(self.train, idx, gen), self.train.labels[idx]
 
     def inputs(self, split: Split, idx: torch.Tensor | slice,
                gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:

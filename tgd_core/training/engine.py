@@ -34,6 +34,7 @@ from tgd_core.evaluation import evaluate_logits
 from tgd_core.models import build_model
 from tgd_core.training.config import TrainConfig
 from tgd_core.training.data import TrainData
+from tgd_core.training.targets import TargetCache
 
 
 class RunContext(Protocol):
@@ -155,6 +156,11 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
                         training_state={"loop": state, "method": distiller.extra_state()},
                         epoch=state["epoch"], metrics=metrics or {}, config=cfg.model_dump())
 
+    _, probe_idx = data.batch_indices(0, 0)
+    cache = TargetCache.create(distiller, len(data.train),
+                               data.inputs(data.train, probe_idx.to(device)),
+                               augment=cfg.augment, fixed_batches=cfg.fixed_batches,
+                               enabled=cfg.teacher_cache)
     steps = data.steps_per_epoch()
     total_steps = cfg.epochs * steps
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
@@ -166,7 +172,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
         bar = tqdm(total=steps, initial=state["step"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    unit="step", file=sys.stderr, leave=False,
                    disable=None if show is None else not show)
-        for step, inputs, labels in data.train_batches(epoch, state["step"]):
+        for step, batch, idx, inputs, labels in data.train_batches(epoch, state["step"]):
             lr = learning_rate(cfg, epoch + step / steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -174,7 +180,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
                 inputs = {k: v.contiguous(memory_format=torch.channels_last)
                           for k, v in inputs.items()}
             with amp:
-                logits, losses = distiller.forward_train(inputs, labels)
+                targets = cache.targets(distiller, inputs, idx, batch) if cache else None
+                logits, losses = distiller.forward_train(inputs, labels, targets)
                 loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise TGDError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "

@@ -1,0 +1,145 @@
+"""Distillation losses against hand-computed values, and the methods' contracts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tgd_core.distill import METHODS, Network, get_method, losses
+from tgd_core.errors import TGDError
+from tgd_core.models import build_model
+from tgd_core.normalization import CIFAR10_PI, CIFAR10_RAW
+
+
+# -- losses: values computed by hand ------------------------------------------------------------
+
+def test_kd_loss_hand_values():
+    s = torch.tensor([[0.0, 0.0]])
+    t = torch.tensor([[math.log(3.0), 0.0]])  # p_T = (3/4, 1/4), p_S = (1/2, 1/2)
+    # KL = 3/4 ln(3/2) + 1/4 ln(1/2)
+    assert losses.kd_loss(s, t, 1.0).item() == pytest.approx(0.13081203594113697, rel=1e-6)
+    assert losses.kd_loss(s, t, 1.0, "mean").item() == pytest.approx(0.0654060179705685,
+                                                                        rel=1e-6)
+    # τ = 2: p_T = (√3, 1)/(√3 + 1)
+    assert losses.kd_loss(s, t, 2.0).item() == pytest.approx(0.0363407828704735, rel=1e-6)
+    # batchmean averages the per-sample KL over the batch
+    two = losses.kd_loss(torch.cat([s, s]), torch.cat([t, s]), 1.0)
+    assert two.item() == pytest.approx(0.13081203594113697 / 2, rel=1e-6)
+
+
+def test_similarity_hand_values():
+    f = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # G = [[1, 1], [1, 2]]
+    assert torch.equal(losses.similarity_matrix(f), torch.tensor([[1.0, 1.0], [1.0, 2.0]]))
+    # G̃_S rows (1, 1)/√2 and (1, 2)/√5 against G̃_T = I
+    assert losses.similarity_loss(f, torch.eye(2)).item() == pytest.approx(0.19923301390676826)
+    g2 = torch.tensor([[2.0], [0.0]])  # G2 = [[4, 0], [0, 0]]; merged 0.5/0.5 = [[2.5,.5],[.5,1]]
+    merged = losses.merged_teacher_similarity([f, g2], [0.5, 0.5])
+    expected = torch.tensor([[0.98058068, 0.19611614], [0.4472136, 0.89442719]])
+    assert torch.allclose(merged, expected, atol=1e-7)
+
+
+def test_attention_and_hint_hand_values():
+    f = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])  # b=1, C=2, H=1, W=2: mean_c F² = (5, 2)
+    q = losses.attention_map(f)
+    assert torch.allclose(q, torch.tensor([[5.0, 2.0]]) / math.sqrt(29))
+    assert losses.attention_loss(f, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(
+        ((5 / math.sqrt(29) - 1) ** 2 + (2 / math.sqrt(29)) ** 2) / 2)
+    assert losses.hint_loss(torch.ones(1, 2), torch.zeros(1, 2)).item() == 1.0
+
+
+def test_similarity_is_invariant_to_the_teachers_spatial_size():
+    torch.manual_seed(0)
+    student = torch.randn(4, 8, 4, 4)
+    teacher = torch.randn(4, 16, 8, 8)
+    bigger = F.interpolate(teacher, scale_factor=2, mode="nearest")  # 16×16, G scales by 4
+    g_small = losses.row_normalise(losses.similarity_matrix(teacher))
+    g_big = losses.row_normalise(losses.similarity_matrix(bigger))
+    assert torch.allclose(g_small, g_big, atol=1e-6)
+    assert losses.similarity_loss(student, g_small).item() == pytest.approx(
+        losses.similarity_loss(student, g_big).item(), rel=1e-5)
+
+
+# -- methods --------------------------------------------------------------------------------------
+
+def networks(seed=0):
+    torch.manual_seed(seed)
+    return (Network(build_model("wrn16_1"), "raw", CIFAR10_RAW),
+            {"t1": Network(build_model("wrn16_2"), "raw", CIFAR10_RAW),
+             "t2": Network(build_model("wrn16_1", in_channels=6), "pi", CIFAR10_PI)})
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(1)
+    return {"raw": torch.rand(6, 3, 32, 32), "pi": torch.rand(6, 6, 50, 50)}, \
+        torch.tensor([0, 1, 2, 3, 4, 5])
+
+
+def make(name, **params):
+    student, teachers = networks()
+    cls = get_method(name)
+    return cls(student, {r: teachers[r] for r in cls.teacher_roles}, cls.Params(**params))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_trains_the_student_only(name, batch):
+    distiller = make(name)
+    distiller.train()
+    assert all(not t.training for t in distiller.teachers.values())
+    logits, terms = distiller.forward_train(*batch)
+    assert logits.shape == (6, 10) and all(torch.isfinite(v) for v in terms.values())
+    sum(terms.values()).backward()
+    assert all(p.grad is None for p in distiller.teachers.parameters())
+    assert all(p.requires_grad is False for p in distiller.teachers.parameters())
+    own = list(distiller.trainable_parameters())
+    assert any(p.grad is not None for p in own)
+    teacher_ids = {id(p) for p in distiller.teachers.parameters()}
+    assert not any(id(p) in teacher_ids for p in own)
+
+
+def test_fitnet_adapter_is_trained_and_saved():
+    distiller = make("fitnet")
+    assert any(p is distiller.adapter[0].weight for p in distiller.trainable_parameters())
+    assert set(distiller.extra_state()) >= {"adapter.0.weight", "adapter.1.running_mean"}
+
+
+def test_tgd_reduces_to_mtkd_and_kd(batch):
+    inputs, labels = batch
+    tgd0 = make("tgd", beta=0.0)
+    _, t = tgd0.forward_train(inputs, labels)
+    _, m = make("mtkd").forward_train(inputs, labels)
+    assert t["sim"].item() == 0.0
+    assert torch.allclose(t["ce"] + t["kd"], m["ce"] + m["kd"])
+    _, t1 = make("tgd", alpha=1.0, beta=0.0).forward_train(inputs, labels)
+    _, k = make("kd").forward_train(inputs, labels)
+    assert torch.allclose(t1["ce"] + t1["kd"], k["ce"] + k["kd"])
+
+
+def test_tgd_loss_formula_and_compat_mode(batch):
+    inputs, labels = batch
+    distiller = make("tgd")
+    targets = distiller.teacher_targets(inputs)
+    logits, feats = distiller.student_forward(inputs, features=True)
+    ce = F.cross_entropy(logits, labels)
+    kl1 = losses.kd_loss(logits, targets["t1_logits"], 4.0)
+    kl2 = losses.kd_loss(logits, targets["t2_logits"], 4.0)
+    sim = sum(losses.similarity_loss(f, targets[f"sim{i + 1}"]) for i, f in enumerate(feats))
+    expected = 0.1 * ce + 0.9 * 16 * (0.99 * kl1 + 0.01 * kl2) + 1000 * sim
+    _, terms = distiller.forward_train(inputs, labels, targets)
+    assert sum(terms.values()).item() == pytest.approx(expected.item(), rel=1e-5)
+    # compat: the authors' KLDivLoss() 'mean' = per-sample KL / number of classes
+    _, compat = make("tgd", compat=True).forward_train(inputs, labels, targets)
+    assert compat["kd"].item() == pytest.approx(terms["kd"].item() / 10, rel=1e-5)
+
+
+def test_missing_teacher_and_bad_params():
+    student, teachers = networks()
+    with pytest.raises(TGDError, match="needs teacher"):
+        get_method("tgd")(student, {"t1": teachers["t1"]})
+    with pytest.raises(TGDError, match="unknown method"):
+        get_method("nope")
+    with pytest.raises(ValueError):
+        get_method("tgd").Params(alpha=2.0)

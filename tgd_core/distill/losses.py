@@ -1,0 +1,77 @@
+"""Distillation losses, each with its paper and formula (tested against hand-computed values).
+
+Notation: z logits, p^τ(z) = softmax(z / τ), F features of shape b × C × H × W, b the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+Reduction = Literal["batchmean", "mean"]
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+            reduction: Reduction = "batchmean") -> torch.Tensor:
+    """KL(p^τ(z_T) ‖ p^τ(z_S)) — Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
+    Network" (2015). ``batchmean``: summed over classes, averaged over the batch (the KL per
+    sample). ``mean``: averaged over all b·C elements, i.e. ``batchmean`` / C — what
+    ``nn.KLDivLoss()`` with its default reduction computes, as in the TGD reference code.
+    The τ² factor is applied by the caller."""
+    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(log_p_s, log_p_t, reduction=reduction, log_target=True)
+
+
+def similarity_matrix(features: torch.Tensor) -> torch.Tensor:
+    """G = F Fᵀ of the flattened features, b × b (Tung & Mori, "Similarity-Preserving Knowledge
+    Distillation", ICCV 2019). Its size does not depend on C, H or W."""
+    flat = features.reshape(features.shape[0], -1).float()
+    return flat @ flat.t()
+
+
+def row_normalise(g: torch.Tensor) -> torch.Tensor:
+    """Each row of G divided by its L2 norm: G̃ (Tung & Mori, eq. 2)."""
+    return F.normalize(g, p=2, dim=1)
+
+
+def similarity_loss(student_features: torch.Tensor, teacher_similarity: torch.Tensor
+                    ) -> torch.Tensor:
+    """mean((G̃_S − G̃_T)²) = ‖G̃_S − G̃_T‖²_F / b² for one layer; ``teacher_similarity`` is the
+    teacher's G̃_T (already row-normalised, possibly merged from several teachers)."""
+    g_s = row_normalise(similarity_matrix(student_features))
+    return (g_s - teacher_similarity).pow(2).mean()
+
+
+def merged_teacher_similarity(teacher_features: list[torch.Tensor], weights: list[float]
+                              ) -> torch.Tensor:
+    """G̃_T for TGD: the teachers' similarity maps merged *before* normalisation,
+    row_normalise(Σ_k w_k · F_k F_kᵀ) (TGD_METHOD.md §4)."""
+    merged = sum(w * similarity_matrix(f) for w, f in zip(weights, teacher_features))
+    return row_normalise(merged)
+
+
+def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Q = normalise(mean_c |F|^p) flattened over H·W, unit L2 norm per sample (Zagoruyko &
+    Komodakis, "Paying More Attention to Attention", ICLR 2017)."""
+    return F.normalize(features.float().abs().pow(p).mean(1).reshape(features.shape[0], -1),
+                       dim=1)
+
+
+def attention_loss(student_features: torch.Tensor, teacher_attention: torch.Tensor,
+                   p: float = 2.0) -> torch.Tensor:
+    """mean((Q_S − Q_T)²) over batch and positions (RepDistiller/mdistiller's AT term); the
+    spatial sizes of student and teacher must agree."""
+    q_s = attention_map(student_features, p)
+    if q_s.shape != teacher_attention.shape:
+        raise ValueError(f"attention maps differ in size: student {tuple(q_s.shape)}, "
+                         f"teacher {tuple(teacher_attention.shape)}")
+    return (q_s - teacher_attention).pow(2).mean()
+
+
+def hint_loss(adapted_student: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+    """FitNets hint: mean squared error between the adapted student features and the teacher's
+    (Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015)."""
+    return F.mse_loss(adapted_student, teacher_features)
