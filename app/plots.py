@@ -75,3 +75,108 @@ def heatmap_grid(images: np.ndarray, titles: list[str], title: str,
     fig.update_layout(title=title, height=260 * rows + 60, margin=dict(l=40, r=20, t=70, b=30),
                       template="plotly_white")
     return fig
+
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f")
+
+
+def _layout(fig: go.Figure, title: str, height: int, **kw) -> go.Figure:
+    fig.update_layout(title=title, height=height, template="plotly_white",
+                      margin=dict(l=50, r=20, t=60, b=40), **kw)
+    return fig
+
+
+def probability_bars(probs: dict[str, np.ndarray], classes: list[str] | tuple[str, ...],
+                     title: str) -> go.Figure:
+    """Grouped bars: each model's class probabilities (one 1-D array per model)."""
+    fig = go.Figure()
+    for i, (name, p) in enumerate(probs.items()):
+        fig.add_trace(go.Bar(x=list(classes), y=np.asarray(p, float), name=name,
+                             marker_color=PALETTE[i % len(PALETTE)],
+                             hovertemplate="%{x}: %{y:.3f}<extra>" + name + "</extra>"))
+    fig.update_yaxes(range=[0, 1], title="probability")
+    return _layout(fig, title, 380, barmode="group", legend=dict(orientation="h", y=-0.2))
+
+
+def accuracy_vs_severity(rows: list[dict], title: str) -> go.Figure:
+    """Accuracy (%) against severity, one line per ``row["model"]``."""
+    fig = go.Figure()
+    for i, name in enumerate(dict.fromkeys(r["model"] for r in rows)):
+        mine = [r for r in rows if r["model"] == name]
+        fig.add_trace(go.Scatter(
+            x=[r["severity"] for r in mine], y=[r["accuracy"] for r in mine],
+            mode="lines+markers", name=name, line=dict(color=PALETTE[i % len(PALETTE)]),
+            customdata=[r["ece"] for r in mine],
+            hovertemplate="severity %{x}: %{y:.1f} %<br>ECE %{customdata:.3f}"
+                          "<extra>" + name + "</extra>"))
+    fig.update_xaxes(title="severity (0 = clean)", dtick=1)
+    fig.update_yaxes(title="accuracy (%)", rangemode="tozero")
+    return _layout(fig, title, 380)
+
+
+def reliability_diagrams(panels: dict[str, dict[str, list]], title: str) -> go.Figure:
+    """One panel per key of ``panels`` (e.g. a condition), each mapping a model name to its
+    reliability bins (objects with lower, upper, count, confidence, accuracy): per-bin
+    accuracy against confidence, with the diagonal of perfect calibration."""
+    names = list(dict.fromkeys(m for models in panels.values() for m in models))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels),
+                        horizontal_spacing=0.08)
+    for col, models in enumerate(panels.values(), start=1):
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", showlegend=False,
+                                 line=dict(color="#999", dash="dash"), hoverinfo="skip"),
+                      row=1, col=col)
+        for name, bins in models.items():
+            full = [b for b in bins if b.count]
+            colour = PALETTE[names.index(name) % len(PALETTE)]
+            fig.add_trace(go.Scatter(
+                x=[b.confidence for b in full], y=[b.accuracy for b in full],
+                mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1,
+                line=dict(color=colour), marker=dict(size=[4 + 10 * np.sqrt(b.count / max(
+                    sum(c.count for c in full), 1)) for b in full]),
+                customdata=[[b.lower, b.upper, b.count] for b in full],
+                hovertemplate="bin (%{customdata[0]:.2f}, %{customdata[1]:.2f}]: "
+                              "%{customdata[2]} images<br>confidence %{x:.3f}<br>"
+                              "accuracy %{y:.3f}<extra>" + name + "</extra>"), row=1, col=col)
+    fig.update_xaxes(title="confidence", range=[0, 1])
+    fig.update_yaxes(title="accuracy", range=[0, 1])
+    return _layout(fig, title, 400)
+
+
+def similarity_grid(maps: dict[str, list[np.ndarray]], title: str) -> go.Figure:
+    """b×b similarity maps: one row per group, one column per network (shared colour scale)."""
+    columns = list(maps)
+    groups = max(len(m) for m in maps.values())
+    titles = [f"{name} · group {g + 1}" for g in range(groups) for name in columns]
+    fig = make_subplots(rows=groups, cols=len(columns), subplot_titles=titles,
+                        horizontal_spacing=0.03, vertical_spacing=0.08)
+    for c, name in enumerate(columns):
+        for g, m in enumerate(maps[name]):
+            fig.add_trace(go.Heatmap(z=np.asarray(m, float), colorscale="Viridis", zmin=0,
+                                     zmax=float(max(np.max(x) for v in maps.values() for x in v)),
+                                     showscale=(c == 0 and g == 0),
+                                     hovertemplate="image %{y} · image %{x}: %{z:.4f}"
+                                                   "<extra>" + name + "</extra>"),
+                          row=g + 1, col=c + 1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return _layout(fig, title, 230 * groups + 80)
+
+
+def training_curves(rows: list[dict], title: str) -> go.Figure:
+    """Loss terms (``train_*`` except accuracy) and accuracies per epoch, side by side."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["loss", "accuracy (%)"],
+                        horizontal_spacing=0.1)
+    epochs = [r.get("epoch") for r in rows]
+    loss_keys = list(dict.fromkeys(k for r in rows for k in r
+                                   if k.startswith("train_") and k != "train_accuracy"))
+    acc_keys = [k for k in ("train_accuracy", "test_accuracy") if any(k in r for r in rows)]
+    for col, keys in ((1, loss_keys), (2, acc_keys)):
+        for i, key in enumerate(keys):
+            fig.add_trace(go.Scatter(x=epochs, y=[r.get(key) for r in rows],
+                                     mode="lines+markers", name=key,
+                                     line=dict(color=PALETTE[(i + 3 * (col - 1)) % 8])),
+                          row=1, col=col)
+    fig.update_xaxes(title="epoch")
+    return _layout(fig, title, 360)

@@ -13,7 +13,7 @@ import sys
 
 from tgd_core.errors import TGDError
 
-COMMANDS = ["pi", "evaluate", "jobs"]
+COMMANDS = ["pi", "evaluate", "train", "jobs"]
 
 
 def build_parser() -> argparse.ArgumentParser:

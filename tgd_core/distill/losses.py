@@ -22,7 +22,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     The τ² factor is applied by the caller."""
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
-    return F.kl_div(log_p_s, log_p_t, reduction=reduction, log_target=True)
+    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    # torch's own 'mean' is deprecated (it will become 'batchmean'): divide explicitly
+    return kl / student_logits.shape[1] if reduction == "mean" else kl
 
 
 def similarity_matrix(features: torch.Tensor) -> torch.Tensor:
