@@ -36,6 +36,11 @@ class CounterJob(BaseModel):
     step_time: float = Field(0.0, ge=0)
     fail_at: int | None = None
     ignore_stop: bool = False
+    own_stop_error: bool = False
+
+
+class CounterStopped(Exception):
+    """A runner's own way of stopping (as the training engine's ``Stopped``)."""
 
 
 def run_counter(config: CounterJob, ctx: JobContext) -> dict[str, Any]:
@@ -48,7 +53,8 @@ def run_counter(config: CounterJob, ctx: JobContext) -> dict[str, Any]:
     start = state["step"]
     for step in range(start, config.steps):
         if ctx.should_stop() and not config.ignore_stop:
-            raise JobStopped(f"stopped at step {step}")
+            raise (CounterStopped if config.own_stop_error else JobStopped)(
+                f"stopped at step {step}")
         if step == config.fail_at:
             raise RuntimeError(f"boom at step {step}")
         time.sleep(config.step_time)
@@ -360,13 +366,15 @@ def test_sigkill_then_interrupted_then_resume_gives_the_same_result(store: JobSt
 
 
 def test_worker_shutdown_interrupts_jobs_resumably(store: JobStore, start_worker) -> None:
-    job = store.submit("test-counter", {"steps": 100_000, "step_time": 0.01})
+    job = store.submit("test-counter", {"steps": 100_000, "step_time": 0.01,
+                                        "own_stop_error": True})
     worker = start_worker()
     wait_for(lambda: store.get(job.id).progress > 0, what="progress")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=15) == 0
     job = store.get(job.id)
-    assert job.status == "interrupted" and job.message.startswith("stopped at step")
+    assert job.status == "interrupted" and job.error is None
+    assert job.message.startswith("CounterStopped: stopped at step")
     assert json.loads((job.checkpoint_dir / "counter.json").read_text())["step"] > 0
 
 

@@ -3,7 +3,9 @@
 Started by a worker (:mod:`tgd_core.jobs.worker`) with stdout/stderr going to the job's
 ``output.log``. Ends the job ``succeeded`` (result in ``result.json``), ``failed`` (error and
 traceback), ``cancelled`` (stopped after a cancel request) or ``interrupted`` (stopped by SIGTERM,
-i.e. the worker is shutting down). Exit status 0 unless the job could not be started.
+i.e. the worker is shutting down). A runner counts as stopped when it raises
+:class:`~tgd_core.jobs.JobStopped`, or returns or raises anything after ``ctx.should_stop()``
+said True. Exit status 0 unless the job could not be started.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ def _run(job: Job, ctx: JobContext) -> dict[str, Any]:
     except BaseException as exc:  # noqa: BLE001 (every failure is recorded on the job)
         tb = traceback.format_exc()
         print(tb, file=sys.stderr, flush=True)
-        line = " ".join(str(exc).split()) or "(no message)"
-        return {"status": "failed", "error": f"{type(exc).__name__}: {line}", "traceback": tb}
+        line = f"{type(exc).__name__}: {' '.join(str(exc).split()) or '(no message)'}"
+        if ctx.stop_seen:  # told to stop, it stopped with its own exception (e.g. the engine's)
+            return {"status": _stopped_status(ctx), "message": line, "traceback": tb}
+        return {"status": "failed", "error": line, "traceback": tb}
     if ctx.stop_seen:
         return {"status": _stopped_status(ctx), "message": "stopped on request"}
     tmp = job.result_path.with_name(f".result.{os.getpid()}.tmp")
