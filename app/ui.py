@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import topology_view
+from app import jobs_view, models_view, noise_view, teachers_view, topology_view
 from tgd_core import config
 
 INTRO = """# TGD — Topological Guidance-based Knowledge Distillation
@@ -55,6 +55,14 @@ def build_app() -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Topology explorer", id="topology"):
                 topology_view.build(examples)
+            with gr.Tab("Teachers & similarity maps", id="teachers"):
+                teachers_view.build()
+            with gr.Tab("Distillation jobs", id="jobs"):
+                jobs_view.build()
+            with gr.Tab("Noise robustness", id="noise"):
+                noise_view.build(examples)
+            with gr.Tab("Models", id="models"):
+                models_view.build()
     return demo
 
 

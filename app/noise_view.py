@@ -1,0 +1,103 @@
+"""View 4 — Noise robustness: predictions on a corrupted image, sweeps over severities."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+
+from app.common import guarded, missing_teachers_note, network_image, zoo
+from app.plots import accuracy_vs_severity, probability_bars, reliability_diagrams
+from tgd_core import inspection, model_zoo
+from tgd_core.corruptions import CORRUPTIONS, SEVERITIES
+from tgd_core.data import CIFAR10_CLASSES
+from tgd_core.errors import TGDError
+
+SWEEP_COLUMNS = ["model", "severity", "accuracy", "nll", "ece", "n"]
+
+
+def _networks() -> tuple[dict[str, object], str]:
+    entries = zoo()
+    if not entries:
+        raise TGDError(f"no checkpoints found in {model_zoo.checkpoint_dir()} nor the authors' "
+                       f"students in {model_zoo.official_dir()}")
+    return {e.name: model_zoo.load_network(e) for e in entries}, missing_teachers_note(entries)
+
+
+@guarded
+def predict(image, corruption: str = "gaussian_noise", severity: int = 3, seed: int = 0):
+    """Handler: (clean image, corrupted image, probability bars, Markdown summary)."""
+    clean, notes = network_image(image)
+    noisy = inspection.corrupt_image(clean, corruption, int(severity), int(seed))
+    networks, missing = _networks()
+    probs = {name: p[0] for name, p in inspection.predict_probabilities(networks,
+                                                                        noisy[None]).items()}
+    condition = "clean" if int(severity) == 0 else f"{corruption}, severity {int(severity)}"
+    fig = probability_bars(probs, CIFAR10_CLASSES, f"Class probabilities — {condition}")
+    lines = [f"**{condition}** — top-1 per model:", ""]
+    lines += [f"- {name}: **{CIFAR10_CLASSES[int(np.argmax(p))]}** ({p.max():.1%})"
+              for name, p in probs.items()]
+    lines += [""] + [f"> {n}" for n in notes] + ([missing] if missing else [])
+    return clean, noisy, fig, "\n".join(lines)
+
+
+@guarded
+def sweep(corruption: str, n_images: int, seed: int = 0, severity: int = 5,
+          progress=gr.Progress()):
+    """Handler: (accuracy-vs-severity figure, reliability figure, rows) on a random test subset."""
+    progress(0.0, desc="loading the test images")
+    images, labels = inspection.dataset_sample(int(n_images), int(seed))
+    networks, _ = _networks()
+    result = inspection.severity_sweep(networks, images, labels, corruption,
+                                       (0, *SEVERITIES), int(seed),
+                                       progress=lambda f, msg: progress(f, desc=msg))
+    acc = accuracy_vs_severity(result.rows, f"Accuracy vs severity — {corruption}, "
+                                            f"{int(n_images)} test images")
+    shown = sorted({0, int(severity) or max(SEVERITIES)})
+    panels = {("clean" if s == 0 else f"{corruption} {s}"):
+              {m: result.reliability[(m, s)] for m in networks} for s in shown}
+    rel = reliability_diagrams(panels, "Reliability diagrams (marker size: share of images)")
+    rows = [[r[c] if not isinstance(r[c], float) else round(r[c], 4) for c in SWEEP_COLUMNS]
+            for r in result.rows]
+    return acc, rel, rows
+
+
+def build(examples: list[str]) -> None:
+    """The view's components and events (call inside a ``gr.Blocks`` context)."""
+    gr.Markdown("Corrupt a CIFAR-10 test image (or your own, resized to 32×32) and compare the "
+                "class probabilities of every available network; sweep the severities on a "
+                "random test subset for accuracy and calibration.")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            image = gr.Image(label="Image", type="numpy", image_mode=None, height=220,
+                             value=examples[0] if examples else None, elem_id="noise-image")
+            if examples:
+                gr.Examples(examples, inputs=image, label="CIFAR-10 test images")
+            corruption = gr.Dropdown(list(CORRUPTIONS), value="gaussian_noise",
+                                     label="Corruption", elem_id="noise-corruption")
+            severity = gr.Slider(0, max(SEVERITIES), value=3, step=1, label="Severity (0 = clean)",
+                                 elem_id="noise-severity")
+            seed = gr.Number(0, precision=0, label="Noise seed", minimum=0)
+            run = gr.Button("Predict", variant="primary", elem_id="noise-run")
+        with gr.Column(scale=2):
+            with gr.Row():
+                clean_out = gr.Image(label="Clean (32×32)", height=180, interactive=False)
+                noisy_out = gr.Image(label="Corrupted", height=180, interactive=False)
+            info = gr.Markdown(elem_id="noise-info")
+            bars = gr.Plot(label="Class probabilities", elem_id="noise-probs")
+    with gr.Accordion("Sweep over severities", open=True):
+        with gr.Row():
+            n_images = gr.Slider(20, 1000, value=100, step=10, label="Test images")
+            sweep_seed = gr.Number(0, precision=0, label="Subset seed", minimum=0)
+            sweep_run = gr.Button("Run sweep", variant="primary", elem_id="noise-sweep-run")
+        with gr.Row():
+            acc_plot = gr.Plot(label="Accuracy vs severity", elem_id="noise-sweep-plot")
+            rel_plot = gr.Plot(label="Reliability", elem_id="noise-reliability")
+        table = gr.Dataframe(headers=SWEEP_COLUMNS, label="Results", interactive=False)
+
+    inputs, outputs = [image, corruption, severity, seed], [clean_out, noisy_out, bars, info]
+    run.click(predict, inputs, outputs, api_name="noise_predict")
+    for control in (image, corruption, severity, seed):
+        control.change(lambda *a: predict(*a) if a[0] is not None else (None, None, None, ""),
+                       inputs, outputs, api_name=False, show_progress="minimal")
+    sweep_run.click(sweep, [corruption, n_images, sweep_seed, severity],
+                    [acc_plot, rel_plot, table], api_name="noise_sweep")

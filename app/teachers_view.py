@@ -1,0 +1,118 @@
+"""View 2 — Teachers & similarity maps: what T1, T2, their α-merge and a student "see" of a
+batch, as the b×b similarity maps TGD distils, with the per-group similarity loss."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+
+from app.common import guarded, missing_teachers_note, network_image, zoo
+from app.plots import similarity_grid
+from tgd_core import inspection, model_zoo
+from tgd_core.errors import TGDError
+from tgd_core.images import load_image_file
+
+NONE = "(none)"
+MAX_BATCH = 32
+LOSS_COLUMNS = ["group", "similarity loss", "× β/3 (β = 3000)"]
+
+
+def choices(role: str) -> list[str]:
+    """Names of the available networks of ``role``, or ``[NONE]``."""
+    return [e.name for e in model_zoo.by_role(zoo(), role)] or [NONE]
+
+
+def _batch(files, n_samples: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    images, notes = [], []
+    for f in files or []:
+        path = getattr(f, "name", f)
+        img, why = network_image(load_image_file(path))
+        images.append(img)
+        notes += [f"{path.rsplit('/', 1)[-1]}: {n}" for n in why]
+    if n_samples:
+        sample, _ = inspection.dataset_sample(int(n_samples), int(seed))
+        images += list(sample)
+    if len(images) < 2:
+        raise TGDError("the batch needs at least 2 images: upload some or add dataset samples")
+    if len(images) > MAX_BATCH:
+        raise TGDError(f"the batch holds {len(images)} images; at most {MAX_BATCH}")
+    return np.stack(images), notes
+
+
+def _network(entries, name: str | None):
+    if not name or name == NONE:
+        return None
+    return model_zoo.load_network(model_zoo.find(entries, name))
+
+
+@guarded
+def maps(files, n_samples: int = 8, seed: int = 0, alpha: float = 0.99, t1: str | None = None,
+         t2: str | None = None, student: str | None = None, progress=gr.Progress()):
+    """Handler: (similarity-map figure, Markdown summary, per-group loss rows)."""
+    progress(0.1, desc="preparing the batch")
+    images, notes = _batch(files, n_samples, seed)
+    entries = zoo()
+    nets = {role: _network(entries, name) for role, name in
+            (("t1", t1), ("t2", t2), ("student", student))}
+    if not any(nets.values()):
+        raise TGDError("choose at least one network (no teacher or student is selected)")
+    progress(0.4, desc="features and similarity maps")
+    result = inspection.similarity_maps(images, alpha=float(alpha), **nets)
+    b = len(images)
+    fig = similarity_grid(result.maps, f"Row-normalised similarity maps G̃ ({b}×{b}), α = "
+                                       f"{alpha:g}")
+    lines = [f"**Batch of {b} images** ({len(files or [])} uploaded, {int(n_samples)} from the "
+             "CIFAR-10 test set)."]
+    rows = []
+    if result.losses is not None:
+        lines.append(f"Student loss against **{result.target}**: mean((G̃_S − G̃_T)²) per "
+                     "group.")
+        rows = [[g + 1, round(v, 6), round(v * 1000, 4)] for g, v in enumerate(result.losses)]
+    elif nets["student"] is None:
+        lines.append("Choose a student to see its similarity loss.")
+    else:
+        lines.append("No teacher selected: the student's loss needs T1 and/or T2.")
+    missing = missing_teachers_note(entries)
+    lines += [f"> {n}" for n in notes] + ([missing] if missing else [])
+    progress(1.0)
+    return fig, "\n\n".join(lines), rows
+
+
+def build() -> None:
+    """The view's components and events (call inside a ``gr.Blocks`` context)."""
+    entries = zoo()
+    gr.Markdown("TGD matches the student's **similarity maps** G = F Fᵀ (b×b, row-normalised) "
+                "of each Wide-ResNet group to the teachers' maps merged before normalisation, "
+                "row_normalise(α·G_T1 + (1−α)·G_T2).")
+    missing = gr.Markdown(missing_teachers_note(entries), elem_id="teachers-missing")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            files = gr.File(label="Your images (optional)", file_count="multiple",
+                            file_types=["image"], height=120)
+            n_samples = gr.Slider(0, MAX_BATCH, value=8, step=1, label="CIFAR-10 test samples")
+            seed = gr.Number(0, precision=0, label="Sample seed", minimum=0)
+            alpha = gr.Slider(0, 1, value=0.99, step=0.01, label="α (T1's share in the merge)")
+            t1_c, t2_c, s_c = choices("teacher1"), choices("teacher2"), choices("student")
+            t1 = gr.Dropdown(t1_c, value=t1_c[0], label="T1 (raw images)")
+            t2 = gr.Dropdown(t2_c, value=t2_c[0], label="T2 (persistence images)")
+            student = gr.Dropdown([*s_c, NONE], value=s_c[-1], label="Student")
+            with gr.Row():
+                refresh = gr.Button("Reload models")
+                run = gr.Button("Compute maps", variant="primary", elem_id="teachers-run")
+        with gr.Column(scale=3):
+            info = gr.Markdown(elem_id="teachers-info")
+            plot = gr.Plot(label="Similarity maps", elem_id="teachers-maps")
+            table = gr.Dataframe(headers=LOSS_COLUMNS, label="Student similarity loss",
+                                 interactive=False)
+
+    def reload():
+        entries = zoo()
+        t1_c, t2_c, s_c = choices("teacher1"), choices("teacher2"), choices("student")
+        return (gr.update(choices=t1_c, value=t1_c[0]), gr.update(choices=t2_c, value=t2_c[0]),
+                gr.update(choices=[*s_c, NONE], value=s_c[-1]), missing_teachers_note(entries))
+
+    refresh.click(reload, None, [t1, t2, student, missing], api_name=False)
+    run.click(maps, [files, n_samples, seed, alpha, t1, t2, student], [plot, info, table],
+              api_name="similarity_maps")
+    alpha.release(maps, [files, n_samples, seed, alpha, t1, t2, student], [plot, info, table],
+                  api_name=False)
