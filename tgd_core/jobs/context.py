@@ -40,7 +40,7 @@ class JobContext:
       estimated from the rate so far when not given.
     - ``log(metrics)``: append one JSON line to ``metrics.jsonl`` (flushed at once).
     - ``should_stop()``: True once the job was cancelled or its worker is shutting down; save a
-      checkpoint and raise :class:`JobStopped` (or return).
+      checkpoint and raise :class:`JobStopped` (or any exception, or return).
 
     A background thread sends heartbeats, writes pending progress and polls for cancellation.
     """

@@ -96,7 +96,7 @@ class Supervisor:
                 self._wait()
         finally:
             for child in self.children.values():  # only left on an unexpected error
-                os.killpg(child.proc.pid, signal.SIGKILL)
+                _kill_group(child.proc.pid)
             self.store.unregister_worker(self.pid)
             restore()
             os.close(self._wake_r)
