@@ -211,7 +211,8 @@ def test_submit_normalises_config_and_cli_set_nests(store: JobStore, capsys) -> 
     from tgd_core import cli
 
     job = store.submit("test-counter", {"steps": "3"})
-    assert job.config == {"steps": 3, "step_time": 0.0, "fail_at": None, "ignore_stop": False}
+    assert job.config == {"steps": 3, "step_time": 0.0, "fail_at": None, "ignore_stop": False,
+                          "own_stop_error": False}
     assert (job.status, job.attempt, job.resume, job.progress) == ("queued", 1, False, 0.0)
     assert job.run_dir == store.state_dir / "runs" / str(job.id)
     assert cli.main(["jobs", "submit", "pi-cache", "--config", '{"split": "test"}', "--set",
