@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -30,15 +29,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from report import update_section  # noqa: E402
 from tgd_core.data import load_cifar10  # noqa: E402
 from tgd_core.topology import paper_persistence_images  # noqa: E402
 from tgd_core.topology.cubical import CubicalConfig, cubical_persistence_images  # noqa: E402
 from tgd_core.topology.pimage import PersistenceImageConfig  # noqa: E402
 from tgd_core.topology.reference import reference_paper_pis  # noqa: E402
 
-MARK_BEGIN = "<!-- bench_topology:begin -->"
-MARK_END = "<!-- bench_topology:end -->"
 
 
 def best_of(fn, repeats: int = 3) -> float:
@@ -156,16 +155,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        path = Path(args.write)
-        old = path.read_text() if path.exists() else "# Benchmarks\n"
-        block = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
-        if MARK_BEGIN in old:
-            new = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: block,
-                         old, flags=re.S)
-        else:
-            new = old.rstrip() + "\n\n## Topology engine\n\n" + block + "\n"
-        path.write_text(new)
-
+        update_section(args.write, "bench_topology", "Topology engine", text)
 
 if __name__ == "__main__":
     main()

@@ -113,3 +113,20 @@ def test_learning_rate_schedules():
     assert learning_rate(cos, 5) == pytest.approx(0.05) and learning_rate(cos, 10) == 0
     one = TrainConfig.build(epochs=10, schedule="onecycle")
     assert learning_rate(one, 0) == pytest.approx(0.004) and learning_rate(one, 3) == 0.1
+
+
+def test_evaluate_command_reproduces_the_runs_test_accuracy(tmp_path, capsys):
+    """Training-time evaluation and `tgd evaluate` agree, for raw and for PI networks (whose
+    PIs `evaluate` computes on the fly)."""
+    from tgd_core.cli import main
+
+    for kind in ("raw", "pi"):
+        cfg = tiny(tmp_path, kind, epochs=1, train_subset=128, test_subset=96,
+                   student_input=kind)
+        result = run_training(cfg, progress=False)
+        capsys.readouterr()
+        assert main(["evaluate", "--checkpoint", str(tmp_path / kind / "best.pt"),
+                     "--limit", "96", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["accuracy"] == round(result["best"]["test_accuracy"], 2)
+        assert out["nll"] == pytest.approx(result["best"]["test_nll"], rel=1e-5)

@@ -15,7 +15,7 @@ import contextlib
 import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,11 +75,35 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def pi_input(representation: dict[str, Any] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """Images → what a PI network reads: the uint8 PI stacks of ``representation`` (paper mode
+    by default), channels last (N×rows×cols×K) like images."""
+    from tgd_core.topology.representation import compute_pis, representation_from_dict
+
+    rep = representation_from_dict(representation or {"mode": "paper"})
+
+    def transform(images: np.ndarray) -> np.ndarray:
+        return compute_pis(images, rep, raw=False)[1].transpose(0, 2, 3, 1)
+
+    return transform
+
+
+def model_input_transform(input_kind: str, config: dict[str, Any] | None = None
+                          ) -> Callable[[np.ndarray], np.ndarray] | None:
+    """None for raw-image networks; the PI transform (representation from the training config)
+    for PI networks — so corrupted images are evaluated through their own PIs."""
+    if input_kind == "raw":
+        return None
+    return pi_input((config or {}).get("pi"))
+
+
 def predict_logits(model: nn.Module, images: np.ndarray, normalization: Normalization, *,
                    batch_size: int = 500, num_threads: int | None = None,
                    device: torch.device | str = "cpu", progress: bool | None = False,
-                   desc: str = "evaluate") -> torch.Tensor:
-    """Logits (float32, CPU, N×classes) of ``model`` in eval mode for N×H×W×C ``images``.
+                   desc: str = "evaluate",
+                   transform: Callable[[np.ndarray], np.ndarray] | None = None) -> torch.Tensor:
+    """Logits (float32, CPU, N×classes) of ``model`` in eval mode for N×H×W×C ``images``;
+    ``transform`` maps each chunk of images to the model's input (e.g. :func:`pi_input`).
 
     ``progress``: True shows a tqdm bar on stderr, None shows it only when stderr is a terminal.
     The model's train/eval mode is restored afterwards.
@@ -95,7 +119,8 @@ def predict_logits(model: nn.Module, images: np.ndarray, normalization: Normaliz
         with torch_threads(num_threads), torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 chunk = images[start:start + batch_size]
-                x = to_model_input(chunk, normalization).to(device)
+                x = transform(chunk) if transform is not None else chunk
+                x = to_model_input(x, normalization).to(device)
                 outputs.append(model(x).float().cpu())
                 bar.update(len(chunk))
     finally:

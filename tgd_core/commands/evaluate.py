@@ -1,7 +1,8 @@
 """``tgd evaluate``: accuracy, NLL and ECE of a checkpoint on CIFAR-10, clean or corrupted.
 
 Accepts our checkpoints and the TGD authors' files alike (:mod:`tgd_core.checkpoints`); raw
-images are normalised with the checkpoint's own statistics. ``--sweep`` evaluates every
+images are normalised with the checkpoint's own statistics, and PI networks read the PIs of the
+(clean or corrupted) images, computed on the fly with the representation they were trained on. ``--sweep`` evaluates every
 CIFAR-10-C corruption at severities 1–5 (plus clean and optional noise σ rows) and writes the
 table with ``--output`` (.csv or .json).
 """
@@ -16,7 +17,12 @@ from tgd_core.corruptions import CORRUPTIONS, SEVERITIES, add_gaussian_noise, co
 from tgd_core.data import CIFAR10_SPLITS, load_cifar10
 from tgd_core.devices import select_device
 from tgd_core.errors import TGDError
-from tgd_core.evaluation import evaluate_model, robustness_sweep, write_table
+from tgd_core.evaluation import (
+    evaluate_model,
+    model_input_transform,
+    robustness_sweep,
+    write_table,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,9 +67,6 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     ckpt = load_checkpoint(args.checkpoint)
-    if ckpt.input_kind != "raw":
-        raise TGDError(f"{args.checkpoint}: takes {ckpt.input_kind!r} input (persistence images); "
-                       "evaluate handles raw-image checkpoints only")
     images, labels = load_cifar10(args.split, data_dir=args.data_dir)
     if args.limit is not None:
         images, labels = images[: args.limit], labels[: args.limit]
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     model = ckpt.build(device)
     inference = dict(batch_size=args.batch_size, num_threads=args.threads, device=device,
-                     progress=None)
+                     progress=None, transform=model_input_transform(ckpt.input_kind, ckpt.config))
 
     if args.sweep:
         rows = robustness_sweep(model, images, labels, ckpt.normalization,

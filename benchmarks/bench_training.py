@@ -1,0 +1,137 @@
+"""Training and distillation speed on this machine, in one run.
+
+    .venv/bin/python benchmarks/bench_training.py [--steps 6] [--batch 128] [--write docs/benchmarks.md]
+
+1. Training throughput (images/s, SGD step with backward) for WRN16-1 and WRN16-3 on raw
+   32×32 images and WRN16-3 on 6×50×50 PI stacks, with and without channels_last.
+2. Distillation step time of TGD against a scratch WRN16-1 step: teachers (WRN16-3 raw, WRN16-3
+   PI) run live under no_grad, or their targets come from the cache (no augmentation, fixed
+   batches: logits per sample, similarity maps per batch) — the ratio issue #4 bounds by 2.5.
+
+Random inputs (speed does not depend on the pixels); best of two timings of ``--steps`` steps
+after a warm-up step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from report import update_section  # noqa: E402
+from tgd_core.distill import Network, get_method  # noqa: E402
+from tgd_core.models import build_model  # noqa: E402
+from tgd_core.normalization import CIFAR10_PI, CIFAR10_RAW  # noqa: E402
+from tgd_core.training.targets import TargetCache  # noqa: E402
+
+
+
+def step_seconds(distiller, inputs, labels, steps: int, cache=None) -> float:
+    """Best of two timings of ``steps`` SGD steps (one warm-up step first)."""
+    opt = torch.optim.SGD(list(distiller.trainable_parameters()), lr=0.01, momentum=0.9)
+    distiller.train()
+    idx = torch.arange(len(labels))
+
+    def one():
+        targets = cache.targets(distiller, inputs, idx, 0) if cache else None
+        _, terms = distiller.forward_train(inputs, labels, targets)
+        opt.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        opt.step()
+
+    one()
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            one()
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return best
+
+
+def to_channels_last(inputs):
+    return {k: v.contiguous(memory_format=torch.channels_last) for k, v in inputs.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--write", help="update this Markdown file's section")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    b = args.batch
+    raw = {"raw": torch.rand(b, 3, 32, 32), "pi": torch.rand(b, 6, 50, 50)}
+    labels = torch.randint(0, 10, (b,))
+    scratch = get_method("scratch")
+
+    rows = []
+    for model, kind, channels in (("wrn16_1", "raw", 3), ("wrn16_3", "raw", 3),
+                                  ("wrn16_3", "pi", 6)):
+        for cl in (False, True):
+            net = build_model(model, in_channels=channels)
+            norm = CIFAR10_RAW if kind == "raw" else CIFAR10_PI
+            d = scratch(Network(net, kind, norm))
+            inputs = raw
+            if cl:
+                d = d.to(memory_format=torch.channels_last)
+                inputs = to_channels_last(raw)
+            t = step_seconds(d, inputs, labels, args.steps)
+            rows.append((f"{model} on {kind}" + (" (6×50×50)" if kind == "pi" else " (3×32×32)"),
+                         "channels_last" if cl else "contiguous", t, b / t))
+
+    def tgd(cl: bool):
+        torch.manual_seed(0)
+        student = Network(build_model("wrn16_1"), "raw", CIFAR10_RAW)
+        teachers = {"t1": Network(build_model("wrn16_3"), "raw", CIFAR10_RAW),
+                    "t2": Network(build_model("wrn16_3", in_channels=6), "pi", CIFAR10_PI)}
+        d = get_method("tgd")(student, teachers)
+        return d.to(memory_format=torch.channels_last) if cl else d
+
+    best_cl = min((r for r in rows if r[0].startswith("wrn16_1")), key=lambda r: r[2])
+    cl = best_cl[1] == "channels_last"
+    inputs = to_channels_last(raw) if cl else raw
+    t_scratch = best_cl[2]
+    d = tgd(cl)
+    t_live = step_seconds(d, inputs, labels, max(2, args.steps // 2))
+    d = tgd(cl)
+    cache = TargetCache.create(d, b, inputs, augment=False, fixed_batches=True)
+    t_cached = step_seconds(d, inputs, labels, args.steps, cache=cache)
+
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), batch {b}, "
+        f"Python {platform.python_version()}.",
+        "",
+        f"Command: `.venv/bin/python benchmarks/bench_training.py --steps {args.steps} "
+        f"--batch {b}`",
+        "",
+        "| network | memory format | s / step | images / s |",
+        "|---|---|---:|---:|",
+    ]
+    lines += [f"| {n} | {m} | {t:.3f} | {r:,.0f} |" for n, m, t, r in rows]
+    lines += [
+        "",
+        "| distillation step (WRN16-1 student) | s / step | × scratch |",
+        "|---|---:|---:|",
+        f"| scratch (CE only) | {t_scratch:.3f} | 1.00 |",
+        f"| TGD, teachers live (no_grad) | {t_live:.3f} | {t_live / t_scratch:.2f} |",
+        f"| TGD, cached teacher targets (fixed batches) | {t_cached:.3f} | "
+        f"{t_cached / t_scratch:.2f} |",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        update_section(args.write, "bench_training", "Training and distillation", text)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Writing benchmark results into docs/benchmarks.md: each benchmark owns one marked section."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def update_section(path: str | Path, name: str, title: str, text: str) -> None:
+    """Replace (or append) the section between ``<!-- name:begin -->`` and ``<!-- name:end -->``."""
+    path = Path(path)
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in old:
+        new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, old, flags=re.S)
+    else:
+        new = old.rstrip() + f"\n\n## {title}\n\n{block}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new)

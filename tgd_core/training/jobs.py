@@ -1,0 +1,24 @@
+"""``train`` and ``distill`` as background jobs: the same loop as the CLI, in the job's folder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tgd_core.training.config import TrainConfig
+from tgd_core.training.engine import Stopped, run_training
+
+
+def run_train_job(cfg: TrainConfig, ctx) -> dict[str, Any]:
+    """Runner of the ``train`` and ``distill`` job kinds: checkpoints and metrics go to the
+    job's checkpoint folder; a cancelled job stops at a step boundary with ``latest.pt`` saved,
+    and a resumed one continues from it."""
+    from tgd_core.jobs import JobStopped
+
+    out = ctx.checkpoint_dir
+    cfg = TrainConfig.build(**{**cfg.model_dump(), "out_dir": str(out)})
+    resume = bool(ctx.resume) and (out / "latest.pt").exists()
+    try:
+        result = run_training(cfg, resume=resume, ctx=ctx, progress=False)
+    except Stopped as exc:
+        raise JobStopped(str(exc)) from None
+    return {**result, "checkpoint": str(out / "best.pt"), "latest": str(out / "latest.pt")}
