@@ -12,17 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from tgd_core.checkpoints import load_checkpoint
-from tgd_core.corruptions import CORRUPTIONS, SEVERITIES, add_gaussian_noise, corrupt
-from tgd_core.data import CIFAR10_SPLITS, load_cifar10
-from tgd_core.devices import select_device
+from tgd_core.data import CIFAR10_SPLITS
 from tgd_core.errors import TGDError
-from tgd_core.evaluation import (
-    evaluate_model,
-    model_input_transform,
-    robustness_sweep,
-    write_table,
-)
+
+# the corruption names and severities, without importing the (numpy/scipy/PIL) corruption code
+CORRUPTION_NAMES = ("contrast", "defocus_blur", "gaussian_blur", "gaussian_noise",
+                    "impulse_noise", "jpeg_compression", "shot_noise")
+SEVERITY_LEVELS = (1, 2, 3, 4, 5)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,12 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="folder holding cifar10/ (default: TGD_DATA_DIR)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--corruption", choices=sorted(CORRUPTIONS), help="CIFAR-10-C corruption")
+    mode.add_argument("--corruption", choices=CORRUPTION_NAMES, help="CIFAR-10-C corruption")
     mode.add_argument("--noise-sigma", type=float, default=None,
                       help="additive Gaussian noise σ on [0, 1] pixels, clipped")
     mode.add_argument("--sweep", action="store_true",
                       help="all corruptions × severities 1–5 (plus clean and --sweep-sigmas)")
-    p.add_argument("--severity", type=int, choices=SEVERITIES, help="with --corruption")
+    p.add_argument("--severity", type=int, choices=SEVERITY_LEVELS, help="with --corruption")
     p.add_argument("--sweep-sigmas", type=float, nargs="*", default=(),
                    help="with --sweep: additive-noise σ values to add as rows")
     p.add_argument("--output", default=None, help="with --sweep: write the table (.csv or .json)")
@@ -65,6 +61,17 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tgd_core.checkpoints import load_checkpoint
+    from tgd_core.corruptions import add_gaussian_noise, corrupt
+    from tgd_core.data import load_cifar10
+    from tgd_core.devices import select_device
+    from tgd_core.evaluation import (
+        evaluate_model,
+        model_input_transform,
+        robustness_sweep,
+        write_table,
+    )
+
     _check_args(args)
     ckpt = load_checkpoint(args.checkpoint)
     images, labels = load_cifar10(args.split, data_dir=args.data_dir)

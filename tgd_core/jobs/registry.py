@@ -47,6 +47,9 @@ class JobKind:
 REGISTRY: dict[str, JobKind] = {
     "pi-cache": JobKind("tgd_core.jobs.runners:PICacheJob", "tgd_core.jobs.runners:run_pi_cache"),
     "evaluate": JobKind("tgd_core.jobs.runners:EvaluateJob", "tgd_core.jobs.runners:run_evaluate"),
+    "train": JobKind("tgd_core.training.config:TrainConfig", "tgd_core.training.jobs:run_train_job"),
+    "distill": JobKind("tgd_core.training.config:TrainConfig",
+                       "tgd_core.training.jobs:run_train_job"),
 }
 
 _plugins_loaded: set[str] = set()

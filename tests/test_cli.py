@@ -1,0 +1,40 @@
+"""The tgd command line: fast start-up lists that mirror the engine, and job kinds wired up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def test_evaluate_choices_mirror_the_engine():
+    from tgd_core.commands.evaluate import CORRUPTION_NAMES, SEVERITY_LEVELS
+    from tgd_core.corruptions import CORRUPTIONS, SEVERITIES
+
+    assert CORRUPTION_NAMES == tuple(sorted(CORRUPTIONS))
+    assert SEVERITY_LEVELS == tuple(SEVERITIES)
+
+
+def test_cli_starts_without_importing_torch():
+    code = ("import sys; from tgd_core.cli import build_parser; build_parser(); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.usefixtures("cifar_test_images")
+def test_train_job_runs_through_a_worker(tmp_path):
+    from tgd_core.jobs import JobStore
+    from tgd_core.jobs.worker import Supervisor
+
+    store = JobStore(tmp_path)
+    job = store.submit("train", {"student": "wrn16_1", "train_subset": 64, "test_subset": 32,
+                                 "epochs": 1, "batch_size": 32, "threads": 2})
+    Supervisor(store, concurrency=1, poll=0.2, once=True).run()
+    done = store.get(job.id)
+    assert done.status == "succeeded", done.error
+    assert done.result["last"]["epoch"] == 1
+    assert (done.checkpoint_dir / "best.pt").exists()
+    assert json.loads(done.metrics_path.read_text().splitlines()[-1])["epoch"] == 1
