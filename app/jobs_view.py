@@ -117,7 +117,7 @@ def submit(*form) -> tuple[str, list[list], int]:
 
 
 def _job_id(job_id) -> int:
-    if job_id is None or job_id == "":
+    if not job_id:
         raise TGDError("job: select a job in the table (or type its id)")
     return int(job_id)
 
@@ -142,7 +142,7 @@ def resume(job_id) -> list[list]:
 
 def job_files(job_id) -> list[str]:
     """The job's checkpoints, log, metrics and result files."""
-    if job_id is None or job_id == "":
+    if not job_id:
         return []
     try:
         run_dir = store().get(int(job_id)).run_dir
@@ -156,7 +156,7 @@ def job_files(job_id) -> list[str]:
 
 def details(job_id) -> tuple[Any, str]:
     """(training-curve figure or None, Markdown description) of one job."""
-    if job_id is None or job_id == "":
+    if not job_id:
         return None, "Select a job in the table to see its curves and files."
     try:
         job = store().get(int(job_id))
@@ -188,7 +188,7 @@ def poll(job_id, seen: dict | None):
     """Timer handler: the table always; curves and files only when the job changed."""
     seen = seen or {}
     rows = jobs_rows()
-    if job_id is None or job_id == "":
+    if not job_id:
         return rows, gr.skip(), gr.skip(), gr.skip(), seen
     try:
         job = store().get(int(job_id))
@@ -225,11 +225,13 @@ def build() -> None:
                                       elem_id="job-network")
                 student_input = gr.Radio(["raw", "pi"], value="raw", label="Input")
             t1c, t2c = _teacher_choices(entries, "teacher1"), _teacher_choices(entries, "teacher2")
-            t1 = gr.Dropdown(t1c, value=t1c[0][1], label="T1 (raw images)")
-            t2 = gr.Dropdown(t2c, value=t2c[0][1], label="T2 (persistence images)")
+            t1 = gr.Dropdown(t1c, value=t1c[0][1], label="T1 (raw images)",
+                             allow_custom_value=True, info="a listed teacher or any path")
+            t2 = gr.Dropdown(t2c, value=t2c[0][1], label="T2 (persistence images)",
+                             allow_custom_value=True, info="a listed teacher or any path")
             students = [(e.name, str(e.path)) for e in model_zoo.by_role(entries, "student")]
             init = gr.Dropdown([(NONE, NONE), *students], value=NONE,
-                               label="Initialise the student from")
+                               label="Initialise the student from", allow_custom_value=True)
             with gr.Row():
                 epochs = gr.Number(1, precision=0, minimum=1, label="Epochs", elem_id="job-epochs")
                 batch = gr.Number(128, precision=0, minimum=1, label="Batch size",

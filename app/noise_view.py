@@ -13,6 +13,11 @@ from tgd_core.data import CIFAR10_CLASSES
 from tgd_core.errors import TGDError
 
 SWEEP_COLUMNS = ["model", "severity", "accuracy", "nll", "ece", "n"]
+ZOOM = 5  # the 32×32 images are shown enlarged, pixel for pixel
+
+
+def _zoom(image: np.ndarray) -> np.ndarray:
+    return image.repeat(ZOOM, axis=0).repeat(ZOOM, axis=1)
 
 
 def _networks() -> tuple[dict[str, object], str]:
@@ -37,7 +42,7 @@ def predict(image, corruption: str = "gaussian_noise", severity: int = 3, seed: 
     lines += [f"- {name}: **{CIFAR10_CLASSES[int(np.argmax(p))]}** ({p.max():.1%})"
               for name, p in probs.items()]
     lines += [""] + [f"> {n}" for n in notes] + ([missing] if missing else [])
-    return clean, noisy, fig, "\n".join(lines)
+    return _zoom(clean), _zoom(noisy), fig, "\n".join(lines)
 
 
 @guarded
@@ -80,7 +85,7 @@ def build(examples: list[str]) -> None:
             run = gr.Button("Predict", variant="primary", elem_id="noise-run")
         with gr.Column(scale=2):
             with gr.Row():
-                clean_out = gr.Image(label="Clean (32×32)", height=180, interactive=False)
+                clean_out = gr.Image(label=f"Clean (32×32, shown ×{ZOOM})", height=180, interactive=False)
                 noisy_out = gr.Image(label="Corrupted", height=180, interactive=False)
             info = gr.Markdown(elem_id="noise-info")
             bars = gr.Plot(label="Class probabilities", elem_id="noise-probs")

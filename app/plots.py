@@ -131,7 +131,7 @@ def reliability_diagrams(panels: dict[str, dict[str, list]], title: str) -> go.F
             colour = PALETTE[names.index(name) % len(PALETTE)]
             fig.add_trace(go.Scatter(
                 x=[b.confidence for b in full], y=[b.accuracy for b in full],
-                mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1,
+                mode="markers", name=name, legendgroup=name, showlegend=col == 1,
                 line=dict(color=colour), marker=dict(size=[4 + 10 * np.sqrt(b.count / max(
                     sum(c.count for c in full), 1)) for b in full]),
                 customdata=[[b.lower, b.upper, b.count] for b in full],

@@ -72,8 +72,7 @@ def maps(files, n_samples: int = 8, seed: int = 0, alpha: float = 0.99, t1: str 
         lines.append("Choose a student to see its similarity loss.")
     else:
         lines.append("No teacher selected: the student's loss needs T1 and/or T2.")
-    missing = missing_teachers_note(entries)
-    lines += [f"> {n}" for n in notes] + ([missing] if missing else [])
+    lines += [f"> {n}" for n in notes]
     progress(1.0)
     return fig, "\n\n".join(lines), rows
 

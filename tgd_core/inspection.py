@@ -38,7 +38,7 @@ def to_cifar_size(image: np.ndarray) -> np.ndarray:
         rgb = np.clip(np.round(rgb * 255 if rgb.max() <= 1 else rgb), 0, 255).astype(np.uint8)
     if rgb.shape[:2] == (CIFAR_SIDE, CIFAR_SIDE):
         return rgb
-    return np.asarray(Image.fromarray(rgb).resize((CIFAR_SIDE, CIFAR_SIDE), Image.BOX))
+    return np.array(Image.fromarray(rgb).resize((CIFAR_SIDE, CIFAR_SIDE), Image.BOX))
 
 
 @lru_cache(maxsize=2)

@@ -1,0 +1,150 @@
+"""Drive the app in Debian's Chromium with Playwright; ``python -m app.screenshots`` saves a
+screenshot of each view to ``docs/screenshots/<view>.png``. The browser tests use the same
+helpers (:func:`browser`, :func:`open_tab`, the ``show_*`` actions)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tgd_core import config
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TABS = {"topology": "Topology explorer", "teachers": "Teachers & similarity maps",
+        "jobs": "Distillation jobs", "noise": "Noise robustness", "models": "Models"}
+TIMEOUT_MS = 60_000
+
+
+@contextmanager
+def browser(width: int = 1400, height: int = 1000) -> Iterator[object]:
+    """A Playwright page in headless Debian Chromium (never downloads a browser)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chrome = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = chrome.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(TIMEOUT_MS)
+            yield page
+        finally:
+            chrome.close()
+
+
+@contextmanager
+def running_app() -> Iterator[str]:
+    """The app, launched in this process on a free local port; yields its URL."""
+    from app.ui import allowed_paths, build_app
+
+    demo = build_app().queue(default_concurrency_limit=4)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+                            allowed_paths=allowed_paths(), max_file_size="20mb")
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+def open_tab(page, view: str) -> None:
+    page.get_by_role("tab", name=TABS[view]).click()
+
+
+def show_topology(page, image: str | Path) -> None:
+    """Upload ``image`` in the explorer; wait for the diagram plot (plotly SVG)."""
+    open_tab(page, "topology")
+    page.locator("#topology-image input[type=file]").set_input_files(str(image))
+    page.locator("#topology-diagrams .main-svg").first.wait_for()
+
+
+def noise_summary(page) -> str:
+    return page.locator("#noise-info").inner_text()
+
+
+def set_severity(page, severity: int) -> None:
+    """Set the noise view's severity slider through its number box, as a user typing it."""
+    box = page.locator("#noise-severity input[type=number]")
+    box.fill(str(severity))
+    box.press("Enter")
+
+
+def show_noise(page, severity: int = 3) -> str:
+    """Predict on the default image at ``severity``; returns the summary text."""
+    open_tab(page, "noise")
+    page.locator("#noise-run").click()
+    page.locator("#noise-probs .main-svg").first.wait_for()
+    if severity != 3:
+        set_severity(page, severity)
+        condition = f"severity {severity} — top-1" if severity else "clean — top-1"
+        page.locator("#noise-info").get_by_text(condition).wait_for()
+    return noise_summary(page)
+
+
+def show_sweep(page) -> None:
+    page.locator("#noise-sweep-run").click()
+    page.locator("#noise-sweep-plot .main-svg").first.wait_for(timeout=3 * TIMEOUT_MS)
+
+
+def show_teachers(page) -> None:
+    open_tab(page, "teachers")
+    page.locator("#teachers-run").click()
+    page.locator("#teachers-maps .main-svg").first.wait_for()
+
+
+def submit_job(page, train_subset: int, test_subset: int, epochs: int, batch_size: int) -> str:
+    """Fill the job form for a scratch ``train`` job and submit it; returns the note text."""
+    open_tab(page, "jobs")
+    page.locator("#job-method input").fill("scratch")
+    page.locator("#job-method input").press("Enter")
+    for elem, value in (("job-epochs", epochs), ("job-batch", batch_size),
+                        ("job-train-subset", train_subset), ("job-test-subset", test_subset)):
+        page.locator(f"#{elem} input").fill(str(value))
+    page.locator("#job-submit").click()
+    page.get_by_text("queued; worker pid").wait_for()
+    return page.locator("#job-note").inner_text()
+
+
+def wait_for_status(page, job_id: int, status: str, timeout_ms: int = 3 * TIMEOUT_MS) -> None:
+    """Wait until the jobs table shows ``status`` in the row of ``job_id``."""
+    page.wait_for_function(
+        """([id, status]) => [...document.querySelectorAll('#jobs-table tbody tr')].some(
+             tr => { const c = [...tr.querySelectorAll('td')].map(td => td.innerText.trim());
+                     return c[0] === String(id) && c.includes(status); })""",
+        arg=[job_id, status], timeout=timeout_ms)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m app.screenshots", description=__doc__)
+    ap.add_argument("--out", default=str(config.PROJECT_ROOT / "docs" / "screenshots"))
+    ap.add_argument("--image", help="image for the topology explorer (default: an example)")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from app.ui import example_images
+
+    image = args.image or (example_images() or [None])[0]
+    if image is None:
+        ap.error("no example images (CIFAR-10 missing): pass --image")
+    with running_app() as url, browser() as page:
+        page.goto(url)
+        show_topology(page, image)
+        page.screenshot(path=str(out / "topology.png"), full_page=True)
+        show_teachers(page)
+        page.screenshot(path=str(out / "teachers.png"), full_page=True)
+        open_tab(page, "jobs")
+        page.screenshot(path=str(out / "jobs.png"), full_page=True)
+        show_noise(page, 4)
+        show_sweep(page)
+        page.screenshot(path=str(out / "noise.png"), full_page=True)
+        open_tab(page, "models")
+        page.screenshot(path=str(out / "models.png"), full_page=True)
+    print(f"screenshots in {out}")
+
+
+if __name__ == "__main__":
+    main()

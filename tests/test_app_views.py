@@ -1,0 +1,202 @@
+"""The app's views 2-5: handlers as plain functions on a tiny zoo, and the running app through
+gradio_client."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+gr = pytest.importorskip("gradio")
+
+from app import jobs_view, models_view, noise_view, teachers_view  # noqa: E402
+from tests.zoo_helpers import use_zoo  # noqa: E402
+from tgd_core.jobs import JobKind, registry  # noqa: E402
+
+NO_PROGRESS = lambda *a, **k: None  # noqa: E731
+RNG_IMAGE = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch):
+    monkeypatch.setenv("TGD_STATE_DIR", str(tmp_path / "state"))
+    return use_zoo(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def kinds(monkeypatch):
+    """``train``/``distill`` validated with TrainConfig (their runners are not needed here), and
+    no worker process."""
+    for kind in ("train", "distill"):
+        if kind not in registry.REGISTRY:
+            monkeypatch.setitem(registry.REGISTRY, kind, JobKind(
+                "tgd_core.training:TrainConfig", "tgd_core.training:run_train_job"))
+    monkeypatch.setattr(jobs_view, "start_worker", lambda: 4242)
+
+
+# -- noise robustness ----------------------------------------------------------------------------
+
+def test_noise_predict_shows_every_network_and_changes_with_severity(zoo):
+    clean, noisy, fig, info = noise_view.predict(RNG_IMAGE, "gaussian_noise", 0)
+    assert clean.shape == (32 * noise_view.ZOOM, 32 * noise_view.ZOOM, 3)
+    assert (clean == noisy).all()
+    assert [t.name for t in fig.data] == ["t1_raw", "plain_pi", "student_tgd"]
+    assert "48×40 image resized to 32×32" in info and "**clean**" in info
+    _, noisy5, fig5, info5 = noise_view.predict(RNG_IMAGE, "gaussian_noise", 5)
+    assert (noisy5 != clean).any() and "severity 5" in info5
+    assert not np.allclose(fig.data[0].y, fig5.data[0].y)
+
+
+@pytest.mark.parametrize("image, message", [(None, "upload an image"),
+                                            (np.zeros((1, 9, 3), np.uint8), "too small")])
+def test_noise_predict_bad_uploads(zoo, image, message):
+    with pytest.raises(gr.Error, match=message):
+        noise_view.predict(image, "contrast", 2)
+
+
+def test_noise_sweep_on_a_tiny_subset(zoo, cifar_test_images):
+    acc, rel, rows = noise_view.sweep("contrast", 10, 0, 3, progress=NO_PROGRESS)
+    assert len(rows) == 6 * 3 and rows[0][:2] == ["t1_raw", 0]
+    assert [t.name for t in acc.data] == ["t1_raw", "plain_pi", "student_tgd"]
+    assert [a.text for a in rel.layout.annotations] == ["clean", "contrast 3"]
+
+
+def test_noise_without_any_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("TGD_CHECKPOINT_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("TGD_OFFICIAL_DIR", str(tmp_path / "none"))
+    with pytest.raises(gr.Error, match="no checkpoints found"):
+        noise_view.predict(RNG_IMAGE, "contrast", 1)
+
+
+# -- teachers & similarity maps ------------------------------------------------------------------
+
+def test_similarity_maps_of_uploads(zoo, tmp_path):
+    from PIL import Image
+
+    files = []
+    for i in range(3):
+        path = tmp_path / f"u{i}.png"
+        Image.fromarray(np.roll(RNG_IMAGE, i, axis=0)).save(path)
+        files.append(str(path))
+    assert teachers_view.choices("teacher1") == ["t1_raw"]
+    fig, info, rows = teachers_view.maps(files, 0, 0, 0.5, "t1_raw", "plain_pi", "student_tgd",
+                                         progress=NO_PROGRESS)
+    assert len(fig.data) == 3 * 4 and fig.data[0].z.shape == (3, 3)
+    assert "Batch of 3 images" in info and "against **merged**" in info
+    assert [r[0] for r in rows] == [1, 2, 3] and all(r[1] >= 0 for r in rows)
+
+
+def test_similarity_maps_without_teachers_and_errors(zoo, tmp_path):
+    with pytest.raises(gr.Error, match="at least 2 images"):
+        teachers_view.maps(None, 1, 0, 0.9, None, None, "student_tgd", progress=NO_PROGRESS)
+    with pytest.raises(gr.Error, match="choose at least one network"):
+        teachers_view.maps([], 4, 0, 0.9, teachers_view.NONE, teachers_view.NONE,
+                           teachers_view.NONE, progress=NO_PROGRESS)
+    with pytest.raises(gr.Error, match="no model named 'gone'"):
+        teachers_view.maps([], 4, 0, 0.9, "gone", None, None, progress=NO_PROGRESS)
+
+
+def test_teacher_choices_say_none_when_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("TGD_CHECKPOINT_DIR", str(tmp_path / "none"))
+    assert teachers_view.choices("teacher2") == [teachers_view.NONE]
+
+
+# -- models --------------------------------------------------------------------------------------
+
+def test_models_table(zoo):
+    rows, info = models_view.table()
+    assert [r[0] for r in rows] == ["t1_raw", "plain_pi", "student_tgd"]
+    student = dict(zip(models_view.COLUMNS, rows[2]))
+    assert (student["method"], student["accuracy (%)"], student["ECE"]) == ("tgd", 77.0, 0.05)
+    assert "3 networks" in info and "Teachers missing" not in info
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+FORM = dict(method="tgd", network="wrn16_1", student_input="raw", t1="/t1.pt", t2="/t2.pt",
+            init_student=None, epochs=1, batch_size=32, lr=0.1, alpha=0.9, beta=3000.0,
+            tau=4.0, seed=0, train_subset=64, test_subset=0)
+
+
+def test_job_config_maps_the_form_to_the_method():
+    kind, cfg = jobs_view.job_config(**FORM)
+    assert kind == "distill" and cfg["teachers"] == {"t1": "/t1.pt", "t2": "/t2.pt"}
+    assert cfg["method_params"] == {"alpha": 0.9, "beta": 3000.0, "temperature": 4.0}
+    assert (cfg["train_subset"], cfg["test_subset"]) == (64, None)
+    kind, cfg = jobs_view.job_config(**{**FORM, "method": "kd"})
+    assert cfg["method_params"] == {"temperature": 4.0} and cfg["teachers"] == {"t1": "/t1.pt"}
+    kind, cfg = jobs_view.job_config(**{**FORM, "method": "scratch", "init_student": "/s.pt"})
+    assert kind == "train" and cfg["teachers"] == {} and cfg["method_params"] == {}
+    assert cfg["init_student"] == "/s.pt"
+    with pytest.raises(Exception, match="teachers: method 'mtkd' needs a T2"):
+        jobs_view.job_config(**{**FORM, "method": "mtkd", "t2": jobs_view.NONE})
+
+
+def test_submit_validates_and_queues(zoo, kinds):
+    with pytest.raises(gr.Error, match="epochs"):
+        jobs_view.submit(*{**FORM, "method": "scratch", "epochs": 0}.values())
+    with pytest.raises(gr.Error, match="batch_size"):
+        jobs_view.submit(*{**FORM, "method": "scratch", "batch_size": -1}.values())
+    note, rows, job_id = jobs_view.submit(*{**FORM, "method": "scratch"}.values())
+    assert f"Job **{job_id}** (train, scratch) queued; worker pid 4242" in note
+    assert rows[0][:4] == [job_id, "train", "scratch", "queued"]
+
+
+def test_cancel_resume_details_files_and_poll(zoo, kinds):
+    _, _, job_id = jobs_view.submit(*{**FORM, "method": "scratch"}.values())
+    with pytest.raises(gr.Error, match="select a job"):
+        jobs_view.cancel(None)
+    rows = jobs_view.cancel(job_id)
+    assert rows[0][3] == "cancelled"
+    with pytest.raises(gr.Error, match="only queued or running"):
+        jobs_view.cancel(job_id)
+    assert jobs_view.resume(job_id)[0][3] == "queued"
+
+    job = jobs_view.store().get(job_id)
+    job.run_dir.mkdir(parents=True)
+    metrics = [{"epoch": e, "train_ce": 2.0 / e, "train_accuracy": 10.0 * e,
+                "test_accuracy": 9.0 * e} for e in (1, 2)]
+    job.metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    (job.run_dir / "latest.pt").write_bytes(b"x")
+    fig, text = jobs_view.details(job_id)
+    assert [t.name for t in fig.data] == ["train_ce", "train_accuracy", "test_accuracy"]
+    assert f"**Job {job_id}** · train · **queued**" in text
+    assert [os.path.basename(f) for f in jobs_view.job_files(job_id)] == \
+        ["latest.pt", "metrics.jsonl"]
+
+    rows, fig2, text2, files, seen = jobs_view.poll(job_id, {})
+    assert rows[0][0] == job_id and seen["status"] == "queued" and len(files) == 2
+    again = jobs_view.poll(job_id, seen)
+    assert all(isinstance(x, type(gr.skip())) for x in again[1:4])
+    assert jobs_view.details(None)[0] is None and jobs_view.job_files(999) == []
+
+
+# -- the running app -----------------------------------------------------------------------------
+
+def test_views_through_gradio_client(zoo, kinds):
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    from app.ui import build_app
+
+    demo = build_app().queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        rows, info = client.predict(api_name="/models")
+        assert [r[0] for r in rows["data"]] == ["t1_raw", "plain_pi", "student_tgd"]
+        path = zoo.parent / "img.png"
+        Image.fromarray(RNG_IMAGE).save(path)
+        out = client.predict(handle_file(str(path)), "contrast", 4, 0, api_name="/noise_predict")
+        assert "contrast, severity 4" in out[3] and "student_tgd" in out[3]
+        note, table, job_id = client.predict(*{**FORM, "method": "scratch"}.values(),
+                                             api_name="/submit_job")
+        assert "queued" in note and table["data"][0][3] == "queued"
+        with pytest.raises(Exception, match="needs a T1"):
+            client.predict(*{**FORM, "method": "kd", "t1": jobs_view.NONE}.values(),
+                           api_name="/submit_job")
+    finally:
+        demo.close()
