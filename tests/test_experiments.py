@@ -1,0 +1,107 @@
+"""The experiment runner end to end on a tiny slice: every method from the CLI, resume, tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tgd_core.cli import main
+from tgd_core.errors import TGDError
+from tgd_core.experiments import Recipe, plan
+
+pytestmark = pytest.mark.usefixtures("cifar_test_images")
+
+TINY = {
+    "name": "tiny",
+    "description": "every method on 64 images, one epoch",
+    "common": {"train_subset": 64, "test_split": "test_lossless_1k", "test_subset": 32,
+               "epochs": 1, "batch_size": 32, "threads": 2, "fixed_batches": True},
+    "teachers": {"t1": {"student": "wrn16_1", "student_input": "raw"},
+                 "t2": {"student": "wrn16_1", "student_input": "pi"}},
+    "init": {},
+    "student": {"student": "wrn16_1"},
+    "methods": {"scratch": {}, "kd_t1": {"method": "kd", "teachers": {"t1": "t1"}},
+                "kd_t2": {"method": "kd", "teachers": {"t1": "t2"}},
+                "mtkd": {"teachers": {"t1": "t1", "t2": "t2"}},
+                "at": {"teachers": {"t1": "t1"}}, "sp": {"teachers": {"t1": "t1"}},
+                "fitnet": {"teachers": {"t1": "t1"}},
+                "tgd": {"teachers": {"t1": "t1", "t2": "t2"}, "init": True,
+                        "params": {"compat": True}}},
+    "seeds": [0],
+    "evaluation": {"split": "test_lossless_1k", "subset": 48, "corruption_subset": 24,
+                   "corruptions": ["gaussian_noise", "contrast"], "severities": [1, 5],
+                   "noise_sigmas": [0.1]},
+}
+
+
+def test_all_methods_end_to_end_from_the_cli(tmp_path, capsys):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    out = tmp_path / "exp"
+    assert main(["experiment", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    methods = [r["method"] for r in summary["rows"]]
+    assert methods == list(TINY["methods"])
+    for row in summary["rows"]:
+        assert 0 <= row["last_accuracy_mean"] <= 100 and row["seeds"] == 1
+        assert "gaussian_noise@5_mean" in row and "noise@0.1_mean" in row
+    table = (out / "results.md").read_text()
+    assert "| tgd |" in table and "gaussian_noise" in table
+    assert (out / "results.csv").read_text().startswith("method,seeds")
+    assert (out / "accuracy_vs_severity.html").exists() and (out / "reliability.html").exists()
+    tgd_cfg = json.loads((out / "tgd/seed0/config.json").read_text())
+    assert tgd_cfg["init_student"].endswith("init/latest.pt")
+    assert tgd_cfg["method_params"] == {"compat": True}
+
+    # a second run trains nothing: every run is finished, evaluations are cached
+    stamps = {p: p.stat().st_mtime for p in out.rglob("latest.pt")}
+    capsys.readouterr()
+    assert main(["experiment", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    assert "[train]" not in capsys.readouterr().err
+    assert stamps == {p: p.stat().st_mtime for p in out.rglob("latest.pt")}
+
+
+def test_a_killed_experiment_resumes_its_runs(tmp_path):
+    from tgd_core.experiments import run_experiment
+    from tgd_core.training import Stopped, run_training
+
+    recipe = Recipe(**{**TINY, "methods": {"scratch": {}}, "common": {**TINY["common"],
+                                                                     "epochs": 2}})
+    out = tmp_path / "exp"
+    runs = plan(recipe, out)
+
+    class StopSoon:
+        def should_stop(self):
+            return True
+
+    label, cfg = runs[0]  # teacher t1, interrupted in its first epoch
+    with pytest.raises(Stopped):
+        run_training(cfg, ctx=StopSoon(), progress=False)
+    logs = []
+    run_experiment(recipe, out, log=logs.append)
+    assert f"[resume] {label} -> {cfg.out_dir}" in logs
+    assert json.loads((out / "teachers/t1/result.json").read_text())["last"]["epoch"] == 2
+
+
+def test_plan_rejects_bad_recipes(tmp_path):
+    bad = {**TINY, "methods": {"kd": {"teachers": {"t1": "t9"}}}}
+    with pytest.raises(TGDError, match="unknown teacher"):
+        plan(Recipe(**bad), tmp_path)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "common": {"epochs": 0}}))
+    with pytest.raises(TGDError, match="epochs"):
+        plan(Recipe.load(path), tmp_path)
+    path.write_text("name: x\nmethods: {a: {nope: 1}}\n")
+    with pytest.raises(TGDError, match="invalid recipe"):
+        Recipe.load(path)
+
+
+def test_shipped_recipes_are_valid(tmp_path):
+    from tgd_core.config import PROJECT_ROOT
+
+    for name in ("paper", "cpu"):
+        recipe = Recipe.load(PROJECT_ROOT / "recipes" / f"{name}.yaml")
+        runs = plan(recipe, tmp_path / name)
+        assert len(runs) == len(recipe.teachers) + 1 + len(recipe.methods) * len(recipe.seeds)

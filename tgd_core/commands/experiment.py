@@ -1,0 +1,34 @@
+"""``tgd experiment RECIPE.yaml``: train what a comparison needs, resume after a kill, tabulate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("experiment", help="run a recipe: teachers, students × seeds, results",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("recipe", help="recipe YAML (see recipes/)")
+    p.add_argument("--out", help="experiment folder (default runs/experiments/<name>)")
+    p.add_argument("--only", nargs="+", metavar="METHOD", help="only these methods (rows)")
+    p.add_argument("--plan", action="store_true", help="list the runs and their state; train "
+                                                       "nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tgd_core.experiments import Recipe, _finished, main_log, plan, run_experiment
+
+    recipe = Recipe.load(args.recipe)
+    out = Path(args.out or f"runs/experiments/{recipe.name}")
+    if args.plan:
+        for label, cfg in plan(recipe, out):
+            state = ("done" if _finished(cfg) else
+                     "partial" if (Path(cfg.out_dir) / "latest.pt").exists() else "todo")
+            print(f"{state:8} {label:28} {cfg.student}/{cfg.student_input} {cfg.epochs} epochs "
+                  f"-> {cfg.out_dir}")
+        return 0
+    run_experiment(recipe, out, only=args.only, progress=False if args.no_progress else None,
+                   log=main_log)
+    return 0
