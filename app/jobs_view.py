@@ -150,8 +150,13 @@ def job_files(job_id) -> list[str]:
         return []
     if not run_dir.is_dir():
         return []
-    return sorted(str(p) for p in run_dir.rglob("*")
-                  if p.is_file() and p.name.endswith(FILE_SUFFIXES))
+    found = sorted((p for p in run_dir.rglob("*")
+                    if p.is_file() and p.name.endswith(FILE_SUFFIXES)),
+                   key=lambda p: (len(p.relative_to(run_dir).parts), p.name))
+    by_name: dict[str, str] = {}  # the run folder's own files win over same-named copies inside
+    for p in found:
+        by_name.setdefault(p.name, str(p))
+    return sorted(by_name.values())
 
 
 def details(job_id) -> tuple[Any, str]:

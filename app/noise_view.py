@@ -85,7 +85,8 @@ def build(examples: list[str]) -> None:
             run = gr.Button("Predict", variant="primary", elem_id="noise-run")
         with gr.Column(scale=2):
             with gr.Row():
-                clean_out = gr.Image(label=f"Clean (32×32, shown ×{ZOOM})", height=180, interactive=False)
+                clean_out = gr.Image(label=f"Clean (32×32, shown ×{ZOOM})", height=180,
+                                     interactive=False)
                 noisy_out = gr.Image(label="Corrupted", height=180, interactive=False)
             info = gr.Markdown(elem_id="noise-info")
             bars = gr.Plot(label="Class probabilities", elem_id="noise-probs")

@@ -139,7 +139,8 @@ def reliability_diagrams(panels: dict[str, dict[str, list]], title: str) -> go.F
                               "%{customdata[2]} images<br>confidence %{x:.3f}<br>"
                               "accuracy %{y:.3f}<extra>" + name + "</extra>"), row=1, col=col)
     fig.update_xaxes(title="confidence", range=[0, 1])
-    fig.update_yaxes(title="accuracy", range=[0, 1])
+    fig.update_yaxes(range=[0, 1])
+    fig.update_yaxes(title="accuracy", row=1, col=1)
     return _layout(fig, title, 400)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 TABS = {"topology": "Topology explorer", "teachers": "Teachers & similarity maps",
         "jobs": "Distillation jobs", "noise": "Noise robustness", "models": "Models"}
 TIMEOUT_MS = 60_000
+POLL_MS = 2_000
 
 
 @contextmanager
@@ -110,12 +113,33 @@ def submit_job(page, train_subset: int, test_subset: int, epochs: int, batch_siz
 
 
 def wait_for_status(page, job_id: int, status: str, timeout_ms: int = 3 * TIMEOUT_MS) -> None:
-    """Wait until the jobs table shows ``status`` in the row of ``job_id``."""
+    """Wait until the jobs table shows a status matching the regex ``status`` in the row of
+    ``job_id``."""
     page.wait_for_function(
         """([id, status]) => [...document.querySelectorAll('#jobs-table tbody tr')].some(
-             tr => { const c = [...tr.querySelectorAll('td')].map(td => td.innerText.trim());
-                     return c[0] === String(id) && c.includes(status); })""",
+             tr => { const c = [...tr.querySelectorAll("td")]
+                                 .map(td => td.textContent.trim());
+                     return c[0] === String(id)
+                            && c.some(v => new RegExp(`^(${status})$`).test(v)); })""",
         arg=[job_id, status], timeout=timeout_ms)
+
+
+def stop_workers(state_dir: str | Path) -> None:
+    """SIGTERM the job workers of a state dir (their jobs end ``interrupted``)."""
+    from tgd_core.jobs import JobStore
+
+    with JobStore(state_dir) as store:
+        for pid in store.live_workers():
+            os.kill(pid, signal.SIGTERM)
+
+
+def show_job(page) -> None:
+    """Run a tiny 3-epoch scratch job and wait for its curves (needs the ``train`` kind)."""
+    note = submit_job(page, train_subset=512, test_subset=256, epochs=3, batch_size=64)
+    job_id = int(note.split("Job ", 1)[1].split(" ", 1)[0])
+    wait_for_status(page, job_id, "succeeded")
+    page.locator("#job-curves .main-svg").first.wait_for()
+    page.wait_for_timeout(2.5 * POLL_MS)  # the file list follows the next poll
 
 
 def main() -> None:
@@ -130,13 +154,23 @@ def main() -> None:
     image = args.image or (example_images() or [None])[0]
     if image is None:
         ap.error("no example images (CIFAR-10 missing): pass --image")
+    from tgd_core.jobs import available_kinds
+
+    state = tempfile.mkdtemp(prefix="tgd-screenshots-")  # jobs go to a throw-away store
+    os.environ["TGD_STATE_DIR"] = state
     with running_app() as url, browser() as page:
         page.goto(url)
         show_topology(page, image)
         page.screenshot(path=str(out / "topology.png"), full_page=True)
         show_teachers(page)
         page.screenshot(path=str(out / "teachers.png"), full_page=True)
-        open_tab(page, "jobs")
+        if "train" in available_kinds():
+            try:
+                show_job(page)
+            finally:
+                stop_workers(state)
+        else:
+            open_tab(page, "jobs")
         page.screenshot(path=str(out / "jobs.png"), full_page=True)
         show_noise(page, 4)
         show_sweep(page)

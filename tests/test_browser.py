@@ -1,0 +1,78 @@
+"""Real-browser tests: the app in Debian's Chromium driven by Playwright (never downloads a
+browser). Skipped when /usr/bin/chromium or playwright is missing."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+pytest.importorskip("gradio")
+pytest.importorskip("playwright.sync_api")
+
+from app import screenshots as drive  # noqa: E402
+from tests.zoo_helpers import use_zoo  # noqa: E402
+from tgd_core import model_zoo  # noqa: E402
+from tgd_core.jobs import JobStore, available_kinds  # noqa: E402
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(drive.CHROMIUM).exists(), reason=f"{drive.CHROMIUM} missing"),
+]
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    """A fresh state dir (job store) and a zoo: the authors' students, or a tiny one."""
+    tmp = tmp_path_factory.mktemp("browser")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TGD_STATE_DIR", str(tmp / "state"))
+        if not model_zoo.discover():
+            use_zoo(mp, tmp)
+        yield tmp / "state"
+        drive.stop_workers(tmp / "state")
+
+
+@pytest.fixture(scope="module")
+def page(state):
+    with drive.running_app() as url, drive.browser() as page:
+        page.goto(url)
+        yield page
+
+
+def test_upload_renders_the_persistence_diagrams(page, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "upload.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(path)
+    drive.show_topology(page, path)
+    assert page.locator("#topology-diagrams .scatterlayer .trace").count() >= 6
+    assert "32×32 image" in page.locator("#topology-info").inner_text()
+
+
+def test_moving_the_noise_slider_changes_the_predictions(page):
+    before = drive.show_noise(page, 3)
+    assert "severity 3 — top-1" in before
+    after = drive.show_noise(page, 0)
+    assert "clean — top-1" in after
+    percentages = lambda text: re.findall(r"\((\d+\.\d)%\)", text)  # noqa: E731
+    assert percentages(before) and percentages(before) != percentages(after)
+
+
+@pytest.mark.skipif("train" not in available_kinds(), reason="the 'train' job kind has no runner")
+def test_a_tiny_job_reaches_succeeded(page, state):
+    note = drive.submit_job(page, train_subset=64, test_subset=32, epochs=1, batch_size=32)
+    job_id = int(re.search(r"Job (\d+)", note).group(1))
+    drive.wait_for_status(page, job_id, "queued|running|succeeded")
+    try:
+        drive.wait_for_status(page, job_id, "succeeded")
+    except Exception:
+        with JobStore(state) as store:
+            job = store.get(job_id)
+            log = job.log_path.read_text()[-2000:] if job.log_path.exists() else ""
+        pytest.fail(f"job {job_id} is {job.status}: {job.error}\n{log}")
+    page.locator("#job-curves .main-svg").first.wait_for()
