@@ -143,6 +143,16 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
     return path
 
 
+def strip_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Copy a checkpoint without its optimizer and training state (what a shipped model
+    needs: weights, architecture, normalisation, config, metrics, versions, commit)."""
+    ckpt = load_checkpoint(src)
+    return save_checkpoint(dst, ckpt.build(), input_kind=ckpt.input_kind,
+                           normalization=ckpt.normalization, epoch=ckpt.epoch,
+                           metrics=ckpt.metrics, config=ckpt.config,
+                           git_commit=ckpt.git_commit or "")
+
+
 def _one_line(exc: BaseException, limit: int = 120) -> str:
     """``Type: first sentence`` of an exception's message, on one line."""
     text = re.sub(r"\s+", " ", str(exc)).strip().split(". ")[0]

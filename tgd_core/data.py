@@ -52,8 +52,10 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_cifar10(split: str = "train", data_dir: str | Path | None = None,
-                 download: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-10 ``split`` as (uint8 N×32×32×3 RGB images, int64 labels)."""
+                 download: bool = False, limit: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 ``split`` as (uint8 N×32×32×3 RGB images, int64 labels); with ``limit``, the
+    first ``limit`` images, reading only the batch files that hold them."""
     if split not in CIFAR10_SPLITS:
         raise TGDError(f"unknown CIFAR-10 split {split!r}; choose from {sorted(CIFAR10_SPLITS)}")
     folder = cifar10_dir(data_dir)
@@ -67,7 +69,12 @@ def load_cifar10(split: str = "train", data_dir: str | Path | None = None,
             f"CIFAR-10 not found in {folder}: set TGD_DATA_DIR to a folder holding cifar10/ "
             "(the official python-version batches), or pass download=True with a network"
         )
-    parts = [_read_batch(folder / name) for name in CIFAR10_SPLITS[split]]
-    images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
-    labels = np.concatenate([p[1] for p in parts])
+    parts, count = [], 0
+    for name in CIFAR10_SPLITS[split]:
+        if limit is not None and count >= limit:
+            break
+        parts.append(_read_batch(folder / name))
+        count += len(parts[-1][1])
+    images = np.ascontiguousarray(np.concatenate([p[0] for p in parts])[:limit])
+    labels = np.concatenate([p[1] for p in parts])[:limit]
     return images, labels

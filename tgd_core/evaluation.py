@@ -205,11 +205,14 @@ def robustness_sweep(model: nn.Module, images: np.ndarray, labels: np.ndarray,
                      corruptions: Sequence[str] = tuple(CORRUPTIONS),
                      severities: Sequence[int] = SEVERITIES,
                      noise_sigmas: Sequence[float] = (), seed: int = 0, include_clean: bool = True,
+                     corrupted_cache: dict | None = None,
                      **inference: Any) -> list[dict[str, Any]]:
     """Evaluate on clean, CIFAR-10-C-corrupted (types × severities) and Gaussian-noised inputs.
 
     Each row: ``corruption``, ``severity`` (0 for clean), ``sigma`` (noise rows), ``accuracy``,
-    ``nll``, ``ece``, ``n``. Every corruption uses the same ``seed``.
+    ``nll``, ``ece``, ``n``. Every corruption uses the same ``seed``. ``corrupted_cache`` (a
+    dict) keeps the corrupted images for the next call on the same images: models compared on
+    one sweep corrupt the images once.
     """
     conditions: list[tuple[str, int | None, float | None]] = []
     if include_clean:
@@ -218,12 +221,17 @@ def robustness_sweep(model: nn.Module, images: np.ndarray, labels: np.ndarray,
     conditions += [("gaussian_noise_sigma", None, float(sig)) for sig in noise_sigmas]
     rows = []
     for name, severity, sigma in conditions:
-        if name == "clean":
+        key = (name, severity, sigma, seed, len(images))
+        if corrupted_cache is not None and key in corrupted_cache:
+            x = corrupted_cache[key]
+        elif name == "clean":
             x = images
         elif sigma is not None:
             x = add_gaussian_noise(images, sigma, seed=seed)
         else:
             x = corrupt(images, name, severity, seed=seed)
+        if corrupted_cache is not None:
+            corrupted_cache[key] = x
         label = name if sigma is None else f"noise σ={sigma:g}"
         result = evaluate_model(model, x, labels, normalization,
                                 desc=f"{label} {severity or ''}".strip(), **inference)

@@ -115,9 +115,9 @@ def _finished(cfg) -> bool:
     return result.exists() and json.loads(result.read_text()).get("epochs") == cfg.epochs
 
 
-def evaluate_run(cfg, spec: EvalSpec) -> dict[str, Any]:
+def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None) -> dict[str, Any]:
     """Clean metrics of best and last checkpoints, and the corruption sweep of the last one;
-    cached in the run's eval.json."""
+    cached in the run's eval.json. ``corrupted_cache`` shares corrupted images between runs."""
     from tgd_core.checkpoints import load_checkpoint
     from tgd_core.data import load_cifar10
     from tgd_core.evaluation import evaluate_model, model_input_transform, robustness_sweep
@@ -128,8 +128,7 @@ def evaluate_run(cfg, spec: EvalSpec) -> dict[str, Any]:
         cached = json.loads(path.read_text())
         if cached.get("spec") == key:
             return cached
-    images, labels = load_cifar10(spec.split, cfg.data_dir)
-    images, labels = images[: spec.subset], labels[: spec.subset]
+    images, labels = load_cifar10(spec.split, cfg.data_dir, limit=spec.subset)
     out: dict[str, Any] = {"spec": key}
     for which in ("best", "last"):
         ckpt = load_checkpoint(Path(cfg.out_dir) / ("best.pt" if which == "best" else "latest.pt"))
@@ -143,7 +142,8 @@ def evaluate_run(cfg, spec: EvalSpec) -> dict[str, Any]:
             out["sweep"] = robustness_sweep(
                 model, images[:n], labels[:n], ckpt.normalization,
                 corruptions=spec.corruptions, severities=spec.severities,
-                noise_sigmas=spec.noise_sigmas, seed=spec.seed, transform=transform)
+                noise_sigmas=spec.noise_sigmas, seed=spec.seed, transform=transform,
+                corrupted_cache=corrupted_cache)
     path.write_text(json.dumps(out, indent=2) + "\n")
     return out
 
@@ -276,6 +276,7 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
         durations[label] = json.loads((Path(cfg.out_dir) / "result.json").read_text()).get(
             "train_seconds", 0.0)
     evals: dict[str, list[dict]] = {}
+    corrupted: dict = {}
     for label, cfg in runs:
         if " seed " not in label:
             continue
@@ -283,7 +284,7 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
         if only and name not in only:
             continue
         log(f"[evaluate] {label}")
-        evals.setdefault(name, []).append(evaluate_run(cfg, recipe.evaluation))
+        evals.setdefault(name, []).append(evaluate_run(cfg, recipe.evaluation, corrupted))
     rows = summarise(recipe, evals)
     write_reports(recipe, out, rows, evals, durations)
     log(f"results: {out / 'results.md'}")

@@ -76,12 +76,8 @@ class TrainData:
             raise TGDError("augment: the PI input of an augmented view needs on-the-fly PIs; "
                            "train PI networks without augmentation")
         self.cfg, self.kinds, self.device = cfg, kinds, device
-        train_x, train_y = load_cifar10("train", cfg.data_dir)
-        test_x, test_y = load_cifar10(cfg.test_split, cfg.data_dir)
-        if cfg.train_subset:
-            train_x, train_y = train_x[: cfg.train_subset], train_y[: cfg.train_subset]
-        if cfg.test_subset:
-            test_x, test_y = test_x[: cfg.test_subset], test_y[: cfg.test_subset]
+        train_x, train_y = load_cifar10("train", cfg.data_dir, limit=cfg.train_subset)
+        test_x, test_y = load_cifar10(cfg.test_split, cfg.data_dir, limit=cfg.test_subset)
         self.num_classes = int(train_y.max()) + 1
         self.normalizations: dict[str, Normalization] = {"raw": CIFAR10_RAW}
         train_pi = test_pi = None
