@@ -138,10 +138,10 @@ def reliability_diagrams(panels: dict[str, dict[str, list]], title: str) -> go.F
                 hovertemplate="bin (%{customdata[0]:.2f}, %{customdata[1]:.2f}]: "
                               "%{customdata[2]} images<br>confidence %{x:.3f}<br>"
                               "accuracy %{y:.3f}<extra>" + name + "</extra>"), row=1, col=col)
-    fig.update_xaxes(title="confidence", range=[0, 1])
-    fig.update_yaxes(range=[0, 1])
+    fig.update_xaxes(title="confidence", range=[-0.03, 1.03])
+    fig.update_yaxes(range=[-0.03, 1.03])
     fig.update_yaxes(title="accuracy", row=1, col=1)
-    return _layout(fig, title, 400)
+    return _layout(fig, title, 420, legend=dict(orientation="h", y=-0.25))
 
 
 def similarity_grid(maps: dict[str, list[np.ndarray]], title: str) -> go.Figure:
