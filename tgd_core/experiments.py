@@ -120,6 +120,7 @@ def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None) -> di
     cached in the run's eval.json. ``corrupted_cache`` shares corrupted images between runs."""
     from tgd_core.checkpoints import load_checkpoint
     from tgd_core.data import load_cifar10
+    from tgd_core.devices import select_device
     from tgd_core.evaluation import evaluate_model, model_input_transform, robustness_sweep
 
     path = Path(cfg.out_dir) / "eval.json"
@@ -130,11 +131,13 @@ def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None) -> di
             return cached
     images, labels = load_cifar10(spec.split, cfg.data_dir, limit=spec.subset)
     out: dict[str, Any] = {"spec": key}
+    device = select_device(cfg.device)
     for which in ("best", "last"):
         ckpt = load_checkpoint(Path(cfg.out_dir) / ("best.pt" if which == "best" else "latest.pt"))
-        model = ckpt.build()
+        model = ckpt.build(device)
         transform = model_input_transform(ckpt.input_kind, ckpt.config)
-        result = evaluate_model(model, images, labels, ckpt.normalization, transform=transform)
+        result = evaluate_model(model, images, labels, ckpt.normalization, transform=transform,
+                                device=device)
         out[which] = {**result.summary(), "epoch": ckpt.epoch,
                       "reliability": result.to_dict()["reliability"]}
         if which == "last":
@@ -143,7 +146,7 @@ def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None) -> di
                 model, images[:n], labels[:n], ckpt.normalization,
                 corruptions=spec.corruptions, severities=spec.severities,
                 noise_sigmas=spec.noise_sigmas, seed=spec.seed, transform=transform,
-                corrupted_cache=corrupted_cache)
+                corrupted_cache=corrupted_cache, device=device)
     path.write_text(json.dumps(out, indent=2) + "\n")
     return out
 
@@ -252,8 +255,10 @@ def _plots(recipe: Recipe, out: Path, evals: dict[str, list[dict]]) -> None:
 
 
 def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = None,
-                   progress: bool | None = None, log=print) -> list[dict[str, Any]]:
-    """Train what is missing, evaluate, write the reports; returns the summary rows."""
+                   progress: bool | None = None, log=print, report: bool = True
+                   ) -> list[dict[str, Any]]:
+    """Train what is missing, evaluate, write the reports (unless ``report=False``, e.g. for
+    parallel partial runs); returns the summary rows."""
     from tgd_core.training import run_training
 
     out = Path(out)
@@ -286,8 +291,9 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
         log(f"[evaluate] {label}")
         evals.setdefault(name, []).append(evaluate_run(cfg, recipe.evaluation, corrupted))
     rows = summarise(recipe, evals)
-    write_reports(recipe, out, rows, evals, durations)
-    log(f"results: {out / 'results.md'}")
+    if report:
+        write_reports(recipe, out, rows, evals, durations)
+        log(f"results: {out / 'results.md'}")
     return rows
 
 

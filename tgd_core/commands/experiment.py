@@ -14,6 +14,8 @@ def register(sub) -> None:
     p.add_argument("--plan", action="store_true", help="list the runs and their state; train "
                                                        "nothing")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-report", action="store_true",
+                   help="train and evaluate only (e.g. parallel --only runs); report later")
     p.set_defaults(func=run)
 
 
@@ -30,5 +32,5 @@ def run(args) -> int:
                   f"-> {cfg.out_dir}")
         return 0
     run_experiment(recipe, out, only=args.only, progress=False if args.no_progress else None,
-                   log=main_log)
+                   log=main_log, report=not args.no_report)
     return 0
