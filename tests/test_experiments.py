@@ -105,3 +105,22 @@ def test_shipped_recipes_are_valid(tmp_path):
         recipe = Recipe.load(PROJECT_ROOT / "recipes" / f"{name}.yaml")
         runs = plan(recipe, tmp_path / name)
         assert len(runs) == len(recipe.teachers) + 1 + len(recipe.methods) * len(recipe.seeds)
+
+
+def test_experiment_job_runs_through_a_worker(tmp_path):
+    from tgd_core.jobs import JobStore
+    from tgd_core.jobs.worker import Supervisor
+
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "methods": {"scratch": {}, "tgd": {
+        "teachers": {"t1": "t1", "t2": "t2"}}}}, sort_keys=False))
+    store = JobStore(tmp_path / "state")
+    with pytest.raises(TGDError, match="recipe"):
+        store.submit("experiment", {"recipe": str(tmp_path / "missing.yaml")})
+    job = store.submit("experiment", {"recipe": str(recipe)})
+    Supervisor(store, concurrency=1, poll=0.2, once=True).run()
+    done = store.get(job.id)
+    assert done.status == "succeeded", done.error
+    assert [r["method"] for r in done.result["rows"]] == ["scratch", "tgd"]
+    rows = store.read_metrics(job.id)
+    assert {r["run"] for r in rows} >= {"teacher t1", "tgd seed 0"}

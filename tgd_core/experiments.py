@@ -255,10 +255,11 @@ def _plots(recipe: Recipe, out: Path, evals: dict[str, list[dict]]) -> None:
 
 
 def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = None,
-                   progress: bool | None = None, log=print, report: bool = True
+                   progress: bool | None = None, log=print, report: bool = True, ctx=None
                    ) -> list[dict[str, Any]]:
     """Train what is missing, evaluate, write the reports (unless ``report=False``, e.g. for
-    parallel partial runs); returns the summary rows."""
+    parallel partial runs); returns the summary rows. ``ctx`` (a job context) sees each run's
+    progress scaled to the whole experiment and can stop it at a step boundary."""
     from tgd_core.training import run_training
 
     out = Path(out)
@@ -266,28 +267,28 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
     (out / "recipe.json").write_text(recipe.model_dump_json(indent=2) + "\n")
     runs = plan(recipe, out)
     durations: dict[str, float] = {}
-    for label, cfg in runs:
-        name = label.split(" seed ")[0]
-        if only and not label.startswith(("teacher", "init")) and name not in only:
-            continue
+    selected = [(label, cfg) for label, cfg in runs
+                if not only or label.startswith(("teacher", "init"))
+                or label.split(" seed ")[0] in only]
+    chosen = {label for label, _ in selected}
+    for i, (label, cfg) in enumerate(selected):
         if _finished(cfg):
             log(f"[done] {label}")
         else:
             resume = (Path(cfg.out_dir) / "latest.pt").exists()
             log(f"[{'resume' if resume else 'train'}] {label} -> {cfg.out_dir}")
             t0 = time.perf_counter()
-            run_training(cfg, resume=resume, progress=progress)
+            run_training(cfg, resume=resume, progress=progress,
+                         ctx=_ScaledContext(ctx, i, len(selected), label) if ctx else None)
             log(f"[done] {label} in {time.perf_counter() - t0:.0f} s")
         durations[label] = json.loads((Path(cfg.out_dir) / "result.json").read_text()).get(
             "train_seconds", 0.0)
     evals: dict[str, list[dict]] = {}
     corrupted: dict = {}
     for label, cfg in runs:
-        if " seed " not in label:
+        if " seed " not in label or label not in chosen:
             continue
         name = label.split(" seed ")[0]
-        if only and name not in only:
-            continue
         log(f"[evaluate] {label}")
         evals.setdefault(name, []).append(evaluate_run(cfg, recipe.evaluation, corrupted))
     rows = summarise(recipe, evals)
@@ -297,5 +298,49 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
     return rows
 
 
+class _ScaledContext:
+    """A job context seen by run ``index`` of ``total``: progress scaled to the experiment."""
+
+    def __init__(self, ctx, index: int, total: int, label: str) -> None:
+        self.ctx, self.index, self.total, self.label = ctx, index, total, label
+
+    def progress(self, fraction, epoch=None, eta=None, message=None):
+        self.ctx.progress((self.index + fraction) / self.total, epoch=epoch,
+                          message=f"{self.label}: epoch {epoch}")
+
+    def log(self, row):
+        self.ctx.log({"run": self.label, **row})
+
+    def should_stop(self):
+        return self.ctx.should_stop()
+
+
 def main_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+class ExperimentJob(BaseModel):
+    """Config of an ``experiment`` job: a recipe file, where to write, which rows."""
+
+    model_config = ConfigDict(extra="forbid")
+    recipe: str
+    out: str | None = None
+    only: list[str] | None = None
+
+    def model_post_init(self, _context: Any) -> None:
+        Recipe.load(self.recipe)  # a bad recipe is rejected at submit time
+
+
+def run_experiment_job(cfg: ExperimentJob, ctx) -> dict[str, Any]:
+    """Runner of the ``experiment`` job kind (resumes its runs; stops at a step boundary)."""
+    from tgd_core.jobs import JobStopped
+    from tgd_core.training import Stopped
+
+    recipe = Recipe.load(cfg.recipe)
+    out = Path(cfg.out) if cfg.out else ctx.run_dir / "experiment"
+    try:
+        rows = run_experiment(recipe, out, only=cfg.only, progress=False, ctx=ctx,
+                              log=lambda m: print(m, flush=True))
+    except Stopped as exc:
+        raise JobStopped(str(exc)) from None
+    return {"results": str(out / "results.md"), "rows": rows}

@@ -50,6 +50,8 @@ REGISTRY: dict[str, JobKind] = {
     "train": JobKind("tgd_core.training.config:TrainConfig", "tgd_core.training.jobs:run_train_job"),
     "distill": JobKind("tgd_core.training.config:TrainConfig",
                        "tgd_core.training.jobs:run_train_job"),
+    "experiment": JobKind("tgd_core.experiments:ExperimentJob",
+                          "tgd_core.experiments:run_experiment_job"),
 }
 
 _plugins_loaded: set[str] = set()
