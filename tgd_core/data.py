@@ -1,4 +1,5 @@
-"""Datasets as arrays: CIFAR-10 in the official "python version" layout.
+"""Datasets as arrays: CIFAR-10 in the official "python version" layout, CINIC-10 and any
+dataset in the ImageFolder layout (``<root>/<split>/<class>/*.png``).
 
 ``load_cifar10(split)`` returns uint8 N×32×32×3 images (RGB) and int64 labels from
 ``<data dir>/cifar10`` (``TGD_DATA_DIR``, see :mod:`tgd_core.config`). Splits: ``train``
@@ -78,3 +79,67 @@ def load_cifar10(split: str = "train", data_dir: str | Path | None = None,
     images = np.ascontiguousarray(np.concatenate([p[0] for p in parts])[:limit])
     labels = np.concatenate([p[1] for p in parts])[:limit]
     return images, labels
+
+
+IMAGE_FOLDER_SPLITS = ("train", "valid", "test")
+
+
+def load_image_folder(root: str | Path, split: str, limit: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``<root>/<split>/<class>/<image>`` as (uint8 N×H×W×3, int64 labels, class names).
+
+    Classes are the sorted sub-folder names of ``<root>/train`` (or of the split itself when
+    there is no train folder), so every split numbers them alike; images are sorted by path.
+    All images must share one size. With ``limit``, the first ``limit`` images in that order.
+    """
+    from tgd_core.images import IMAGE_SUFFIXES, load_image_file
+
+    root = Path(root)
+    folder = root / split
+    if not folder.is_dir():
+        raise TGDError(f"{folder}: missing; expected the ImageFolder layout "
+                       f"<root>/<split>/<class>/*.png with splits {IMAGE_FOLDER_SPLITS}")
+    reference = root / "train" if (root / "train").is_dir() else folder
+    classes = sorted(p.name for p in reference.iterdir() if p.is_dir())
+    if not classes:
+        raise TGDError(f"{reference}: no class folders")
+    files = [(p, i) for i, c in enumerate(classes) if (folder / c).is_dir()
+             for p in sorted((folder / c).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes)
+    if unknown:
+        raise TGDError(f"{folder}: class folders {unknown} are not in {reference}")
+    if not files:
+        raise TGDError(f"{folder}: no images in its class folders")
+    files = files[:limit]
+    images = [load_image_file(p) for p, _ in files]
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise TGDError(f"{folder}: images of different sizes {sorted(shapes)[:3]}; resize them "
+                       "to one size first")
+    return np.stack(images), np.array([i for _, i in files], np.int64), classes
+
+
+DATASETS = ("cifar10", "cinic10", "imagefolder")
+
+
+def dataset_splits(dataset: str) -> tuple[str, ...]:
+    return tuple(CIFAR10_SPLITS) if dataset == "cifar10" else IMAGE_FOLDER_SPLITS
+
+
+def load_dataset(dataset: str, split: str, data_dir: str | Path | None = None,
+                 limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of ``dataset``: ``cifar10`` (python-version batches in
+    ``<data dir>/cifar10``), ``cinic10`` (ImageFolder in ``<data dir>/cinic10``, splits
+    train/valid/test) or ``imagefolder`` (``data_dir`` is the ImageFolder root)."""
+    if dataset == "cifar10":
+        return load_cifar10(split, data_dir, limit=limit)
+    if dataset == "cinic10":
+        root = Path(data_dir) if data_dir is not None else config.data_dir()
+        root = root / "cinic10" if (root / "cinic10").is_dir() else root
+        return load_image_folder(root, split, limit)[:2]
+    if dataset == "imagefolder":
+        if data_dir is None:
+            raise TGDError("dataset 'imagefolder' needs data_dir: the folder holding "
+                           "train/, valid/ and test/")
+        return load_image_folder(data_dir, split, limit)[:2]
+    raise TGDError(f"unknown dataset {dataset!r}; choose from {DATASETS}")

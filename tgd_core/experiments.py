@@ -119,7 +119,7 @@ def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None) -> di
     """Clean metrics of best and last checkpoints, and the corruption sweep of the last one;
     cached in the run's eval.json. ``corrupted_cache`` shares corrupted images between runs."""
     from tgd_core.checkpoints import load_checkpoint
-    from tgd_core.data import load_cifar10
+    from tgd_core.data import load_dataset
     from tgd_core.devices import select_device
     from tgd_core.evaluation import evaluate_model, model_input_transform, robustness_sweep
 
@@ -129,7 +129,7 @@ def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None) -> di
         cached = json.loads(path.read_text())
         if cached.get("spec") == key:
             return cached
-    images, labels = load_cifar10(spec.split, cfg.data_dir, limit=spec.subset)
+    images, labels = load_dataset(cfg.dataset, spec.split, cfg.data_dir, limit=spec.subset)
     out: dict[str, Any] = {"spec": key}
     device = select_device(cfg.device)
     for which in ("best", "last"):

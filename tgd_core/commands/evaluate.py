@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tgd_core.data import CIFAR10_SPLITS
+from tgd_core.data import CIFAR10_SPLITS, DATASETS, dataset_splits
 from tgd_core.errors import TGDError
 
 # the corruption names and severities, without importing the (numpy/scipy/PIL) corruption code
@@ -25,7 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="evaluate a checkpoint (accuracy, NLL, ECE)",
                               description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="our .pt file or an authors' .pth.tar")
-    p.add_argument("--split", default="test", choices=sorted(CIFAR10_SPLITS))
+    p.add_argument("--dataset", default="cifar10", choices=DATASETS)
+    p.add_argument("--split", default="test",
+                   help=f"cifar10: {', '.join(CIFAR10_SPLITS)}; cinic10 and imagefolder: "
+                        "train, valid, test")
     p.add_argument("--data-dir", default=None,
                    help="folder holding cifar10/ (default: TGD_DATA_DIR)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -63,7 +66,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from tgd_core.checkpoints import load_checkpoint
     from tgd_core.corruptions import add_gaussian_noise, corrupt
-    from tgd_core.data import load_cifar10
+    from tgd_core.data import load_dataset
     from tgd_core.devices import select_device
     from tgd_core.evaluation import (
         evaluate_model,
@@ -74,12 +77,13 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     ckpt = load_checkpoint(args.checkpoint)
-    images, labels = load_cifar10(args.split, data_dir=args.data_dir)
-    if args.limit is not None:
-        images, labels = images[: args.limit], labels[: args.limit]
-    if ckpt.num_classes != int(labels.max()) + 1:
+    if args.split not in dataset_splits(args.dataset):
+        raise TGDError(f"--split {args.split!r} is not a split of {args.dataset}: "
+                       f"{', '.join(dataset_splits(args.dataset))}")
+    images, labels = load_dataset(args.dataset, args.split, args.data_dir, limit=args.limit)
+    if int(labels.max()) >= ckpt.num_classes:
         raise TGDError(f"{args.checkpoint}: model has {ckpt.num_classes} classes, "
-                       f"CIFAR-10 has {int(labels.max()) + 1}")
+                       f"{args.dataset} has at least {int(labels.max()) + 1}")
     device = select_device(args.device)
     model = ckpt.build(device)
     inference = dict(batch_size=args.batch_size, num_threads=args.threads, device=device,

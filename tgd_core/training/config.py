@@ -28,10 +28,10 @@ class TrainConfig(BaseModel):
     init_student: str | None = None
 
     # data
-    dataset: Literal["cifar10"] = "cifar10"
+    dataset: Literal["cifar10", "cinic10", "imagefolder"] = "cifar10"
     data_dir: str | None = None
     train_subset: int | None = Field(None, ge=1)
-    test_split: Literal["test", "test_lossless_1k", "train"] = "test"
+    test_split: str = "test"
     test_subset: int | None = Field(None, ge=1)
     pi: dict[str, Any] = Field(default_factory=lambda: {"mode": "paper"})
     augment: bool = False
@@ -77,6 +77,11 @@ class TrainConfig(BaseModel):
         if self.student not in MODELS:
             raise ValueError(f"student: unknown model {self.student!r}; choose from "
                              f"{sorted(MODELS)}")
+        from tgd_core.data import dataset_splits
+
+        if self.test_split not in dataset_splits(self.dataset):
+            raise ValueError(f"test_split: {self.test_split!r} is not a split of "
+                             f"{self.dataset} {dataset_splits(self.dataset)}")
         method = METHODS[self.method]
         missing = set(method.teacher_roles) - set(self.teachers)
         if missing:

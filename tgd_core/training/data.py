@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tgd_core.data import load_cifar10
+from tgd_core.data import load_dataset
 from tgd_core.errors import TGDError
 from tgd_core.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
 from tgd_core.topology import PaperPIConfig
@@ -40,16 +40,24 @@ def _generator(*seed_parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def pi_normalization(rep_dict: dict, train_pis: np.ndarray) -> Normalization:
-    """The authors' CIFAR-10 statistics for default paper-mode PIs; otherwise per-channel
-    mean/std of the training PIs (scaled to [0, 1])."""
+def pi_normalization(rep_dict: dict, train_pis: np.ndarray, dataset: str = "cifar10"
+                     ) -> Normalization:
+    """The authors' CIFAR-10 statistics for default paper-mode PIs of CIFAR-10; otherwise
+    per-channel mean/std of the training PIs (scaled to [0, 1])."""
     rep = representation_from_dict(rep_dict)
-    if rep == PaperPIConfig():
+    if dataset == "cifar10" and rep == PaperPIConfig():
         return CIFAR10_PI
     x = train_pis.astype(np.float64) / 255.0
     mean = x.mean(axis=(0, 2, 3))
     std = np.maximum(x.std(axis=(0, 2, 3)), 1e-6)
     return Normalization(tuple(mean.tolist()), tuple(std.tolist()))
+
+
+def raw_normalization(images: np.ndarray) -> Normalization:
+    """Per-channel mean/std of uint8 training images scaled to [0, 1] (datasets other than
+    CIFAR-10, whose reference statistics are used as the authors do)."""
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return Normalization(tuple(x.mean(0).tolist()), tuple(np.maximum(x.std(0), 1e-6).tolist()))
 
 
 def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -76,16 +84,17 @@ class TrainData:
             raise TGDError("augment: the PI input of an augmented view needs on-the-fly PIs; "
                            "train PI networks without augmentation")
         self.cfg, self.kinds, self.device = cfg, kinds, device
-        train_x, train_y = load_cifar10("train", cfg.data_dir, limit=cfg.train_subset)
-        test_x, test_y = load_cifar10(cfg.test_split, cfg.data_dir, limit=cfg.test_subset)
+        train_x, train_y = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.train_subset)
+        test_x, test_y = load_dataset(cfg.dataset, cfg.test_split, cfg.data_dir, cfg.test_subset)
         self.num_classes = int(train_y.max()) + 1
-        self.normalizations: dict[str, Normalization] = {"raw": CIFAR10_RAW}
+        self.normalizations: dict[str, Normalization] = {
+            "raw": CIFAR10_RAW if cfg.dataset == "cifar10" else raw_normalization(train_x)}
         train_pi = test_pi = None
         if "pi" in kinds:
             rep = representation_from_dict(cfg.pi)
             train_pi = cached_pis(train_x, rep, cfg.dataset, "train", progress=progress)
             test_pi = cached_pis(test_x, rep, cfg.dataset, cfg.test_split, progress=progress)
-            self.normalizations["pi"] = pi_normalization(cfg.pi, train_pi)
+            self.normalizations["pi"] = pi_normalization(cfg.pi, train_pi, cfg.dataset)
         self.train = self._split(train_x, train_y, train_pi)
         self.test = self._split(test_x, test_y, test_pi)
 
