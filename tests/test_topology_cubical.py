@@ -134,3 +134,15 @@ def test_empty_and_bad_diagrams():
         PersistenceImageConfig(sigma=0)
     with pytest.raises(TGDError, match="homology_dimensions"):
         CubicalConfig(homology_dimensions=(2,))
+
+
+def test_transformers_follow_the_sklearn_protocol():
+    from sklearn.base import clone
+
+    from tgd_core.topology import PaperPersistenceImages
+
+    for est in (CubicalPersistence(channels="grey"), PersistenceImager(sigma=0.1),
+                PaperPersistenceImages(threshold=0.05)):
+        copy = clone(est)
+        assert copy.get_params() == est.get_params()
+    assert PersistenceImager().set_params(sigma=0.3).config.sigma == 0.3

@@ -264,22 +264,32 @@ def _neighbours(i, h, w, conn8, nb):
 
 
 @njit(cache=True)
-def cubical_h0(values, order, h, w, conn8, out_b, out_d):
-    """Sublevel H0 of a flat h×w image under 4- or 8-connectivity; ``order`` sorts ``values``
-    ascending. Writes finite bars (positive length) to out_b/out_d and returns (count, global
-    minimum): the essential bar is (global minimum, inf).
-    """
-    n = values.shape[0]
-    parent = np.full(n, -1, np.int64)
-    birth = np.empty(n, np.float64)
-    nb = np.empty(8, np.int64)
+def _union_find_h0(keys, order, h, w, conn8, outside, out_b, out_d):
+    """H0 of the filtration where pixel ``order[k]`` enters k-th at ``keys[order[k]]`` (keys
+    ascending) and joins its 4- or 8-neighbours already in; with ``outside``, border pixels
+    also join a node present from the start (key -inf) that never dies. Elder rule: the
+    component with the larger minimum key dies, giving the bar (its minimum, current key);
+    zero-length bars are skipped. Returns the number of bars written."""
+    n = keys.shape[0]
+    parent = np.full(n + 1, -1, np.int64)
+    low = np.empty(n + 1, np.float64)  # the component's minimum key
+    if outside:
+        parent[n] = n
+        low[n] = -np.inf
+    nb = np.empty(9, np.int64)
     m = 0
     for k in range(n):
         i = order[k]
-        v = values[i]
+        v = keys[i]
         parent[i] = i
-        birth[i] = v
+        low[i] = v
         cnt = _neighbours(i, h, w, conn8, nb)
+        if outside:
+            y = i // w
+            x = i - y * w
+            if y == 0 or x == 0 or y == h - 1 or x == w - 1:
+                nb[cnt] = n
+                cnt += 1
         for t in range(cnt):
             j = nb[t]
             if parent[j] == -1:
@@ -288,63 +298,37 @@ def cubical_h0(values, order, h, w, conn8, out_b, out_d):
             rb = _find(parent, j)
             if ra == rb:
                 continue
-            if birth[ra] < birth[rb]:
+            if low[ra] < low[rb]:
                 old, young = ra, rb
             else:
                 old, young = rb, ra
-            if birth[young] < v:
-                out_b[m] = birth[young]
+            if low[young] < v:
+                out_b[m] = low[young]
                 out_d[m] = v
                 m += 1
             parent[young] = old
-    return m, values[order[0]]
+    return m
+
+
+@njit(cache=True)
+def cubical_h0(values, order, h, w, conn8, out_b, out_d):
+    """Sublevel H0 of a flat h×w image under 4- or 8-connectivity; ``order`` sorts ``values``
+    ascending. Writes finite bars to out_b/out_d and returns (count, global minimum): the
+    essential bar is (global minimum, inf)."""
+    return _union_find_h0(values, order, h, w, conn8, False, out_b, out_d), values[order[0]]
 
 
 @njit(cache=True)
 def cubical_h1(values, order, h, w, conn8_dual, out_b, out_d):
-    """Sublevel H1 of a flat h×w image by duality: superlevel H0 of the complement.
+    """Sublevel H1 of a flat h×w image by duality: the superlevel H0 of the complement.
 
-    Pixels enter in decreasing order and join their ``conn8_dual`` neighbours; border pixels
-    join an "outside" node that never dies. When a component dies at value v, the hole it
-    filled gives the H1 bar (v, component maximum). ``order`` sorts ``values`` ascending (it is
-    walked backwards). Returns the number of bars written.
+    Pixels enter in decreasing order (keys -values) and join their ``conn8_dual`` neighbours;
+    border pixels join the "outside", which never dies. A component born at its maximum M and
+    dying at value v is the hole of H1 bar (v, M). ``order`` sorts ``values`` ascending.
     """
-    n = values.shape[0]
-    outside = n
-    parent = np.full(n + 1, -1, np.int64)
-    top = np.empty(n + 1, np.float64)  # the component's maximum (its superlevel birth)
-    parent[outside] = outside
-    top[outside] = np.inf
-    nb = np.empty(9, np.int64)
-    m = 0
-    for k in range(n - 1, -1, -1):
-        i = order[k]
-        v = values[i]
-        parent[i] = i
-        top[i] = v
-        cnt = _neighbours(i, h, w, conn8_dual, nb)
-        y = i // w
-        x = i - y * w
-        if y == 0 or x == 0 or y == h - 1 or x == w - 1:
-            nb[cnt] = outside
-            cnt += 1
-        for t in range(cnt):
-            j = nb[t]
-            if parent[j] == -1:
-                continue
-            ra = _find(parent, i)
-            rb = _find(parent, j)
-            if ra == rb:
-                continue
-            if top[ra] > top[rb]:
-                old, young = ra, rb
-            else:
-                old, young = rb, ra
-            if top[young] > v:
-                out_b[m] = v
-                out_d[m] = top[young]
-                m += 1
-            parent[young] = old
+    m = _union_find_h0(-values, order[::-1], h, w, conn8_dual, True, out_d, out_b)
+    for j in range(m):  # (-M, -v) -> (v, M)
+        out_b[j], out_d[j] = -out_b[j], -out_d[j]
     return m
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from tgd_core.errors import TGDError
 from tgd_core.images import as_image_batch, to_grey
@@ -143,8 +144,8 @@ def cubical_persistence_images(images, config: CubicalConfig | None = None,
     return out
 
 
-class CubicalPersistence:
-    """scikit-learn style transformer: images → diagrams (``output="diagrams"``) or persistence
+class CubicalPersistence(TransformerMixin, BaseEstimator):
+    """scikit-learn transformer: images → diagrams (``output="diagrams"``) or persistence
     images (``output="images"``, with ``pi`` a :class:`PersistenceImageConfig`)."""
 
     def __init__(self, homology_dimensions=(0, 1), filtration="sublevel", channels="rgb",
@@ -156,15 +157,6 @@ class CubicalPersistence:
         self.scale = scale
         self.output = output
         self.pi = pi
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in ("homology_dimensions", "filtration", "channels",
-                                              "construction", "scale", "output", "pi")}
-
-    def set_params(self, **params):
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
 
     @property
     def config(self) -> CubicalConfig:
@@ -182,6 +174,3 @@ class CubicalPersistence:
         if self.output == "diagrams":
             return cubical_diagrams(X, self.config)
         return cubical_persistence_images(X, self.config, self.pi)
-
-    def fit_transform(self, X, y=None):
-        return self.fit(X).transform(X)

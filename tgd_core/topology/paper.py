@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.stats import norm
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from tgd_core.errors import TGDError
 from tgd_core.images import as_image_batch
@@ -203,8 +204,8 @@ def normalise_pi_stack(pi_uint8: np.ndarray, mean=PI_MEAN, std=PI_STD) -> np.nda
     return (x - m) / s
 
 
-class PaperPersistenceImages:
-    """scikit-learn style transformer for paper-mode PIs (stateless: ``fit`` checks parameters).
+class PaperPersistenceImages(TransformerMixin, BaseEstimator):
+    """scikit-learn transformer for paper-mode PIs (stateless: ``fit`` checks parameters).
 
     >>> pis = PaperPersistenceImages(output="uint8").fit_transform(images)  # N×6×50×50 uint8
     """
@@ -223,15 +224,6 @@ class PaperPersistenceImages:
         return PaperPIConfig(tuple(np.broadcast_to(self.resolution, (2,))), self.spread,
                              self.min_bd, self.max_bd, self.threshold)
 
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in
-                ("resolution", "spread", "min_bd", "max_bd", "threshold", "output")}
-
-    def set_params(self, **params):
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
-
     def fit(self, X=None, y=None):
         self.config  # validates
         if self.output not in ("raw", "uint8"):
@@ -240,8 +232,5 @@ class PaperPersistenceImages:
 
     def transform(self, X):
         self.fit()
-        raw, u8 = paper_persistence_images(X, self.config)
+        raw, u8 = paper_persistence_images(X, self.config, raw=self.output == "raw")
         return raw if self.output == "raw" else u8
-
-    def fit_transform(self, X, y=None):
-        return self.fit(X).transform(X)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from tgd_core.errors import TGDError
 from tgd_core.topology import _kernels
@@ -107,8 +108,8 @@ def persistence_images(diagrams, config: PersistenceImageConfig | None = None) -
     return out
 
 
-class PersistenceImager:
-    """scikit-learn style transformer: list of diagrams → N × rows × cols persistence images."""
+class PersistenceImager(TransformerMixin, BaseEstimator):
+    """scikit-learn transformer: list of diagrams → N × rows × cols persistence images."""
 
     def __init__(self, birth_range=(0.0, 1.0), pers_range=(0.0, 1.0), resolution=(32, 32),
                  sigma=0.02, weight: Weight = "linear", power=1.0, integrate=True):
@@ -120,16 +121,6 @@ class PersistenceImager:
         self.power = power
         self.integrate = integrate
 
-    def get_params(self, deep: bool = True) -> dict:
-        return dict(birth_range=self.birth_range, pers_range=self.pers_range,
-                    resolution=self.resolution, sigma=self.sigma, weight=self.weight,
-                    power=self.power, integrate=self.integrate)
-
-    def set_params(self, **params):
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
-
     @property
     def config(self) -> PersistenceImageConfig:
         return PersistenceImageConfig(**self.get_params())
@@ -140,6 +131,3 @@ class PersistenceImager:
 
     def transform(self, X) -> np.ndarray:
         return persistence_images(X, self.config)
-
-    def fit_transform(self, X, y=None) -> np.ndarray:
-        return self.fit(X).transform(X)
