@@ -1,0 +1,125 @@
+"""Write the model card of every shipped checkpoint, every number from ``tgd evaluate``.
+
+    .venv/bin/python scripts/make_model_cards.py [--sweep-limit 1000]
+
+For each ``checkpoints/<name>.pt`` listed in CARDS: accuracy/NLL/ECE on CIFAR-10 ``test_batch``
+(10,000 JPEG-degraded images) and ``test_batch_lossless_1k`` (1,000 exact images), and accuracy
+under every CIFAR-10-C corruption at severities 1–5 plus Gaussian noise on the first
+``--sweep-limit`` test images. Writes ``checkpoints/<name>.json`` (read by the app's model zoo)
+and ``checkpoints/<name>.md``, each with the commands that reproduce its numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tgd_core.checkpoints import load_checkpoint  # noqa: E402
+from tgd_core.cli import main as tgd  # noqa: E402
+
+RECIPE = ("recipes/cpu.yaml (10,000 CIFAR-10 training images, 15 epochs, cosine LR from 0.1, "
+          "batch 128, SGD 0.9, weight decay 1e-4, no augmentation), run with "
+          "`tgd experiment recipes/cpu.yaml` on one NVIDIA H200 (device auto)")
+CARDS = {
+    "t1_wrn16_3_raw": dict(role="teacher1", method="scratch", run="teachers/t1",
+                           description="Teacher 1: WRN16-3 on raw CIFAR-10 images, CE only."),
+    "t2_wrn16_1_pi": dict(role="teacher2", method="scratch", run="teachers/t2",
+                          description="Teacher 2: WRN16-1 on the six paper-mode persistence "
+                                      "images (6×50×50), CE only."),
+    "student_scratch": dict(role="student", method="scratch", run="init",
+                            description="WRN16-1 student trained from scratch (CE); TGD's "
+                                        "annealing start."),
+    "student_kd": dict(role="student", method="kd", run="kd_t1/seed0",
+                       description="WRN16-1 student distilled from T1 with Hinton KD "
+                                   "(λ = 0.9, τ = 4)."),
+    "student_tgd": dict(role="student", method="tgd", run="tgd/seed0",
+                        description="WRN16-1 student distilled with TGD from T1 and T2 "
+                                    "(α = 0.99, β = 3000, λ = 0.9, τ = 4), annealed from "
+                                    "student_scratch."),
+}
+
+
+def evaluate(args: list[str]) -> object:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = tgd(["evaluate", *args, "--json"])
+    if code != 0:
+        raise SystemExit(f"tgd evaluate {' '.join(args)} failed")
+    return json.loads(buf.getvalue())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sweep-limit", type=int, default=1000)
+    args = ap.parse_args()
+    for name, meta in CARDS.items():
+        path = ROOT / "checkpoints" / f"{name}.pt"
+        rel = path.relative_to(ROOT)
+        ckpt = load_checkpoint(path)
+        print(f"{name}: evaluating", file=sys.stderr, flush=True)
+        test = evaluate(["--checkpoint", str(path), "--split", "test"])
+        lossless = evaluate(["--checkpoint", str(path), "--split", "test_lossless_1k"])
+        sweep = evaluate(["--checkpoint", str(path), "--split", "test", "--limit",
+                          str(args.sweep_limit), "--sweep", "--sweep-sigmas", "0.05", "0.1",
+                          "0.2"])
+        card = {
+            "name": name, **{k: v for k, v in meta.items() if k != "run"},
+            "architecture": ckpt.model, "input_kind": ckpt.input_kind,
+            "normalization": ckpt.normalization.to_dict(), "epoch": ckpt.epoch,
+            "seed": ckpt.config.get("seed"), "recipe": RECIPE,
+            "training_run": f"runs/experiments/cpu/{meta['run']}",
+            "metrics": {"accuracy": test["accuracy"], "nll": test["nll"], "ece": test["ece"]},
+            "test_batch": test, "test_batch_lossless_1k": lossless,
+            "corruption_sweep": {"split": "test", "limit": args.sweep_limit, "rows": sweep},
+            "commands": {
+                "test_batch": f"tgd evaluate --checkpoint {rel} --split test --json",
+                "test_batch_lossless_1k":
+                    f"tgd evaluate --checkpoint {rel} --split test_lossless_1k --json",
+                "corruption_sweep": f"tgd evaluate --checkpoint {rel} --split test --limit "
+                                    f"{args.sweep_limit} --sweep --sweep-sigmas 0.05 0.1 0.2 "
+                                    "--json",
+            },
+            "git_commit": ckpt.git_commit,
+        }
+        path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        path.with_suffix(".md").write_text(markdown(card))
+
+
+def markdown(card: dict) -> str:
+    t, l1k = card["test_batch"], card["test_batch_lossless_1k"]
+    lines = [f"# {card['name']}", "", card["description"], "",
+             f"- architecture: `{card['architecture']}`, input: `{card['input_kind']}`, "
+             f"normalisation mean {card['normalization']['mean']} / std "
+             f"{card['normalization']['std']}",
+             f"- role: {card['role']}, method: `{card['method']}`, seed {card['seed']}, "
+             f"epoch {card['epoch']}",
+             f"- recipe: {card['recipe']}", f"- training run: `{card['training_run']}`", "",
+             "| split | images | accuracy % | NLL | ECE |", "|---|---:|---:|---:|---:|",
+             f"| test_batch (JPEG) | {t['n']} | {t['accuracy']:.2f} | {t['nll']:.4f} | "
+             f"{t['ece']:.4f} |",
+             f"| test_batch_lossless_1k | {l1k['n']} | {l1k['accuracy']:.2f} | "
+             f"{l1k['nll']:.4f} | {l1k['ece']:.4f} |", "",
+             f"Accuracy % under corruption (first {card['corruption_sweep']['limit']} test "
+             "images; severity 1–5):", "", "| corruption | 1 | 2 | 3 | 4 | 5 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    rows = card["corruption_sweep"]["rows"]
+    for name in dict.fromkeys(r["corruption"] for r in rows if r["severity"]):
+        accs = [f"{r['accuracy']:.2f}" for r in rows if r["corruption"] == name]
+        lines.append(f"| {name} | " + " | ".join(accs) + " |")
+    noise = [f"σ={r['sigma']:g}: {r['accuracy']:.2f}" for r in rows if r["sigma"] is not None]
+    clean = next(r["accuracy"] for r in rows if r["corruption"] == "clean")
+    lines += ["", f"Clean on the same images: {clean:.2f}; additive Gaussian noise: "
+              + ", ".join(noise) + ".", "", "Reproduce:", ""]
+    lines += [f"    {cmd}" for cmd in card["commands"].values()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Every shipped checkpoint loads and reproduces its card's clean accuracy (1,000-image slice)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tgd_core.checkpoints import load_checkpoint
+from tgd_core.config import PROJECT_ROOT
+from tgd_core.data import load_cifar10
+from tgd_core.evaluation import evaluate_model, model_input_transform
+
+SHIPPED = sorted((PROJECT_ROOT / "checkpoints").glob("*.pt"))
+
+
+def test_the_five_models_are_shipped_with_cards():
+    names = {p.stem for p in SHIPPED}
+    assert names == {"t1_wrn16_3_raw", "t2_wrn16_1_pi", "student_scratch", "student_kd",
+                     "student_tgd"}
+    assert sum(p.stat().st_size for p in SHIPPED) < 20 * 2**20
+    for p in SHIPPED:
+        card = json.loads(p.with_suffix(".json").read_text())
+        assert card["role"] in ("teacher1", "teacher2", "student")
+        assert p.with_suffix(".md").exists()
+
+
+@pytest.mark.usefixtures("cifar_test_images")
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_card_accuracy_reproduces(path):
+    card = json.loads(path.with_suffix(".json").read_text())
+    ckpt = load_checkpoint(path)
+    assert ckpt.optimizer is None and ckpt.training_state is None  # weights only
+    images, labels = load_cifar10("test_lossless_1k")
+    result = evaluate_model(ckpt.build(), images, labels, ckpt.normalization,
+                            transform=model_input_transform(ckpt.input_kind, ckpt.config))
+    assert round(result.accuracy, 2) == card["test_batch_lossless_1k"]["accuracy"]
+    assert result.n == 1000
