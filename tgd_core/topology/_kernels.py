@@ -115,7 +115,7 @@ def paper_pis_kernel(signals, keep, pers, tx, tx_max, ty, ty_max, write_raw, raw
 
     Each term is non-negative and its maximum is w·max(ty)·max(tx), so the largest of these
     bounds the PI's maximum from below; terms under NEGLIGIBLE times that bound are skipped.
-    Terms are grouped by birth: sum_b (sum_{p: birth b} w_p ty[p]) ⊗ tx[b].
+    Terms are grouped by birth: sum_b (sum_{p: birth b} w_p ty[p]) ⊗ tx[b], one matrix product.
     """
     n_img, n_sig, length = signals.shape
     n_rows = ty.shape[2]
@@ -193,28 +193,19 @@ def _paper_pi(signal, keep, pers, tx, tx_max, ty, ty_max, left_min, stack_val, s
                 group[b, r] = 0.0
         for r in range(n_rows):
             group[b, r] += w * ty[b, d, r]
-    # Outer products, skipping entries g·tx <= cut: per pixel they sum to < 256·cut, below
-    # float64 rounding of the PI's maximum. Columns outside the first/last significant ones of
-    # tx[b] and rows with a negligible g are left out.
+    if n_used == 0:  # every term is exactly zero (all points far outside the window)
+        return
+    # sum over births of group[b] ⊗ tx[b]: one small matrix product (BLAS dgemm)
+    gt = np.empty((n_rows, n_used))
+    tg = np.empty((n_used, n_cols))
     for u in range(n_used):
         b = used_list[u]
         used[b] = False
-        gmax = 0.0
         for r in range(n_rows):
-            if group[b, r] > gmax:
-                gmax = group[b, r]
-        c_lo = 0
-        while c_lo < n_cols and tx[b, c_lo] * gmax <= cut:
-            c_lo += 1
-        c_hi = n_cols
-        while c_hi > c_lo and tx[b, c_hi - 1] * gmax <= cut:
-            c_hi -= 1
-        row_cut = cut / tx_max[b]
-        for r in range(n_rows):
-            g = group[b, r]
-            if g > row_cut:
-                for c in range(c_lo, c_hi):
-                    img[r, c] += g * tx[b, c]
+            gt[r, u] = group[b, r]
+        for c in range(n_cols):
+            tg[u, c] = tx[b, c]
+    img += np.dot(gt, tg)
 
 
 @njit(cache=True)
