@@ -130,3 +130,37 @@ def test_evaluate_command_reproduces_the_runs_test_accuracy(tmp_path, capsys):
         out = json.loads(capsys.readouterr().out)
         assert out["accuracy"] == round(result["best"]["test_accuracy"], 2)
         assert out["nll"] == pytest.approx(result["best"]["test_nll"], rel=1e-5)
+
+
+def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL a real `tgd train` process inside its second epoch; `--resume` redoes that epoch
+    from the epoch-1 checkpoint and ends with the weights of an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--model", "wrn16_1", "--train-subset", "192", "--test-subset", "32",
+            "--epochs", "3", "--batch-size", "32", "--threads", "2", "--no-progress",
+            "--augment", "--set", "milestones=[2]"]
+    cmd = [sys.executable, "-m", "tgd_core", "train", *args]
+    subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, capture_output=True)
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "cut")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside epoch 2
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(tmp_path / "cut/latest.pt").epoch in (1, 2)
+    subprocess.run([*cmd, "--out", str(tmp_path / "cut"), "--resume"], check=True,
+                   capture_output=True)
+    a, b = weights(tmp_path / "full/latest.pt"), weights(tmp_path / "cut/latest.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = (tmp_path / "cut/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
