@@ -176,11 +176,28 @@ class JobStore:
                                          isolation_level=None, check_same_thread=False)
             self._conn.row_factory = sqlite3.Row
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._retry_locked(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            self._retry_locked(self._migrate)
         except sqlite3.DatabaseError as exc:
             raise TGDError(f"{self.db_path}: cannot open the job store ({exc})") from None
+
+    @staticmethod
+    def _retry_locked(action) -> None:
+        """Run ``action``, retrying while the database is locked: switching a new file to WAL
+        needs an exclusive lock and SQLite answers "database is locked" at once, without its
+        busy handler, when another process is opening the same new store."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        delay = 0.01
+        while True:
+            try:
+                action()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
 
     def close(self) -> None:
         with self._lock:
