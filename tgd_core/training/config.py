@@ -35,6 +35,7 @@ class TrainConfig(BaseModel):
     test_subset: int | None = Field(None, ge=1)
     pi: dict[str, Any] = Field(default_factory=lambda: {"mode": "paper"})
     augment: bool = False
+    pi_on_the_fly: bool = Field(False, description="PIs of each (augmented) training view")
     fixed_batches: bool = Field(False, description="draw the batches' composition once")
     teacher_cache: bool = Field(True, description="cache teacher targets (no augmentation)")
 

@@ -3,7 +3,9 @@
 Batches are deterministic functions of (seed, epoch, step): the order of an epoch is a
 permutation drawn from a generator seeded with (seed, epoch), and the augmentation of a step
 from one seeded with (seed, epoch, step). A run resumed at any step therefore sees exactly the
-batches an uninterrupted run sees. Inputs leave as float N×C×H×W in [0, 1]; each network applies
+batches an uninterrupted run sees. With ``pi_on_the_fly`` the PI input of a training batch is
+computed from the same augmented views the raw networks see (crop and flip act on uint8
+pixels, so the views are exact images and their PIs are the engine's PIs of those images). Inputs leave as float N×C×H×W in [0, 1]; each network applies
 its own normalisation (:mod:`tgd_core.distill.base`).
 """
 
@@ -21,7 +23,7 @@ from tgd_core.errors import TGDError
 from tgd_core.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
 from tgd_core.topology import PaperPIConfig
 from tgd_core.topology.cache import cached_pis
-from tgd_core.topology.representation import representation_from_dict
+from tgd_core.topology.representation import compute_pis, representation_from_dict
 from tgd_core.training.config import TrainConfig
 
 
@@ -80,10 +82,12 @@ class TrainData:
 
     def __init__(self, cfg: TrainConfig, kinds: set[str], device: torch.device,
                  progress=None) -> None:
-        if cfg.augment and "pi" in kinds:
+        if cfg.augment and "pi" in kinds and not cfg.pi_on_the_fly:
             raise TGDError("augment: the PI input of an augmented view needs on-the-fly PIs; "
-                           "train PI networks without augmentation")
+                           "set pi_on_the_fly (or train PI networks without augmentation)")
         self.cfg, self.kinds, self.device = cfg, kinds, device
+        self.on_the_fly = cfg.pi_on_the_fly and "pi" in kinds
+        self.rep = representation_from_dict(cfg.pi) if "pi" in kinds else None
         train_x, train_y = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.train_subset)
         test_x, test_y = load_dataset(cfg.dataset, cfg.test_split, cfg.data_dir, cfg.test_subset)
         self.num_classes = int(train_y.max()) + 1
@@ -95,13 +99,16 @@ class TrainData:
             train_pi = cached_pis(train_x, rep, cfg.dataset, "train", progress=progress)
             test_pi = cached_pis(test_x, rep, cfg.dataset, cfg.test_split, progress=progress)
             self.normalizations["pi"] = pi_normalization(cfg.pi, train_pi, cfg.dataset)
-        self.train = self._split(train_x, train_y, train_pi)
+        # on the fly, training PIs come from the (augmented) raw views: keep the raw images
+        self.train = self._split(train_x, train_y, None if self.on_the_fly else train_pi,
+                                 keep_raw=self.on_the_fly)
         self.test = self._split(test_x, test_y, test_pi)
 
-    def _split(self, images: np.ndarray, labels: np.ndarray, pis: np.ndarray | None) -> Split:
+    def _split(self, images: np.ndarray, labels: np.ndarray, pis: np.ndarray | None,
+               keep_raw: bool = False) -> Split:
         to = dict(device=self.device)
         raw = None
-        if "raw" in self.kinds:
+        if "raw" in self.kinds or keep_raw:
             raw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(**to)
         pi = torch.from_numpy(np.ascontiguousarray(pis)).to(**to) if pis is not None else None
         return Split(torch.from_numpy(labels).to(**to), raw, pi)
@@ -136,11 +143,20 @@ class TrainData:
                gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         out = {}
         if split.raw is not None:
-            x = split.raw[idx].float().div_(255.0)
-            out["raw"] = random_crop_flip(x, gen) if gen is not None else x
+            x = split.raw[idx]
+            x = random_crop_flip(x, gen) if gen is not None else x
+            if split.pi is None and "pi" in self.kinds:  # on the fly: the PIs of these views
+                out["pi"] = self.pis_of(x)
+            out["raw"] = x.float().div_(255.0)
         if split.pi is not None:
             out["pi"] = split.pi[idx].float().div_(255.0)
         return out
+
+    def pis_of(self, views: torch.Tensor) -> torch.Tensor:
+        """PI stacks (float N×K×R×C in [0, 1]) of uint8 N×3×H×W views, by the topology engine."""
+        images = views.permute(0, 2, 3, 1).cpu().numpy()
+        u8 = compute_pis(np.ascontiguousarray(images), self.rep, raw=False)[1]
+        return torch.from_numpy(u8).to(self.device).float().div_(255.0)
 
     def test_batches(self, batch_size: int = 500
                      ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:

@@ -119,7 +119,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
     teachers = {role: load_teacher(path, device) for role, path in cfg.teachers.items()}
     kinds = {cfg.student_input, *(t.input_kind for t in teachers.values())}
     data = TrainData(cfg, kinds, device)
-    in_channels = 3 if cfg.student_input == "raw" else data.train.pi.shape[1]
+    in_channels = 3 if cfg.student_input == "raw" else data.test.pi.shape[1]
     student = build_model(cfg.student, in_channels=in_channels, num_classes=data.num_classes)
     if cfg.init_student and not resume:
         init = load_checkpoint(cfg.init_student)

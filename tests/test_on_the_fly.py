@@ -1,0 +1,50 @@
+"""On-the-fly PIs: the PI teacher's input is the PI of the very augmented view the student sees."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tgd_core.errors import TGDError
+from tgd_core.topology.representation import compute_pis, representation_from_dict
+from tgd_core.training import TrainConfig, run_training
+from tgd_core.training.data import TrainData
+
+pytestmark = pytest.mark.usefixtures("cifar_test_images")
+
+
+@pytest.mark.parametrize("pi", [{"mode": "paper"},
+                                {"mode": "cubical", "cubical": {"channels": "grey"},
+                                 "image": {"resolution": [16, 16]}}])
+def test_on_the_fly_pi_equals_the_engines_pi_of_the_augmented_view(tmp_path, pi):
+    cfg = TrainConfig.build(train_subset=64, test_subset=16, batch_size=16, augment=True,
+                            pi_on_the_fly=True, pi=pi, out_dir=str(tmp_path))
+    data = TrainData(cfg, {"raw", "pi"}, torch.device("cpu"))
+    step, _, idx, inputs, _ = next(data.train_batches(epoch=3))
+    views = np.round(inputs["raw"].numpy() * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    original = data.train.raw[idx].numpy().transpose(0, 2, 3, 1)
+    assert not np.array_equal(views, original)  # the views really are augmented
+    expected = compute_pis(views, representation_from_dict(pi))[1]
+    np.testing.assert_array_equal(np.round(inputs["pi"].numpy() * 255).astype(np.uint8),
+                                  expected)
+
+
+def test_pi_networks_train_with_augmentation_on_the_fly(tmp_path):
+    with pytest.raises(TGDError, match="on-the-fly"):
+        run_training(TrainConfig.build(student_input="pi", augment=True, train_subset=32,
+                                       out_dir=str(tmp_path / "refused")))
+    cfg = TrainConfig.build(student="wrn16_1", student_input="pi", augment=True,
+                            pi_on_the_fly=True, train_subset=64, test_subset=32, epochs=1,
+                            batch_size=32, out_dir=str(tmp_path / "t2"))
+    result = run_training(cfg, progress=False)
+    assert result["last"]["epoch"] == 1
+    t1 = TrainConfig.build(student="wrn16_1", train_subset=64, test_subset=32, epochs=1,
+                           batch_size=32, out_dir=str(tmp_path / "t1"))
+    run_training(t1, progress=False)
+    tgd = TrainConfig.build(method="tgd", augment=True, pi_on_the_fly=True, train_subset=64,
+                            test_subset=32, epochs=1, batch_size=32,
+                            teachers={"t1": str(tmp_path / "t1/latest.pt"),
+                                      "t2": str(tmp_path / "t2/latest.pt")},
+                            out_dir=str(tmp_path / "tgd"))
+    assert run_training(tgd, progress=False)["last"]["epoch"] == 1
