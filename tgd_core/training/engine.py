@@ -117,6 +117,12 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
 
     method = get_method(cfg.method)
     teachers = {role: load_teacher(path, device) for role, path in cfg.teachers.items()}
+    for role, path in cfg.teachers.items():
+        if teachers[role].input_kind == "pi":
+            trained_on = load_checkpoint(path).config.get("pi")
+            if trained_on is not None and trained_on != cfg.pi:
+                raise TGDError(f"teacher {role} ({path}) was trained on PIs {trained_on}, but "
+                               f"this run feeds it {cfg.pi}: set pi to the teacher's")
     kinds = {cfg.student_input, *(t.input_kind for t in teachers.values())}
     data = TrainData(cfg, kinds, device)
     in_channels = 3 if cfg.student_input == "raw" else data.test.pi.shape[1]
