@@ -48,3 +48,17 @@ def test_pi_networks_train_with_augmentation_on_the_fly(tmp_path):
                                       "t2": str(tmp_path / "t2/latest.pt")},
                             out_dir=str(tmp_path / "tgd"))
     assert run_training(tgd, progress=False)["last"]["epoch"] == 1
+
+
+def test_a_pi_teacher_is_fed_its_own_representation(tmp_path):
+    cubical = {"mode": "cubical", "image": {"resolution": [16, 16]}}
+    t2 = TrainConfig.build(student="wrn16_1", student_input="pi", pi=cubical, train_subset=32,
+                           test_subset=16, epochs=1, batch_size=16, out_dir=str(tmp_path / "t2"))
+    run_training(t2, progress=False)
+    kd = TrainConfig.build(method="kd", teachers={"t1": str(tmp_path / "t2/latest.pt")},
+                           train_subset=32, test_subset=16, epochs=1, batch_size=16,
+                           out_dir=str(tmp_path / "kd"))  # pi defaults to paper mode
+    with pytest.raises(TGDError, match="was trained on PIs"):
+        run_training(kd, progress=False)
+    ok = TrainConfig.build(**{**kd.model_dump(), "pi": cubical, "out_dir": str(tmp_path / "ok")})
+    assert run_training(ok, progress=False)["last"]["epoch"] == 1
