@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from tgd_core.errors import TGDError
+from tgd_core.topology.paper import PI_MEAN, PI_STD
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,7 @@ class Normalization:
 
 
 CIFAR10_RAW = Normalization((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
-_PI_MEAN = (0.05165074, 0.05487815, 0.06697452)
-_PI_STD = (0.12468914, 0.12733056, 0.13768335)
-CIFAR10_PI = Normalization(_PI_MEAN * 2, _PI_STD * 2)
+CIFAR10_PI = Normalization(PI_MEAN, PI_STD)  # one home for the numbers: topology.paper
 
 
 def to_model_input(images: np.ndarray | torch.Tensor, normalization: Normalization) -> torch.Tensor:
