@@ -177,3 +177,21 @@ def test_cli_bad_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert captured.err.startswith("tgd evaluate: error: ") and str(bad) in captured.err
+
+
+def test_sweep_cache_reuses_corruptions_of_the_same_images_only() -> None:
+    torch.manual_seed(0)
+    net = build_model("wrn16_1")
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)  # same size, other images
+    labels = np.arange(8) % 10
+    kw = dict(corruptions=("gaussian_noise",), severities=(3,), include_clean=False)
+    cache: dict = {}
+    first = robustness_sweep(net, a, labels, CIFAR10_RAW, corrupted_cache=cache, **kw)
+    assert len(cache) == 1
+    again = robustness_sweep(net, a.copy(), labels, CIFAR10_RAW, corrupted_cache=cache, **kw)
+    assert again == first and len(cache) == 1  # same pixels: served from the cache
+    other = robustness_sweep(net, b, labels, CIFAR10_RAW, corrupted_cache=cache, **kw)
+    assert len(cache) == 2
+    assert other == robustness_sweep(net, b, labels, CIFAR10_RAW, **kw)

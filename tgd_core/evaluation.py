@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from tgd_core.corruptions import CORRUPTIONS, SEVERITIES, add_gaussian_noise, corrupt
 from tgd_core.errors import TGDError
+from tgd_core.images import content_hash
 from tgd_core.normalization import Normalization, to_model_input
 
 ECE_BINS = 15
@@ -220,8 +221,9 @@ def robustness_sweep(model: nn.Module, images: np.ndarray, labels: np.ndarray,
     conditions += [(name, s, None) for name in corruptions for s in severities]
     conditions += [("gaussian_noise_sigma", None, float(sig)) for sig in noise_sigmas]
     rows = []
+    images_key = content_hash(images) if corrupted_cache is not None else None
     for name, severity, sigma in conditions:
-        key = (name, severity, sigma, seed, len(images))
+        key = (name, severity, sigma, seed, images_key)
         if corrupted_cache is not None and key in corrupted_cache:
             x = corrupted_cache[key]
         elif name == "clean":

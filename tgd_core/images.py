@@ -7,6 +7,7 @@ instead of a failure deep inside a library.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,11 @@ def as_image_batch(images, *, channels: int | None = 3, name: str = "images") ->
     elif channels == 1:
         arr = to_grey(arr)[..., None]
     return np.ascontiguousarray(arr)
+
+
+def content_hash(images: np.ndarray) -> str:
+    """Short BLAKE2b digest of an array's bytes: identifies a set of images (cache keys)."""
+    return hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=8).hexdigest()
 
 
 def to_grey(images: np.ndarray) -> np.ndarray:

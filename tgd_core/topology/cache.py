@@ -23,6 +23,7 @@ import numpy as np
 
 from tgd_core import config as tgd_config
 from tgd_core.errors import TGDError
+from tgd_core.images import content_hash
 from tgd_core.topology.representation import (
     Representation,
     compute_pis,
@@ -34,10 +35,6 @@ from tgd_core.topology.representation import (
 CACHE_VERSION = 1
 PART_ROWS = 5000
 _PART = re.compile(r"part-(\d+)-(\d+)\.npy$")
-
-
-def content_hash(images: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=8).hexdigest()
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:

@@ -42,13 +42,9 @@ def _generator(*seed_parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def pi_normalization(rep_dict: dict, train_pis: np.ndarray, dataset: str = "cifar10"
-                     ) -> Normalization:
-    """The authors' CIFAR-10 statistics for default paper-mode PIs of CIFAR-10; otherwise
-    per-channel mean/std of the training PIs (scaled to [0, 1])."""
-    rep = representation_from_dict(rep_dict)
-    if dataset == "cifar10" and rep == PaperPIConfig():
-        return CIFAR10_PI
+def pi_normalization(train_pis: np.ndarray) -> Normalization:
+    """Per-channel mean/std of uint8 training PIs scaled to [0, 1] (every setting but the
+    authors' — paper-mode PIs of CIFAR-10 — whose published statistics are used)."""
     x = train_pis.astype(np.float64) / 255.0
     mean = x.mean(axis=(0, 2, 3))
     std = np.maximum(x.std(axis=(0, 2, 3)), 1e-6)
@@ -95,10 +91,12 @@ class TrainData:
             "raw": CIFAR10_RAW if cfg.dataset == "cifar10" else raw_normalization(train_x)}
         train_pi = test_pi = None
         if "pi" in kinds:
-            rep = representation_from_dict(cfg.pi)
-            train_pi = cached_pis(train_x, rep, cfg.dataset, "train", progress=progress)
+            rep = self.rep
+            reference = cfg.dataset == "cifar10" and rep == PaperPIConfig()
+            if not (self.on_the_fly and reference):  # else the training PIs are never read
+                train_pi = cached_pis(train_x, rep, cfg.dataset, "train", progress=progress)
             test_pi = cached_pis(test_x, rep, cfg.dataset, cfg.test_split, progress=progress)
-            self.normalizations["pi"] = pi_normalization(cfg.pi, train_pi, cfg.dataset)
+            self.normalizations["pi"] = CIFAR10_PI if reference else pi_normalization(train_pi)
         # on the fly, training PIs come from the (augmented) raw views: keep the raw images
         self.train = self._split(train_x, train_y, None if self.on_the_fly else train_pi,
                                  keep_raw=self.on_the_fly)
