@@ -13,7 +13,7 @@ import sys
 
 from tgd_core.errors import TGDError
 
-COMMANDS = ["pi", "evaluate", "train", "experiment", "jobs"]
+COMMANDS = ["pi", "evaluate", "train", "experiment", "jobs", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,10 +58,16 @@ CIFAR10_RAW = Normalization((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
 CIFAR10_PI = Normalization(PI_MEAN, PI_STD)  # one home for the numbers: topology.paper
 
 
-def to_model_input(images: np.ndarray | torch.Tensor, normalization: Normalization) -> torch.Tensor:
-    """N×H×W×C images (uint8, or float in [0, 1]) → normalised float32 N×C×H×W tensor."""
+def to_unit_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """N×H×W×C images (uint8, or float in [0, 1]) → float32 N×C×H×W tensor in [0, 1]
+    (uint8 / 255, as torchvision's ``ToTensor``): what an exported model reads."""
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     if x.ndim != 4:
         raise TGDError(f"expected N×H×W×C images, got shape {tuple(x.shape)}")
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-    return normalization.apply(x.permute(0, 3, 1, 2).contiguous())
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+def to_model_input(images: np.ndarray | torch.Tensor, normalization: Normalization) -> torch.Tensor:
+    """N×H×W×C images (uint8, or float in [0, 1]) → normalised float32 N×C×H×W tensor."""
+    return normalization.apply(to_unit_batch(images))
