@@ -21,7 +21,8 @@ def test_on_the_fly_pi_equals_the_engines_pi_of_the_augmented_view(tmp_path, pi)
     cfg = TrainConfig.build(train_subset=64, test_subset=16, batch_size=16, augment=True,
                             pi_on_the_fly=True, pi=pi, out_dir=str(tmp_path))
     data = TrainData(cfg, {"raw", "pi"}, torch.device("cpu"))
-    step, _, idx, inputs, _ = next(data.train_batches(epoch=3))
+    first = next(data.train_batches(epoch=3))
+    idx, inputs = first.idx, first.inputs
     views = np.round(inputs["raw"].numpy() * 255).astype(np.uint8).transpose(0, 2, 3, 1)
     original = data.train.raw[idx].numpy().transpose(0, 2, 3, 1)
     assert not np.array_equal(views, original)  # the views really are augmented

@@ -259,12 +259,19 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
                    ) -> list[dict[str, Any]]:
     """Train what is missing, evaluate, write the reports (unless ``report=False``, e.g. for
     parallel partial runs); returns the summary rows. ``ctx`` (a job context) sees each run's
-    progress scaled to the whole experiment and can stop it at a step boundary."""
+    progress scaled to the whole experiment and can stop it at a step boundary. Under
+    ``torchrun`` every run trains data-parallel; rank 0 evaluates and reports (the other ranks
+    return no rows)."""
+    from tgd_core import distributed
     from tgd_core.training import run_training
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(recipe.model_dump_json(indent=2) + "\n")
+    dist, _ = distributed.setup(recipe.common.get("device", "auto"))
+    if not dist.is_main:
+        log = _quiet
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.json").write_text(recipe.model_dump_json(indent=2) + "\n")
     runs = plan(recipe, out)
     durations: dict[str, float] = {}
     selected = [(label, cfg) for label, cfg in runs
@@ -283,6 +290,8 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
             log(f"[done] {label} in {time.perf_counter() - t0:.0f} s")
         durations[label] = json.loads((Path(cfg.out_dir) / "result.json").read_text()).get(
             "train_seconds", 0.0)
+    if not dist.is_main:
+        return []
     evals: dict[str, list[dict]] = {}
     corrupted: dict = {}
     for label, cfg in runs:
@@ -296,6 +305,10 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
         write_reports(recipe, out, rows, evals, durations)
         log(f"results: {out / 'results.md'}")
     return rows
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0 under torchrun."""
 
 
 class _ScaledContext:

@@ -116,7 +116,11 @@ def build_config(args, own: dict[str, Any], default_name: str):
 def _run(cfg, args) -> int:
     from tgd_core.training import run_training
 
+    from tgd_core.distributed import current
+
     result = run_training(cfg, resume=args.resume, progress=False if args.no_progress else True)
+    if not current().is_main:  # under torchrun, rank 0 reports
+        return 0
     best, last = result["best"] or {}, result["last"] or {}
     print(f"{cfg.out_dir}: best test accuracy {best.get('test_accuracy', float('nan')):.2f} % "
           f"(epoch {result['best_epoch']}), last {last.get('test_accuracy', float('nan')):.2f} %",

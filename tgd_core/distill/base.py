@@ -45,6 +45,9 @@ class Distiller(nn.Module):
     Params: ClassVar[type[MethodParams]] = MethodParams
     teacher_roles: ClassVar[tuple[str, ...]] = ()
     per_sample_targets: ClassVar[tuple[str, ...]] = ()
+    #: loss terms computed over the whole (global) batch rather than averaged over samples —
+    #: in a distributed run every rank holds their global value (see tgd_core.distributed)
+    batch_level_terms: ClassVar[tuple[str, ...]] = ()
     needs_student_features: ClassVar[bool] = False
 
     def __init__(self, student: Network, teachers: Mapping[str, Network] | None = None,
@@ -115,6 +118,11 @@ class Distiller(nn.Module):
         else:
             logits, features = self.student_forward(inputs), None
         return logits, self.compute_losses(logits, features, targets, labels)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor,
+                targets: Mapping[str, torch.Tensor] | None = None):
+        """:meth:`forward_train` (the call DistributedDataParallel wraps)."""
+        return self.forward_train(inputs, labels, targets)
 
     def forward_test(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.student_forward(inputs)

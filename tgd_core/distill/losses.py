@@ -10,6 +10,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from tgd_core.distributed import gather_rows
+
 Reduction = Literal["batchmean", "mean"]
 
 
@@ -29,8 +31,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 def similarity_matrix(features: torch.Tensor) -> torch.Tensor:
     """G = F Fᵀ of the flattened features, b × b (Tung & Mori, "Similarity-Preserving Knowledge
-    Distillation", ICCV 2019). Its size does not depend on C, H or W."""
-    flat = features.reshape(features.shape[0], -1).float()
+    Distillation", ICCV 2019). Its size does not depend on C, H or W. In a distributed run the
+    rows are the whole global batch's (:func:`tgd_core.distributed.gather_rows`)."""
+    flat = gather_rows(features.reshape(features.shape[0], -1).float())
     return flat @ flat.t()
 
 

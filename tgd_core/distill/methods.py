@@ -91,6 +91,7 @@ class TGD(MTKD):
     name = "tgd"
     Params = TGDParams
     needs_student_features = True
+    batch_level_terms = ("sim",)
 
     def teacher_targets(self, inputs):
         p = self.params
@@ -122,6 +123,7 @@ class SP(Distiller):
     Params = SPParams
     teacher_roles = ("t1",)
     needs_student_features = True
+    batch_level_terms = ("sim",)
 
     def teacher_targets(self, inputs):
         _, feats = self.teacher_forward("t1", inputs, features=True)

@@ -57,6 +57,8 @@ class TrainConfig(BaseModel):
     amp: bool = False
     channels_last: bool = False
     threads: int | None = Field(None, ge=1)
+    sync_batchnorm: bool = Field(True, description="under torchrun: BatchNorm statistics of "
+                                 "the global batch (else of each rank's shard)")
     eval_every: int = Field(1, ge=1)
     checkpoint_every_steps: int = Field(0, ge=0, description="0: at epoch ends only")
     out_dir: str = "runs/run"

@@ -25,6 +25,19 @@ from tgd_core.topology import PaperPIConfig
 from tgd_core.topology.cache import cached_pis
 from tgd_core.topology.representation import compute_pis, representation_from_dict
 from tgd_core.training.config import TrainConfig
+from tgd_core.distributed import SINGLE, DistContext
+
+
+@dataclass
+class TrainBatch:
+    """One training step's inputs: ``idx`` are this rank's samples of batch ``batch``."""
+
+    step: int
+    batch: int
+    idx: torch.Tensor
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    global_size: int  # samples in the global batch (all ranks)
 
 
 @dataclass
@@ -58,19 +71,33 @@ def raw_normalization(images: np.ndarray) -> Normalization:
     return Normalization(tuple(x.mean(0).tolist()), tuple(np.maximum(x.std(0), 1e-6).tolist()))
 
 
-def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crops of the zero-padded batch (``pad`` pixels) and horizontal flips (p = 0.5)."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
+CropFlip = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # row offsets, column offsets, flips
+
+
+def draw_crop_flip(n: int, gen: torch.Generator, pad: int = 4) -> CropFlip:
+    """Random crop offsets into the ``pad``-padded images and horizontal flips (p = 0.5) of
+    ``n`` images; drawn for a whole (global) batch so that any shard of it sees the same."""
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    flip = torch.rand(n, generator=gen) < 0.5
+    return oy, ox, torch.rand(n, generator=gen) < 0.5
+
+
+def apply_crop_flip(x: torch.Tensor, params: CropFlip, pad: int = 4) -> torch.Tensor:
+    """The crops and flips ``params`` of the zero-padded batch ``x`` (N×C×H×W, any dtype)."""
+    oy, ox, flip = params
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
     rows = (oy[:, None] + torch.arange(h)[None]).to(x.device)
     cols = ox[:, None] + torch.arange(w)[None]
     cols = torch.where(flip[:, None], cols.flip(1), cols).to(x.device)
     idx_n = torch.arange(n, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crops of the zero-padded batch (``pad`` pixels) and horizontal flips (p = 0.5)."""
+    return apply_crop_flip(x, draw_crop_flip(len(x), gen, pad), pad)
 
 
 class TrainData:
@@ -128,21 +155,27 @@ class TrainData:
             batch = step
         return batch, order[batch * bs:(batch + 1) * bs]
 
-    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[
-            tuple[int, int, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]]:
-        """(step, batch id, sample indices, inputs, labels) of ``epoch`` from ``start_step``."""
+    def train_batches(self, epoch: int, start_step: int = 0,
+                      shard: DistContext = SINGLE) -> Iterator[TrainBatch]:
+        """The batches of ``epoch`` from ``start_step``; in a distributed run, this rank's
+        shard of each global batch (augmentation drawn for the global batch)."""
         for step in range(start_step, self.steps_per_epoch()):
             batch, idx = self.batch_indices(epoch, step)
-            idx = idx.to(self.device)
-            gen = _generator(self.cfg.seed, epoch, step, 1) if self.cfg.augment else None
-            yield step, batch, idx, self.inputs(self.train, idx, gen), self.train.labels[idx]
+            crop = (draw_crop_flip(len(idx), _generator(self.cfg.seed, epoch, step, 1))
+                    if self.cfg.augment else None)
+            part = shard.shard(len(idx))
+            local = idx[part].to(self.device)
+            if crop is not None:
+                crop = tuple(p[part] for p in crop)
+            yield TrainBatch(step, batch, local, self.inputs(self.train, local, crop),
+                             self.train.labels[local], len(idx))
 
     def inputs(self, split: Split, idx: torch.Tensor | slice,
-               gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+               crop: CropFlip | None = None) -> dict[str, torch.Tensor]:
         out = {}
         if split.raw is not None:
             x = split.raw[idx]
-            x = random_crop_flip(x, gen) if gen is not None else x
+            x = apply_crop_flip(x, crop) if crop is not None else x
             if split.pi is None and "pi" in self.kinds:  # on the fly: the PIs of these views
                 out["pi"] = self.pis_of(x)
             out["raw"] = x.float().div_(255.0)
@@ -156,8 +189,10 @@ class TrainData:
         u8 = compute_pis(np.ascontiguousarray(images), self.rep, raw=False)[1]
         return torch.from_numpy(u8).to(self.device).float().div_(255.0)
 
-    def test_batches(self, batch_size: int = 500
+    def test_batches(self, batch_size: int = 500, shard: DistContext = SINGLE
                      ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        for start in range(0, len(self.test), batch_size):
-            sl = slice(start, start + batch_size)
+        """The test split in batches (in a distributed run, this rank's contiguous part)."""
+        part = shard.shard(len(self.test))
+        for start in range(part.start, part.stop, batch_size):
+            sl = slice(start, min(start + batch_size, part.stop))
             yield self.inputs(self.test, sl), self.test.labels[sl]

@@ -12,6 +12,10 @@
 Resuming (``resume=True``) continues from ``latest.pt`` and gives the weights an uninterrupted
 run gives: batches and augmentation are functions of (seed, epoch, step). A non-finite loss stops
 the run with a clear error and leaves the last good checkpoints untouched.
+
+Started by ``torchrun`` with N processes, the loop trains data-parallel (PyTorch DDP) and
+computes what one process computes with the same global batch (:mod:`tgd_core.distributed`);
+rank 0 writes every file, and checkpoints resume with any number of processes.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
+from tgd_core import distributed
 from tgd_core.checkpoints import load_checkpoint, save_checkpoint
-from tgd_core.devices import select_device
 from tgd_core.distill import Network, get_method
 from tgd_core.errors import TGDError
 from tgd_core.evaluation import evaluate_logits
@@ -96,21 +100,24 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
     out = Path(cfg.out_dir)
     latest, best_path = out / "latest.pt", out / "best.pt"
     metrics_path = out / "metrics.jsonl"
+    dist, device = distributed.setup(cfg.device)
+    main = dist.is_main
     if resume and not latest.exists():
         raise TGDError(f"{out}: nothing to resume (no latest.pt)")
     if not resume and latest.exists():
         raise TGDError(f"{out} already holds a run: pass --resume to continue it, or choose "
                        "another output folder")
-    out.mkdir(parents=True, exist_ok=True)
     if resume:
         saved_cfg = json.loads((out / "config.json").read_text())
         changed = _same_run(saved_cfg, cfg)
         if changed:
             raise TGDError(f"{out}: the config differs from the run's in {changed}; resume "
                            "with the same config")
-    cfg.save(out / "config.json")
+    dist.barrier()  # every rank has checked the folder before rank 0 writes to it
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
 
-    device = select_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -124,7 +131,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
                 raise TGDError(f"teacher {role} ({path}) was trained on PIs {trained_on}, but "
                                f"this run feeds it {cfg.pi}: set pi to the teacher's")
     kinds = {cfg.student_input, *(t.input_kind for t in teachers.values())}
-    data = TrainData(cfg, kinds, device)
+    with dist.main_first():  # rank 0 fills the PI cache, the others then read it
+        data = TrainData(cfg, kinds, device)
     in_channels = 3 if cfg.student_input == "raw" else data.test.pi.shape[1]
     student = build_model(cfg.student, in_channels=in_channels, num_classes=data.num_classes)
     if cfg.init_student and not resume:
@@ -135,6 +143,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
                            f"{in_channels}")
         student.load_state_dict(init.state_dict)
     student_norm = data.normalizations[cfg.student_input]
+    if dist.enabled and cfg.sync_batchnorm:
+        student = distributed.sync_batchnorm(student, device)
     distiller = method(Network(student, cfg.student_input, student_norm), teachers,
                        method.Params(**cfg.method_params)).to(device)
     if cfg.channels_last:
@@ -154,15 +164,21 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
         distiller.load_state_dict({**distiller.state_dict(), **ckpt.training_state["method"]})
         optimizer.load_state_dict(ckpt.optimizer)
         state = dict(ckpt.training_state["loop"])
-        _truncate_metrics(metrics_path, state["epoch"])
+        if main:
+            _truncate_metrics(metrics_path, state["epoch"])
+    model = distributed.data_parallel(distiller, dist, device,
+                                      buffers_synced=cfg.sync_batchnorm)
 
     def save(path: Path, metrics: dict | None = None) -> None:
+        if not main:
+            return
         save_checkpoint(path, student, input_kind=cfg.student_input, normalization=student_norm,
                         optimizer=optimizer,
                         training_state={"loop": state, "method": distiller.extra_state()},
                         epoch=state["epoch"], metrics=metrics or {}, config=cfg.model_dump())
 
     _, probe_idx = data.batch_indices(0, 0)
+    probe_idx = probe_idx[dist.shard(len(probe_idx))]
     cache = TargetCache.create(distiller, len(data.train),
                                data.inputs(data.train, probe_idx.to(device)),
                                augment=cfg.augment, fixed_batches=cfg.fixed_batches,
@@ -170,7 +186,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
     steps = data.steps_per_epoch()
     total_steps = cfg.epochs * steps
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
-    show = progress if progress is not None else None
+    show = (progress if progress is not None else None) if main else False
+    terms = None  # the loss terms' names, in order, once known
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         distiller.train()
@@ -178,7 +195,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
         bar = tqdm(total=steps, initial=state["step"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    unit="step", file=sys.stderr, leave=False,
                    disable=None if show is None else not show)
-        for step, batch, idx, inputs, labels in data.train_batches(epoch, state["step"]):
+        for b in data.train_batches(epoch, state["step"], dist):
+            step, inputs, labels = b.step, b.inputs, b.labels
             lr = learning_rate(cfg, epoch + step / steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -186,29 +204,41 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
                 inputs = {k: v.contiguous(memory_format=torch.channels_last)
                           for k, v in inputs.items()}
             with amp:
-                targets = cache.targets(distiller, inputs, idx, batch) if cache else None
-                logits, losses = distiller.forward_train(inputs, labels, targets)
-                loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise TGDError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                               f"({ {k: float(v.detach()) for k, v in losses.items()} }); the last good "
-                               f"checkpoint is {latest if latest.exists() else 'none yet'}")
+                targets = cache.targets(distiller, inputs, b.idx, b.batch) if cache else None
+                logits, losses = model(inputs, labels, targets)
+                # per-sample means weighted by this shard's share of the global batch: DDP's
+                # gradient average is then the global mean's gradient (1 on one process)
+                share = len(labels) * dist.world / b.global_size
+                loss = sum(v if k in distiller.batch_level_terms else v * share
+                           for k, v in losses.items())
+            terms = terms or list(losses)
+            # one reduction a step: Σ term·n, correct, seen, non-finite losses, stop requests
+            totals = dist.sum(torch.tensor(
+                [float(losses[k].detach()) * len(labels) for k in terms]
+                + [int((logits.argmax(1) == labels).sum()), len(labels),
+                   float(not torch.isfinite(loss)), float(bool(_call(ctx, "should_stop")))],
+                dtype=torch.float64)).tolist()
+            if totals[-2]:
+                values = {k: v / totals[-3] for k, v in zip(terms, totals)}
+                raise TGDError(f"loss became non-finite at epoch {epoch + 1}, step {step + 1} "
+                               f"({values}); the last good checkpoint is "
+                               f"{latest if latest.exists() else 'none yet'}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            for k, v in losses.items():
-                state["sums"][k] = state["sums"].get(k, 0.0) + float(v.detach()) * len(labels)
-            state["correct"] += int((logits.argmax(1) == labels).sum())
-            state["seen"] += len(labels)
+            for k, v in zip(terms, totals):
+                state["sums"][k] = state["sums"].get(k, 0.0) + v
+            state["correct"] += int(totals[-4])
+            state["seen"] += int(totals[-3])
             state["step"] = step + 1
             bar.update(1)
             done = epoch * steps + step + 1
             epoch_time = state["epoch_elapsed"] + time.perf_counter() - t_seg
             rate = done / max(state["elapsed"] + epoch_time, 1e-9)  # steps per second
-            if step % 10 == 0 or step + 1 == steps:
+            if main and (step % 10 == 0 or step + 1 == steps):
                 _call(ctx, "progress", done / total_steps, epoch=epoch + 1,
                       eta=(total_steps - done) / rate)
-            stop = bool(_call(ctx, "should_stop"))
+            stop = bool(totals[-1])
             every = cfg.checkpoint_every_steps
             if stop or (every and state["step"] % every == 0 and state["step"] < steps):
                 state["epoch_elapsed"], t_seg = epoch_time, time.perf_counter()
@@ -223,7 +253,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
                "train_accuracy": 100.0 * state["correct"] / max(state["seen"], 1),
                "epoch_seconds": epoch_time, "images_per_second": state["seen"] / epoch_time}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            result = evaluate_distiller(distiller, data)
+            result = evaluate_distiller(distiller, data, dist)
             row.update({"test_accuracy": result.accuracy, "test_nll": result.nll,
                         "test_ece": result.ece})
         state.update(epoch=epoch + 1, step=0, sums={}, correct=0, seen=0, epoch_elapsed=0.0,
@@ -231,9 +261,10 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
         is_best = row.get("test_accuracy", -1.0) > state["best_accuracy"]
         if is_best:
             state.update(best_accuracy=row["test_accuracy"], best_epoch=epoch + 1, best=row)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        _call(ctx, "log", row)
+        if main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            _call(ctx, "log", row)
         save(latest, row)
         if is_best:
             save(best_path, row)
@@ -241,16 +272,21 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
     result = {"best_epoch": state["best_epoch"], "best": state["best"], "last": state["last"],
               "epochs": cfg.epochs, "train_seconds": state["elapsed"],
               "selection": "best = highest test accuracy over the evaluated epochs"}
-    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    if main:
+        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    dist.barrier()  # the run's files are complete before any rank moves on
     return result
 
 
 @torch.no_grad()
-def evaluate_distiller(distiller, data: TrainData):
-    """Test-set accuracy/NLL/ECE of the student (eval mode restored afterwards)."""
+def evaluate_distiller(distiller, data: TrainData,
+                       dist: distributed.DistContext = distributed.SINGLE):
+    """Test-set accuracy/NLL/ECE of the student (eval mode restored afterwards); in a
+    distributed run each rank predicts its part of the test set and the logits are gathered."""
     was = distiller.training
     distiller.eval()
-    logits = torch.cat([distiller.forward_test(x).float().cpu() for x, _ in data.test_batches()])
+    logits = torch.cat([distiller.forward_test(x).float() for x, _ in data.test_batches(shard=dist)])
+    logits = distributed.gather_rows(logits).cpu()
     distiller.train(was)
     return evaluate_logits(logits, data.test.labels.cpu().numpy())
 
