@@ -63,3 +63,32 @@ def test_a_pi_teacher_is_fed_its_own_representation(tmp_path):
         run_training(kd, progress=False)
     ok = TrainConfig.build(**{**kd.model_dump(), "pi": cubical, "out_dir": str(tmp_path / "ok")})
     assert run_training(ok, progress=False)["last"]["epoch"] == 1
+
+
+def test_prefetch_yields_the_same_items_and_surfaces_errors():
+    from tgd_core.training.data import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch")
+
+    stream = prefetch(failing())
+    assert next(stream) == 1
+    with pytest.raises(ValueError, match="bad batch"):
+        next(stream)
+    early = prefetch(iter(range(1000)))  # closed early: the producer stops, nothing hangs
+    assert next(early) == 0
+    early.close()
+
+
+def test_prefetched_on_the_fly_batches_equal_the_direct_ones(tmp_path):
+    from tgd_core.training.data import prefetch
+
+    cfg = TrainConfig.build(train_subset=64, test_subset=16, batch_size=16, augment=True,
+                            pi_on_the_fly=True, out_dir=str(tmp_path))
+    data = TrainData(cfg, {"raw", "pi"}, torch.device("cpu"))
+    for a, b in zip(data.train_batches(1), prefetch(data.train_batches(1)), strict=True):
+        assert a.step == b.step and torch.equal(a.idx, b.idx)
+        assert all(torch.equal(a.inputs[k], b.inputs[k]) for k in ("raw", "pi"))

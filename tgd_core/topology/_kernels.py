@@ -42,7 +42,7 @@ def _find(parent, i):
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def h0_path_levels(levels, left_min, stack_val, stack_min, births, deaths):
     """Finite H0 bars of the sublevel filtration of ``levels`` on the path graph, in O(L).
 
@@ -100,7 +100,7 @@ def h0_path_levels(levels, left_min, stack_val, stack_min, births, deaths):
 NEGLIGIBLE = 1e-18
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def paper_pis_kernel(signals, keep, pers, tx, tx_max, ty, ty_max, write_raw, raw, out_u8):
     """Persistence images of the H0 diagrams of ``signals`` (N×S×L uint8 levels).
 
@@ -140,7 +140,7 @@ def paper_pis_kernel(signals, keep, pers, tx, tx_max, ty, ty_max, write_raw, raw
             _uint8_image(img, out_u8[n, s])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _paper_pi(signal, keep, pers, tx, tx_max, ty, ty_max, left_min, stack_val, stack_min,
               births, deaths, bound, group, used, used_list, img):
     """Accumulate the PI of one signal into ``img`` (zeroed); see :func:`paper_pis_kernel`."""
@@ -208,7 +208,7 @@ def _paper_pi(signal, keep, pers, tx, tx_max, ty, ty_max, left_min, stack_val, s
     img += np.dot(gt, tg)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _uint8_image(img, out):
     """``uint8((img / max(img)) * 255)`` (truncation) in float64; an all-zero image stays zero."""
     m = 0.0
@@ -221,7 +221,7 @@ def _uint8_image(img, out):
             out[r, c] = np.uint8((img[r, c] / m) * 255.0) if m > 0.0 else 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def max_normalise_uint8(pis, out):
     """:func:`_uint8_image` over an N×S×R×C batch."""
     for n in prange(pis.shape[0]):
@@ -234,7 +234,7 @@ def max_normalise_uint8(pis, out):
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _neighbours(i, h, w, conn8, nb):
     """Write the 4- or 8-neighbours of flat pixel index i into nb; return how many."""
     y = i // w
@@ -254,7 +254,7 @@ def _neighbours(i, h, w, conn8, nb):
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _union_find_h0(keys, order, h, w, conn8, outside, out_b, out_d):
     """H0 of the filtration where pixel ``order[k]`` enters k-th at ``keys[order[k]]`` (keys
     ascending) and joins its 4- or 8-neighbours already in; with ``outside``, border pixels
@@ -301,7 +301,7 @@ def _union_find_h0(keys, order, h, w, conn8, outside, out_b, out_d):
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def cubical_h0(values, order, h, w, conn8, out_b, out_d):
     """Sublevel H0 of a flat h×w image under 4- or 8-connectivity; ``order`` sorts ``values``
     ascending. Writes finite bars to out_b/out_d and returns (count, global minimum): the
@@ -309,7 +309,7 @@ def cubical_h0(values, order, h, w, conn8, out_b, out_d):
     return _union_find_h0(values, order, h, w, conn8, False, out_b, out_d), values[order[0]]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def cubical_h1(values, order, h, w, conn8_dual, out_b, out_d):
     """Sublevel H1 of a flat h×w image by duality: the superlevel H0 of the complement.
 
@@ -323,7 +323,7 @@ def cubical_h1(values, order, h, w, conn8_dual, out_b, out_d):
     return m
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def cubical_batch(images, dim0, dim1, conn8, out_b, out_d, counts, mins):
     """H0 and/or H1 of each image in ``images`` (M×H×W float64).
 
@@ -363,7 +363,7 @@ def ndtr(a):
     return 1.0 - y if x > 0 else y
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gauss_factor(centre, edges, sigma, integrate, out):
     """Integrated (CDF differences over consecutive ``edges``) or sampled (density at
     ``edges``) 1-D Gaussian factor of a point at ``centre``."""
@@ -380,7 +380,7 @@ def _gauss_factor(centre, edges, sigma, integrate, out):
             out[i] = c * math.exp(-0.5 * z * z)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def persistence_images_kernel(births, pers, weights, offsets, bx, py, sigma, integrate, out):
     """Persistence images of many diagrams packed in (births, pers, weights) with CSR
     ``offsets``: out[k] (R×C, zeroed; row 0 = highest persistence) += w · py-factor ⊗ bx-factor.

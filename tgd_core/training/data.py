@@ -11,8 +11,11 @@ its own normalisation (:mod:`tgd_core.distill.base`).
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -69,6 +72,48 @@ def raw_normalization(images: np.ndarray) -> Normalization:
     CIFAR-10, whose reference statistics are used as the authors do)."""
     x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
     return Normalization(tuple(x.mean(0).tolist()), tuple(np.maximum(x.std(0), 1e-6).tolist()))
+
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """``items`` produced up to ``depth`` ahead by a background thread — the next batch (and its
+    on-the-fly PIs, computed by compiled kernels that release the GIL) is made while the current
+    step runs. Batches are functions of (seed, epoch, step), so results are unchanged; an
+    exception in the producer is raised in the consumer."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    finished = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if finished.is_set():
+                    return
+                slots.put((item, None))
+            slots.put((end, None))
+        except BaseException as exc:  # noqa: BLE001 — handed to the consumer
+            slots.put((end, exc))
+
+    worker = threading.Thread(target=produce, name="tgd-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = slots.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                return
+            yield item
+    finally:
+        finished.set()
+        while worker.is_alive():  # unblock a producer waiting for a free slot
+            try:
+                slots.get(timeout=0.01)
+            except queue.Empty:
+                pass
+        worker.join()
 
 
 CropFlip = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # row offsets, column offsets, flips

@@ -20,6 +20,7 @@ rank 0 writes every file, and checkpoints resume with any number of processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -37,7 +38,7 @@ from tgd_core.errors import TGDError
 from tgd_core.evaluation import evaluate_logits
 from tgd_core.models import build_model
 from tgd_core.training.config import TrainConfig
-from tgd_core.training.data import TrainData
+from tgd_core.training.data import TrainData, prefetch
 from tgd_core.training.targets import TargetCache
 
 
@@ -195,57 +196,61 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
         bar = tqdm(total=steps, initial=state["step"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    unit="step", file=sys.stderr, leave=False,
                    disable=None if show is None else not show)
-        for b in data.train_batches(epoch, state["step"], dist):
-            step, inputs, labels = b.step, b.inputs, b.labels
-            lr = learning_rate(cfg, epoch + step / steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if cfg.channels_last:
-                inputs = {k: v.contiguous(memory_format=torch.channels_last)
-                          for k, v in inputs.items()}
-            with amp:
-                targets = cache.targets(distiller, inputs, b.idx, b.batch) if cache else None
-                logits, losses = model(inputs, labels, targets)
-                # per-sample means weighted by this shard's share of the global batch: DDP's
-                # gradient average is then the global mean's gradient (1 on one process)
-                share = len(labels) * dist.world / b.global_size
-                loss = sum(v if k in distiller.batch_level_terms else v * share
-                           for k, v in losses.items())
-            terms = terms or list(losses)
-            # one reduction a step: Σ term·n, correct, seen, non-finite losses, stop requests
-            totals = dist.sum(torch.tensor(
-                [float(losses[k].detach()) * len(labels) for k in terms]
-                + [int((logits.argmax(1) == labels).sum()), len(labels),
-                   float(not torch.isfinite(loss)), float(bool(_call(ctx, "should_stop")))],
-                dtype=torch.float64)).tolist()
-            if totals[-2]:
-                values = {k: v / totals[-3] for k, v in zip(terms, totals)}
-                raise TGDError(f"loss became non-finite at epoch {epoch + 1}, step {step + 1} "
-                               f"({values}); the last good checkpoint is "
-                               f"{latest if latest.exists() else 'none yet'}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for k, v in zip(terms, totals):
-                state["sums"][k] = state["sums"].get(k, 0.0) + v
-            state["correct"] += int(totals[-4])
-            state["seen"] += int(totals[-3])
-            state["step"] = step + 1
-            bar.update(1)
-            done = epoch * steps + step + 1
-            epoch_time = state["epoch_elapsed"] + time.perf_counter() - t_seg
-            rate = done / max(state["elapsed"] + epoch_time, 1e-9)  # steps per second
-            if main and (step % 10 == 0 or step + 1 == steps):
-                _call(ctx, "progress", done / total_steps, epoch=epoch + 1,
-                      eta=(total_steps - done) / rate)
-            stop = bool(totals[-1])
-            every = cfg.checkpoint_every_steps
-            if stop or (every and state["step"] % every == 0 and state["step"] < steps):
-                state["epoch_elapsed"], t_seg = epoch_time, time.perf_counter()
-                save(latest)
-                if stop:
-                    bar.close()
-                    raise Stopped(f"stopped at epoch {epoch + 1}, step {step + 1}")
+        batches = data.train_batches(epoch, state["step"], dist)
+        if data.on_the_fly:  # the next batch's PIs are computed while this step runs
+            batches = prefetch(batches)
+        with contextlib.closing(batches):  # a stop or an error ends the producer too
+            for b in batches:
+                step, inputs, labels = b.step, b.inputs, b.labels
+                lr = learning_rate(cfg, epoch + step / steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if cfg.channels_last:
+                    inputs = {k: v.contiguous(memory_format=torch.channels_last)
+                              for k, v in inputs.items()}
+                with amp:
+                    targets = cache.targets(distiller, inputs, b.idx, b.batch) if cache else None
+                    logits, losses = model(inputs, labels, targets)
+                    # per-sample means weighted by this shard's share of the global batch: DDP's
+                    # gradient average is then the global mean's gradient (1 on one process)
+                    share = len(labels) * dist.world / b.global_size
+                    loss = sum(v if k in distiller.batch_level_terms else v * share
+                               for k, v in losses.items())
+                terms = terms or list(losses)
+                # one reduction a step: Σ term·n, correct, seen, non-finite losses, stop requests
+                totals = dist.sum(torch.tensor(
+                    [float(losses[k].detach()) * len(labels) for k in terms]
+                    + [int((logits.argmax(1) == labels).sum()), len(labels),
+                       float(not torch.isfinite(loss)), float(bool(_call(ctx, "should_stop")))],
+                    dtype=torch.float64)).tolist()
+                if totals[-2]:
+                    values = {k: v / totals[-3] for k, v in zip(terms, totals)}
+                    raise TGDError(f"loss became non-finite at epoch {epoch + 1}, step {step + 1} "
+                                   f"({values}); the last good checkpoint is "
+                                   f"{latest if latest.exists() else 'none yet'}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                for k, v in zip(terms, totals):
+                    state["sums"][k] = state["sums"].get(k, 0.0) + v
+                state["correct"] += int(totals[-4])
+                state["seen"] += int(totals[-3])
+                state["step"] = step + 1
+                bar.update(1)
+                done = epoch * steps + step + 1
+                epoch_time = state["epoch_elapsed"] + time.perf_counter() - t_seg
+                rate = done / max(state["elapsed"] + epoch_time, 1e-9)  # steps per second
+                if main and (step % 10 == 0 or step + 1 == steps):
+                    _call(ctx, "progress", done / total_steps, epoch=epoch + 1,
+                          eta=(total_steps - done) / rate)
+                stop = bool(totals[-1])
+                every = cfg.checkpoint_every_steps
+                if stop or (every and state["step"] % every == 0 and state["step"] < steps):
+                    state["epoch_elapsed"], t_seg = epoch_time, time.perf_counter()
+                    save(latest)
+                    if stop:
+                        bar.close()
+                        raise Stopped(f"stopped at epoch {epoch + 1}, step {step + 1}")
         bar.close()
         epoch_time = state["epoch_elapsed"] + time.perf_counter() - t_seg
         row = {"epoch": epoch + 1, "lr": learning_rate(cfg, epoch),
@@ -285,7 +290,8 @@ def evaluate_distiller(distiller, data: TrainData,
     distributed run each rank predicts its part of the test set and the logits are gathered."""
     was = distiller.training
     distiller.eval()
-    logits = torch.cat([distiller.forward_test(x).float() for x, _ in data.test_batches(shard=dist)])
+    logits = torch.cat([distiller.forward_test(x).float()
+                        for x, _ in data.test_batches(shard=dist)])
     logits = distributed.gather_rows(logits).cpu()
     distiller.train(was)
     return evaluate_logits(logits, data.test.labels.cpu().numpy())
