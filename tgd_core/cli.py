@@ -35,3 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tgd {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from tgd_core.distributed import shutdown
+
+        shutdown()
