@@ -188,7 +188,42 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
     total_steps = cfg.epochs * steps
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     show = (progress if progress is not None else None) if main else False
-    terms = None  # the loss terms' names, in order, once known
+    terms: list[str] = []  # the loss terms' names, in order, once known
+
+    def train_step(b, epoch: int) -> list[float]:
+        """One SGD step on batch ``b``; returns the totals over ranks: Σ term·n per loss term,
+        then correct, seen, non-finite losses and stop requests (one reduction a step)."""
+        inputs, labels = b.inputs, b.labels
+        lr = learning_rate(cfg, epoch + b.step / steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if cfg.channels_last:
+            inputs = {k: v.contiguous(memory_format=torch.channels_last)
+                      for k, v in inputs.items()}
+        with amp:
+            targets = cache.targets(distiller, inputs, b.idx, b.batch) if cache else None
+            logits, losses = model(inputs, labels, targets)
+            # per-sample means weighted by this shard's share of the global batch: DDP's
+            # gradient average is then the global mean's gradient (1 on one process)
+            share = len(labels) * dist.world / b.global_size
+            loss = sum(v if k in distiller.batch_level_terms else v * share
+                       for k, v in losses.items())
+        terms[:] = terms or list(losses)
+        totals = dist.sum(torch.tensor(
+            [float(losses[k].detach()) * len(labels) for k in terms]
+            + [int((logits.argmax(1) == labels).sum()), len(labels),
+               float(not torch.isfinite(loss)), float(bool(_call(ctx, "should_stop")))],
+            dtype=torch.float64)).tolist()
+        if totals[-2]:
+            values = {k: v / totals[-3] for k, v in zip(terms, totals)}
+            raise TGDError(f"loss became non-finite at epoch {epoch + 1}, step {b.step + 1} "
+                           f"({values}); the last good checkpoint is "
+                           f"{latest if latest.exists() else 'none yet'}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return totals
+
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         distiller.train()
@@ -201,36 +236,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
             batches = prefetch(batches)
         with contextlib.closing(batches):  # a stop or an error ends the producer too
             for b in batches:
-                step, inputs, labels = b.step, b.inputs, b.labels
-                lr = learning_rate(cfg, epoch + step / steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if cfg.channels_last:
-                    inputs = {k: v.contiguous(memory_format=torch.channels_last)
-                              for k, v in inputs.items()}
-                with amp:
-                    targets = cache.targets(distiller, inputs, b.idx, b.batch) if cache else None
-                    logits, losses = model(inputs, labels, targets)
-                    # per-sample means weighted by this shard's share of the global batch: DDP's
-                    # gradient average is then the global mean's gradient (1 on one process)
-                    share = len(labels) * dist.world / b.global_size
-                    loss = sum(v if k in distiller.batch_level_terms else v * share
-                               for k, v in losses.items())
-                terms = terms or list(losses)
-                # one reduction a step: Σ term·n, correct, seen, non-finite losses, stop requests
-                totals = dist.sum(torch.tensor(
-                    [float(losses[k].detach()) * len(labels) for k in terms]
-                    + [int((logits.argmax(1) == labels).sum()), len(labels),
-                       float(not torch.isfinite(loss)), float(bool(_call(ctx, "should_stop")))],
-                    dtype=torch.float64)).tolist()
-                if totals[-2]:
-                    values = {k: v / totals[-3] for k, v in zip(terms, totals)}
-                    raise TGDError(f"loss became non-finite at epoch {epoch + 1}, step {step + 1} "
-                                   f"({values}); the last good checkpoint is "
-                                   f"{latest if latest.exists() else 'none yet'}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                step = b.step
+                totals = train_step(b, epoch)
                 for k, v in zip(terms, totals):
                     state["sums"][k] = state["sums"].get(k, 0.0) + v
                 state["correct"] += int(totals[-4])
