@@ -161,7 +161,7 @@ class ExportedClassifier:
                                else None)
         if self._transform is not None:
             batch = self._transform(batch)
-        return to_unit_batch(batch).numpy()
+        return to_unit_batch(batch)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The exported graph on float32 N×C×H×W inputs in [0, 1]: N×classes logits."""
@@ -291,7 +291,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "onnx"
     out = Path(out)
     images, described = validation_images(data_dir)
     transform = model_input_transform(ckpt.input_kind, ckpt.config)
-    example = to_unit_batch(transform(images[:2]) if transform is not None else images[:2])
+    example = torch.from_numpy(
+        to_unit_batch(transform(images[:2]) if transform is not None else images[:2]))
     network = ckpt.build()
     meta = _metadata(ckpt, fmt, out.name, tuple(example.shape))
 

@@ -58,16 +58,17 @@ CIFAR10_RAW = Normalization((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
 CIFAR10_PI = Normalization(PI_MEAN, PI_STD)  # one home for the numbers: topology.paper
 
 
-def to_unit_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """N×H×W×C images (uint8, or float in [0, 1]) → float32 N×C×H×W tensor in [0, 1]
-    (uint8 / 255, as torchvision's ``ToTensor``): what an exported model reads."""
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+def to_unit_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
+    """N×H×W×C images (uint8, or float in [0, 1]) → float32 N×C×H×W array in [0, 1]
+    (uint8 / 255 in float32, as torchvision's ``ToTensor``): what an exported model reads.
+    In NumPy, so a deployment runtime's thread pool has the cores to itself."""
+    x = np.asarray(images)
     if x.ndim != 4:
         raise TGDError(f"expected N×H×W×C images, got shape {tuple(x.shape)}")
-    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-    return x.permute(0, 3, 1, 2).contiguous()
+    x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def to_model_input(images: np.ndarray | torch.Tensor, normalization: Normalization) -> torch.Tensor:
     """N×H×W×C images (uint8, or float in [0, 1]) → normalised float32 N×C×H×W tensor."""
-    return normalization.apply(to_unit_batch(images))
+    return normalization.apply(torch.from_numpy(to_unit_batch(images)))

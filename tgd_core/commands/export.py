@@ -22,9 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="onnx", choices=FORMATS, help="default: onnx")
     p.add_argument("--out", required=True, help="file to write (its sidecar: OUT.json)")
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL,
-                   help=f"largest max |Δ logit| accepted against PyTorch (default {DEFAULT_ATOL:g})")
+                   help="largest max |Δ logit| accepted against PyTorch "
+                        f"(default {DEFAULT_ATOL:g})")
     p.add_argument("--data-dir", default=None,
-                   help="folder holding cifar10/ for the validation images (default: TGD_DATA_DIR)")
+                   help="folder holding cifar10/ for the validation images "
+                        "(default: TGD_DATA_DIR)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the validation")
     p.set_defaults(func=run)
 
