@@ -16,7 +16,6 @@ three runs after a warm-up (JIT compilation excluded); reference timings are one
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import sys
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from report import update_section  # noqa: E402
+from report import cpu_name, update_section  # noqa: E402
 from tgd_core.data import load_cifar10  # noqa: E402
 from tgd_core.topology import paper_persistence_images  # noqa: E402
 from tgd_core.topology.cubical import CubicalConfig, cubical_persistence_images  # noqa: E402
@@ -67,14 +66,6 @@ def reference_cubical(images: np.ndarray, pi: PersistenceImageConfig) -> None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     imager.transform(dgm)
-
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import platform
 import re
 from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU model, for the "Measured on" line of a section."""
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 def update_section(path: str | Path, name: str, title: str, text: str) -> None:
