@@ -5,8 +5,9 @@ permutation drawn from a generator seeded with (seed, epoch), and the augmentati
 from one seeded with (seed, epoch, step). A run resumed at any step therefore sees exactly the
 batches an uninterrupted run sees. With ``pi_on_the_fly`` the PI input of a training batch is
 computed from the same augmented views the raw networks see (crop and flip act on uint8
-pixels, so the views are exact images and their PIs are the engine's PIs of those images). Inputs leave as float N×C×H×W in [0, 1]; each network applies
-its own normalisation (:mod:`tgd_core.distill.base`).
+pixels, so the views are exact images and their PIs are the engine's PIs of those images).
+Inputs leave as float N×C×H×W in [0, 1]; each network applies its own normalisation
+(:mod:`tgd_core.distill.base`). In a distributed run each rank takes its shard of every batch.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def raw_normalization(images: np.ndarray) -> Normalization:
 
 
 T = TypeVar("T")
+ON_THE_FLY_CHUNK = 16  # training steps whose on-the-fly PIs are computed in one call
 
 
 def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
@@ -203,26 +205,50 @@ class TrainData:
     def train_batches(self, epoch: int, start_step: int = 0,
                       shard: DistContext = SINGLE) -> Iterator[TrainBatch]:
         """The batches of ``epoch`` from ``start_step``; in a distributed run, this rank's
-        shard of each global batch (augmentation drawn for the global batch)."""
-        for step in range(start_step, self.steps_per_epoch()):
-            batch, idx = self.batch_indices(epoch, step)
-            crop = (draw_crop_flip(len(idx), _generator(self.cfg.seed, epoch, step, 1))
-                    if self.cfg.augment else None)
-            part = shard.shard(len(idx))
-            local = idx[part].to(self.device)
-            if crop is not None:
-                crop = tuple(p[part] for p in crop)
-            yield TrainBatch(step, batch, local, self.inputs(self.train, local, crop),
-                             self.train.labels[local], len(idx))
+        shard of each global batch (augmentation drawn for the global batch). On-the-fly PIs
+        are computed for ``ON_THE_FLY_CHUNK`` steps at a time: one parallel call of the
+        topology engine instead of one per step (each image's PI is its own, so the PIs are
+        the same either way)."""
+        last = self.steps_per_epoch()
+        chunk = ON_THE_FLY_CHUNK if self.on_the_fly else 1
+        for first in range(start_step, last, chunk):
+            plans = [self._plan(epoch, step, shard)
+                     for step in range(first, min(first + chunk, last))]
+            pis: list[torch.Tensor | None] = [None] * len(plans)
+            if self.on_the_fly:
+                views = [self.views(self.train, idx, crop) for _, _, idx, crop, _ in plans]
+                pis = list(self.pis_of(torch.cat(views)).split([len(v) for v in views]))
+            for (step, batch, idx, crop, size), pi in zip(plans, pis):
+                yield TrainBatch(step, batch, idx, self.inputs(self.train, idx, crop, pi),
+                                 self.train.labels[idx], size)
 
-    def inputs(self, split: Split, idx: torch.Tensor | slice,
-               crop: CropFlip | None = None) -> dict[str, torch.Tensor]:
+    def _plan(self, epoch: int, step: int, shard: DistContext
+              ) -> tuple[int, int, torch.Tensor, CropFlip | None, int]:
+        """(step, batch id, this rank's sample indices, their crops and flips, global size)."""
+        batch, idx = self.batch_indices(epoch, step)
+        crop = (draw_crop_flip(len(idx), _generator(self.cfg.seed, epoch, step, 1))
+                if self.cfg.augment else None)
+        part = shard.shard(len(idx))
+        if crop is not None:
+            crop = tuple(p[part] for p in crop)
+        return step, batch, idx[part].to(self.device), crop, len(idx)
+
+    @staticmethod
+    def views(split: Split, idx: torch.Tensor | slice, crop: CropFlip | None = None
+              ) -> torch.Tensor:
+        """The uint8 images ``idx`` of ``split``, cropped and flipped per ``crop``."""
+        x = split.raw[idx]
+        return apply_crop_flip(x, crop) if crop is not None else x
+
+    def inputs(self, split: Split, idx: torch.Tensor | slice, crop: CropFlip | None = None,
+               pi: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The networks' inputs (float in [0, 1]) of samples ``idx``; ``pi``: the on-the-fly PIs
+        of these views when already computed."""
         out = {}
         if split.raw is not None:
-            x = split.raw[idx]
-            x = apply_crop_flip(x, crop) if crop is not None else x
+            x = self.views(split, idx, crop)
             if split.pi is None and "pi" in self.kinds:  # on the fly: the PIs of these views
-                out["pi"] = self.pis_of(x)
+                out["pi"] = pi if pi is not None else self.pis_of(x)
             out["raw"] = x.float().div_(255.0)
         if split.pi is not None:
             out["pi"] = split.pi[idx].float().div_(255.0)

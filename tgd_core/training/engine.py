@@ -232,7 +232,9 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
                    unit="step", file=sys.stderr, leave=False,
                    disable=None if show is None else not show)
         batches = data.train_batches(epoch, state["step"], dist)
-        if data.on_the_fly:  # the next batch's PIs are computed while this step runs
+        if data.on_the_fly and device.type != "cpu":
+            # the CPU computes the next PIs while the accelerator runs this step (on a CPU
+            # device the two would compete for the same cores)
             batches = prefetch(batches)
         with contextlib.closing(batches):  # a stop or an error ends the producer too
             for b in batches:
