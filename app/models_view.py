@@ -1,11 +1,13 @@
-"""View 5 — Models: the available checkpoints with their cards."""
+"""View 5 — Models: the available checkpoints with their cards, and export for deployment."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import gradio as gr
 
 from app.common import guarded, missing_teachers_note, zoo
-from tgd_core import model_zoo
+from tgd_core import config, model_zoo
 
 COLUMNS = ["name", "role", "method", "architecture", "input", "accuracy (%)", "ECE", "recipe",
            "source", "path"]
@@ -27,6 +29,21 @@ def table() -> tuple[list[list], str]:
     return rows, "\n".join(lines + ([f"\n{missing}"] if missing else []))
 
 
+@guarded
+def export(name: str, fmt: str, progress=gr.Progress()) -> tuple[list[str], str]:
+    """Handler: export network ``name`` as ``fmt`` (onnx | torchscript) under the state folder
+    (validated against PyTorch, see :mod:`tgd_core.export`); (model + sidecar files, summary)."""
+    from tgd_core.export import export_checkpoint
+
+    entry = model_zoo.find(zoo(), name)
+    progress(0.1, desc=f"exporting {name} to {fmt} and validating it")
+    suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
+    out = Path(config.state_dir()) / "exports" / f"{entry.name}{suffix}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = export_checkpoint(entry.path, out, fmt)
+    return [str(result.path), str(result.sidecar)], result.summary()
+
+
 def build() -> None:
     """The view's components and events (call inside a ``gr.Blocks`` context)."""
     rows, summary = table()
@@ -35,3 +52,14 @@ def build() -> None:
                         wrap=True, elem_id="models-table")
     refresh = gr.Button("Refresh", elem_id="models-refresh")
     refresh.click(table, None, [grid, info], api_name="models")
+    with gr.Accordion("Export for deployment (ONNX / TorchScript)", open=False):
+        with gr.Row():
+            name = gr.Dropdown([r[0] for r in rows], value=rows[-1][0] if rows else None,
+                               label="network", elem_id="export-name")
+            fmt = gr.Radio(["onnx", "torchscript"], value="onnx", label="format",
+                           elem_id="export-format")
+            go = gr.Button("Export", variant="primary", elem_id="export-run")
+        files = gr.File(label="model and sidecar (.json)", file_count="multiple",
+                        elem_id="export-files")
+        report = gr.Markdown(elem_id="export-report")
+    go.click(export, [name, fmt], [files, report], api_name="export")

@@ -114,6 +114,16 @@ def test_models_table(zoo):
     assert "3 networks" in info and "Teachers missing" not in info
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_models_export_validates_and_offers_the_files(zoo, fmt):
+    files, report = models_view.export("student_tgd", fmt, progress=NO_PROGRESS)
+    model, sidecar = files
+    assert os.path.getsize(model) > 0 and json.loads(open(sidecar).read())["validation"]
+    assert "argmax agrees" in report and model.startswith(os.environ["TGD_STATE_DIR"])
+    with pytest.raises(gr.Error):
+        models_view.export("no_such_network", fmt, progress=NO_PROGRESS)
+
+
 # -- jobs ----------------------------------------------------------------------------------------
 
 FORM = dict(method="tgd", network="wrn16_1", student_input="raw", t1="/t1.pt", t2="/t2.pt",
