@@ -167,22 +167,24 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are those of the global batch across ranks:
-    mean and (biased) variance from the all-reduced Σx and count, then Σ(x − mean)², as
-    ``nn.SyncBatchNorm`` normalises on GPUs; the running estimates use the unbiased variance,
-    as BatchNorm's do. Same parameters and buffers as BatchNorm2d: state dicts interchange."""
+    """BatchNorm2d whose training statistics are those of the global batch across ranks: each
+    rank's per-channel count, mean and biased variance (``torch.var_mean``) are all-gathered
+    (differentiably) and combined exactly (Chan et al.'s parallel formula), as
+    ``nn.SyncBatchNorm`` does on GPUs; the running estimates use the unbiased variance, as
+    BatchNorm's do. Same parameters and buffers as BatchNorm2d: state dicts interchange."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and current().enabled):
             return super().forward(x)
         xf = x.float()
         c, shape = x.shape[1], (1, x.shape[1], 1, 1)
-        count = torch.tensor([x.numel() / c], dtype=xf.dtype, device=x.device)
-        total = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), count]))
-        n = total[-1]
-        mean = total[:c] / n
-        centred = xf - mean.view(shape)  # two passes, as numerically sound as BatchNorm's
-        var = _AllReduceSum.apply(centred.pow(2).sum((0, 2, 3))) / n
+        var_r, mean_r = torch.var_mean(xf, dim=(0, 2, 3), unbiased=False)
+        local = torch.cat([mean_r, var_r, mean_r.new_full((1,), x.numel() / c)])
+        ranks = _AllGatherRows.apply(local[None], [1] * current().world)
+        means, variances, counts = ranks[:, :c], ranks[:, c:2 * c], ranks[:, 2 * c:]
+        n = counts.sum()
+        mean = (counts * means).sum(0) / n
+        var = (counts * (variances + (means - mean).pow(2))).sum(0) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -191,10 +193,11 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1).clamp_min(1),
                                                   alpha=m)
-        y = centred * torch.rsqrt(var.view(shape) + self.eps)
+        scale = torch.rsqrt(var + self.eps)
+        shift = -mean * scale
         if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y.to(x.dtype)
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        return torch.addcmul(shift.view(shape), xf, scale.view(shape)).to(x.dtype)
 
 
 def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
