@@ -13,8 +13,8 @@ the process group. A run with N processes computes what one process computes wit
 - batch-level terms (the b × b similarity maps of TGD and SP) gather the features of all ranks
   (:func:`gather_rows`, differentiable), so the maps are the global batch's;
 - BatchNorm statistics are the global batch's (``sync_batchnorm``): ``nn.SyncBatchNorm`` on
-  GPUs, :class:`GlobalBatchNorm2d` (a differentiable all-reduce of the moments) on CPUs, where
-  PyTorch's SyncBatchNorm does not run;
+  GPUs, :class:`GlobalBatchNorm2d` (a differentiable all-gather of each rank's moments) on
+  CPUs, where PyTorch's SyncBatchNorm does not run;
 - losses, accuracy counts and the stop request are summed over ranks every step; rank 0 alone
   writes checkpoints, metrics and results, and any rank can resume any run (checkpoints do not
   depend on the number of processes).
@@ -113,23 +113,6 @@ def setup(device_name: str = "auto") -> tuple[DistContext, torch.device]:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     _current = DistContext(rank, world, local_rank)
     return _current, device
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Differentiable sum over ranks: the gradient of each input is the sum of the outputs'
-    gradients over ranks (every rank's loss depends on every rank's input)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        x = x.clone()
-        dist.all_reduce(x)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
 
 
 class _AllGatherRows(torch.autograd.Function):
