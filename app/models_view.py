@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -38,7 +39,8 @@ def export(name: str, fmt: str, progress=gr.Progress()) -> tuple[list[str], str]
     entry = model_zoo.find(zoo(), name)
     progress(0.1, desc=f"exporting {name} to {fmt} and validating it")
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
-    out = Path(config.state_dir()) / "exports" / f"{entry.name}{suffix}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", entry.name).strip("_") or "model"
+    out = Path(config.state_dir()) / "exports" / f"{stem}{suffix}"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = export_checkpoint(entry.path, out, fmt)
     return [str(result.path), str(result.sidecar)], result.summary()

@@ -142,6 +142,15 @@ def show_job(page) -> None:
     page.wait_for_timeout(2.5 * POLL_MS)  # the file list follows the next poll
 
 
+def show_export(page) -> str:
+    """Export the selected network (ONNX) from the Models view; returns the report text."""
+    open_tab(page, "models")
+    page.get_by_text("Export for deployment").click()
+    page.locator("#export-run").click()
+    page.locator("#export-report").get_by_text("argmax agrees").wait_for(timeout=3 * TIMEOUT_MS)
+    return page.locator("#export-report").inner_text()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m app.screenshots", description=__doc__)
     ap.add_argument("--out", default=str(config.PROJECT_ROOT / "docs" / "screenshots"))
@@ -175,7 +184,7 @@ def main() -> None:
         show_noise(page, 4)
         show_sweep(page)
         page.screenshot(path=str(out / "noise.png"), full_page=True)
-        open_tab(page, "models")
+        show_export(page)
         page.screenshot(path=str(out / "models.png"), full_page=True)
     print(f"screenshots in {out}")
 

@@ -120,6 +120,7 @@ def test_models_export_validates_and_offers_the_files(zoo, fmt):
     model, sidecar = files
     assert os.path.getsize(model) > 0 and json.loads(open(sidecar).read())["validation"]
     assert "argmax agrees" in report and model.startswith(os.environ["TGD_STATE_DIR"])
+    assert os.path.basename(model).startswith("student_tgd.")
     with pytest.raises(gr.Error):
         models_view.export("no_such_network", fmt, progress=NO_PROGRESS)
 

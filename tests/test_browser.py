@@ -76,3 +76,9 @@ def test_a_tiny_job_reaches_succeeded(page, state):
             log = job.log_path.read_text()[-2000:] if job.log_path.exists() else ""
         pytest.fail(f"job {job_id} is {job.status}: {job.error}\n{log}")
     page.locator("#job-curves .main-svg").first.wait_for()
+
+
+def test_export_from_the_models_view_offers_a_validated_onnx_file(page):
+    report = drive.show_export(page)
+    assert re.search(r"max \|Δ logit\| \d\.\d\de-\d\d vs PyTorch", report), report
+    assert page.locator("#export-files").get_by_text(".onnx").first.is_visible()
