@@ -242,23 +242,24 @@ class TrainData:
 
     def inputs(self, split: Split, idx: torch.Tensor | slice, crop: CropFlip | None = None,
                pi: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The networks' inputs (float in [0, 1]) of samples ``idx``; ``pi``: the on-the-fly PIs
-        of these views when already computed."""
+        """The networks' inputs (float in [0, 1]) of samples ``idx``; ``pi``: the on-the-fly
+        (uint8) PIs of these views when already computed."""
         out = {}
         if split.raw is not None:
             x = self.views(split, idx, crop)
             if split.pi is None and "pi" in self.kinds:  # on the fly: the PIs of these views
-                out["pi"] = pi if pi is not None else self.pis_of(x)
+                out["pi"] = (pi if pi is not None else self.pis_of(x)).float().div_(255.0)
             out["raw"] = x.float().div_(255.0)
         if split.pi is not None:
             out["pi"] = split.pi[idx].float().div_(255.0)
         return out
 
     def pis_of(self, views: torch.Tensor) -> torch.Tensor:
-        """PI stacks (float N×K×R×C in [0, 1]) of uint8 N×3×H×W views, by the topology engine."""
+        """uint8 PI stacks (N×K×R×C, as the PI cache holds them) of uint8 N×3×H×W views, by
+        the topology engine, on the device."""
         images = views.permute(0, 2, 3, 1).cpu().numpy()
         u8 = compute_pis(np.ascontiguousarray(images), self.rep, raw=False)[1]
-        return torch.from_numpy(u8).to(self.device).float().div_(255.0)
+        return torch.from_numpy(u8).to(self.device)
 
     def test_batches(self, batch_size: int = 500, shard: DistContext = SINGLE
                      ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
