@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from report import cpu_name, update_section  # noqa: E402
+from report import cpu_name, publish  # noqa: E402
 
 
 def images_per_second(nproc: int, args, folder: Path, sync_batchnorm: bool = True) -> float:
@@ -78,10 +78,7 @@ def main() -> None:
               "use, and global-batch BatchNorm adds a collective and an unfused normalisation "
               "per layer (PyTorch's SyncBatchNorm kernels exist for CUDA only); torchrun is for "
               "several GPUs or machines, where each process has its own device."]
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        update_section(args.write, "bench_distributed", "Distributed training (torchrun)", text)
+    publish(lines, args.write, "bench_distributed", "Distributed training (torchrun)")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from report import cpu_name, update_section  # noqa: E402
+from report import cpu_name, publish  # noqa: E402
 from tgd_core.checkpoints import load_checkpoint  # noqa: E402
 from tgd_core.data import load_cifar10  # noqa: E402
 from tgd_core.evaluation import pi_input, predict_logits  # noqa: E402
@@ -168,11 +168,8 @@ def main() -> None:
     verdict = "meets" if ort_ratio >= ACCEPTANCE else "does NOT meet"
     lines += ["", f"The student on onnxruntime answers one image {ort_ratio:,.1f}× faster than "
                   f"the PI-teacher pipeline ({verdict} the ≥ {ACCEPTANCE:g}× target of issue #8)."]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        update_section(ROOT / "docs" / "benchmarks.md", "bench_inference",
-                       "Inference latency: student vs PI teacher", text)
+    publish(lines, None if args.no_write else ROOT / "docs" / "benchmarks.md", "bench_inference",
+            "Inference latency: student vs PI teacher")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from report import cpu_name, update_section  # noqa: E402
+from report import cpu_name, publish  # noqa: E402
 from tgd_core.data import load_cifar10  # noqa: E402
 from tgd_core.topology import paper_persistence_images  # noqa: E402
 from tgd_core.topology.cubical import CubicalConfig, cubical_persistence_images  # noqa: E402
@@ -143,10 +143,7 @@ def main() -> None:
         lines += ["", f"Filling the paper-mode PI cache for all 60,000 CIFAR-10 images "
                       f"(train + test, from scratch, including loading and writing): "
                       f"**{full:.1f} s**."]
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        update_section(args.write, "bench_topology", "Topology engine", text)
+    publish(lines, args.write, "bench_topology", "Topology engine")
 
 if __name__ == "__main__":
     main()

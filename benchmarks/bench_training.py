@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from report import update_section  # noqa: E402
+from report import publish  # noqa: E402
 from tgd_core.distill import Network, get_method  # noqa: E402
 from tgd_core.models import build_model  # noqa: E402
 from tgd_core.normalization import CIFAR10_PI, CIFAR10_RAW  # noqa: E402
@@ -195,10 +195,7 @@ def main() -> None:
         f"= {100 * t_pi / t_read:.1f} % of a TGD step with live teachers (needed with "
         f"augmentation, when nothing can be cached).",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        update_section(args.write, "bench_training", "Training and distillation", text)
+    publish(lines, args.write, "bench_training", "Training and distillation")
 
 if __name__ == "__main__":
     main()

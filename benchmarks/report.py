@@ -29,3 +29,11 @@ def update_section(path: str | Path, name: str, title: str, text: str) -> None:
         new = old.rstrip() + f"\n\n## {title}\n\n{block}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new)
+
+
+def publish(lines: list[str], path: str | Path | None, name: str, title: str) -> None:
+    """Print a benchmark's report and, when ``path`` is given, write it as section ``name``."""
+    text = "\n".join(lines)
+    print(text)
+    if path:
+        update_section(path, name, title, text)
