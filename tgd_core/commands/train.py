@@ -114,9 +114,8 @@ def build_config(args, own: dict[str, Any], default_name: str):
 
 
 def _run(cfg, args) -> int:
-    from tgd_core.training import run_training
-
     from tgd_core.distributed import current
+    from tgd_core.training import run_training
 
     result = run_training(cfg, resume=args.resume, progress=False if args.no_progress else True)
     if not current().is_main:  # under torchrun, rank 0 reports

@@ -214,12 +214,12 @@ class TrainData:
         for first in range(start_step, last, chunk):
             plans = [self._plan(epoch, step, shard)
                      for step in range(first, min(first + chunk, last))]
+            views = [self.views(self.train, idx, crop) for _, _, idx, crop, _ in plans]
             pis: list[torch.Tensor | None] = [None] * len(plans)
             if self.on_the_fly:
-                views = [self.views(self.train, idx, crop) for _, _, idx, crop, _ in plans]
                 pis = list(self.pis_of(torch.cat(views)).split([len(v) for v in views]))
-            for (step, batch, idx, crop, size), pi in zip(plans, pis):
-                yield TrainBatch(step, batch, idx, self.inputs(self.train, idx, crop, pi),
+            for (step, batch, idx, _, size), view, pi in zip(plans, views, pis):
+                yield TrainBatch(step, batch, idx, self._inputs(self.train, idx, view, pi),
                                  self.train.labels[idx], size)
 
     def _plan(self, epoch: int, step: int, shard: DistContext
@@ -235,21 +235,28 @@ class TrainData:
 
     @staticmethod
     def views(split: Split, idx: torch.Tensor | slice, crop: CropFlip | None = None
-              ) -> torch.Tensor:
-        """The uint8 images ``idx`` of ``split``, cropped and flipped per ``crop``."""
+              ) -> torch.Tensor | None:
+        """The uint8 images ``idx`` of ``split``, cropped and flipped per ``crop`` (None when
+        the split keeps no raw images)."""
+        if split.raw is None:
+            return None
         x = split.raw[idx]
         return apply_crop_flip(x, crop) if crop is not None else x
 
-    def inputs(self, split: Split, idx: torch.Tensor | slice, crop: CropFlip | None = None,
-               pi: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The networks' inputs (float in [0, 1]) of samples ``idx``; ``pi``: the on-the-fly
-        (uint8) PIs of these views when already computed."""
+    def inputs(self, split: Split, idx: torch.Tensor | slice, crop: CropFlip | None = None
+               ) -> dict[str, torch.Tensor]:
+        """The networks' inputs (float in [0, 1]) of samples ``idx``."""
+        return self._inputs(split, idx, self.views(split, idx, crop))
+
+    def _inputs(self, split: Split, idx: torch.Tensor | slice, views: torch.Tensor | None,
+                pi: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Inputs from the (augmented) uint8 ``views``; ``pi``: their on-the-fly (uint8) PIs
+        when already computed."""
         out = {}
-        if split.raw is not None:
-            x = self.views(split, idx, crop)
+        if views is not None:
             if split.pi is None and "pi" in self.kinds:  # on the fly: the PIs of these views
-                out["pi"] = (pi if pi is not None else self.pis_of(x)).float().div_(255.0)
-            out["raw"] = x.float().div_(255.0)
+                out["pi"] = (pi if pi is not None else self.pis_of(views)).float().div_(255.0)
+            out["raw"] = views.float().div_(255.0)
         if split.pi is not None:
             out["pi"] = split.pi[idx].float().div_(255.0)
         return out
