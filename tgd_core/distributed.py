@@ -116,7 +116,7 @@ def setup(device_name: str = "auto") -> tuple[DistContext, torch.device]:
 
 
 class _AllGatherRows(torch.autograd.Function):
-    """Concatenation of every rank's rows (padded to ``max_rows`` for the collective); the
+    """Concatenation of every rank's rows (padded to the longest for the collective); the
     gradient of a rank's rows is the sum over ranks of the gradient of its slice."""
 
     @staticmethod
