@@ -100,11 +100,55 @@ def test_plan_rejects_bad_recipes(tmp_path):
 
 def test_shipped_recipes_are_valid(tmp_path):
     from tgd_core.config import PROJECT_ROOT
+    from tgd_core.experiments import reused_teachers
 
-    for name in ("paper", "cpu"):
+    for name in ("paper", "cpu", "cpu_topology"):
         recipe = Recipe.load(PROJECT_ROOT / "recipes" / f"{name}.yaml")
         runs = plan(recipe, tmp_path / name)
-        assert len(runs) == len(recipe.teachers) + 1 + len(recipe.methods) * len(recipe.seeds)
+        reused = reused_teachers(recipe, tmp_path / name)
+        assert len(runs) == (len(recipe.teachers) - len(reused) + (recipe.init is not None)
+                             + len(recipe.methods) * len(recipe.seeds))
+    # cpu_topology reuses cpu.yaml's teachers: the shipped checkpoints pass the settings check
+    assert set(reused) == {"t1", "t2_paper"}
+
+
+def test_a_teacher_can_be_reused_from_a_checkpoint_trained_with_its_settings(tmp_path):
+    from tgd_core.experiments import run_experiment
+    from tgd_core.training import Stopped, run_training
+
+    first = Recipe(**{**TINY, "methods": {"scratch": {}}})
+    run_experiment(first, tmp_path / "first", report=False, log=lambda m: None)
+    trained = tmp_path / "first" / "teachers" / "t1" / "latest.pt"
+    teachers = {**TINY["teachers"], "t1": {**TINY["teachers"]["t1"], "checkpoint": str(trained)}}
+    recipe = Recipe(**{**TINY, "teachers": teachers,
+                       "methods": {"kd_t1": {"method": "kd", "teachers": {"t1": "t1"}}}})
+    runs = dict(plan(recipe, tmp_path / "second"))
+    assert "teacher t1" not in runs and "teacher t2" in runs
+    assert runs["kd_t1 seed 0"].teachers == {"t1": str(trained)}
+
+    def with_t1(**changes):
+        return Recipe(**{**recipe.model_dump(), "teachers": {
+            **teachers, "t1": {**teachers["t1"], **changes}}})
+
+    # where and how fast it ran may differ; anything it learned from may not
+    plan(with_t1(threads=1, eval_every=3), tmp_path / "second")
+    with pytest.raises(TGDError, match=r"other settings \(seed: recipe 7, checkpoint 1234\)"):
+        plan(with_t1(seed=7), tmp_path / "second")
+    with pytest.raises(TGDError, match=r"epochs: recipe 2, checkpoint 1"):
+        plan(Recipe(**{**recipe.model_dump(), "common": {**TINY["common"], "epochs": 2}}),
+             tmp_path / "second")
+
+    class StopSoon:
+        def should_stop(self):
+            return True
+
+    killed = plan(first, tmp_path / "killed")[0][1]  # teacher t1, stopped in its first epoch
+    with pytest.raises(Stopped):
+        run_training(killed, ctx=StopSoon(), progress=False)
+    with pytest.raises(TGDError, match="stopped at epoch 0 of 1"):
+        plan(with_t1(checkpoint=f"{killed.out_dir}/latest.pt"), tmp_path / "second")
+    with pytest.raises(TGDError, match="does not exist"):
+        plan(with_t1(checkpoint=str(tmp_path / "missing.pt")), tmp_path / "second")
 
 
 def test_experiment_job_runs_through_a_worker(tmp_path):

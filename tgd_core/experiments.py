@@ -2,7 +2,8 @@
 
 A recipe (YAML) names the teachers, the scratch student used as TGD's "annealing" start, the
 methods and the seeds, with TrainConfig fields shared by all runs (``common``) or set per
-stage. ``run_experiment`` trains whatever is missing — each run resumes from its own
+stage. A teacher may name a trained ``checkpoint`` (e.g. a shipped one) instead of being
+trained, if that checkpoint was trained with the teacher's settings. ``run_experiment`` trains whatever is missing — each run resumes from its own
 ``latest.pt`` after a kill, finished runs are skipped — evaluates each student (clean
 accuracy/NLL/ECE of the best and last epochs on the full test split, and the last epoch under
 every corruption and severity), and writes ``results.md``, ``results.csv``, ``summary.json`` and
@@ -83,12 +84,66 @@ def _config(**values):
     return TrainConfig.build(**values)
 
 
-def plan(recipe: Recipe, out: Path) -> list[tuple[str, Any]]:
-    """The runs in order: (label, TrainConfig). Validates every config before anything runs."""
-    runs = []
+# TrainConfig fields that say where or how fast a run happens (or, for teacher_cache, how a
+# run stores its teachers' outputs), never what the network learns: a reused teacher's
+# checkpoint may differ from its recipe in these.
+_NOT_LEARNED = frozenset({"out_dir", "data_dir", "device", "threads", "eval_every",
+                          "checkpoint_every_steps", "sync_batchnorm", "teacher_cache"})
+
+
+def _resolve_checkpoint(name: str) -> Path:
+    """A bare file name is a shipped checkpoint (``TGD_CHECKPOINT_DIR``); a path is as given."""
+    from tgd_core.model_zoo import checkpoint_dir
+
+    path = Path(name).expanduser()
+    return checkpoint_dir() / path if len(path.parts) == 1 else path
+
+
+def reused_teachers(recipe: Recipe, out: Path) -> dict[str, Path]:
+    """Teachers whose spec names a trained ``checkpoint`` instead of being trained: name ->
+    checkpoint. The checkpoint must have been trained with the spec's settings (its saved
+    config equals the one the recipe would train, up to ``_NOT_LEARNED``) to the last epoch."""
+    from tgd_core.checkpoints import load_checkpoint
+
+    reused = {}
     for role, spec in recipe.teachers.items():
-        runs.append((f"teacher {role}", _config(**{**recipe.common, "method": "scratch", **spec,
-                                                   "out_dir": str(out / "teachers" / role)})))
+        if "checkpoint" not in spec:
+            continue
+        path = _resolve_checkpoint(str(spec["checkpoint"]))
+        if not path.is_file():
+            raise TGDError(f"teacher {role}: checkpoint {path} does not exist")
+        wanted = _teacher_config(recipe, role, out).model_dump()
+        ckpt = load_checkpoint(path)
+        if not ckpt.config:
+            raise TGDError(f"teacher {role}: {path} holds no training config, so it cannot be "
+                           "checked against the recipe; train the teacher instead")
+        saved = _config(**{k: v for k, v in ckpt.config.items() if k in wanted}).model_dump()
+        differ = sorted(k for k in wanted if k not in _NOT_LEARNED and wanted[k] != saved[k])
+        if differ:
+            shown = "; ".join(f"{k}: recipe {wanted[k]!r}, checkpoint {saved[k]!r}"
+                              for k in differ)
+            raise TGDError(f"teacher {role}: {path} was trained with other settings ({shown})")
+        if ckpt.epoch != wanted["epochs"]:
+            raise TGDError(f"teacher {role}: {path} stopped at epoch {ckpt.epoch} of "
+                           f"{wanted['epochs']}")
+        reused[role] = path
+    return reused
+
+
+def _teacher_config(recipe: Recipe, role: str, out: Path):
+    spec = {k: v for k, v in recipe.teachers[role].items() if k != "checkpoint"}
+    return _config(**{**recipe.common, "method": "scratch", **spec,
+                      "out_dir": str(out / "teachers" / role)})
+
+
+def plan(recipe: Recipe, out: Path) -> list[tuple[str, Any]]:
+    """The runs in order: (label, TrainConfig). Validates every config before anything runs;
+    reused teachers (``checkpoint:``) are checked and not trained."""
+    reused = reused_teachers(recipe, out)
+    teacher_paths = {role: reused.get(role, out / "teachers" / role / "latest.pt")
+                     for role in recipe.teachers}
+    runs = [(f"teacher {role}", _teacher_config(recipe, role, out))
+            for role in recipe.teachers if role not in reused]
     if recipe.init is not None:
         runs.append(("init (scratch student)", _config(**{
             **recipe.common, **recipe.student, "method": "scratch", **recipe.init,
@@ -102,7 +157,7 @@ def plan(recipe: Recipe, out: Path) -> list[tuple[str, Any]]:
         for seed in recipe.seeds:
             values = {**recipe.common, **recipe.student, **spec.overrides,
                       "method": spec.method or name, "method_params": spec.params,
-                      "teachers": {role: str(out / "teachers" / t / "latest.pt")
+                      "teachers": {role: str(teacher_paths[t])
                                    for role, t in spec.teachers.items()},
                       "init_student": str(out / "init" / "latest.pt") if spec.init else None,
                       "seed": seed, "out_dir": str(out / name / f"seed{seed}")}

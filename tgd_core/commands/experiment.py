@@ -20,11 +20,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tgd_core.experiments import Recipe, _finished, main_log, plan, run_experiment
+    from tgd_core.experiments import (Recipe, _finished, main_log, plan, reused_teachers,
+                                      run_experiment)
 
     recipe = Recipe.load(args.recipe)
     out = Path(args.out or f"runs/experiments/{recipe.name}")
     if args.plan:
+        for role, path in reused_teachers(recipe, out).items():
+            print(f"{'reuse':8} {'teacher ' + role:28} {path}")
         for label, cfg in plan(recipe, out):
             state = ("done" if _finished(cfg) else
                      "partial" if (Path(cfg.out_dir) / "latest.pt").exists() else "todo")
