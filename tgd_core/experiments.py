@@ -136,10 +136,11 @@ def _teacher_config(recipe: Recipe, role: str, out: Path):
                       "out_dir": str(out / "teachers" / role)})
 
 
-def plan(recipe: Recipe, out: Path) -> list[tuple[str, Any]]:
+def plan(recipe: Recipe, out: Path, reused: dict[str, Path] | None = None
+         ) -> list[tuple[str, Any]]:
     """The runs in order: (label, TrainConfig). Validates every config before anything runs;
-    reused teachers (``checkpoint:``) are checked and not trained."""
-    reused = reused_teachers(recipe, out)
+    reused teachers (``checkpoint:``; ``reused`` if already checked) are not trained."""
+    reused = reused_teachers(recipe, out) if reused is None else reused
     teacher_paths = {role: reused.get(role, out / "teachers" / role / "latest.pt")
                      for role in recipe.teachers}
     runs = [(f"teacher {role}", _teacher_config(recipe, role, out))

@@ -26,9 +26,10 @@ def run(args) -> int:
     recipe = Recipe.load(args.recipe)
     out = Path(args.out or f"runs/experiments/{recipe.name}")
     if args.plan:
-        for role, path in reused_teachers(recipe, out).items():
+        reused = reused_teachers(recipe, out)
+        for role, path in reused.items():
             print(f"{'reuse':8} {'teacher ' + role:28} {path}")
-        for label, cfg in plan(recipe, out):
+        for label, cfg in plan(recipe, out, reused):
             state = ("done" if _finished(cfg) else
                      "partial" if (Path(cfg.out_dir) / "latest.pt").exists() else "todo")
             print(f"{state:8} {label:28} {cfg.student}/{cfg.student_input} {cfg.epochs} epochs "
