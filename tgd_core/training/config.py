@@ -15,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tgd_core.errors import TGDError
 
+# Upper bounds of a run: far above any real protocol (the paper's is 200 epochs, batch 128,
+# 50,000 images), low enough that a typo or a hostile form cannot queue a run without end.
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 8_192
+MAX_IMAGES = 10_000_000
+
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -30,9 +36,9 @@ class TrainConfig(BaseModel):
     # data
     dataset: Literal["cifar10", "cinic10", "imagefolder"] = "cifar10"
     data_dir: str | None = None
-    train_subset: int | None = Field(None, ge=1)
+    train_subset: int | None = Field(None, ge=1, le=MAX_IMAGES)
     test_split: str = "test"
-    test_subset: int | None = Field(None, ge=1)
+    test_subset: int | None = Field(None, ge=1, le=MAX_IMAGES)
     pi: dict[str, Any] = Field(default_factory=lambda: {"mode": "paper"})
     augment: bool = False
     pi_on_the_fly: bool = Field(False, description="PIs of each (augmented) training view")
@@ -40,9 +46,9 @@ class TrainConfig(BaseModel):
     teacher_cache: bool = Field(True, description="cache teacher targets (no augmentation)")
 
     # optimisation
-    epochs: int = Field(200, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.1, gt=0)
+    epochs: int = Field(200, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE)
+    lr: float = Field(0.1, gt=0, allow_inf_nan=False)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
     nesterov: bool = False
