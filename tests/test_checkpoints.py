@@ -10,8 +10,8 @@ import pytest
 import torch
 from official_reference import OFFICIAL_ACCURACY, official
 
-from tgd_core.checkpoints import (FORMAT, VERSION, infer_architecture, load_checkpoint,
-                                  save_checkpoint)
+from tgd_core.checkpoints import (FORMAT, VERSION, NonFiniteError, infer_architecture,
+                                  load_checkpoint, non_finite_tensors, save_checkpoint)
 from tgd_core.errors import TGDError
 from tgd_core.models import build_model
 from tgd_core.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
@@ -174,3 +174,55 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "absent.pt")
     with pytest.raises(TGDError, match="not a file"):
         load_checkpoint(tmp_path)
+
+
+def test_save_refuses_non_finite_tensors_and_keeps_the_old_file(tmp_path: Path) -> None:
+    """#16 problem 4: no caller can write a NaN/inf checkpoint (weights, BatchNorm buffers or
+    optimizer state); the file on disk stays the last finite one."""
+    net, opt = _trained_like()
+    path = save_checkpoint(tmp_path / "latest.pt", net, input_kind="raw",
+                           normalization=CIFAR10_RAW, optimizer=opt, epoch=1)
+    bn = net.block1.nblockLayer[0].batch_norm1
+    bn.running_var[0] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"not saved: 1 of \d+ tensors .*batch_norm1.runn"):
+        save_checkpoint(path, net, input_kind="raw", normalization=CIFAR10_RAW, epoch=2)
+    bn.running_var[0] = 1.0
+    next(iter(opt.state.values()))["momentum_buffer"].view(-1)[0] = float("nan")
+    with pytest.raises(NonFiniteError, match="optimizer.state.0.momentum_buffer"):
+        save_checkpoint(path, net, input_kind="raw", normalization=CIFAR10_RAW,
+                        optimizer=opt, epoch=2)
+    assert load_checkpoint(path).epoch == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt"]
+
+
+def test_non_finite_tensors_finds_nan_and_inf_but_not_large_values() -> None:
+    tensors = {"big": torch.full((3,), 3e38), "nan": torch.tensor([0.0, float("nan")]),
+               "inf": torch.tensor([-float("inf")], dtype=torch.float64),
+               "half": torch.tensor([float("nan")], dtype=torch.bfloat16),
+               "count": torch.tensor(7), "empty": torch.zeros(0)}
+    assert non_finite_tensors(tensors.items()) == (["nan", "inf", "half"], 4)
+
+
+def test_loading_non_finite_weights_is_a_one_line_error(tmp_path: Path) -> None:
+    """#16 problem 5: a NaN checkpoint (written by an older version) is refused on load."""
+    raw = torch.load(_ours(tmp_path), weights_only=True)
+    raw["state_dict"]["fc.weight"][0, 0] = float("nan")
+    raw["state_dict"]["block1.nblockLayer.0.batch_norm1.running_var"][1] = float("inf")
+    torch.save(raw, tmp_path / "nan.pt")
+    with pytest.raises(NonFiniteError, match=r"nan.pt: unusable weights: 2 of \d+ tensors") as e:
+        load_checkpoint(tmp_path / "nan.pt")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("head", [b"", b"PK\x03\x04", b"\x80", b"\x80\x02X\x06\x00\x00\x00"])
+def test_errors_never_quote_the_files_content(tmp_path: Path, head: bytes) -> None:
+    """Opening /etc/passwd (or any foreign file) as a checkpoint must not leak its bytes."""
+    secret = b"root:x:0:0:SECRET-TOKEN-8e1f:/root:/bin/bash\n"
+    (tmp_path / "passwd").write_bytes(head + secret * 50)
+    with pytest.raises(TGDError, match="passwd") as info:
+        load_checkpoint(tmp_path / "passwd")
+    text = str(info.value).replace(str(tmp_path / "passwd"), "FILE")
+    assert text.startswith("FILE: ") and "\n" not in text
+    assert "SECRET" not in text and "root" not in text and "bash" not in text
+    if not head:
+        assert "not a PyTorch checkpoint (neither a zip archive nor a pickle)" in text

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from tgd_core.checkpoints import load_checkpoint
+from tgd_core.checkpoints import load_checkpoint, named_tensors, non_finite_tensors
 from tgd_core.errors import TGDError
 from tgd_core.training import Stopped, TrainConfig, learning_rate, run_training
+from tgd_core.training import engine
 
 pytestmark = pytest.mark.usefixtures("cifar_test_images")  # needs the CIFAR-10 data
 
@@ -23,6 +24,29 @@ def tiny(tmp_path, name="run", **kw) -> TrainConfig:
 
 def weights(path):
     return load_checkpoint(path).state_dict
+
+
+def strict_rows(path):
+    """metrics.jsonl parsed as strict JSON (NaN/Infinity refused)."""
+    def refuse(constant):
+        raise ValueError(f"{path} holds {constant}")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+TIMING = {"epoch_seconds", "images_per_second"}
+
+
+def same_rows(path, reference) -> bool:
+    """metrics.jsonl at ``path`` has one row per epoch with ``reference``'s values (timing
+    aside)."""
+    def values(rows):
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+    return values(strict_rows(path)) == values(strict_rows(reference))
+
+
+def last_good(message: str) -> str:
+    return message.rsplit("last good checkpoint: ", 1)[1].split(" (")[0]
 
 
 class StopAt:
@@ -94,6 +118,88 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(torch.equal(good[k], v) for k, v in weights(tmp_path / "run/latest.pt").items())
 
 
+def test_divergence_leaves_only_finite_checkpoints_and_metrics(tmp_path):
+    """#16 problem 4, the issue's run: lr 1e6 with a checkpoint every step stops with one line
+    naming where it diverged; every checkpoint on disk (and the one named "last good") is finite
+    in all its tensors, and metrics.jsonl holds no NaN."""
+    cfg = tiny(tmp_path, epochs=3, train_subset=128, test_subset=64, lr=1e6,
+               checkpoint_every_steps=1)
+    with pytest.raises(TGDError, match=r"training diverged at .*epoch \d.*; last good "
+                                       r"checkpoint: ") as info:
+        run_training(cfg, progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    for name in ("latest.pt", "best.pt"):
+        path = tmp_path / "run" / name
+        if path.exists():
+            bad, total = non_finite_tensors(named_tensors(torch.load(path, weights_only=True)))
+            assert bad == [] and total > 69  # weights, BatchNorm buffers, momentum buffers
+    if last_good(message) != "none":
+        assert last_good(message) == str(tmp_path / "run/latest.pt")
+    metrics = tmp_path / "run/metrics.jsonl"
+    if metrics.exists():
+        strict_rows(metrics)
+
+
+def _poison_after(monkeypatch, steps: int, what: str) -> None:
+    """Make the optimizer put a NaN into the student's weights (or an inf into a BatchNorm
+    variance) right after its ``steps``-th update, while that step's loss was finite."""
+    students = []
+    build = engine.build_model
+    monkeypatch.setattr(engine, "build_model",
+                        lambda *a, **k: students.append(build(*a, **k)) or students[-1])
+
+    class PoisonedSGD(torch.optim.SGD):
+        updates = 0
+
+        def step(self, closure=None):
+            out = super().step(closure)
+            PoisonedSGD.updates += 1
+            if PoisonedSGD.updates == steps:
+                bn = students[0].block1.nblockLayer[0].batch_norm1
+                tensor = bn.weight if what == "weight" else bn.running_var
+                tensor.data[0] = float("nan") if what == "weight" else float("inf")
+            return out
+
+    monkeypatch.setattr(engine.torch.optim, "SGD", PoisonedSGD)
+
+
+@pytest.mark.parametrize("what", ["weight", "running_var"])
+def test_non_finite_weights_after_an_update_are_never_saved(tmp_path, monkeypatch, what):
+    """#16 problem 4: the loss check runs one step behind the update, so the save right after a
+    poisoning update must itself refuse: the run stops there, latest.pt keeps the end of epoch
+    1 (the last checkpoint that passed), and metrics.jsonl holds exactly epoch 1."""
+    _poison_after(monkeypatch, steps=3, what=what)  # 2 steps per epoch: epoch 2, step 1
+    cfg = tiny(tmp_path, train_subset=128, test_subset=64, checkpoint_every_steps=1)
+    with pytest.raises(TGDError) as info:
+        run_training(cfg, progress=False)
+    message = str(info.value)
+    assert message.startswith("training diverged at epoch 2, step 1: 1 of ")
+    assert f"batch_norm1.{what}" in message
+    assert message.endswith(f"last good checkpoint: {tmp_path / 'run/latest.pt'} "
+                            "(end of epoch 1)")
+    ckpt = load_checkpoint(tmp_path / "run/latest.pt")  # refuses non-finite weights
+    assert (ckpt.epoch, ckpt.training_state["loop"]["step"]) == (1, 0)
+    assert [r["epoch"] for r in strict_rows(tmp_path / "run/metrics.jsonl")] == [1]
+
+
+def test_metrics_rows_are_never_ahead_of_the_checkpoints(tmp_path):
+    """#16 problem 7: when an epoch's row reaches metrics.jsonl (and the run context), latest.pt
+    (and best.pt, when the epoch is the best) already hold that epoch."""
+    seen = []
+
+    class Watch:
+        def log(self, row):
+            run = tmp_path / "run"
+            assert strict_rows(run / "metrics.jsonl")[-1] == row
+            assert load_checkpoint(run / "latest.pt").epoch == row["epoch"]
+            seen.append(load_checkpoint(run / "best.pt").epoch)
+
+    result = run_training(tiny(tmp_path, train_subset=128, test_subset=64), ctx=Watch(),
+                          progress=False)
+    assert len(seen) == 2 and seen[-1] == result["best_epoch"]
+
+
 @pytest.mark.parametrize("values, field", [
     (dict(epochs=0), "epochs"), (dict(method="nope"), "method"),
     (dict(student="resnet"), "student"), (dict(milestones=[5, 2]), "milestones"),
@@ -133,8 +239,9 @@ def test_evaluate_command_reproduces_the_runs_test_accuracy(tmp_path, capsys):
 
 
 def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
-    """SIGKILL a real `tgd train` process inside its second epoch; `--resume` redoes that epoch
-    from the epoch-1 checkpoint and ends with the weights of an uninterrupted run."""
+    """SIGKILL a real `tgd train` process once its epoch-1 checkpoint exists (wherever it then
+    is: writing best.pt or the metrics row, or in epoch 2); `--resume` continues from the
+    checkpoint and ends with the weights and metrics rows of an uninterrupted run."""
     import signal
     import subprocess
     import sys
@@ -147,13 +254,10 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
     subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, capture_output=True)
     proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "cut")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    metrics = tmp_path / "cut" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and metrics.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)  # inside epoch 2
+    checkpoint = tmp_path / "cut" / "latest.pt"  # written at the end of epoch 1, atomically
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not checkpoint.exists():
+        time.sleep(0.02)
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -162,5 +266,4 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
                    capture_output=True)
     a, b = weights(tmp_path / "full/latest.pt"), weights(tmp_path / "cut/latest.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    rows = (tmp_path / "cut/metrics.jsonl").read_text().splitlines()
-    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+    assert same_rows(tmp_path / "cut/metrics.jsonl", tmp_path / "full/metrics.jsonl")

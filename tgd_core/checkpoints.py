@@ -10,28 +10,29 @@ Our format is a plain dict that ``torch.load(..., weights_only=True)`` can read:
 The authors' files (github.com/jeunsom/TGD, ``models/*.pth.tar``) hold ``model_state_dict``,
 ``optimizer_state_dict`` and ``epoch``; the architecture is inferred from the tensor shapes and
 the normalisation is the reference code's (``TGD_METHOD.md`` §3). Any file that is not one of the
-two raises :class:`TGDError` with a one-line message naming the file.
+two raises :class:`TGDError` with a one-line message naming the file (and never quoting its
+content). Neither saving nor loading accepts NaN or infinite weights (:class:`NonFiniteError`).
 """
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
 import platform
 import re
 import subprocess
-import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 import tgd_core
 from tgd_core import config
 from tgd_core.errors import TGDError
+from tgd_core.fileio import atomic_write
 from tgd_core.models import MODELS, WideResNet, build_model, model_name
 from tgd_core.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
 
@@ -92,6 +93,57 @@ def _state(obj: Any) -> Any:
     return obj.state_dict() if hasattr(obj, "state_dict") else obj
 
 
+class NonFiniteError(TGDError):
+    """A checkpoint refused (or found) with NaN or infinite tensors; ``bad``: their names."""
+
+    def __init__(self, message: str, bad: list[str], total: int) -> None:
+        super().__init__(message)
+        self.bad, self.total = bad, total
+
+    @property
+    def detail(self) -> str:
+        """``"N of M tensors hold NaN or inf (first names)"``."""
+        return describe_non_finite(self.bad, self.total)
+
+
+def named_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor inside nested dicts, lists and tuples, with a dotted name."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield from named_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from named_tensors(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def non_finite_tensors(tensors: Iterable[tuple[str, torch.Tensor]]) -> tuple[list[str], int]:
+    """(names of the floating-point tensors holding a NaN or an infinity, number checked).
+
+    One fused reduction per (device, dtype): ``torch._foreach_norm(ord=inf)`` is max |x|, which
+    is NaN or inf exactly when the tensor holds one (it cannot overflow, unlike the 2-norm),
+    then one stacked ``isfinite`` and one host transfer.
+    """
+    groups: dict[tuple[torch.device, torch.dtype], list[tuple[str, torch.Tensor]]] = {}
+    names = []  # in the order given
+    for name, t in tensors:
+        if t.is_floating_point() and t.numel():
+            groups.setdefault((t.device, t.dtype), []).append((name, t.detach()))
+            names.append(name)
+    bad = set()
+    for items in groups.values():
+        norms = torch._foreach_norm([t for _, t in items], float("inf"))
+        finite = torch.isfinite(torch.stack(norms)).cpu().tolist()
+        bad.update(name for (name, _), ok in zip(items, finite) if not ok)
+    return [name for name in names if name in bad], len(names)
+
+
+def describe_non_finite(bad: list[str], total: int) -> str:
+    shown = ", ".join(bad[:3]) + (", …" if len(bad) > 3 else "")
+    return f"{len(bad)} of {total} tensors hold NaN or inf ({shown})"
+
+
 def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
                     normalization: Normalization, optimizer: Any = None, scheduler: Any = None,
                     training_state: Mapping[str, Any] | None = None, epoch: int | None = None,
@@ -100,16 +152,19 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
                     git_commit: str | None = None) -> Path:
     """Write ``model`` (and optional optimizer/scheduler objects or state dicts) atomically.
 
-    The file is written beside ``path``, read back with ``weights_only=True`` (so metrics and
-    config must be plain numbers, strings, lists, dicts or tensors) and moved into place with
-    ``os.replace``: a crash never leaves a half-written checkpoint. ``git_commit`` defaults to
-    the checkout's HEAD.
+    Refused with :class:`NonFiniteError` when any floating-point tensor (weights, BatchNorm
+    buffers, optimizer, scheduler or training state) holds NaN or inf: a checkpoint on disk is
+    always a finite one. The bytes must read back with ``weights_only=True`` (so metrics and
+    config must be plain numbers, strings, lists, dicts or tensors) and go to disk with
+    :func:`~tgd_core.fileio.atomic_write` (fault point ``checkpoint-<file name>``): a crash
+    never leaves a half-written checkpoint. ``git_commit`` defaults to the checkout's HEAD.
     """
     if input_kind not in INPUT_KINDS:
         raise TGDError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
     if normalization.channels != model.in_channels:
         raise TGDError(f"normalisation has {normalization.channels} channels, "
                        f"the model takes {model.in_channels}")
+    path = Path(path)
     payload: dict[str, Any] = {
         "format": FORMAT, "version": VERSION,
         "model": model_name(model.depth, model.width),
@@ -123,24 +178,20 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
         "versions": library_versions(),
         "git_commit": git_commit if git_commit is not None else current_git_commit(),
     }
-    path = Path(path)
+    bad, total = non_finite_tensors(named_tensors(
+        {k: payload[k] for k in ("state_dict", "optimizer", "scheduler", "training_state")}))
+    if bad:
+        raise NonFiniteError(f"{path}: not saved: {describe_non_finite(bad, total)}",
+                             bad, total)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    try:  # what we write must read back under weights_only=True
+        _load(io.BytesIO(buffer.getvalue()), path)
+    except TGDError as exc:
+        raise TGDError(f"{path}: not saved: fields must be plain numbers, strings, lists, "
+                       f"dicts or tensors ({str(exc).split(': ', 1)[1]})") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        try:  # what we write must read back under weights_only=True
-            _read(Path(tmp))
-        except TGDError as exc:
-            raise TGDError(f"{path}: not saved: fields must be plain numbers, strings, lists, "
-                           f"dicts or tensors ({str(exc).split(': ', 1)[1]})") from None
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, buffer.getvalue(), fault=f"checkpoint-{path.name}")
 
 
 def strip_checkpoint(src: str | Path, dst: str | Path) -> Path:
@@ -154,14 +205,37 @@ def strip_checkpoint(src: str | Path, dst: str | Path) -> Path:
 
 
 def _one_line(exc: BaseException, limit: int = 120) -> str:
-    """``Type: first sentence`` of an exception's message, on one line."""
+    """``Type: first sentence`` of an exception's message, on one line, with quoted fragments
+    (which may be bytes of the file) replaced by '…'."""
     text = re.sub(r"\s+", " ", str(exc)).strip().split(". ")[0]
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 _PICKLE_PROTO = b"\x80"  # legacy torch.save / plain pickle
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]{1,100})")
+
+
+def _load(source: Path | IO[bytes], path: Path) -> Any:
+    """``torch.load(source, weights_only=True)`` with one-line errors naming ``path``; no
+    message quotes the file's content."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "weights only load failed" not in text.lower():
+            raise TGDError(f"{path}: not a PyTorch checkpoint (not a valid pickle)") from None
+        found = _GLOBAL.search(text)
+        detail = (f"the class {found.group(1)}" if found
+                  else "objects other than tensors and containers")
+        raise TGDError(f"{path}: holds {detail}, which safe loading (weights_only=True) refuses; "
+                       "not a TGD checkpoint") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged archives
+        raise TGDError(f"{path}: damaged or truncated checkpoint ({_one_line(exc)})") from None
 
 
 def _read(path: Path) -> Any:
@@ -174,22 +248,8 @@ def _read(path: Path) -> Any:
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTO)):
-        raise TGDError(f"{path}: not a PyTorch checkpoint (unrecognised file header {head!r})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "weights only load failed" not in text.lower():
-            raise TGDError(f"{path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        detail = (f"the class {found.group(1)}" if found
-                  else "objects other than tensors and containers")
-        raise TGDError(f"{path}: holds {detail}, which safe loading (weights_only=True) refuses; "
-                       "not a TGD checkpoint") from None
-    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged archives
-        raise TGDError(f"{path}: damaged or truncated checkpoint ({_one_line(exc)})") from None
+        raise TGDError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    return _load(path, path)
 
 
 def _check_state_dict(path: Path, sd: Any, model: str, in_channels: int,
@@ -208,6 +268,10 @@ def _check_state_dict(path: Path, sd: Any, model: str, in_channels: int,
         if tuple(sd[key].shape) != tuple(ref.shape):
             raise TGDError(f"{path}: {key} has shape {tuple(sd[key].shape)}, "
                            f"{model} needs {tuple(ref.shape)}")
+    bad, total = non_finite_tensors(sd.items())
+    if bad:
+        raise NonFiniteError(f"{path}: unusable weights: {describe_non_finite(bad, total)} "
+                             "(the run that wrote it diverged)", bad, total)
     return dict(sd)
 
 

@@ -8,19 +8,31 @@ sees the old file or the new one, never half of one.
 :func:`fault_point` marks the places where a crash matters. With ``TGD_FAULT=NAME`` (or
 ``NAME:K`` for the K-th time the point is reached, 1-based) in the environment, the process kills
 itself with SIGKILL there, so a test can crash a real process at each write point and check
-what a resume finds. Without the variable it costs one dictionary lookup.
+what a resume finds. Without the variable it costs one dictionary lookup. The points:
+``checkpoint-<file name>`` (e.g. ``checkpoint-latest.pt``, ``checkpoint-best.pt``),
+``metrics-row``, ``result`` (a run's result.json), ``pi-cache-part`` and ``pi-cache-meta``, each
+reached after the temporary file is complete and before it replaces the target.
+
+A process killed inside :func:`atomic_write` leaves its temporary file behind;
+:func:`remove_stale_temps` clears those of dead processes when the folder is used again.
+:func:`json_text` is the one JSON encoder for files and output that others parse: NaN and
+infinities become ``null`` (``NaN`` is not JSON).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 FAULT_ENV = "TGD_FAULT"
 _hits: dict[str, int] = {}
+_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")  # .<target name>.<writer pid>.tmp
 
 
 def fault_point(name: str) -> None:
@@ -57,3 +69,45 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` calls killed on this machine left
+    in ``folder`` (their writer's process id is gone); returns the deleted paths. Temporary
+    files of live writers (this process, a concurrent shard) are kept."""
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        m = _TEMP.match(path.name)
+        if m and not _pid_alive(int(m[1])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf) replaced by None, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, *, indent: int | None = None) -> str:
+    """``obj`` as strict JSON: non-finite floats become ``null`` (``allow_nan=False`` holds)."""
+    return json.dumps(_finite_or_none(obj), indent=indent, allow_nan=False)

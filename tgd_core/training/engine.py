@@ -9,9 +9,17 @@
   schedule, running sums of the epoch in progress); ``best.pt`` — the best test accuracy so far;
 - ``result.json`` — best and last epoch metrics, written when the run ends.
 
-Resuming (``resume=True``) continues from ``latest.pt`` and gives the weights an uninterrupted
-run gives: batches and augmentation are functions of (seed, epoch, step). A non-finite loss stops
-the run with a clear error and leaves the last good checkpoints untouched.
+Every file is written atomically (:func:`~tgd_core.fileio.atomic_write`), in the order
+``latest.pt``, ``best.pt``, the epoch's ``metrics.jsonl`` row, and ``result.json`` last: what a
+reader of the metrics sees is never ahead of what a resume restores. Resuming (``resume=True``)
+continues from ``latest.pt`` and gives the weights an uninterrupted run gives: batches and
+augmentation are functions of (seed, epoch, step); it first repairs what a crash between two
+writes left (a metrics row or ``best.pt`` the checkpoint is ahead of, temporary files).
+
+Divergence stops the run with a one-line :class:`TGDError` naming where it happened and the
+last good checkpoint: a non-finite loss (checked every step), non-finite weights, BatchNorm
+buffers or optimizer state (checked by every save, which refuses them) or non-finite epoch
+metrics. No checkpoint and no metrics row is ever written with NaN or inf in it.
 
 Started by ``torchrun`` with N processes, the loop trains data-parallel (PyTorch DDP) and
 computes what one process computes with the same global batch (:mod:`tgd_core.distributed`);
@@ -32,10 +40,12 @@ import torch
 from tqdm import tqdm
 
 from tgd_core import distributed
-from tgd_core.checkpoints import load_checkpoint, save_checkpoint
+from tgd_core.checkpoints import (NonFiniteError, describe_non_finite, load_checkpoint,
+                                  non_finite_tensors, save_checkpoint)
 from tgd_core.distill import Network, get_method
 from tgd_core.errors import TGDError
 from tgd_core.evaluation import evaluate_logits
+from tgd_core.fileio import atomic_write, json_text, remove_stale_temps
 from tgd_core.models import build_model
 from tgd_core.training.config import TrainConfig
 from tgd_core.training.data import TrainData, prefetch
@@ -117,7 +127,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
     dist.barrier()  # every rank has checked the folder before rank 0 writes to it
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.json")
+        remove_stale_temps(out)  # left by a process killed while writing
+        atomic_write(out / "config.json", cfg.model_dump_json(indent=2) + "\n")
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -157,6 +168,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
     state = {"epoch": 0, "step": 0, "sums": {}, "correct": 0, "seen": 0, "elapsed": 0.0,
              "epoch_elapsed": 0.0, "best_accuracy": -1.0, "best_epoch": None, "best": None,
              "last": None}
+    last_good = "none"  # the newest checkpoint that passed the finiteness check, described
     if resume:
         ckpt = load_checkpoint(latest)
         student.load_state_dict(ckpt.state_dict)
@@ -165,18 +177,29 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
         distiller.load_state_dict({**distiller.state_dict(), **ckpt.training_state["method"]})
         optimizer.load_state_dict(ckpt.optimizer)
         state = dict(ckpt.training_state["loop"])
-        if main:
-            _truncate_metrics(metrics_path, state["epoch"])
+        last_good = f"{latest} ({_position(state)})"
     model = distributed.data_parallel(distiller, dist, device,
                                       buffers_synced=cfg.sync_batchnorm)
 
     def save(path: Path, metrics: dict | None = None) -> None:
-        if not main:
-            return
-        save_checkpoint(path, student, input_kind=cfg.student_input, normalization=student_norm,
-                        optimizer=optimizer,
-                        training_state={"loop": state, "method": distiller.extra_state()},
-                        epoch=state["epoch"], metrics=metrics or {}, config=cfg.model_dump())
+        """Write a checkpoint of the current state (rank 0); a refused non-finite one stops
+        the run as diverged."""
+        nonlocal last_good
+        if main:
+            try:
+                save_checkpoint(path, student, input_kind=cfg.student_input,
+                                normalization=student_norm, optimizer=optimizer,
+                                training_state={"loop": state, "method": distiller.extra_state()},
+                                epoch=state["epoch"], metrics=metrics or {},
+                                config=cfg.model_dump())
+            except NonFiniteError as exc:
+                raise _diverged(_position(state), f"{exc.detail} in the weights, buffers or "
+                                "optimizer state", last_good) from None
+        if path == latest:
+            last_good = f"{latest} ({_position(state)})"
+
+    if main:
+        _repair_after_crash(metrics_path, best_path, state, save, ctx)
 
     _, probe_idx = data.batch_indices(0, 0)
     probe_idx = probe_idx[dist.shard(len(probe_idx))]
@@ -216,9 +239,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
             dtype=torch.float64)).tolist()
         if totals[-2]:
             values = {k: v / totals[-3] for k, v in zip(terms, totals)}
-            raise TGDError(f"loss became non-finite at epoch {epoch + 1}, step {b.step + 1} "
-                           f"({values}); the last good checkpoint is "
-                           f"{latest if latest.exists() else 'none yet'}")
+            raise _diverged(f"epoch {epoch + 1}, step {b.step + 1}",
+                            f"the loss became non-finite ({values})", last_good)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -270,24 +292,27 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
             result = evaluate_distiller(distiller, data, dist)
             row.update({"test_accuracy": result.accuracy, "test_nll": result.nll,
                         "test_ece": result.ece})
+        bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise _diverged(f"the end of epoch {epoch + 1}", f"non-finite metrics {bad} "
+                            f"({_weights_report(student)})", last_good)
         state.update(epoch=epoch + 1, step=0, sums={}, correct=0, seen=0, epoch_elapsed=0.0,
                      elapsed=state["elapsed"] + epoch_time, last=row)
         is_best = row.get("test_accuracy", -1.0) > state["best_accuracy"]
         if is_best:
             state.update(best_accuracy=row["test_accuracy"], best_epoch=epoch + 1, best=row)
-        if main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            _call(ctx, "log", row)
-        save(latest, row)
+        save(latest, row)  # checkpoints first: a metrics row is never ahead of them
         if is_best:
             save(best_path, row)
+        if main:
+            _append_metrics(metrics_path, row)
+            _call(ctx, "log", row)
 
     result = {"best_epoch": state["best_epoch"], "best": state["best"], "last": state["last"],
               "epochs": cfg.epochs, "train_seconds": state["elapsed"],
               "selection": "best = highest test accuracy over the evaluated epochs"}
     if main:
-        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write(out / "result.json", json_text(result, indent=2) + "\n", fault="result")
     dist.barrier()  # the run's files are complete before any rank moves on
     return result
 
@@ -306,10 +331,68 @@ def evaluate_distiller(distiller, data: TrainData,
     return evaluate_logits(logits, data.test.labels.cpu().numpy())
 
 
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Drop metric rows of epochs the resumed run will redo (written after the checkpoint)."""
+def _position(state: dict[str, Any]) -> str:
+    """Where the loop state is: ``"end of epoch E"`` or ``"epoch E, step S"``."""
+    if state["step"]:
+        return f"epoch {state['epoch'] + 1}, step {state['step']}"
+    return f"end of epoch {state['epoch']}" if state["epoch"] else "start"
+
+
+def _weights_report(model: torch.nn.Module) -> str:
+    """Whether the weights and buffers are finite, for a divergence message."""
+    bad, total = non_finite_tensors(model.state_dict().items())
+    if not bad:
+        return "the weights and buffers are finite"
+    return f"{describe_non_finite(bad, total)} in the weights and buffers"
+
+
+def _diverged(where: str, what: str, last_good: str) -> TGDError:
+    """The one-line error that stops a diverged run."""
+    return TGDError(f"training diverged at {where}: {what}; last good checkpoint: {last_good}")
+
+
+def _metric_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl`` (none when absent). A torn last line — what a crash in an
+    in-place append of an earlier version leaves — is dropped."""
     if not path.exists():
-        return
-    rows = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["epoch"] <= epochs_done]
-    path.write_text("".join(r + "\n" for r in rows))
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i + 1 < len(lines):
+                raise TGDError(f"{path}: line {i + 1} is not JSON") from None
+    return rows
+
+
+def _append_metrics(path: Path, row: dict[str, Any]) -> None:
+    """Add the epoch's row to ``metrics.jsonl``, crash-safely: the file is rewritten
+    atomically (a few KB for a 200-epoch run), so it never holds a torn line."""
+    old = path.read_text() if path.exists() else ""
+    atomic_write(path, old + json_text(row) + "\n", fault="metrics-row")
+
+
+def _repair_after_crash(metrics_path: Path, best_path: Path, state: dict[str, Any], save,
+                        ctx: RunContext | None) -> None:
+    """Make the run's files agree with the state the run starts from (``latest.pt`` when
+    resuming, epoch 0 otherwise).
+
+    ``metrics.jsonl`` keeps one row per finished epoch: rows of epochs the run will redo go
+    (and a torn line of an older version), and the row of the checkpoint's last epoch — missing
+    when the process died between the checkpoint and the row — is rewritten from its training
+    state (``last``). ``best.pt`` is rewritten when the process died between ``latest.pt``
+    and it.
+    """
+    kept = [r for r in _metric_rows(metrics_path) if r["epoch"] <= state["epoch"]]
+    last = state["last"]
+    if last is not None and (not kept or kept[-1]["epoch"] < last["epoch"]):
+        kept.append(last)
+        _call(ctx, "log", last)
+    text = "".join(json_text(r) + "\n" for r in kept)
+    if text != (metrics_path.read_text() if metrics_path.exists() else ""):
+        atomic_write(metrics_path, text, fault="metrics-row")
+    if state["best_epoch"] == state["epoch"] and not state["step"]:
+        if not best_path.exists() or load_checkpoint(best_path).epoch != state["epoch"]:
+            save(best_path, state["best"])
