@@ -1,9 +1,11 @@
-"""Glue shared by the views: engine errors as ``gr.Error``, uploads as network inputs."""
+"""Glue shared by the views: engine errors as ``gr.Error``, uploads as network inputs, files
+handed to the browser."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
@@ -54,3 +56,13 @@ def missing_teachers_note(entries: list[model_zoo.ModelEntry]) -> str:
             "*Distillation jobs* tab (method `scratch`, network `wrn16_3`, input `raw` for T1 "
             "and `pi` for T2) and copy the resulting `best.pt` to `checkpoints/t1_*.pt` / "
             "`checkpoints/t2_*.pt`.")
+
+
+def offer_files(paths: Iterable[str | Path]) -> list[str]:
+    """Copies of ``paths`` in gradio's cache folder, for a handler to return: the only way the
+    app hands files (a job's checkpoints, exports) to the browser. The state folder itself is
+    never served (:func:`app.ui.launch_options`), and gradio would refuse to copy from it."""
+    from gradio.processing_utils import save_file_to_cache
+    from gradio.utils import get_upload_folder
+
+    return [save_file_to_cache(p, get_upload_folder()) for p in paths]

@@ -14,23 +14,43 @@ from typing import Any
 
 import gradio as gr
 
-from app.common import guarded, zoo
+from app.common import guarded, offer_files, zoo
+from app.inputs import MAX_SEED, NumberField, choice, pick
 from app.plots import training_curves
 from tgd_core import config as tgd_config
 from tgd_core import model_zoo
 from tgd_core.distill import METHODS
+from tgd_core.distill.methods import TGDParams
 from tgd_core.errors import TGDError
-from tgd_core.jobs import FINISHED, JobStore, available_kinds
+from tgd_core.jobs import FINISHED, Job, JobStore, available_kinds
 from tgd_core.models import MODELS
+from tgd_core.training.config import TrainConfig
 
 NONE = "(none)"
+PLACEHOLDER = "Select a job in the table to see its curves and files."
 TABLE_COLUMNS = ["id", "kind", "method", "status", "progress", "epoch", "ETA", "message",
                  "created"]
 FILE_SUFFIXES = (".pt", ".log", ".jsonl", ".json")
 POLL_S = 2.0
-# form field -> method parameter it sets (when the method has that parameter)
-PARAM_FIELDS = {"alpha": "alpha", "beta": "beta", "tau": "temperature"}
-ROLE_OF = {"t1": "teacher1", "t2": "teacher2"}
+INPUTS = ("raw", "pi")
+TRAINING_KINDS = ("train", "distill")
+# the form's numbers, with the bounds of the schema the job store validates with (TrainConfig)
+EPOCHS = NumberField.of(TrainConfig, "epochs", "Epochs", integer=True)
+BATCH_SIZE = NumberField.of(TrainConfig, "batch_size", "Batch size", integer=True)
+LR = NumberField.of(TrainConfig, "lr", "Learning rate")
+SEED = NumberField("Seed", integer=True, ge=0, le=MAX_SEED)
+TRAIN_IMAGES = NumberField.of(TrainConfig, "train_subset", "Training images (0 = all)",
+                              integer=True, ge=0)
+TEST_IMAGES = NumberField.of(TrainConfig, "test_subset", "Test images (0 = all)", integer=True,
+                             ge=0)
+JOB_ID = NumberField("Selected job", integer=True, ge=1)
+# form field -> (method parameter it sets when the method has it, its label)
+PARAM_FIELDS = {"alpha": ("alpha", "α (T1's share)"), "beta": ("beta", "β (similarity weight)"),
+                "tau": ("temperature", "τ (temperature)")}
+# teacher slot -> (zoo role, input kind of its network, dropdown label)
+TEACHER_SLOTS = {"t1": ("teacher1", "raw", "T1 teacher (raw images)"),
+                 "t2": ("teacher2", "pi", "T2 teacher (persistence images)")}
+INIT_LABEL = "Initialise the student from"
 
 
 @lru_cache(maxsize=4)
@@ -55,34 +75,82 @@ def job_kind(method: str) -> str:
     return "train" if method == "scratch" else "distill"
 
 
+def job_checkpoints(input_kind: str | None = None) -> dict[str, str]:
+    """The checkpoints of succeeded train/distill jobs, as {"job 12 best.pt": path}; only those
+    of networks reading ``input_kind`` (raw | pi) when given."""
+    found = {}
+    for job in store().list(status="succeeded"):
+        if job.kind not in TRAINING_KINDS or \
+                input_kind not in (None, job.config.get("student_input")):
+            continue
+        for path in sorted(job.checkpoint_dir.glob("*.pt")):
+            found[f"job {job.id} {path.name}"] = str(path)
+    return found
+
+
+def offered_checkpoints(role: str) -> dict[str, str]:
+    """Name -> path of the checkpoints the form offers for ``role``: the model zoo's networks of
+    that role, then succeeded jobs' own (for a teacher: those reading its input kind)."""
+    kind = {r: k for r, k, _ in TEACHER_SLOTS.values()}.get(role)
+    own = {e.name: str(e.path) for e in model_zoo.by_role(zoo(), role)}
+    return {**own, **job_checkpoints(kind)}
+
+
+def checkpoint_choices(role: str) -> list[str]:
+    """The dropdown choices for ``role``: teachers their offers (or NONE), the student's
+    initialisation NONE first."""
+    offered = list(offered_checkpoints(role))
+    return [NONE, *offered] if role == "student" else offered or [NONE]
+
+
+def _picked_checkpoint(value: Any, role: str, label: str) -> str | None:
+    """The path of the offered checkpoint picked in a dropdown; None for NONE or nothing."""
+    if value in (None, "", NONE):
+        return None
+    return pick(value, offered_checkpoints(role), label, "checkpoints")
+
+
+def _method_params(cls, alpha, beta, tau) -> dict[str, float]:
+    """The α/β/τ fields the method has, checked against its own parameter schema."""
+    form = {"alpha": alpha, "beta": beta, "tau": tau}
+    return {param: NumberField.of(cls.Params, param, label).check(form[name])
+            for name, (param, label) in PARAM_FIELDS.items() if param in cls.Params.model_fields}
+
+
+def _teachers(cls, method: str, picked: dict[str, Any]) -> dict[str, str]:
+    """Slot -> checkpoint path of each teacher the method needs, picked from the offers."""
+    teachers = {}
+    for slot in cls.teacher_roles:
+        role, _, label = TEACHER_SLOTS[slot]
+        path = _picked_checkpoint(picked.get(slot), role, label)
+        if path is None:
+            raise TGDError(f"teachers: method {method!r} needs a {model_zoo.ROLE_LABELS[role]} "
+                           f"checkpoint ({slot}); none is selected or available")
+        teachers[slot] = path
+    return teachers
+
+
 def job_config(method: str, network: str, student_input: str, t1: str | None, t2: str | None,
                init_student: str | None, epochs, batch_size, lr, alpha, beta, tau, seed,
                train_subset, test_subset) -> tuple[str, dict[str, Any]]:
-    """The form as (job kind, training config); subsets of 0 mean the whole split. Teachers
-    and parameters the method does not use are left out."""
-    if method not in METHODS:
-        raise TGDError(f"method: unknown {method!r}; choose from {sorted(METHODS)}")
-    cls = METHODS[method]
-    form = {"alpha": alpha, "beta": beta, "tau": tau}
-    params = {param: form[name] for name, param in PARAM_FIELDS.items()
-              if param in cls.Params.model_fields and form[name] is not None}
-    picked = {"t1": t1, "t2": t2}
-    teachers = {}
-    for role in cls.teacher_roles:
-        if not picked.get(role) or picked[role] == NONE:
-            label = model_zoo.ROLE_LABELS[ROLE_OF[role]]
-            raise TGDError(f"teachers: method {method!r} needs a {label} checkpoint ({role}); "
-                           "none is selected or available")
-        teachers[role] = picked[role]
+    """The form as (job kind, training config), every field checked against what the form
+    offers (TGDError naming the field otherwise). Teachers and initialisation are names of
+    offered checkpoints (:func:`offered_checkpoints`), never paths; subsets of 0 mean the
+    whole split; teachers and parameters the method does not use are left out."""
+    cls = METHODS[choice(method, METHODS, "Method")]
     cfg: dict[str, Any] = {
-        "method": method, "method_params": params, "student": network,
-        "student_input": student_input, "teachers": teachers, "epochs": epochs,
-        "batch_size": batch_size, "lr": lr, "seed": seed,
-        "train_subset": int(train_subset) if train_subset else None,
-        "test_subset": int(test_subset) if test_subset else None,
+        "method": method, "method_params": _method_params(cls, alpha, beta, tau),
+        "student": choice(network, MODELS, "Network"),
+        "student_input": choice(student_input, INPUTS, "Input"),
+        "teachers": _teachers(cls, method, {"t1": t1, "t2": t2}),
+        "epochs": EPOCHS.check(epochs), "batch_size": BATCH_SIZE.check(batch_size),
+        "lr": LR.check(lr), "seed": SEED.check(seed),
+        "train_subset": TRAIN_IMAGES.check(train_subset) or None,
+        "test_subset": TEST_IMAGES.check(test_subset) or None,
     }
-    if init_student and init_student != NONE:
-        cfg["init_student"] = init_student
+    init = _picked_checkpoint(init_student, "student", INIT_LABEL)
+    if init is not None:
+        cfg["init_student"] = init
     return job_kind(method), cfg
 
 
@@ -116,16 +184,28 @@ def submit(*form) -> tuple[str, list[list], int]:
             jobs_rows(), job.id)
 
 
-def _job_id(job_id) -> int:
-    if not job_id:
-        raise TGDError("job: select a job in the table (or type its id)")
-    return int(job_id)
+def selected_job(job_id) -> Job:
+    """The job whose id the user selected; TGDError naming the field otherwise."""
+    if job_id is None or job_id == "":
+        raise TGDError(f"{JOB_ID.label}: select a job in the table (or type its id)")
+    number = JOB_ID.check(job_id)
+    try:
+        return store().get(number)
+    except TGDError:
+        raise TGDError(f"{JOB_ID.label}: no job {number}") from None
+
+
+def _job_or_none(job_id) -> Job | None:
+    try:
+        return selected_job(job_id)
+    except TGDError:
+        return None
 
 
 @guarded
 def cancel(job_id) -> list[list]:
     """Handler: cancel a queued or running job."""
-    job = store().cancel(_job_id(job_id))
+    job = store().cancel(selected_job(job_id).id)
     gr.Info(f"job {job.id}: " + ("cancelled" if job.status == "cancelled" else
                                  "asked to stop at its next step"))
     return jobs_rows()
@@ -134,37 +214,40 @@ def cancel(job_id) -> list[list]:
 @guarded
 def resume(job_id) -> list[list]:
     """Handler: queue a failed/cancelled/interrupted job again from its checkpoint."""
-    job = store().resume(_job_id(job_id))
+    job = store().resume(selected_job(job_id).id)
     start_worker()
     gr.Info(f"job {job.id}: queued again (attempt {job.attempt})")
     return jobs_rows()
 
 
-def job_files(job_id) -> list[str]:
-    """The job's checkpoints, log, metrics and result files."""
-    if not job_id:
-        return []
-    try:
-        run_dir = store().get(int(job_id)).run_dir
-    except TGDError:
-        return []
+def run_files(job: Job) -> list[Path]:
+    """The job's own checkpoints, log, metrics and result files (in its run folder; links
+    leading out of it are ignored)."""
+    run_dir = job.run_dir.resolve()
     if not run_dir.is_dir():
         return []
-    found = sorted((p for p in run_dir.rglob("*")
-                    if p.is_file() and p.name.endswith(FILE_SUFFIXES)),
+    found = sorted((p for p in run_dir.rglob("*") if p.is_file()
+                    and p.name.endswith(FILE_SUFFIXES) and p.resolve().is_relative_to(run_dir)),
                    key=lambda p: (len(p.relative_to(run_dir).parts), p.name))
-    by_name: dict[str, str] = {}  # the run folder's own files win over same-named copies inside
+    by_name: dict[str, Path] = {}  # the run folder's own files win over same-named copies inside
     for p in found:
-        by_name.setdefault(p.name, str(p))
+        by_name.setdefault(p.name, p)
     return sorted(by_name.values())
+
+
+def job_files(job_id) -> list[str]:
+    """The selected job's files as the browser may download them (copies in gradio's cache);
+    [] without a valid selection."""
+    job = _job_or_none(job_id)
+    return offer_files(run_files(job)) if job is not None else []
 
 
 def details(job_id) -> tuple[Any, str]:
     """(training-curve figure or None, Markdown description) of one job."""
-    if not job_id:
-        return None, "Select a job in the table to see its curves and files."
+    if job_id in (None, ""):
+        return None, PLACEHOLDER
     try:
-        job = store().get(int(job_id))
+        job = selected_job(job_id)
     except TGDError as exc:
         return None, str(exc)
     rows = store().read_metrics(job.id)
@@ -193,11 +276,8 @@ def poll(job_id, seen: dict | None):
     """Timer handler: the table always; curves and files only when the job changed."""
     seen = seen or {}
     rows = jobs_rows()
-    if not job_id:
-        return rows, gr.skip(), gr.skip(), gr.skip(), seen
-    try:
-        job = store().get(int(job_id))
-    except TGDError:
+    job = _job_or_none(job_id)
+    if job is None:
         return rows, gr.skip(), gr.skip(), gr.skip(), seen
     key = {"id": job.id, "status": job.status, "progress": round(job.progress, 3),
            "attempt": job.attempt}
@@ -209,78 +289,97 @@ def poll(job_id, seen: dict | None):
     return rows, fig, text, files, key
 
 
-def _teacher_choices(entries, role: str) -> list[tuple[str, str]]:
-    return [(e.name, str(e.path)) for e in model_zoo.by_role(entries, role)] or [(NONE, NONE)]
+def select_job(job_id) -> tuple[Any, str, list[str], dict]:
+    """Handler (a job selected): (curves, description, its files, fresh poll state)."""
+    return (*details(job_id), job_files(job_id), {})
+
+
+def refresh_checkpoints(shown: dict | None):
+    """Handler (the jobs table changed): new offers (a job succeeded, a checkpoint appeared)
+    reach the T1, T2 and initialisation dropdowns; (three updates, what they now show)."""
+    now = {role: checkpoint_choices(role) for role in ("teacher1", "teacher2", "student")}
+    if now == shown:
+        return gr.skip(), gr.skip(), gr.skip(), shown
+    return (*(gr.update(choices=choices) for choices in now.values()), now)
+
+
+def _param_field(name: str) -> NumberField:
+    """The form field ``name`` (alpha, beta, tau) with TGD's bounds, as the components show."""
+    param, label = PARAM_FIELDS[name]
+    return NumberField.of(TGDParams, param, label)
+
+
+def _form() -> tuple[list[gr.components.Component], list[gr.Dropdown]]:
+    """The new-job form's inputs, in :func:`job_config`'s order, and its checkpoint
+    dropdowns (T1, T2, initialisation)."""
+    method = gr.Dropdown(sorted(METHODS), value="tgd", label="Method", elem_id="job-method")
+    with gr.Row():
+        network = gr.Dropdown(list(MODELS), value="wrn16_1", label="Network",
+                              elem_id="job-network")
+        student_input = gr.Radio(list(INPUTS), value="raw", label="Input")
+    picks = []
+    for slot, (role, _, label) in TEACHER_SLOTS.items():
+        choices = checkpoint_choices(role)
+        picks.append(gr.Dropdown(choices, value=choices[0], label=label,
+                                 info="a zoo teacher or a finished job's checkpoint",
+                                 elem_id=f"job-{slot}"))
+    picks.append(gr.Dropdown(checkpoint_choices("student"), value=NONE, label=INIT_LABEL,
+                             elem_id="job-init"))
+    with gr.Row():
+        epochs = EPOCHS.number(1, elem_id="job-epochs")
+        batch = BATCH_SIZE.number(128, elem_id="job-batch")
+        lr = LR.number(0.1)
+    with gr.Row():
+        alpha = _param_field("alpha").slider(0.99, 0.01)
+        beta = _param_field("beta").number(3000.0)
+        tau = _param_field("tau").number(4.0)
+    with gr.Row():
+        seed = SEED.number(1234)
+        train_subset = TRAIN_IMAGES.number(2000, elem_id="job-train-subset")
+        test_subset = TEST_IMAGES.number(1000, elem_id="job-test-subset")
+    return [method, network, student_input, *picks, epochs, batch, lr, alpha, beta, tau, seed,
+            train_subset, test_subset], picks
 
 
 def build() -> None:
-    """The view's components and events (call inside a ``gr.Blocks`` context)."""
-    entries = zoo()
-    missing = [k for k in ("train", "distill") if k not in available_kinds()]
+    """The view's components and events (call inside a ``gr.Blocks`` context). The handlers
+    get the raw values (``preprocess=False``): they check every field themselves, against
+    what is offered now, with messages naming the field."""
+    missing = [k for k in TRAINING_KINDS if k not in available_kinds()]
     if missing:
         gr.Markdown(f"**Note:** the job kind(s) {missing} have no runner in this installation "
                     "yet; such jobs are refused at submit time.")
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             gr.Markdown("### New job")
-            method = gr.Dropdown(sorted(METHODS), value="tgd", label="Method",
-                                 elem_id="job-method")
-            with gr.Row():
-                network = gr.Dropdown(list(MODELS), value="wrn16_1", label="Network",
-                                      elem_id="job-network")
-                student_input = gr.Radio(["raw", "pi"], value="raw", label="Input")
-            t1c, t2c = _teacher_choices(entries, "teacher1"), _teacher_choices(entries, "teacher2")
-            t1 = gr.Dropdown(t1c, value=t1c[0][1], label="T1 (raw images)",
-                             allow_custom_value=True, info="a listed teacher or any path")
-            t2 = gr.Dropdown(t2c, value=t2c[0][1], label="T2 (persistence images)",
-                             allow_custom_value=True, info="a listed teacher or any path")
-            students = [(e.name, str(e.path)) for e in model_zoo.by_role(entries, "student")]
-            init = gr.Dropdown([(NONE, NONE), *students], value=NONE,
-                               label="Initialise the student from", allow_custom_value=True)
-            with gr.Row():
-                epochs = gr.Number(1, precision=0, minimum=1, label="Epochs", elem_id="job-epochs")
-                batch = gr.Number(128, precision=0, minimum=1, label="Batch size",
-                                  elem_id="job-batch")
-                lr = gr.Number(0.1, label="Learning rate")
-            with gr.Row():
-                alpha = gr.Slider(0, 1, value=0.99, step=0.01, label="α (T1's share)")
-                beta = gr.Number(3000.0, label="β (similarity weight)")
-                tau = gr.Number(4.0, label="τ (temperature)")
-            with gr.Row():
-                seed = gr.Number(1234, precision=0, label="Seed")
-                train_subset = gr.Number(2000, precision=0, minimum=0,
-                                         label="Training images (0 = all)",
-                                         elem_id="job-train-subset")
-                test_subset = gr.Number(1000, precision=0, minimum=0,
-                                        label="Test images (0 = all)", elem_id="job-test-subset")
+            form, picks = _form()
             submit_btn = gr.Button("Submit job", variant="primary", elem_id="job-submit")
             note = gr.Markdown(elem_id="job-note")
         with gr.Column(scale=2):
             table = gr.Dataframe(jobs_rows(), headers=TABLE_COLUMNS, label="Jobs (click a row)",
                                  interactive=False, elem_id="jobs-table")
             with gr.Row():
-                job_id = gr.Number(None, precision=0, label="Selected job", elem_id="job-id")
+                job_id = JOB_ID.number(None, elem_id="job-id")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="job-cancel")
                 resume_btn = gr.Button("Resume", elem_id="job-resume")
-            text = gr.Markdown("Select a job in the table to see its curves and files.",
-                               elem_id="job-details")
+            text = gr.Markdown(PLACEHOLDER, elem_id="job-details")
             curves = gr.Plot(label="Loss and accuracy", elem_id="job-curves")
             files = gr.File(label="Checkpoints and logs", file_count="multiple",
                             interactive=False, elem_id="job-files")
-    seen = gr.State({})
+    seen, shown = gr.State({}), gr.State(None)  # shown: the offers the dropdowns were updated to
     timer = gr.Timer(POLL_S)
+    raw = {"preprocess": False}
 
-    form = [method, network, student_input, t1, t2, init, epochs, batch, lr, alpha, beta, tau,
-            seed, train_subset, test_subset]
-    submit_btn.click(submit, form, [note, table, job_id], api_name="submit_job")
+    submit_btn.click(submit, form, [note, table, job_id], api_name="submit_job", **raw)
     timer.tick(poll, [job_id, seen], [table, curves, text, files, seen], api_name=False,
-               show_progress="hidden")
-    cancel_btn.click(cancel, job_id, table, api_name="cancel_job")
-    resume_btn.click(resume, job_id, table, api_name="resume_job")
+               show_progress="hidden", **raw)
+    cancel_btn.click(cancel, job_id, table, api_name="cancel_job", **raw)
+    resume_btn.click(resume, job_id, table, api_name="resume_job", **raw)
+    table.change(refresh_checkpoints, shown, [*picks, shown], api_name=False,
+                 show_progress="hidden")
 
     def select(evt: gr.SelectData):
         return evt.row_value[0] if evt.row_value else gr.skip()
 
     table.select(select, None, job_id, api_name=False)
-    job_id.change(lambda j: (*details(j), job_files(j), {}), job_id,
-                  [curves, text, files, seen], api_name=False)
+    job_id.change(select_job, job_id, [curves, text, files, seen], api_name="select_job", **raw)

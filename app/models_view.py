@@ -7,9 +7,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.common import guarded, missing_teachers_note, zoo
+from app.common import guarded, missing_teachers_note, offer_files, zoo
+from app.inputs import choice, pick
 from tgd_core import config, model_zoo
 
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # format -> file suffix
 COLUMNS = ["name", "role", "method", "architecture", "input", "accuracy (%)", "ECE", "recipe",
            "source", "path"]
 
@@ -32,18 +34,19 @@ def table() -> tuple[list[list], str]:
 
 @guarded
 def export(name: str, fmt: str, progress=gr.Progress()) -> tuple[list[str], str]:
-    """Handler: export network ``name`` as ``fmt`` (onnx | torchscript) under the state folder
-    (validated against PyTorch, see :mod:`tgd_core.export`); (model + sidecar files, summary)."""
+    """Handler: export the zoo network called ``name`` as ``fmt`` (onnx | torchscript) under
+    the state folder (validated against PyTorch, see :mod:`tgd_core.export`); (copies of the
+    model and its sidecar for download, summary)."""
     from tgd_core.export import export_checkpoint
 
-    entry = model_zoo.find(zoo(), name)
+    entry = pick(name, {e.name: e for e in zoo()}, "network", "networks")
+    suffix = FORMATS[choice(fmt, FORMATS, "format")]
     progress(0.1, desc=f"exporting {name} to {fmt} and validating it")
-    suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", entry.name).strip("_") or "model"
     out = Path(config.state_dir()) / "exports" / f"{stem}{suffix}"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = export_checkpoint(entry.path, out, fmt)
-    return [str(result.path), str(result.sidecar)], result.summary()
+    return offer_files([result.path, result.sidecar]), result.summary()
 
 
 def build() -> None:
@@ -58,7 +61,7 @@ def build() -> None:
         with gr.Row():
             name = gr.Dropdown([r[0] for r in rows], value=rows[-1][0] if rows else None,
                                label="network", elem_id="export-name")
-            fmt = gr.Radio(["onnx", "torchscript"], value="onnx", label="format",
+            fmt = gr.Radio(list(FORMATS), value="onnx", label="format",
                            elem_id="export-format")
             go = gr.Button("Export", variant="primary", elem_id="export-run")
         files = gr.File(label="model and sidecar (.json)", file_count="multiple",

@@ -6,6 +6,7 @@ import gradio as gr
 import numpy as np
 
 from app.common import guarded, missing_teachers_note, network_image, zoo
+from app.inputs import MAX_SEED, NumberField, choice
 from app.plots import accuracy_vs_severity, probability_bars, reliability_diagrams
 from tgd_core import inspection, model_zoo
 from tgd_core.corruptions import CORRUPTIONS, SEVERITIES
@@ -14,6 +15,11 @@ from tgd_core.errors import TGDError
 
 SWEEP_COLUMNS = ["model", "severity", "accuracy", "nll", "ece", "n"]
 ZOOM = 5  # the 32×32 images are shown enlarged, pixel for pixel
+SEVERITY = NumberField("Severity (0 = clean)", integer=True, ge=0, le=max(SEVERITIES))
+NOISE_SEED = NumberField("Noise seed", integer=True, ge=0, le=MAX_SEED)
+SWEEP_IMAGES = NumberField("Test images", integer=True, ge=10, le=1000)
+SUBSET_SEED = NumberField("Subset seed", integer=True, ge=0, le=MAX_SEED)
+CORRUPTION = "Corruption"
 
 
 def _zoom(image: np.ndarray) -> np.ndarray:
@@ -31,12 +37,14 @@ def _networks() -> tuple[dict[str, object], str]:
 @guarded
 def predict(image, corruption: str = "gaussian_noise", severity: int = 3, seed: int = 0):
     """Handler: (clean image, corrupted image, probability bars, Markdown summary)."""
+    corruption, severity = choice(corruption, CORRUPTIONS, CORRUPTION), SEVERITY.check(severity)
+    seed = NOISE_SEED.check(seed)
     clean, notes = network_image(image)
-    noisy = inspection.corrupt_image(clean, corruption, int(severity), int(seed))
+    noisy = inspection.corrupt_image(clean, corruption, severity, seed)
     networks, missing = _networks()
     probs = {name: p[0] for name, p in inspection.predict_probabilities(networks,
                                                                         noisy[None]).items()}
-    condition = "clean" if int(severity) == 0 else f"{corruption}, severity {int(severity)}"
+    condition = "clean" if severity == 0 else f"{corruption}, severity {severity}"
     fig = probability_bars(probs, CIFAR10_CLASSES, f"Class probabilities — {condition}")
     lines = [f"**{condition}** — top-1 per model:", ""]
     lines += [f"- {name}: **{CIFAR10_CLASSES[int(np.argmax(p))]}** ({p.max():.1%})"
@@ -49,15 +57,17 @@ def predict(image, corruption: str = "gaussian_noise", severity: int = 3, seed: 
 def sweep(corruption: str, n_images: int, seed: int = 0, severity: int = 5,
           progress=gr.Progress()):
     """Handler: (accuracy-vs-severity figure, reliability figure, rows) on a random test subset."""
+    corruption, severity = choice(corruption, CORRUPTIONS, CORRUPTION), SEVERITY.check(severity)
+    n_images, seed = SWEEP_IMAGES.check(n_images), SUBSET_SEED.check(seed)
     progress(0.0, desc="loading the test images")
-    images, labels = inspection.dataset_sample(int(n_images), int(seed))
+    images, labels = inspection.dataset_sample(n_images, seed)
     networks, _ = _networks()
     result = inspection.severity_sweep(networks, images, labels, corruption,
-                                       (0, *SEVERITIES), int(seed),
+                                       (0, *SEVERITIES), seed,
                                        progress=lambda f, msg: progress(f, desc=msg))
     acc = accuracy_vs_severity(result.rows, f"Accuracy vs severity — {corruption}, "
-                                            f"{int(n_images)} test images")
-    shown = sorted({0, int(severity) or max(SEVERITIES)})
+                                            f"{n_images} test images")
+    shown = sorted({0, severity or max(SEVERITIES)})
     panels = {("clean" if s == 0 else f"{corruption} {s}"):
               {m: result.reliability[(m, s)] for m in networks} for s in shown}
     rel = reliability_diagrams(panels, "Reliability diagrams (marker size: share of images)")
@@ -78,10 +88,9 @@ def build(examples: list[str]) -> None:
             if examples:
                 gr.Examples(examples, inputs=image, label="CIFAR-10 test images")
             corruption = gr.Dropdown(list(CORRUPTIONS), value="gaussian_noise",
-                                     label="Corruption", elem_id="noise-corruption")
-            severity = gr.Slider(0, max(SEVERITIES), value=3, step=1, label="Severity (0 = clean)",
-                                 elem_id="noise-severity")
-            seed = gr.Number(0, precision=0, label="Noise seed", minimum=0)
+                                     label=CORRUPTION, elem_id="noise-corruption")
+            severity = SEVERITY.slider(3, 1, elem_id="noise-severity")
+            seed = NOISE_SEED.number(0)
             run = gr.Button("Predict", variant="primary", elem_id="noise-run")
         with gr.Column(scale=2):
             with gr.Row():
@@ -92,8 +101,8 @@ def build(examples: list[str]) -> None:
             bars = gr.Plot(label="Class probabilities", elem_id="noise-probs")
     with gr.Accordion("Sweep over severities", open=True):
         with gr.Row():
-            n_images = gr.Slider(20, 1000, value=100, step=10, label="Test images")
-            sweep_seed = gr.Number(0, precision=0, label="Subset seed", minimum=0)
+            n_images = SWEEP_IMAGES.slider(100, 10)
+            sweep_seed = SUBSET_SEED.number(0)
             sweep_run = gr.Button("Run sweep", variant="primary", elem_id="noise-sweep-run")
         with gr.Row():
             acc_plot = gr.Plot(label="Accuracy vs severity", elem_id="noise-sweep-plot")

@@ -43,11 +43,11 @@ def browser(width: int = 1400, height: int = 1000) -> Iterator[object]:
 @contextmanager
 def running_app() -> Iterator[str]:
     """The app, launched in this process on a free local port; yields its URL."""
-    from app.ui import allowed_paths, build_app
+    from app.ui import build_app, launch_options
 
     demo = build_app().queue(default_concurrency_limit=4)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
-                            allowed_paths=allowed_paths(), max_file_size="20mb")
+                            **launch_options())
     try:
         yield url
     finally:

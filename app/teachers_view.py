@@ -7,14 +7,22 @@ import gradio as gr
 import numpy as np
 
 from app.common import guarded, missing_teachers_note, network_image, zoo
+from app.inputs import MAX_SEED, NumberField, pick
 from app.plots import similarity_grid
 from tgd_core import inspection, model_zoo
+from tgd_core.distill.methods import TGDParams
 from tgd_core.errors import TGDError
 from tgd_core.images import load_image_file
 
 NONE = "(none)"
 MAX_BATCH = 32
 LOSS_COLUMNS = ["group", "similarity loss", "× β/3 (β = 3000)"]
+SAMPLES = NumberField("CIFAR-10 test samples", integer=True, ge=0, le=MAX_BATCH)
+SEED = NumberField("Sample seed", integer=True, ge=0, le=MAX_SEED)
+ALPHA = NumberField.of(TGDParams, "alpha", "α (T1's share in the merge)")
+# network slot -> (zoo role, dropdown label)
+SLOTS = {"t1": ("teacher1", "T1 (raw images)"), "t2": ("teacher2", "T2 (persistence images)"),
+         "student": ("student", "Student")}
 
 
 def choices(role: str) -> list[str]:
@@ -23,6 +31,9 @@ def choices(role: str) -> list[str]:
 
 
 def _batch(files, n_samples: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    if len(files or []) + n_samples > MAX_BATCH:  # before decoding any upload
+        raise TGDError(f"the batch holds {len(files or []) + n_samples} images; at most "
+                       f"{MAX_BATCH}")
     images, notes = [], []
     for f in files or []:
         path = getattr(f, "name", f)
@@ -30,38 +41,40 @@ def _batch(files, n_samples: int, seed: int) -> tuple[np.ndarray, list[str]]:
         images.append(img)
         notes += [f"{path.rsplit('/', 1)[-1]}: {n}" for n in why]
     if n_samples:
-        sample, _ = inspection.dataset_sample(int(n_samples), int(seed))
+        sample, _ = inspection.dataset_sample(n_samples, seed)
         images += list(sample)
     if len(images) < 2:
         raise TGDError("the batch needs at least 2 images: upload some or add dataset samples")
-    if len(images) > MAX_BATCH:
-        raise TGDError(f"the batch holds {len(images)} images; at most {MAX_BATCH}")
     return np.stack(images), notes
 
 
-def _network(entries, name: str | None):
-    if not name or name == NONE:
+def _network(entries, slot: str, name: str | None):
+    """The network picked for ``slot`` among the zoo's of its role, or None for NONE."""
+    if name in (None, "", NONE):
         return None
-    return model_zoo.load_network(model_zoo.find(entries, name))
+    role, label = SLOTS[slot]
+    offered = {e.name: e for e in model_zoo.by_role(entries, role)}
+    return model_zoo.load_network(pick(name, offered, label, "networks"))
 
 
 @guarded
 def maps(files, n_samples: int = 8, seed: int = 0, alpha: float = 0.99, t1: str | None = None,
          t2: str | None = None, student: str | None = None, progress=gr.Progress()):
     """Handler: (similarity-map figure, Markdown summary, per-group loss rows)."""
-    progress(0.1, desc="preparing the batch")
-    images, notes = _batch(files, n_samples, seed)
+    n_samples, seed, alpha = SAMPLES.check(n_samples), SEED.check(seed), ALPHA.check(alpha)
     entries = zoo()
-    nets = {role: _network(entries, name) for role, name in
+    nets = {slot: _network(entries, slot, name) for slot, name in
             (("t1", t1), ("t2", t2), ("student", student))}
     if not any(nets.values()):
         raise TGDError("choose at least one network (no teacher or student is selected)")
+    progress(0.1, desc="preparing the batch")
+    images, notes = _batch(files, n_samples, seed)
     progress(0.4, desc="features and similarity maps")
-    result = inspection.similarity_maps(images, alpha=float(alpha), **nets)
+    result = inspection.similarity_maps(images, alpha=alpha, **nets)
     b = len(images)
     fig = similarity_grid(result.maps, f"Row-normalised similarity maps G̃ ({b}×{b}), α = "
                                        f"{alpha:g}")
-    lines = [f"**Batch of {b} images** ({len(files or [])} uploaded, {int(n_samples)} from the "
+    lines = [f"**Batch of {b} images** ({len(files or [])} uploaded, {n_samples} from the "
              "CIFAR-10 test set)."]
     rows = []
     if result.losses is not None:
@@ -88,13 +101,13 @@ def build() -> None:
         with gr.Column(scale=1, min_width=300):
             files = gr.File(label="Your images (optional)", file_count="multiple",
                             file_types=["image"], height=120)
-            n_samples = gr.Slider(0, MAX_BATCH, value=8, step=1, label="CIFAR-10 test samples")
-            seed = gr.Number(0, precision=0, label="Sample seed", minimum=0)
-            alpha = gr.Slider(0, 1, value=0.99, step=0.01, label="α (T1's share in the merge)")
+            n_samples = SAMPLES.slider(8, 1)
+            seed = SEED.number(0)
+            alpha = ALPHA.slider(0.99, 0.01)
             t1_c, t2_c, s_c = choices("teacher1"), choices("teacher2"), choices("student")
-            t1 = gr.Dropdown(t1_c, value=t1_c[0], label="T1 (raw images)")
-            t2 = gr.Dropdown(t2_c, value=t2_c[0], label="T2 (persistence images)")
-            student = gr.Dropdown([*s_c, NONE], value=s_c[-1], label="Student")
+            t1 = gr.Dropdown(t1_c, value=t1_c[0], label=SLOTS["t1"][1])
+            t2 = gr.Dropdown(t2_c, value=t2_c[0], label=SLOTS["t2"][1])
+            student = gr.Dropdown([*s_c, NONE], value=s_c[-1], label=SLOTS["student"][1])
             with gr.Row():
                 refresh = gr.Button("Reload models")
                 run = gr.Button("Compute maps", variant="primary", elem_id="teachers-run")

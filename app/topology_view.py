@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
+from app.inputs import NumberField, choice
 from app.plots import diagram_figure, heatmap_grid
 from tgd_core.errors import TGDError
 from tgd_core.images import as_image_batch
@@ -14,6 +15,18 @@ from tgd_core.topology.pimage import PersistenceImageConfig
 from tgd_core.topology.representation import CubicalPIConfig, summarise
 
 MIN_SIDE, MAX_SIDE = 2, 1024
+RESOLUTION = NumberField("PI resolution", integer=True, ge=8, le=100)
+SPREAD = NumberField("σ (spread)", ge=0.002, le=0.05)
+MAX_BD = NumberField("window max", ge=0.05, le=1.0)
+THRESHOLD = NumberField("persistence threshold", ge=0.0, le=0.2)
+SIGMA = NumberField("σ", ge=0.005, le=0.1)
+PERS_MAX = NumberField("persistence max", ge=0.1, le=1.0)
+MODE, HOMOLOGY = "Mode", "homology"
+CUBICAL = ("filtration", "channels", "pixels as cubes (top) or vertices")  # cubical-mode radios
+# radio/checkbox label -> its choices (the first is the default)
+CHOICES = {MODE: ("paper", "cubical"), HOMOLOGY: ("H0", "H1"),
+           CUBICAL[0]: ("sublevel", "superlevel"), CUBICAL[1]: ("rgb", "grey"),
+           CUBICAL[2]: ("top", "vertex")}
 
 
 def prepare_image(image) -> tuple[np.ndarray, list[str]]:
@@ -42,16 +55,29 @@ def prepare_image(image) -> tuple[np.ndarray, list[str]]:
     return batch[0], notes
 
 
+def _radio(label: str, **kwargs) -> gr.Radio:
+    """The radio of ``label`` over its :data:`CHOICES`, on the first."""
+    options = CHOICES[label]
+    return gr.Radio(list(options), value=options[0], label=label, **kwargs)
+
+
 def representation(mode, resolution, spread, max_bd, threshold, homology, filtration,
                    channels, construction, sigma, pers_max):
+    """The PI configuration the controls describe; TGDError naming a control out of range or
+    not one of its choices."""
+    mode = choice(mode, CHOICES[MODE], MODE)
+    resolution = (RESOLUTION.check(resolution),) * 2
     if mode == "paper":
-        return PaperPIConfig((int(resolution),) * 2, float(spread), 0.0, float(max_bd),
-                             float(threshold))
-    dims = tuple(int(h[1]) for h in homology) or (0,)
+        return PaperPIConfig(resolution, SPREAD.check(spread), 0.0, MAX_BD.check(max_bd),
+                             THRESHOLD.check(threshold))
+    dims = tuple(int(choice(h, CHOICES[HOMOLOGY], HOMOLOGY)[1]) for h in homology or ())
+    filtration, channels, construction = (
+        choice(value, CHOICES[label], label)
+        for value, label in zip((filtration, channels, construction), CUBICAL))
     return CubicalPIConfig(
-        CubicalConfig(dims, filtration, channels, construction),
-        PersistenceImageConfig((0.0, 1.0), (0.0, float(pers_max)), (int(resolution),) * 2,
-                               float(sigma), "linear"))
+        CubicalConfig(dims or (0,), filtration, channels, construction),
+        PersistenceImageConfig((0.0, 1.0), (0.0, PERS_MAX.check(pers_max)), resolution,
+                               SIGMA.check(sigma), "linear"))
 
 
 def explore(image, mode="paper", resolution=50, spread=0.01, max_bd=0.3, threshold=0.02,
@@ -90,23 +116,18 @@ def build(examples: list[str]) -> None:
                              elem_id="topology-image")
             if examples:
                 gr.Examples(examples, inputs=image, label="CIFAR-10 test images")
-            mode = gr.Radio(["paper", "cubical"], value="paper", label="Mode",
-                            info="paper: the authors' 1-D row/column H0; cubical: 2-D H0/H1")
-            resolution = gr.Slider(8, 100, value=50, step=1, label="PI resolution")
+            mode = _radio(MODE, info="paper: the authors' 1-D row/column H0; cubical: 2-D H0/H1")
+            resolution = RESOLUTION.slider(50, 1)
             with gr.Group(visible=True) as paper_box:
-                spread = gr.Slider(0.002, 0.05, value=0.01, step=0.001, label="σ (spread)")
-                max_bd = gr.Slider(0.05, 1.0, value=0.3, step=0.01, label="window max")
-                threshold = gr.Slider(0.0, 0.2, value=0.02, step=0.005,
-                                      label="persistence threshold")
+                spread = SPREAD.slider(0.01, 0.001)
+                max_bd = MAX_BD.slider(0.3, 0.01)
+                threshold = THRESHOLD.slider(0.02, 0.005)
             with gr.Group(visible=False) as cubical_box:
-                homology = gr.CheckboxGroup(["H0", "H1"], value=["H0", "H1"], label="homology")
-                filtration = gr.Radio(["sublevel", "superlevel"], value="sublevel",
-                                      label="filtration")
-                channels = gr.Radio(["rgb", "grey"], value="rgb", label="channels")
-                construction = gr.Radio(["top", "vertex"], value="top",
-                                        label="pixels as cubes (top) or vertices")
-                sigma = gr.Slider(0.005, 0.1, value=0.02, step=0.005, label="σ")
-                pers_max = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="persistence max")
+                homology = gr.CheckboxGroup(list(CHOICES[HOMOLOGY]), value=list(CHOICES[HOMOLOGY]),
+                                            label=HOMOLOGY)
+                filtration, channels, construction = (_radio(label) for label in CUBICAL)
+                sigma = SIGMA.slider(0.02, 0.005)
+                pers_max = PERS_MAX.slider(1.0, 0.05)
             run = gr.Button("Compute", variant="primary", elem_id="topology-run")
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="topology-info")

@@ -1,8 +1,10 @@
-"""The app's layout: one tab per view, each built by its own module."""
+"""The app's layout: one tab per view, each built by its own module; how it is launched."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -66,5 +68,17 @@ def build_app() -> gr.Blocks:
     return demo
 
 
-def allowed_paths() -> list[str]:
-    return [str(Path(config.state_dir()).resolve())]
+def blocked_paths() -> list[str]:
+    """What ``/gradio_api/file=`` must never serve, whatever ``GRADIO_ALLOWED_PATHS`` says: the
+    state folder (job store, runs, PI cache, exports, examples), plus ``GRADIO_BLOCKED_PATHS``.
+    Gradio serves only its own cache folder (uploads, copies that handlers return) and allowed
+    paths; the app allows none. (Keep ``GRADIO_TEMP_DIR`` outside the state folder.)"""
+    extra = [p.strip() for p in os.environ.get("GRADIO_BLOCKED_PATHS", "").split(",") if p.strip()]
+    return [str(Path(config.state_dir()).resolve()), *extra]
+
+
+def launch_options() -> dict[str, Any]:
+    """Keyword arguments of ``demo.launch`` that every way of starting the app shares. Files
+    reach the browser only as copies that views return (:func:`app.common.offer_files`);
+    example images are copied into gradio's cache when the app is built."""
+    return {"allowed_paths": [], "blocked_paths": blocked_paths(), "max_file_size": "20mb"}

@@ -53,6 +53,21 @@ def test_bad_uploads_raise_gradio_errors(image, message):
         explore(image, "paper")
 
 
+@pytest.mark.parametrize("controls, message", [
+    ({"mode": "torus"}, "Mode: not one of the offered choices"),
+    ({"resolution": 10**6}, "PI resolution: must be ≤ 100"),
+    ({"resolution": float("nan")}, "PI resolution: must be a finite number"),
+    ({"resolution": 20.5}, "PI resolution: must be a whole number"),
+    ({"spread": None}, "σ \\(spread\\): a number is required"),
+    ({"mode": "cubical", "homology": ["H2"]}, "homology: not one of the offered choices"),
+    ({"mode": "cubical", "filtration": "/etc/passwd"}, "filtration: not one of the offered"),
+    ({"mode": "cubical", "sigma": -1}, "σ: must be ≥ 0.005"),
+])
+def test_controls_outside_what_the_view_offers_are_refused(rgb, controls, message):
+    with pytest.raises(gr.Error, match=message):
+        explore(rgb, **controls)
+
+
 def test_twenty_concurrent_requests_through_gradio_client(tmp_path, monkeypatch):
     from gradio_client import Client, handle_file
     from PIL import Image

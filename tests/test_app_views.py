@@ -14,6 +14,7 @@ gr = pytest.importorskip("gradio")
 
 from app import jobs_view, models_view, noise_view, teachers_view  # noqa: E402
 from tests.zoo_helpers import use_zoo  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
 from tgd_core.jobs import JobKind, registry  # noqa: E402
 
 NO_PROGRESS = lambda *a, **k: None  # noqa: E731
@@ -95,8 +96,13 @@ def test_similarity_maps_without_teachers_and_errors(zoo, tmp_path):
     with pytest.raises(gr.Error, match="choose at least one network"):
         teachers_view.maps([], 4, 0, 0.9, teachers_view.NONE, teachers_view.NONE,
                            teachers_view.NONE, progress=NO_PROGRESS)
-    with pytest.raises(gr.Error, match="no model named 'gone'"):
+    with pytest.raises(gr.Error, match=r"T1 \(raw images\): not one of the offered networks"):
         teachers_view.maps([], 4, 0, 0.9, "gone", None, None, progress=NO_PROGRESS)
+    with pytest.raises(gr.Error, match=r"T2 \(persistence images\): not one of the offered"):
+        teachers_view.maps([], 4, 0, 0.9, None, "/etc/passwd", None, progress=NO_PROGRESS)
+    with pytest.raises(gr.Error, match="the batch holds 40 images; at most 32"):
+        teachers_view.maps(["x.png"] * 40, 0, 0, 0.9, "t1_raw", None, None,
+                           progress=NO_PROGRESS)
 
 
 def test_teacher_choices_say_none_when_missing(tmp_path, monkeypatch):
@@ -119,37 +125,52 @@ def test_models_export_validates_and_offers_the_files(zoo, fmt):
     files, report = models_view.export("student_tgd", fmt, progress=NO_PROGRESS)
     model, sidecar = files
     assert os.path.getsize(model) > 0 and json.loads(open(sidecar).read())["validation"]
-    assert "argmax agrees" in report and model.startswith(os.environ["TGD_STATE_DIR"])
+    assert "argmax agrees" in report and model.startswith(get_upload_folder())
     assert os.path.basename(model).startswith("student_tgd.")
-    with pytest.raises(gr.Error):
+    exported = os.path.join(os.environ["TGD_STATE_DIR"], "exports", os.path.basename(model))
+    assert open(exported, "rb").read() == open(model, "rb").read()
+    with pytest.raises(gr.Error, match="network: not one of the offered networks"):
         models_view.export("no_such_network", fmt, progress=NO_PROGRESS)
+    with pytest.raises(gr.Error, match="network: not one of the offered networks"):
+        models_view.export(str(zoo / "student_tgd.pt"), fmt, progress=NO_PROGRESS)
+    with pytest.raises(gr.Error, match="format: not one of the offered choices"):
+        models_view.export("student_tgd", "pickle", progress=NO_PROGRESS)
 
 
 # -- jobs ----------------------------------------------------------------------------------------
 
-FORM = dict(method="tgd", network="wrn16_1", student_input="raw", t1="/t1.pt", t2="/t2.pt",
+FORM = dict(method="tgd", network="wrn16_1", student_input="raw", t1="t1_raw", t2="plain_pi",
             init_student=None, epochs=1, batch_size=32, lr=0.1, alpha=0.9, beta=3000.0,
             tau=4.0, seed=0, train_subset=64, test_subset=0)
 
 
-def test_job_config_maps_the_form_to_the_method():
+def test_job_config_maps_the_form_to_the_method(zoo):
     kind, cfg = jobs_view.job_config(**FORM)
-    assert kind == "distill" and cfg["teachers"] == {"t1": "/t1.pt", "t2": "/t2.pt"}
+    assert kind == "distill"
+    assert cfg["teachers"] == {"t1": str(zoo / "t1_raw.pt"), "t2": str(zoo / "plain_pi.pt")}
     assert cfg["method_params"] == {"alpha": 0.9, "beta": 3000.0, "temperature": 4.0}
     assert (cfg["train_subset"], cfg["test_subset"]) == (64, None)
     kind, cfg = jobs_view.job_config(**{**FORM, "method": "kd"})
-    assert cfg["method_params"] == {"temperature": 4.0} and cfg["teachers"] == {"t1": "/t1.pt"}
-    kind, cfg = jobs_view.job_config(**{**FORM, "method": "scratch", "init_student": "/s.pt"})
+    assert cfg["method_params"] == {"temperature": 4.0}
+    assert cfg["teachers"] == {"t1": str(zoo / "t1_raw.pt")}
+    kind, cfg = jobs_view.job_config(**{**FORM, "method": "scratch",
+                                        "init_student": "student_tgd"})
     assert kind == "train" and cfg["teachers"] == {} and cfg["method_params"] == {}
-    assert cfg["init_student"] == "/s.pt"
+    assert cfg["init_student"] == str(zoo / "student_tgd.pt")
     with pytest.raises(Exception, match="teachers: method 'mtkd' needs a T2"):
         jobs_view.job_config(**{**FORM, "method": "mtkd", "t2": jobs_view.NONE})
 
 
+def test_checkpoint_choices_are_the_zoo_by_role(zoo):
+    assert jobs_view.checkpoint_choices("teacher1") == ["t1_raw"]
+    assert jobs_view.checkpoint_choices("teacher2") == ["plain_pi"]
+    assert jobs_view.checkpoint_choices("student") == [jobs_view.NONE, "student_tgd"]
+
+
 def test_submit_validates_and_queues(zoo, kinds):
-    with pytest.raises(gr.Error, match="epochs"):
+    with pytest.raises(gr.Error, match="Epochs: must be ≥ 1"):
         jobs_view.submit(*{**FORM, "method": "scratch", "epochs": 0}.values())
-    with pytest.raises(gr.Error, match="batch_size"):
+    with pytest.raises(gr.Error, match="Batch size: must be ≥ 1"):
         jobs_view.submit(*{**FORM, "method": "scratch", "batch_size": -1}.values())
     note, rows, job_id = jobs_view.submit(*{**FORM, "method": "scratch"}.values())
     assert f"Job **{job_id}** (train, scratch) queued; worker pid 4242" in note
@@ -158,8 +179,12 @@ def test_submit_validates_and_queues(zoo, kinds):
 
 def test_cancel_resume_details_files_and_poll(zoo, kinds):
     _, _, job_id = jobs_view.submit(*{**FORM, "method": "scratch"}.values())
-    with pytest.raises(gr.Error, match="select a job"):
+    with pytest.raises(gr.Error, match="Selected job: select a job"):
         jobs_view.cancel(None)
+    with pytest.raises(gr.Error, match="Selected job: no job 999"):
+        jobs_view.cancel(999)
+    with pytest.raises(gr.Error, match="Selected job: must be a whole number"):
+        jobs_view.resume(job_id + 0.5)
     rows = jobs_view.cancel(job_id)
     assert rows[0][3] == "cancelled"
     with pytest.raises(gr.Error, match="only queued or running"):

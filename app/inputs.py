@@ -1,0 +1,110 @@
+"""What the views accept: every handler checks its inputs here against what the view offers.
+
+A browser can only pick offered choices and type numbers within the bounds the components
+declare, but the HTTP API (``gradio_client``, curl) can send anything. So each handler takes
+its choices through :func:`choice` / :func:`pick` and its numbers through a
+:class:`NumberField`, whose messages name the field as the user sees it ("Epochs: must be
+≤ 10000"). Bounds that the engine's config schemas declare are read from those schemas
+(:meth:`NumberField.of`), so the form, its components and the engine agree.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from numbers import Integral, Real
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from tgd_core.errors import TGDError
+
+T = TypeVar("T")
+MAX_SEED = 2**32 - 1  # the largest seed numpy's legacy generators take; torch takes more
+COMPARISONS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+BOUND_WORDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+
+
+def choice(value: Any, options: Iterable[str], field: str, what: str = "choices") -> str:
+    """``value`` if it is one of ``options``; else TGDError "<field>: not one of the offered
+    <what>" (the options are not echoed: they may be long or name server files)."""
+    if isinstance(value, str) and value in set(options):
+        return value
+    raise TGDError(f"{field}: not one of the offered {what}")
+
+
+def pick(value: Any, offered: Mapping[str, T], field: str, what: str = "choices") -> T:
+    """The offered item the user picked by its name (see :func:`choice`)."""
+    return offered[choice(value, offered, field, what)]
+
+
+def _number_text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class NumberField:
+    """A numeric input: its label as the user sees it, whole or not, and its bounds."""
+
+    label: str
+    integer: bool = False
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    @classmethod
+    def of(cls, model: type[BaseModel], name: str, label: str, integer: bool = False,
+           **bounds: float | None) -> NumberField:
+        """Field ``name`` of the pydantic ``model`` with the bounds the schema declares;
+        ``bounds`` add to or override them (e.g. ``ge=0`` where the form's 0 means "all")."""
+        declared = {key: getattr(m, key) for m in model.model_fields[name].metadata
+                    for key in COMPARISONS if getattr(m, key, None) is not None}
+        return cls(label, integer, **{**declared, **bounds})
+
+    def but(self, **changes: Any) -> NumberField:
+        """A copy with other label or bounds."""
+        return replace(self, **changes)
+
+    @property
+    def minimum(self) -> float | None:
+        """The inclusive lower bound a gr.Number/gr.Slider can show (``gt`` is not one)."""
+        return self.ge
+
+    @property
+    def maximum(self) -> float | None:
+        return self.le
+
+    def check(self, value: Any) -> int | float:
+        """``value`` as an int (whole fields) or float; TGDError naming the field when it is
+        missing, not a finite number, not whole, or out of bounds."""
+        if value is None or value == "":
+            raise TGDError(f"{self.label}: a number is required")
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise TGDError(f"{self.label}: must be a number, not {type(value).__name__}")
+        number = int(value) if isinstance(value, Integral) else float(value)
+        if isinstance(number, float) and not math.isfinite(number):
+            raise TGDError(f"{self.label}: must be a finite number")
+        if self.integer and isinstance(number, float) and not number.is_integer():
+            raise TGDError(f"{self.label}: must be a whole number")
+        for key, holds in COMPARISONS.items():
+            bound = getattr(self, key)
+            if bound is not None and not holds(number, bound):
+                raise TGDError(f"{self.label}: must be {BOUND_WORDS[key]} {_number_text(bound)}")
+        return int(number) if self.integer else float(number)
+
+    def number(self, value: float | None, **kwargs: Any):
+        """A ``gr.Number`` showing this field (label, whole or not, bounds)."""
+        import gradio as gr
+
+        return gr.Number(value, label=self.label, precision=0 if self.integer else None,
+                         minimum=self.minimum, maximum=self.maximum, **kwargs)
+
+    def slider(self, value: float, step: float, **kwargs: Any):
+        """A ``gr.Slider`` over this field's bounds."""
+        import gradio as gr
+
+        return gr.Slider(self.minimum, self.maximum, value=value, step=step, label=self.label,
+                         **kwargs)
