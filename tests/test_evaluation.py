@@ -14,7 +14,7 @@ import torch
 from official_reference import OFFICIAL_ACCURACY, TGD_CHECKPOINT, cifar10_split, official
 
 from tgd_core import cli
-from tgd_core.checkpoints import load_checkpoint
+from tgd_core.checkpoints import load_checkpoint, save_checkpoint
 from tgd_core.errors import TGDError
 from tgd_core.evaluation import (evaluate_logits, evaluate_model, expected_calibration_error,
                                  predict_logits, reliability_bins, robustness_sweep, write_table)
@@ -176,7 +176,8 @@ def test_cli_bad_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
     assert cli.main(["evaluate", "--checkpoint", str(bad), "--json"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
-    assert captured.err.startswith("tgd evaluate: error: ") and str(bad) in captured.err
+    assert captured.err.startswith("tgd") and "error: " in captured.err
+    assert "evaluate" in captured.err and str(bad) in captured.err
 
 
 def test_sweep_cache_reuses_corruptions_of_the_same_images_only() -> None:
@@ -195,3 +196,41 @@ def test_sweep_cache_reuses_corruptions_of_the_same_images_only() -> None:
     other = robustness_sweep(net, b, labels, CIFAR10_RAW, corrupted_cache=cache, **kw)
     assert len(cache) == 2
     assert other == robustness_sweep(net, b, labels, CIFAR10_RAW, **kw)
+
+
+def _strict(text: str):
+    """Parse strict JSON: NaN and Infinity are refused."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_cli_refuses_a_checkpoint_with_non_finite_weights(tmp_path: Path, capsys) -> None:
+    """#16 problem 5: a NaN checkpoint used to evaluate silently (exit 0, "nll": NaN)."""
+    path = save_checkpoint(tmp_path / "ok.pt", build_model("wrn16_1"), input_kind="raw",
+                           normalization=CIFAR10_RAW)
+    raw = torch.load(path, weights_only=True)
+    raw["state_dict"]["conv1.weight"].fill_(float("nan"))
+    torch.save(raw, tmp_path / "nan.pt")
+    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "nan.pt"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert str(tmp_path / "nan.pt") in captured.err and "1 of " in captured.err
+
+
+def test_non_finite_metrics_reach_json_as_null(tmp_path: Path, capsys) -> None:
+    """#16 problem 5: finite weights whose logits overflow give NaN NLL; `evaluate --json` and a
+    JSON sweep table stay strict JSON with null."""
+    net = build_model("wrn16_1")
+    with torch.no_grad():
+        net.fc.weight[0].fill_(3e38)
+        net.fc.weight[1].fill_(-3e38)
+    path = save_checkpoint(tmp_path / "huge.pt", net, input_kind="raw",
+                           normalization=CIFAR10_RAW)
+    assert cli.main(["evaluate", "--checkpoint", str(path), "--limit", "16", "--json"]) == 0
+    out = _strict(capsys.readouterr().out)
+    assert out["nll"] is None and out["n"] == 16
+    rows = [{"corruption": "clean", "accuracy": 10.0, "nll": math.nan, "ece": math.inf}]
+    table = _strict(write_table(rows, tmp_path / "t.json").read_text())
+    assert table == [{"corruption": "clean", "accuracy": 10.0, "nll": None, "ece": None}]
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []

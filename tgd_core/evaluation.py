@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
+import io
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from tgd_core.corruptions import CORRUPTIONS, SEVERITIES, add_gaussian_noise, corrupt
 from tgd_core.errors import TGDError
+from tgd_core.fileio import atomic_write, json_text
 from tgd_core.images import content_hash
 from tgd_core.normalization import Normalization, to_model_input
 
@@ -243,18 +244,20 @@ def robustness_sweep(model: nn.Module, images: np.ndarray, labels: np.ndarray,
 
 
 def write_table(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Write sweep rows as ``.csv`` or ``.json`` (chosen by the suffix)."""
+    """Write sweep rows as ``.csv`` or ``.json`` (chosen by the suffix), atomically; in JSON a
+    non-finite metric is ``null``."""
     path = Path(path)
     if not rows:
         raise TGDError("no rows to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(list(rows), indent=2) + "\n")
+        text = json_text(list(rows), indent=2) + "\n"
     elif path.suffix.lower() == ".csv":
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
     else:
         raise TGDError(f"{path}: table format must be .csv or .json")
-    return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, text)

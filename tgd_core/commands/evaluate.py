@@ -4,16 +4,17 @@ Accepts our checkpoints and the TGD authors' files alike (:mod:`tgd_core.checkpo
 images are normalised with the checkpoint's own statistics, and PI networks read the PIs of the
 (clean or corrupted) images, computed on the fly with the representation they were trained on. ``--sweep`` evaluates every
 CIFAR-10-C corruption at severities 1–5 (plus clean and optional noise σ rows) and writes the
-table with ``--output`` (.csv or .json).
+table with ``--output`` (.csv or .json). JSON output is strict: a non-finite metric is ``null``;
+a checkpoint with NaN or infinite weights is refused (one line, exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
 from tgd_core.data import CIFAR10_SPLITS, DATASETS, dataset_splits
 from tgd_core.errors import TGDError
+from tgd_core.fileio import json_text
 
 # the corruption names and severities, without importing the (numpy/scipy/PIL) corruption code
 CORRUPTION_NAMES = ("contrast", "defocus_blur", "gaussian_blur", "gaussian_noise",
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         if args.output:
             write_table(rows, args.output)
         if args.json:
-            print(json.dumps(rows))
+            print(json_text(rows))
         else:
             print(f"{'corruption':<22}{'severity':>9}{'sigma':>8}{'accuracy':>10}"
                   f"{'nll':>9}{'ece':>9}{'n':>7}")
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         condition = "clean"
     result = evaluate_model(model, images, labels, ckpt.normalization, **inference)
     if args.json:
-        print(json.dumps(result.to_dict() if args.reliability else result.summary()))
+        print(json_text(result.to_dict() if args.reliability else result.summary()))
         return 0
     print(f"{args.checkpoint} ({ckpt.model}, {ckpt.source}, epoch {ckpt.epoch}) on "
           f"{args.split} [{condition}]: accuracy {result.accuracy:.2f} %  nll {result.nll:.4f}  "
