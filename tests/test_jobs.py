@@ -1,11 +1,17 @@
 """Background jobs: store rules, worker processes, cancel/kill/resume, concurrent writers, CLI.
 
 The test kind ``test-counter`` (below) is a deterministic step loop with a JSON checkpoint after
-every step; worker children load it through ``TGD_JOB_PLUGINS=test_jobs``.
+every step; ``test-train-held`` is the real ``train`` runner whose first progress report waits
+for a release file. Worker children load them through ``TGD_JOB_PLUGINS=test_jobs``.
+
+No test sleeps for a guessed time or bounds how fast something happens: they poll for the state
+they need, with generous limits (:data:`SLOW`) that only catch hangs, so that they pass on a
+loaded machine.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
@@ -28,6 +34,7 @@ from tgd_core.jobs import JobContext, JobStopped, JobStore, register_kind
 from tgd_core.jobs.store import SCHEMA_VERSION, pid_alive
 
 TESTS = Path(__file__).resolve().parent
+SLOW = 300.0  # seconds: a bound for hangs only, never for speed
 
 
 class CounterJob(BaseModel):
@@ -37,24 +44,49 @@ class CounterJob(BaseModel):
     fail_at: int | None = None
     ignore_stop: bool = False
     own_stop_error: bool = False
+    hold_at: int | None = Field(None, description="before this step, wait until the file "
+                                "run_dir/release exists (or the job is asked to stop)")
 
 
 class CounterStopped(Exception):
     """A runner's own way of stopping (as the training engine's ``Stopped``)."""
 
 
-def run_counter(config: CounterJob, ctx: JobContext) -> dict[str, Any]:
-    """Sum of step² over the steps, one step at a time; resumes from its checkpoint."""
-    ckpt = ctx.checkpoint_dir / "counter.json"
+def _record(ctx: JobContext, what: str) -> None:
+    """One line ``WHAT TIME PID`` in the job's executions.txt."""
     with open(ctx.run_dir / "executions.txt", "a") as f:
-        f.write(f"start {time.time()} {os.getpid()}\n")
+        f.write(f"{what} {time.time()} {os.getpid()}\n")
+
+
+def _stop_if_asked(config: CounterJob, ctx: JobContext, step: int) -> None:
+    if ctx.should_stop() and not config.ignore_stop:
+        raise (CounterStopped if config.own_stop_error else JobStopped)(f"stopped at step {step}")
+
+
+def _hold(config: CounterJob, ctx: JobContext, step: int) -> None:
+    """Wait before ``hold_at`` until released (or stopped): the job is surely running there."""
+    while not (ctx.run_dir / "release").exists():
+        _stop_if_asked(config, ctx, step)
+        time.sleep(0.02)
+
+
+def run_counter(config: CounterJob, ctx: JobContext) -> dict[str, Any]:
+    """Sum of step² over the steps, one step at a time; resumes from its checkpoint. A second
+    process running the job at the same time is recorded as an ``overlap`` execution."""
+    ckpt = ctx.checkpoint_dir / "counter.json"
+    lock = open(ctx.run_dir / "runner.lock", "w")  # noqa: SIM115 (held while it runs)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _record(ctx, "overlap")
+    _record(ctx, "start")
     state = json.loads(ckpt.read_text()) if ctx.resume and ckpt.exists() else {"step": 0,
                                                                                  "total": 0}
     start = state["step"]
     for step in range(start, config.steps):
-        if ctx.should_stop() and not config.ignore_stop:
-            raise (CounterStopped if config.own_stop_error else JobStopped)(
-                f"stopped at step {step}")
+        _stop_if_asked(config, ctx, step)
+        if step == config.hold_at:
+            _hold(config, ctx, step)
         if step == config.fail_at:
             raise RuntimeError(f"boom at step {step}")
         time.sleep(config.step_time)
@@ -65,12 +97,38 @@ def run_counter(config: CounterJob, ctx: JobContext) -> dict[str, Any]:
         os.replace(tmp, ckpt)
         ctx.progress((step + 1) / config.steps, epoch=step)
     print(f"counter done: {state['total']}")
-    with open(ctx.run_dir / "executions.txt", "a") as f:
-        f.write(f"end {time.time()} {os.getpid()}\n")
+    _record(ctx, "end")
     return {"total": state["total"], "resumed_from": start}
 
 
+class HeldContext:
+    """A job context whose first progress report waits until the file ``run_dir/release``
+    exists or the job is asked to stop: a test sees the job running after its first step."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx, self._held = ctx, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def progress(self, *args: Any, **kwargs: Any) -> None:
+        self._ctx.progress(*args, **kwargs)
+        if not self._held:
+            self._held = True
+            while not (self._ctx.run_dir / "release").exists() and not self._ctx.should_stop():
+                time.sleep(0.02)
+
+
+def run_held_training(config: Any, ctx: JobContext) -> dict[str, Any]:
+    """The ``train`` runner with a :class:`HeldContext`."""
+    from tgd_core.training.jobs import run_train_job
+
+    return run_train_job(config, HeldContext(ctx))
+
+
 register_kind("test-counter", CounterJob, run_counter, replace=True)
+register_kind("test-train-held", "tgd_core.training.config:TrainConfig", run_held_training,
+              replace=True)
 if os.environ.get("TEST_JOBS_PART_ROWS"):  # set for worker children only: tiny PI cache parts
     from tgd_core.topology import cache
 
@@ -81,7 +139,8 @@ def expected_total(steps: int) -> int:
     return sum(i * i for i in range(steps))
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = SLOW, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something true (returned); fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -116,14 +175,16 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobStore]
 
 @pytest.fixture
 def start_worker(store: JobStore, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start ``python -m tgd_core.jobs.worker ARGS`` on the store; all are killed afterwards."""
+    """Start ``python -m tgd_core.jobs.worker ARGS`` on the store (with ``env`` added to the
+    environment); all are killed afterwards."""
     procs: list[subprocess.Popen] = []
 
-    def start(*args: str) -> subprocess.Popen:
+    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "tgd_core.jobs.worker", "--poll", "0.2", *args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}))
         log.close()
         return procs[-1]
 
@@ -212,7 +273,7 @@ def test_submit_normalises_config_and_cli_set_nests(store: JobStore, capsys) -> 
 
     job = store.submit("test-counter", {"steps": "3"})
     assert job.config == {"steps": 3, "step_time": 0.0, "fail_at": None, "ignore_stop": False,
-                          "own_stop_error": False}
+                          "own_stop_error": False, "hold_at": None}
     assert (job.status, job.attempt, job.resume, job.progress) == ("queued", 1, False, 0.0)
     assert job.run_dir == store.state_dir / "runs" / str(job.id)
     assert cli.main(["jobs", "submit", "pi-cache", "--config", '{"split": "test"}', "--set",
@@ -220,6 +281,32 @@ def test_submit_normalises_config_and_cli_set_nests(store: JobStore, capsys) -> 
     out = json.loads(capsys.readouterr().out)
     assert out["config"]["split"] == "test" and out["config"]["limit"] == 5
     assert out["config"]["representation"]["mode"] == "cubical"
+
+
+def test_absurd_epochs_are_refused_at_submit_naming_the_field(store: JobStore, capsys) -> None:
+    """Every way in (Python, the CLI; the app calls the same ``submit``) validates."""
+    from tgd_core import cli
+
+    with pytest.raises(TGDError, match=r"^bad train config: epochs: .*less than or equal to "):
+        store.submit("train", {"epochs": 10**12})
+    assert cli.main(["jobs", "submit", "distill", "--set", f"epochs={10**12}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "epochs: Input should be less than or equal to 10000" in err
+    assert store.list() == []
+
+
+def test_a_stored_config_that_fails_validation_fails_the_job_with_one_line(
+        store: JobStore, start_worker) -> None:
+    """A config written by an older version (or by hand) is checked again when the job runs."""
+    job = store.submit("train", {"epochs": 1})
+    with sqlite3.connect(store.db_path) as conn:
+        conn.execute("UPDATE jobs SET config = ? WHERE id = ?",
+                     (json.dumps({**job.config, "epochs": 10**12}), job.id))
+    assert start_worker("--once").wait(timeout=SLOW) == 0
+    job = store.get(job.id)
+    assert job.status == "failed" and job.traceback is None
+    assert job.error.startswith("bad train config: epochs: Input should be less than or equal")
+    assert "\n" not in job.error
 
 
 def test_control_transitions(store: JobStore) -> None:
@@ -280,14 +367,14 @@ def test_reconcile_interrupts_jobs_of_dead_processes(store: JobStore) -> None:
 
 def test_twenty_jobs_two_at_a_time_none_lost_or_run_twice(store: JobStore, start_worker) -> None:
     ids = [store.submit("test-counter", {"steps": 3}).id for _ in range(20)]
-    assert start_worker("--concurrency", "2", "--once").wait(timeout=100) == 0
+    assert start_worker("--concurrency", "2", "--once").wait(timeout=SLOW) == 0
     events = []
     for job_id in ids:
         job = store.get(job_id)
         assert (job.status, job.attempt, job.progress) == ("succeeded", 1, 1.0), job
         assert job.result == {"total": expected_total(3), "resumed_from": 0}
         runs = executions(store, job_id)
-        assert [w for w, _, _ in runs] == ["start", "end"]  # run exactly once
+        assert [w for w, _, _ in runs] == ["start", "end"]  # run exactly once, no overlap
         events += [(t, +1 if w == "start" else -1) for w, t, _ in runs]
     running, peak = 0, 0
     for _, delta in sorted(events):
@@ -299,7 +386,7 @@ def test_twenty_jobs_two_at_a_time_none_lost_or_run_twice(store: JobStore, start
 
 def test_failing_job_records_error_and_traceback(store: JobStore, start_worker) -> None:
     job = store.submit("test-counter", {"steps": 5, "fail_at": 2})
-    assert start_worker("--once").wait(timeout=60) == 0
+    assert start_worker("--once").wait(timeout=SLOW) == 0
     job = store.get(job.id)
     assert job.status == "failed" and job.error == "RuntimeError: boom at step 2"
     assert "in run_counter" in job.traceback and job.traceback.rstrip().endswith(
@@ -313,10 +400,8 @@ def test_cancel_stops_at_a_step_boundary_with_a_checkpoint(store: JobStore,
     job = store.submit("test-counter", {"steps": 100_000, "step_time": 0.01})
     start_worker()
     wait_for(lambda: store.get(job.id).progress > 0, what="progress")
-    t0 = time.monotonic()
-    store.cancel(job.id)
-    wait_for(finished(store, job.id), timeout=10, what="cancel")
-    assert time.monotonic() - t0 < 5
+    store.cancel(job.id, timeout=SLOW)  # it stops by itself, long before it would be killed
+    wait_for(finished(store, job.id), what="cancel")
     job = store.get(job.id)
     assert job.status == "cancelled" and job.error is None
     assert job.message.startswith("stopped at step")
@@ -324,7 +409,7 @@ def test_cancel_stops_at_a_step_boundary_with_a_checkpoint(store: JobStore,
     assert 0 < state["step"] < 100_000
     assert state["total"] == expected_total(state["step"])
     assert store.read_metrics(job.id)[-1]["step"] == state["step"] - 1
-    wait_for(lambda: not pid_alive(job.pid), timeout=5, what="the child to exit")
+    wait_for(lambda: not pid_alive(job.pid), what="the child to exit")
 
 
 def test_cancel_kills_a_job_that_ignores_it(store: JobStore, start_worker) -> None:
@@ -332,35 +417,32 @@ def test_cancel_kills_a_job_that_ignores_it(store: JobStore, start_worker) -> No
     start_worker()
     job = wait_for(lambda: (j := store.get(job.id)).progress > 0 and j.pid and j, what="start")
     store.cancel(job.id, timeout=0.5)
-    wait_for(finished(store, job.id), timeout=10, what="forced cancel")
+    wait_for(finished(store, job.id), what="forced cancel")
     done = store.get(job.id)
     assert done.status == "cancelled" and "killed" in done.error
-    wait_for(lambda: not pid_alive(job.pid), timeout=5, what="the child to die")
+    wait_for(lambda: not pid_alive(job.pid), what="the child to die")
 
 
 def test_sigkill_then_interrupted_then_resume_gives_the_same_result(store: JobStore,
                                                                    start_worker) -> None:
-    config = {"steps": 40, "step_time": 0.04}
-    whole = store.submit("test-counter", config)
-    cut = store.submit("test-counter", config)
-    worker = start_worker("--concurrency", "2")
+    cut = store.submit("test-counter", {"steps": 40, "hold_at": 10})
+    worker = start_worker()
     running = wait_for(lambda: (j := store.get(cut.id)).progress >= 0.25 and j.pid and j,
-                       what="progress")
-    os.kill(worker.pid, signal.SIGKILL)
+                       what="the job to hold at step 10")
+    os.kill(worker.pid, signal.SIGKILL)  # the worker, then at once its job: no time to notice
     os.killpg(running.pid, signal.SIGKILL)
     worker.wait()
-    # the other job's process outlives its worker and still finishes its job
-    wait_for(finished(store, whole.id, "succeeded"), what="the uninterrupted job")
+    wait_for(lambda: not pid_alive(running.pid), what="the job's process to die")
     assert store.get(cut.id).status == "running"  # nobody has noticed yet
-    assert start_worker("--once").wait(timeout=30) == 0  # start-up: finds the dead process
+    assert start_worker("--once").wait(timeout=SLOW) == 0  # start-up: finds the dead process
     cut = store.get(cut.id)
     assert cut.status == "interrupted" and "is gone" in cut.error
     assert store.resume(cut.id).resume
-    assert start_worker("--once").wait(timeout=60) == 0
+    (cut.run_dir / "release").touch()
+    assert start_worker("--once").wait(timeout=SLOW) == 0
     cut = store.get(cut.id)
     assert cut.status == "succeeded" and cut.attempt == 2
-    assert cut.result["total"] == store.get(whole.id).result["total"] == expected_total(40)
-    assert cut.result["resumed_from"] >= 10
+    assert cut.result == {"total": expected_total(40), "resumed_from": 10}
     assert [w for w, _, _ in executions(store, cut.id)] == ["start", "start", "end"]
     assert sorted({m["step"] for m in store.read_metrics(cut.id)}) == list(range(40))
     assert {m["attempt"] for m in store.read_metrics(cut.id)} == {1, 2}
@@ -369,10 +451,10 @@ def test_sigkill_then_interrupted_then_resume_gives_the_same_result(store: JobSt
 def test_worker_shutdown_interrupts_jobs_resumably(store: JobStore, start_worker) -> None:
     job = store.submit("test-counter", {"steps": 100_000, "step_time": 0.01,
                                         "own_stop_error": True})
-    worker = start_worker()
+    worker = start_worker("--shutdown-timeout", str(SLOW))  # it stops by itself, not killed
     wait_for(lambda: store.get(job.id).progress > 0, what="progress")
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=15) == 0
+    assert worker.wait(timeout=SLOW) == 0
     job = store.get(job.id)
     assert job.status == "interrupted" and job.error is None
     assert job.message.startswith("CounterStopped: stopped at step")
@@ -386,7 +468,7 @@ def test_two_processes_submitting_at_once(tmp_path: Path, store: JobStore) -> No
               "for i in range(50)]")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(fresh), str(n)])
              for n in (1, 2)]
-    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert [p.wait(timeout=SLOW) for p in procs] == [0, 0]
     with JobStore(fresh) as s:
         jobs = s.list()
         assert sorted(j.id for j in jobs) == list(range(1, 101))
@@ -406,12 +488,12 @@ def test_ensure_worker_starts_one_detached_worker(store: JobStore) -> None:
     try:
         assert ensure_worker(concurrency=1) == pid
         job = store.submit("test-counter", {"steps": 2})
-        wait_for(finished(store, job.id), timeout=60, what="the job")
+        wait_for(finished(store, job.id), what="the job")
         assert store.get(job.id).status == "succeeded"
         assert store.live_workers() == [pid]
     finally:
         os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not pid_alive(pid), timeout=15, what="the worker to stop")
+    wait_for(lambda: not pid_alive(pid), what="the worker to stop")
     assert store.live_workers() == []
 
 
@@ -421,7 +503,7 @@ def test_cli_list_show_logs(store: JobStore, start_worker, capsys) -> None:
     from tgd_core import cli
 
     done = store.submit("test-counter", {"steps": 2})
-    assert start_worker("--once").wait(timeout=60) == 0
+    assert start_worker("--once").wait(timeout=SLOW) == 0
     queued = store.submit("test-counter", {"steps": 1})
     assert cli.main(["jobs", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
@@ -476,7 +558,7 @@ def test_pi_cache_job_completes_a_partial_cache(store: JobStore, start_worker, t
     monkeypatch.setenv("TEST_JOBS_PART_ROWS", "4")  # the job: 3 rounds, 2 parts left to do
     job = store.submit("pi-cache", {"split": "test_lossless_1k", "data_dir": str(tmp_path / "data"),
                                     "cache_dir": str(tmp_path / "cache"), "limit": 10})
-    assert start_worker("--once").wait(timeout=90) == 0
+    assert start_worker("--once").wait(timeout=SLOW) == 0
     job = store.get(job.id)
     assert job.status == "succeeded", job.traceback
     assert job.result == {"cache": str(entry.root), "n": 10, "shape": [10, 6, 50, 50],
@@ -484,6 +566,21 @@ def test_pi_cache_job_completes_a_partial_cache(store: JobStore, start_worker, t
     assert [m["images_done"] for m in store.read_metrics(job.id)] == [6, 10]
     np.testing.assert_array_equal(entry.load(), compute_pis(images, PaperPIConfig())[1])
     assert json.loads(job.result_path.read_text()) == job.result
+
+
+def test_a_teacher_that_is_no_checkpoint_fails_naming_the_path_not_its_content(
+        store: JobStore, start_worker) -> None:
+    secret = Path("/etc/passwd")
+    if not secret.is_file():
+        pytest.skip("no /etc/passwd")
+    job = store.submit("distill", {"method": "kd", "teachers": {"t1": str(secret)},
+                                   "epochs": 1, "device": "cpu"})
+    assert start_worker("--once").wait(timeout=SLOW) == 0
+    job = store.get(job.id)
+    assert job.status == "failed" and str(secret) in job.error and "\n" not in job.error
+    content = [line for line in secret.read_text().splitlines() if len(line) >= 5]
+    assert not any(line in job.error for line in content), job.error
+    assert "root:" not in job.error
 
 
 def test_evaluate_job_matches_direct_evaluation(store: JobStore, start_worker,
@@ -502,7 +599,7 @@ def test_evaluate_job_matches_direct_evaluation(store: JobStore, start_worker,
     job = store.submit("evaluate", {"checkpoint": str(path), "split": "test_lossless_1k",
                                     "data_dir": str(tmp_path / "data"), "corruption": "contrast",
                                     "severity": 5})
-    assert start_worker("--once").wait(timeout=120) == 0
+    assert start_worker("--once").wait(timeout=SLOW) == 0
     job = store.get(job.id)
     assert job.status == "succeeded", job.traceback
     direct = robustness_sweep(model, images, labels, CIFAR10_RAW, corruptions=("contrast",),

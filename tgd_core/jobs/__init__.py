@@ -16,10 +16,10 @@ dataclass, validated at submit time, and ``run_train_job(config, ctx) -> dict`` 
 validated config object. A runner reports ``ctx.progress(...)`` and ``ctx.log({...})``, checks
 ``ctx.should_stop()`` at step boundaries (then saves a checkpoint in ``ctx.checkpoint_dir`` and
 raises :class:`JobStopped`, or its own exception, or returns: once it was told to stop, the job
-ends ``cancelled``, or ``interrupted`` when its worker shut down), and loads its last checkpoint
-when ``ctx.resume`` is True. Its
-returned dict (JSON-serialisable) becomes the job's result. Kinds from other packages register
-with :func:`register_kind` in a module named in ``TGD_JOB_PLUGINS``.
+ends ``cancelled``, or ``interrupted`` when its worker shut down or died), and loads its last
+checkpoint when ``ctx.resume`` is True. Its returned dict (JSON-serialisable) becomes the job's
+result. Kinds from other packages register with :func:`register_kind` in a module named in
+``TGD_JOB_PLUGINS``.
 """
 
 from tgd_core.jobs.context import JobContext, JobStopped

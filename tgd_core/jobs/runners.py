@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tgd_core.data import CIFAR10_SPLITS
+from tgd_core.fileio import atomic_write
 from tgd_core.jobs.context import JobContext, JobStopped
 
 
@@ -166,9 +166,7 @@ def run_evaluate(config: EvaluateJob, ctx: JobContext) -> dict[str, Any]:
                                batch_size=config.batch_size, num_threads=config.threads,
                                device=device, progress=None, **condition)[0]
         rows.append(row)
-        tmp = saved.with_name(f".rows.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(rows))
-        os.replace(tmp, saved)
+        atomic_write(saved, json.dumps(rows), fault="jobs.evaluate.rows")
         ctx.log(row)
         ctx.progress((i + 1) / len(conditions),
                      message=f"{row['corruption']} {row['severity'] or ''}".strip())

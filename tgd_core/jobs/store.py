@@ -5,6 +5,12 @@ error and traceback, the pids running it and the paths of its files under
 ``<state dir>/runs/<id>/``. Every write is one short ``BEGIN IMMEDIATE`` transaction, so claiming
 a queued job is atomic across processes. The schema version is ``PRAGMA user_version``;
 :data:`MIGRATIONS` are applied in order when a store is opened.
+
+Each write transaction has two fault points (:func:`tgd_core.fileio.fault_point`):
+``jobs.<name>`` inside the transaction just before it commits and ``jobs.<name>.committed``
+just after, where ``<name>`` is the operation (``submit``, ``claim``, ``set_pid``,
+``heartbeat``, ``finish``, ``cancel``, ``requeue``, ...): ``TGD_FAULT=jobs.claim`` kills a
+worker halfway through claiming a job.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 from tgd_core import config as tgd_config
 from tgd_core.errors import TGDError
+from tgd_core.fileio import fault_point
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
@@ -212,16 +219,19 @@ class JobStore:
     # -- plumbing ------------------------------------------------------------------------------
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken with BEGIN IMMEDIATE (waits for other writers)."""
+    def _tx(self, name: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken with BEGIN IMMEDIATE (waits for other writers);
+        ``name`` names its fault points (``jobs.<name>`` before COMMIT, ``.committed`` after)."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                fault_point(f"jobs.{name}")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+        fault_point(f"jobs.{name}.committed")
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -230,7 +240,8 @@ class JobStore:
     def _migrate(self) -> None:
         if self.schema_version() == SCHEMA_VERSION:
             return
-        with self._tx() as c:  # re-read under the write lock: another process may have migrated
+        with self._tx("migrate") as c:
+            # re-read under the write lock: another process may have migrated meanwhile
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise TGDError(f"{self.db_path}: schema version {version} is newer than this "
@@ -284,7 +295,7 @@ class JobStore:
         from tgd_core.jobs.registry import validate_config
 
         clean = validate_config(kind, dict(config or {}))
-        with self._tx() as c:
+        with self._tx("submit") as c:
             job_id = c.execute(
                 "INSERT INTO jobs (kind, config, status, created_at) VALUES (?, ?, 'queued', ?)",
                 (kind, json.dumps(clean), time.time())).lastrowid
@@ -298,7 +309,7 @@ class JobStore:
     def cancel(self, job_id: int, timeout: float = 30.0) -> Job:
         """Cancel: a queued job at once; a running one is asked to stop at its next step
         boundary and killed by its worker ``timeout`` seconds later if it has not."""
-        with self._tx() as c:
+        with self._tx("cancel") as c:
             job = self._row(c, job_id)
             if job.status == "queued":
                 c.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, "
@@ -322,7 +333,7 @@ class JobStore:
 
     def _requeue(self, job_id: int, *, resume: bool) -> Job:
         allowed = RESUMABLE if resume else FINISHED
-        with self._tx() as c:
+        with self._tx("requeue") as c:
             job = self._row(c, job_id)
             if job.status not in allowed:
                 verb = "resumed" if resume else "retried"
@@ -340,7 +351,7 @@ class JobStore:
 
     def delete(self, job_id: int, delete_files: bool = False) -> None:
         """Remove a job that is not running; its run folder too with ``delete_files``."""
-        with self._tx() as c:
+        with self._tx("delete") as c:
             job = self._row(c, job_id)
             if job.status == "running":
                 raise TGDError(f"job {job_id} is running: cancel it first")
@@ -353,7 +364,7 @@ class JobStore:
     def claim(self, worker_pid: int) -> Job | None:
         """Atomically take the oldest queued job for ``worker_pid`` (status → running)."""
         now = time.time()
-        with self._tx() as c:
+        with self._tx("claim") as c:
             row = c.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1"
                             ).fetchone()
             if row is None:
@@ -365,7 +376,7 @@ class JobStore:
 
     def set_pid(self, job_id: int, attempt: int, pid: int) -> None:
         """Record the process running this attempt."""
-        with self._tx() as c:
+        with self._tx("set_pid") as c:
             c.execute("UPDATE jobs SET pid = ?, heartbeat_at = ? WHERE id = ? AND attempt = ? "
                       "AND status = 'running'", (pid, time.time(), job_id, attempt))
 
@@ -378,7 +389,7 @@ class JobStore:
             if key not in ("progress", "epoch", "eta_s", "message"):
                 raise KeyError(key)
             sets, args = f"{sets}, {key} = ?", [*args, value]
-        with self._tx() as c:
+        with self._tx("heartbeat") as c:
             c.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND attempt = ? AND status = 'running'",
                       (*args, job_id, attempt))
             row = c.execute("SELECT cancel_requested, status, attempt FROM jobs WHERE id = ?",
@@ -398,7 +409,7 @@ class JobStore:
                            None if result is None else json.dumps(result)]
         if message is not None:
             args.append(message)
-        with self._tx() as c:
+        with self._tx("finish") as c:
             cur = c.execute(
                 f"UPDATE jobs SET status = ?, finished_at = ?, error = ?, traceback = ?, "
                 f"result = ?, message = {keep_message}{done} "
@@ -425,16 +436,16 @@ class JobStore:
 
     def register_worker(self, pid: int, concurrency: int) -> None:
         now = time.time()
-        with self._tx() as c:
+        with self._tx("register_worker") as c:
             c.execute("INSERT OR REPLACE INTO workers (pid, started_at, heartbeat_at, concurrency)"
                       " VALUES (?, ?, ?, ?)", (pid, now, now, concurrency))
 
     def worker_heartbeat(self, pid: int) -> None:
-        with self._tx() as c:
+        with self._tx("worker_heartbeat") as c:
             c.execute("UPDATE workers SET heartbeat_at = ? WHERE pid = ?", (time.time(), pid))
 
     def unregister_worker(self, pid: int) -> None:
-        with self._tx() as c:
+        with self._tx("unregister_worker") as c:
             c.execute("DELETE FROM workers WHERE pid = ?", (pid,))
 
     def live_workers(self, stale_after: float = STALE_AFTER_S) -> list[int]:
@@ -444,6 +455,6 @@ class JobStore:
             ok = pid_alive(row["pid"]) and now - row["heartbeat_at"] < stale_after
             (alive if ok else dead).append(row["pid"])
         if dead:
-            with self._tx() as c:
+            with self._tx("prune_workers") as c:
                 c.executemany("DELETE FROM workers WHERE pid = ?", [(p,) for p in dead])
         return alive

@@ -7,6 +7,12 @@ stdout/stderr appended to the job's ``output.log``. It marks jobs of dead proces
 job's ``kill_at`` (→ ``cancelled``), and on SIGTERM/SIGINT asks its children to stop (they end
 ``interrupted``, resumable), killing them after ``shutdown_timeout``. :func:`ensure_worker`
 starts a detached worker unless one is alive (used by the app).
+
+No job runs unwatched: a child watches its worker (``run_one --supervisor``) and, if the worker
+dies (even by SIGKILL), stops at its next step with a checkpoint and ends ``interrupted``, as on
+a shutdown, killing itself if it has not stopped ``shutdown_timeout`` seconds later. A child
+stopping on its own keeps the job's state right without a worker; adopting orphans instead
+would need a new worker to come (it may never) and could not reap or signal-watch them.
 """
 
 from __future__ import annotations
@@ -129,7 +135,8 @@ class Supervisor:
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tgd_core.jobs.run_one", str(job.id),
-                 "--state-dir", str(self.store.state_dir)],
+                 "--state-dir", str(self.store.state_dir), "--supervisor", str(self.pid),
+                 "--grace", str(self.shutdown_timeout)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True)
             self.store.set_pid(job.id, job.attempt, proc.pid)

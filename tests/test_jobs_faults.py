@@ -1,0 +1,191 @@
+"""Jobs under crashes: a worker killed while its jobs run, and a real process killed at each
+write point of the job store (``TGD_FAULT``, see :mod:`tgd_core.fileio`).
+
+After any crash the store must be consistent: the job is not lost, never runs in two processes
+at once, is left in a known status after reconciliation, its ``result.json`` is complete or
+absent, and one resume finishes it. Tests poll for the states they need; the limits only catch
+hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import test_jobs
+import torch
+from test_jobs import SLOW, executions, expected_total, finished, wait_for
+
+from tgd_core.checkpoints import load_checkpoint
+from tgd_core.jobs import JobStore
+from tgd_core.jobs.store import RESUMABLE, pid_alive
+from tgd_core.jobs.worker import Supervisor
+
+store, start_worker = test_jobs.store, test_jobs.start_worker  # the fixtures
+
+
+def job_processes(store: JobStore) -> list[int]:
+    """Pids of the live ``run_one`` processes of this store (from /proc)."""
+    marks = (b"tgd_core.jobs.run_one", str(store.state_dir).encode())
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if all(m in argv for m in marks) and pid_alive(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
+
+
+def run_queue(store: JobStore) -> None:
+    """What a new worker does: reconcile, then run every queued job until the queue is empty."""
+    assert Supervisor(store, poll=0.1, once=True).run() == 0
+
+
+def store_is_sound(store: JobStore) -> bool:
+    with sqlite3.connect(store.db_path) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# -- a worker killed while its jobs run ------------------------------------------------------
+
+@pytest.mark.usefixtures("cifar_test_images")
+def test_a_training_job_of_a_killed_worker_stops_with_a_checkpoint_and_resumes_exactly(
+        store: JobStore, start_worker, tmp_path: Path) -> None:
+    """SIGKILL the worker of a real training job: its child notices, stops at the next step
+    with ``latest.pt`` and ends ``interrupted``; resumed, it ends with the weights of an
+    uninterrupted run of the same config."""
+    config = {"student": "wrn16_1", "train_subset": 128, "test_subset": 32, "epochs": 2,
+              "batch_size": 32, "milestones": [1], "threads": 1, "device": "cpu"}
+    cut = store.submit("test-train-held", config)  # holds after its first step until released
+    worker = start_worker()
+    running = wait_for(lambda: (j := store.get(cut.id)).progress > 0 and j.pid and j,
+                       what="training progress")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    wait_for(finished(store, cut.id), what="the orphaned job to stop")
+    wait_for(lambda: not pid_alive(running.pid), what="the orphaned process to exit")
+    cut = store.get(cut.id)
+    assert cut.status == "interrupted", cut.error
+    assert cut.error == f"interrupted: its worker (pid {worker.pid}) died"
+    assert cut.message == "stopped at epoch 1, step 2"
+    assert load_checkpoint(cut.checkpoint_dir / "latest.pt").training_state["loop"]["step"] == 2
+
+    (cut.run_dir / "release").touch()
+    store.resume(cut.id)
+    run_queue(store)
+    cut = store.get(cut.id)
+    assert (cut.status, cut.attempt) == ("succeeded", 2), cut.error
+    whole = train_here(config, tmp_path / "whole")
+    resumed = load_checkpoint(cut.checkpoint_dir / "latest.pt").state_dict
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def train_here(config: dict, out: Path) -> dict[str, torch.Tensor]:
+    """Weights of an uninterrupted run of ``config`` in this process (its threads restored)."""
+    from tgd_core.training import TrainConfig, run_training
+
+    threads = torch.get_num_threads()
+    try:
+        run_training(TrainConfig.build(**config, out_dir=str(out)), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return load_checkpoint(out / "latest.pt").state_dict
+
+
+def test_a_job_that_ignores_the_stop_is_killed_when_its_worker_is_gone(
+        store: JobStore, start_worker) -> None:
+    job = store.submit("test-counter", {"steps": 10, "hold_at": 1, "ignore_stop": True})
+    worker = start_worker("--shutdown-timeout", "1")
+    running = wait_for(lambda: (j := store.get(job.id)).progress > 0 and j.pid and j,
+                       what="the job to hold at step 1")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    wait_for(finished(store, job.id), what="the orphaned job to be killed")
+    wait_for(lambda: not pid_alive(running.pid), what="the orphaned process to die")
+    job = store.get(job.id)
+    assert job.status == "interrupted"
+    assert job.error == f"killed: did not stop within 1 s after its worker (pid {worker.pid}) died"
+
+
+# -- a crash at each write point -----------------------------------------------------------
+
+# fault point (TGD_FAULT) → the job's status once the crashed processes are gone and the store
+# is reconciled. The worker's points: registering, claiming, recording the child's pid (the
+# child dies at the same point); the child's: heartbeats/progress, result.json, finishing (the
+# worker then dies finishing it too).
+WORKER_FAULTS = [
+    ("jobs.register_worker", "queued"),
+    ("jobs.claim", "queued"),
+    ("jobs.claim.committed", "interrupted"),
+    ("jobs.set_pid", "interrupted"),
+    ("jobs.set_pid.committed", "interrupted"),
+    ("jobs.heartbeat:2", "failed"),
+    ("jobs.heartbeat.committed:2", "failed"),
+    ("jobs.result", "failed"),
+    ("jobs.finish", "interrupted"),
+    ("jobs.finish.committed", "succeeded"),
+]
+STEPS = 8
+
+
+@pytest.mark.parametrize("fault, after_crash", WORKER_FAULTS)
+def test_a_crash_at_a_store_write_loses_nothing_and_runs_nothing_twice(
+        store: JobStore, start_worker, fault: str, after_crash: str) -> None:
+    job = store.submit("test-counter", {"steps": STEPS, "step_time": 0.1})
+    start_worker("--once", env={"TGD_FAULT": fault}).wait(timeout=SLOW)
+    wait_for(lambda: not job_processes(store), what="the job's processes to exit")
+    assert store_is_sound(store)
+    store.reconcile()  # what a new worker does first
+    job = store.get(job.id)
+    assert job.status == after_crash, (job.status, job.error)
+    done = {"total": expected_total(STEPS), "resumed_from": 0}
+    if job.result_path.exists():  # complete or absent, never torn
+        assert json.loads(job.result_path.read_text()) == done
+
+    if job.status in RESUMABLE:
+        store.resume(job.id)
+    run_queue(store)
+    job = store.get(job.id)
+    assert job.status == "succeeded" and job.attempt == 1 + (after_crash in RESUMABLE)
+    assert job.result["total"] == expected_total(STEPS)
+    assert json.loads(job.result_path.read_text()) == job.result
+    assert "overlap" not in [what for what, _, _ in executions(store, job.id)]
+    assert sorted({m["step"] for m in store.read_metrics(job.id)}) == list(range(STEPS))
+    assert store_is_sound(store)
+
+
+@pytest.mark.parametrize("fault, jobs_after", [
+    ("jobs.submit", []), ("jobs.submit.committed", ["queued"]),
+    ("jobs.requeue", ["interrupted"]), ("jobs.requeue.committed", ["queued"]),
+])
+def test_a_command_killed_mid_write_leaves_the_store_before_or_after_it(
+        store: JobStore, fault: str, jobs_after: list[str]) -> None:
+    """``tgd jobs submit`` / ``resume`` killed inside or right after their transaction."""
+    if fault.startswith("jobs.requeue"):
+        job = store.submit("test-counter", {"steps": 2})
+        store.claim(worker_pid=2**22 + 1)  # beyond Linux's pid_max: a worker long gone
+        store.reconcile()
+        command = ["resume", str(job.id)]
+    else:
+        command = ["submit", "test-counter", "--set", "steps=2"]
+    proc = subprocess.run([sys.executable, "-m", "tgd_core", "jobs", *command],
+                          env={**os.environ, "TGD_FAULT": fault}, capture_output=True,
+                          timeout=SLOW)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert store_is_sound(store)
+    assert [j.status for j in store.list()] == jobs_after
+    if jobs_after == ["interrupted"]:
+        store.resume(store.list()[0].id)
+    run_queue(store)
+    assert [(j.status, j.result) for j in store.list()] == [
+        ("succeeded", {"total": 1, "resumed_from": 0})] * len(jobs_after)
