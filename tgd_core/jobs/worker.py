@@ -267,7 +267,8 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stale-after", type=float, default=STALE_AFTER_S,
                    help="seconds without heartbeat after which a running job is interrupted")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
-                   help="on SIGTERM/SIGINT, seconds to let jobs checkpoint before killing them")
+                   help="on SIGTERM/SIGINT (or when this worker dies), seconds to let jobs "
+                        "checkpoint before they are killed")
 
 
 def run_worker(args: argparse.Namespace) -> int:
