@@ -144,3 +144,18 @@ def test_cli_pi_dataset_fills_cache(tmp_path, capsys, cifar_test_images):
     parts = sorted(entry.glob("part-*.npy"))
     first = np.load(parts[0])
     np.testing.assert_array_equal(first, compute_pis(cifar_test_images[: len(first)])[1])
+
+
+def test_opening_an_entry_removes_only_dead_writers_temp_files(images, tmp_path):
+    """A part killed mid-write leaves ``.part-….npy.<pid>.tmp``; the next open removes it, but
+    not the temporary file of a live writer (a concurrent shard: here, this process)."""
+    import os
+
+    rep = PaperPIConfig()
+    root = PICache.for_images(images, rep, "toy", "train", tmp_path).root
+    dead = root / ".part-0000000-0000008.npy.999999999.tmp"  # above any Linux pid
+    live = root / f".part-0000008-0000016.npy.{os.getpid()}.tmp"
+    dead.write_bytes(b"half")
+    live.write_bytes(b"busy")
+    PICache.for_images(images, rep, "toy", "train", tmp_path)
+    assert not dead.exists() and live.exists()

@@ -2,17 +2,17 @@
 
 Layout: ``<cache dir>/pi/<dataset>-<split>-<key>/`` where the key hashes the representation's
 parameters, the images' content and the engine's cache version. Work is written in parts
-(``part-<start>-<stop>.npy``, each written to a temporary file and renamed), so a killed run
-loses at most the part in progress and resumes where it stopped; ``shard=(i, n)`` computes only
-the i-th of n equal row ranges, for a cluster scheduler. :meth:`PICache.load` reads the parts
-into one array once every part exists.
+(``part-<start>-<stop>.npy``, each with :func:`~tgd_core.fileio.atomic_write`, fault point
+``pi-cache-part``), so a killed run loses at most the part in progress and resumes where it
+stopped (the temporary files of killed writers are removed when the entry is opened again);
+``shard=(i, n)`` computes only the i-th of n equal row ranges, for a cluster scheduler.
+:meth:`PICache.load` reads the parts into one array once every part exists.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +23,7 @@ import numpy as np
 
 from tgd_core import config as tgd_config
 from tgd_core.errors import TGDError
+from tgd_core.fileio import atomic_write, remove_stale_temps
 from tgd_core.images import content_hash
 from tgd_core.topology.representation import (
     Representation,
@@ -47,15 +48,6 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _compute_part(args) -> tuple[int, int]:
     """Worker: PIs of rows [start, stop) written to their part file (runs in a subprocess)."""
     images, rep_dict, start, stop, path, threads = args
@@ -64,7 +56,7 @@ def _compute_part(args) -> tuple[int, int]:
 
         numba.set_num_threads(threads)
     _, u8 = compute_pis(images, representation_from_dict(rep_dict), raw=False)
-    _save_atomic(Path(path), u8)
+    atomic_write(path, lambda f: np.save(f, u8), fault="pi-cache-part")
     return start, stop
 
 
@@ -87,16 +79,15 @@ class PICache:
         probe = compute_pis(images[:1], rep, raw=False)[1]
         entry = cls(root, len(images), tuple(probe.shape[1:]))
         root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(root)  # parts and meta of writers killed mid-write
         meta = root / "meta.json"
         if not meta.exists():
-            tmp = root / f".meta.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps({
+            atomic_write(meta, json.dumps({
                 "dataset": dataset, "split": split, "n": len(images),
                 "representation": rep.to_dict(), "maps": n_maps(rep), "shape": list(entry.shape),
                 "images_blake2b": content_hash(images), "cache_version": CACHE_VERSION,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }, indent=2))
-            os.replace(tmp, meta)
+            }, indent=2), fault="pi-cache-meta")
         return entry
 
     def parts(self) -> list[tuple[int, int, Path]]:

@@ -1,0 +1,151 @@
+"""Crash a real process at each write point (``TGD_FAULT``, :mod:`tgd_core.fileio`) and check
+what resuming finds: nothing lost, nothing duplicated, no temporary files, and the result of an
+uninterrupted run — training (checkpoints, metrics rows, result.json) and the PI cache.
+
+Every killed process dies by SIGKILL at the named point, after the temporary file is complete
+and before it replaces the target; the tests wait for processes to exit and read files, so they
+do not depend on timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tgd_core.checkpoints import load_checkpoint, named_tensors
+from tgd_core.topology.cache import PICache
+from tgd_core.topology.representation import compute_pis
+
+pytestmark = pytest.mark.usefixtures("cifar_test_images")  # needs the CIFAR-10 data
+
+# 2 steps per epoch, 2 epochs, a checkpoint after every step: latest.pt is written 4 times
+# (epoch 1 step 1, end of epoch 1, epoch 2 step 1, end of epoch 2)
+TRAIN = [sys.executable, "-m", "tgd_core", "train", "--model", "wrn16_1", "--train-subset", "128",
+         "--test-subset", "64", "--epochs", "2", "--batch-size", "64", "--threads", "2",
+         "--checkpoint-every-steps", "1", "--augment", "--no-progress", "--set", "milestones=[1]"]
+TIMING = {"epoch_seconds", "images_per_second"}
+
+
+def run(cmd: list[str], fault: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``cmd`` to its end, with ``TGD_FAULT=fault`` when given."""
+    env = {k: v for k, v in os.environ.items() if k != "TGD_FAULT"}
+    if fault:
+        env["TGD_FAULT"] = fault
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def killed(cmd: list[str], fault: str, folder: Path) -> None:
+    """Run ``cmd`` until it kills itself at ``fault``, leaving a temporary file in ``folder``."""
+    proc = run(cmd, fault)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+    assert temp_files(folder), f"{fault}: no write was in progress"
+
+
+def temp_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*.tmp"))
+
+
+def without_timing(row: dict | None) -> dict | None:
+    return None if row is None else {k: v for k, v in row.items() if k not in TIMING}
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [without_timing(json.loads(line)) for line in lines]
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Weights, BatchNorm buffers and optimizer state of a checkpoint, by name."""
+    ckpt = load_checkpoint(path)
+    return dict(named_tensors({"model": ckpt.state_dict, "optimizer": ckpt.optimizer}))
+
+
+def assert_same_run(cut: Path, full: Path) -> None:
+    """``cut`` (killed, then resumed) ends exactly as the uninterrupted ``full``."""
+    for name in ("latest.pt", "best.pt"):
+        a, b = tensors(full / name), tensors(cut / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        assert load_checkpoint(cut / name).epoch == load_checkpoint(full / name).epoch
+    assert [r["epoch"] for r in metric_rows(cut)] == [1, 2]  # one row per epoch
+    assert metric_rows(cut) == metric_rows(full)
+    a, b = (json.loads((d / "result.json").read_text()) for d in (full, cut))
+    assert (b["best_epoch"], without_timing(b["best"]), without_timing(b["last"])) == (
+        a["best_epoch"], without_timing(a["best"]), without_timing(a["last"]))
+    assert temp_files(cut) == []
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("full") / "run"
+    proc = run([*TRAIN, "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("fault", [
+    "checkpoint-latest.pt:2",  # end of epoch 1: latest.pt still holds epoch 1, step 1
+    "checkpoint-latest.pt:4",  # end of epoch 2: latest.pt still holds epoch 2, step 1
+    "checkpoint-best.pt:1",  # latest.pt done, best.pt not: resume rewrites best.pt
+    "metrics-row:1",  # checkpoints done, row 1 not: resume rewrites it from latest.pt
+    "metrics-row:2",  # the last row: resume only repairs the files and writes result.json
+    "result",  # everything but result.json
+])
+def test_training_killed_at_a_write_point_resumes_to_the_uninterrupted_run(
+        tmp_path: Path, uninterrupted: Path, fault: str) -> None:
+    out = tmp_path / "run"
+    killed([*TRAIN, "--out", str(out)], fault, out)
+    resumed = run([*TRAIN, "--out", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_run(out, uninterrupted)
+
+
+def test_pi_command_killed_while_writing_a_part_resumes(tmp_path: Path,
+                                                        cifar_test_images: np.ndarray) -> None:
+    """`tgd pi` killed with its part complete but not in place: the rerun removes the temporary
+    file, computes the part and the cache equals an uninterrupted computation."""
+    cmd = [sys.executable, "-m", "tgd_core", "pi", "--dataset", "cifar10", "--split",
+           "test_lossless_1k", "--cache-dir", str(tmp_path)]
+    killed(cmd, "pi-cache-part", tmp_path)
+    (entry,) = (tmp_path / "pi").iterdir()
+    assert not list(entry.glob("part-*.npy"))
+    proc = run(cmd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert temp_files(tmp_path) == []
+    parts = sorted(entry.glob("part-*.npy"))
+    np.testing.assert_array_equal(np.concatenate([np.load(p) for p in parts]),
+                                  compute_pis(cifar_test_images)[1])
+
+
+def test_pi_cache_killed_at_its_meta_file_or_second_part_loses_nothing(tmp_path: Path) -> None:
+    """The cache API in a subprocess, with parts of 8 rows: killed writing meta.json, then
+    killed writing the second part. Each rerun keeps what was complete (the first part is not
+    recomputed), and the final cache equals an uninterrupted computation."""
+    images = np.random.default_rng(0).integers(0, 256, size=(30, 12, 12, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    script = (
+        "import sys, numpy as np\n"
+        "from tgd_core.topology import PaperPIConfig, cache\n"
+        "cache.PART_ROWS = 8\n"
+        "images = np.load(sys.argv[1])\n"
+        "cache.cached_pis(images, PaperPIConfig(), 'toy', 'train', cache_dir=sys.argv[2])\n")
+    cmd = [sys.executable, "-c", script, str(tmp_path / "images.npy"), str(tmp_path / "cache")]
+    killed(cmd, "pi-cache-meta", tmp_path / "cache")
+    (root,) = (tmp_path / "cache" / "pi").iterdir()
+    assert not (root / "meta.json").exists()
+    killed(cmd, "pi-cache-part:2", tmp_path / "cache")
+    assert [p.name for p in root.glob("part-*.npy")] == ["part-0000000-0000008.npy"]
+    first = (root / "part-0000000-0000008.npy").stat()
+    assert run(cmd).returncode == 0
+    assert temp_files(tmp_path) == [] and (root / "meta.json").exists()
+    assert (root / "part-0000000-0000008.npy").stat().st_mtime_ns == first.st_mtime_ns
+    entry = PICache(root, len(images), compute_pis(images[:1])[1].shape[1:])
+    assert [(a, b) for a, b, _ in entry.parts()] == [(0, 8), (8, 16), (16, 24), (24, 30)]
+    np.testing.assert_array_equal(entry.load(), compute_pis(images)[1])
