@@ -77,14 +77,16 @@ def set_severity(page, severity: int) -> None:
 
 
 def show_noise(page, severity: int = 3) -> str:
-    """Predict on the default image at ``severity``; returns the summary text."""
+    """Predict on the default image at ``severity``; returns the summary text once it shows
+    that severity. The severity is set before Predict is clicked, so every request in flight
+    (the slider's change event, the click) asks for the same severity and none can overwrite
+    the summary with an older one."""
     open_tab(page, "noise")
+    set_severity(page, severity)
     page.locator("#noise-run").click()
+    condition = f"severity {severity} — top-1" if severity else "clean — top-1"
+    page.locator("#noise-info").get_by_text(condition).wait_for()
     page.locator("#noise-probs .main-svg").first.wait_for()
-    if severity != 3:
-        set_severity(page, severity)
-        condition = f"severity {severity} — top-1" if severity else "clean — top-1"
-        page.locator("#noise-info").get_by_text(condition).wait_for()
     return noise_summary(page)
 
 
@@ -110,6 +112,17 @@ def submit_job(page, train_subset: int, test_subset: int, epochs: int, batch_siz
     page.locator("#job-submit").click()
     page.get_by_text("queued; worker pid").wait_for()
     return page.locator("#job-note").inner_text()
+
+
+def dropdown_options(page, elem_id: str) -> list[str]:
+    """The choices a dropdown offers now (opens and closes it)."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    options = page.locator(f"#{elem_id} li[role=option]")
+    options.first.wait_for()
+    labels = [options.nth(i).get_attribute("aria-label") for i in range(options.count())]
+    box.press("Escape")
+    return labels
 
 
 def wait_for_status(page, job_id: int, status: str, timeout_ms: int = 3 * TIMEOUT_MS) -> None:

@@ -76,6 +76,10 @@ def test_a_tiny_job_reaches_succeeded(page, state):
             log = job.log_path.read_text()[-2000:] if job.log_path.exists() else ""
         pytest.fail(f"job {job_id} is {job.status}: {job.error}\n{log}")
     page.locator("#job-curves .main-svg").first.wait_for()
+    link = page.locator('#job-files td[aria-label="best.pt"] + td a')
+    link.wait_for()
+    assert page.request.get(link.get_attribute("href")).body()[:2] == b"PK"  # a torch zip
+    assert f"job {job_id} best.pt" in drive.dropdown_options(page, "job-t1")
 
 
 def test_export_from_the_models_view_offers_a_validated_onnx_file(page):
