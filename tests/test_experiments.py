@@ -97,6 +97,12 @@ def test_plan_rejects_bad_recipes(tmp_path):
     path.write_text("name: x\nmethods: {a: {nope: 1}}\n")
     with pytest.raises(TGDError, match="invalid recipe"):
         Recipe.load(path)
+    path.write_text("- name: x\n")
+    with pytest.raises(TGDError, match="bad.yaml: a recipe is a YAML mapping .* got a list"):
+        Recipe.load(path)
+    path.write_text("name: [x\n")
+    with pytest.raises(TGDError, match="bad.yaml: not valid YAML .* at line 2, column 1"):
+        Recipe.load(path)
 
 
 def test_shipped_recipes_are_valid(tmp_path):

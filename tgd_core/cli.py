@@ -1,7 +1,10 @@
 """The ``tgd`` command line: ``tgd <command> [options]`` (also ``python -m tgd_core``).
 
 Each command lives in ``tgd_core/commands/<name>.py`` with ``register(subparsers)``, which adds
-its parser and sets ``func``. Errors of the user's making (:class:`TGDError`) print one line.
+its parser and sets ``func``. Every failure of the user's making (:class:`TGDError`, an OSError
+on a path the user gave, Ctrl-C) prints one line ``tgd: error: COMMAND: …`` on stderr and exits
+2 (130 after Ctrl-C); anything else is a bug: one line ``tgd: internal error: …``, exit 1.
+``tgd --debug COMMAND …`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -15,9 +18,16 @@ from tgd_core.errors import TGDError
 
 COMMANDS = ["pi", "evaluate", "train", "experiment", "jobs", "export"]
 
+USER_ERROR = 2
+INTERNAL_ERROR = 1
+INTERRUPTED = 130
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tgd`` parser with every command's subparser (no heavy imports)."""
     parser = argparse.ArgumentParser(prog="tgd", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"tgd_core.commands.{name}").register(sub)
@@ -25,17 +35,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (see the module docstring)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except TGDError as exc:
-        print(f"tgd {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"tgd {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as exc:
+        if args.debug:
+            raise
+        line, status = describe_failure(exc, command_name(args))
+        print(line, file=sys.stderr)
+        return status
     finally:
-        from tgd_core.distributed import shutdown
+        _leave_process_group()
 
-        shutdown()
+
+def command_name(args: argparse.Namespace) -> str:
+    """The command as typed: ``pi``, ``jobs submit``, …"""
+    action = getattr(args, "jobs_command", None)
+    return f"{args.command} {action}" if action else args.command
+
+
+def describe_failure(exc: BaseException, command: str) -> tuple[str, int]:
+    """The one stderr line and the exit status for an exception that ended ``command``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return f"tgd: error: {command}: interrupted", INTERRUPTED
+    if isinstance(exc, TGDError):
+        return f"tgd: error: {command}: {one_line(str(exc))}", USER_ERROR
+    if isinstance(exc, OSError):  # safety net: a path the user gave, not converted at source
+        return f"tgd: error: {command}: {one_line(os_error_message(exc))}", USER_ERROR
+    return (f"tgd: internal error: {type(exc).__name__}: {one_line(str(exc))} "
+            "(run with --debug for the traceback)", INTERNAL_ERROR)
+
+
+def os_error_message(exc: OSError) -> str:
+    """``PATH: reason`` of an OSError (``PATH -> PATH2`` for renames), or its text."""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    reason = exc.strerror or str(exc)
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and runs of spaces collapsed to single spaces."""
+    return " ".join(text.split())
+
+
+def _leave_process_group() -> None:
+    """End a torchrun process group, if this process ever set one up (without importing
+    torch when it did not: commands that never train stay fast)."""
+    distributed = sys.modules.get("tgd_core.distributed")
+    if distributed is not None:
+        distributed.shutdown()

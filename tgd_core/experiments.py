@@ -66,16 +66,40 @@ class Recipe(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
+        """The recipe in the YAML file ``path``; TGDError naming the file and the problem."""
+        data = _read_yaml_mapping(path)
         try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise TGDError(f"{path}: cannot read recipe ({exc})") from None
-        try:
-            return cls(**(data or {}))
+            return cls(**data)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                  for e in exc.errors())
             raise TGDError(f"{path}: invalid recipe: {problems}") from None
+
+
+def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of the YAML file ``path`` (empty for an empty file)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise TGDError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise TGDError(f"{path}: cannot read recipe (not a text file)") from None
+    except yaml.YAMLError as exc:
+        raise TGDError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TGDError(f"{path}: a recipe is a YAML mapping (name:, methods:, ...), got a "
+                       f"{type(data).__name__} at the top level")
+    return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error's problem and where it is, on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{problem}{where}"
 
 
 def _config(**values):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tgd_core.commands import check_output_folder
+
 
 def register(sub) -> None:
     p = sub.add_parser("experiment", help="run a recipe: teachers, students × seeds, results",
@@ -25,6 +27,7 @@ def run(args) -> int:
 
     recipe = Recipe.load(args.recipe)
     out = Path(args.out or f"runs/experiments/{recipe.name}")
+    check_output_folder(out)
     if args.plan:
         reused = reused_teachers(recipe, out)
         for role, path in reused.items():

@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from tgd_core.errors import TGDError
+from tgd_core.commands import apply_assignments, parse_json_object, read_json_object
 from tgd_core.jobs.store import STATUSES
 
 EPILOG = """\
@@ -79,42 +78,13 @@ def _store(args: argparse.Namespace):
     return JobStore(args.state_dir)
 
 
-def _set(config: dict[str, Any], assignment: str) -> None:
-    key, sep, text = assignment.partition("=")
-    if not sep or not key:
-        raise TGDError(f"--set takes KEY=VALUE, got {assignment!r}")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = text
-    *parents, leaf = key.split(".")
-    node = config
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise TGDError(f"--set {key}: {part!r} is not an object")
-    node[leaf] = value
-
-
 def parse_config_args(config: str | None, assignments: list[str]) -> dict[str, Any]:
     """``--config JSON|@file`` then each ``--set KEY=VALUE`` on top."""
-    data: Any = {}
+    data: dict[str, Any] = {}
     if config:
-        text = config
-        if config.startswith("@"):
-            try:
-                text = Path(config[1:]).read_text()
-            except OSError as exc:
-                raise TGDError(f"--config {config}: {exc.strerror}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TGDError(f"--config is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise TGDError("--config must be a JSON object")
-    for assignment in assignments:
-        _set(data, assignment)
-    return data
+        data = (read_json_object(config[1:], "--config file") if config.startswith("@")
+                else parse_json_object(config, "--config"))
+    return apply_assignments(data, assignments)
 
 
 def _submit(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from tgd_core.commands import check_output_file, write_error
 from tgd_core.errors import TGDError
 
 
@@ -72,19 +73,32 @@ def run(args) -> int:
     return _run_dataset(args, rep)
 
 
+def npz_path(out: str) -> str:
+    """Where ``--out`` writes: the name as given, with ``.npz`` added if it lacks it (as
+    ``numpy.savez`` does)."""
+    return out if out.endswith(".npz") else out + ".npz"
+
+
 def _run_images(args, rep) -> int:
+    from tgd_core.fileio import atomic_write
     from tgd_core.images import load_images
     from tgd_core.topology.representation import compute_pis
 
     if not args.out:
         raise TGDError("--out OUT.npz is required with --input")
+    out = npz_path(args.out)
+    check_output_file(out)
     images, names = load_images(args.input)
     t0 = time.perf_counter()
     raw, u8 = compute_pis(images, rep)
     dt = time.perf_counter() - t0
-    np.savez_compressed(args.out, pi_raw=raw.astype(np.float32), pi_uint8=u8,
-                        names=np.asarray(names), config=json.dumps(rep.to_dict()))
-    print(f"{len(names)} image(s) -> {args.out}: pi_raw {raw.shape} float32, pi_uint8 "
+    try:
+        atomic_write(out, lambda f: np.savez_compressed(
+            f, pi_raw=raw.astype(np.float32), pi_uint8=u8, names=np.asarray(names),
+            config=json.dumps(rep.to_dict())))
+    except OSError as exc:
+        raise write_error(out, exc) from None
+    print(f"{len(names)} image(s) -> {out}: pi_raw {raw.shape} float32, pi_uint8 "
           f"({dt:.3f} s)", file=sys.stderr)
     return 0
 

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from tgd_core.errors import TGDError
+from tgd_core.commands import apply_assignments, check_output_folder, read_json_object
 
 SCHEDULES = ("step", "cosine", "onecycle")
 
@@ -41,7 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--checkpoint-every-steps", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config field (VALUE parsed as JSON when it can be)")
+                   help="any config field (VALUE parsed as JSON when it can be; a dotted KEY "
+                        "sets a nested field, e.g. pi.mode=cubical)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -71,19 +72,6 @@ def register(sub) -> None:
     d.set_defaults(func=run_distill)
 
 
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise TGDError(f"--set takes KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
-
-
 def _values(args, mapping: dict[str, str]) -> dict[str, Any]:
     return {field: getattr(args, attr) for attr, field in mapping.items()
             if getattr(args, attr, None) is not None}
@@ -98,15 +86,11 @@ COMMON = {"dataset": "dataset", "data_dir": "data_dir", "epochs": "epochs",
 
 
 def build_config(args, own: dict[str, Any], default_name: str):
+    """The run's TrainConfig: ``--config`` file, then flags, then ``--set``, then ``--out``."""
     from tgd_core.training import TrainConfig
 
-    base: dict[str, Any] = {}
-    if args.config:
-        try:
-            base = json.loads(open(args.config).read())
-        except (OSError, ValueError) as exc:
-            raise TGDError(f"{args.config}: cannot read config ({exc})") from None
-    values = {**base, **_values(args, COMMON), **own, **parse_sets(args.set)}
+    base = read_json_object(args.config) if args.config else {}
+    values = apply_assignments({**base, **_values(args, COMMON), **own}, args.set)
     if args.out:
         values["out_dir"] = args.out
     values.setdefault("out_dir", f"runs/{default_name}")
@@ -117,6 +101,7 @@ def _run(cfg, args) -> int:
     from tgd_core.distributed import current
     from tgd_core.training import run_training
 
+    check_output_folder(cfg.out_dir)
     result = run_training(cfg, resume=args.resume, progress=False if args.no_progress else True)
     if not current().is_main:  # under torchrun, rank 0 reports
         return 0

@@ -44,23 +44,52 @@ def n_maps(rep: Representation) -> int:
 
 
 def representation_from_dict(d: dict) -> Representation:
-    """Inverse of ``rep.to_dict()`` (as saved in caches, checkpoints and job configs)."""
-    d = dict(d)
-    mode = d.pop("mode", "paper")
+    """Inverse of ``rep.to_dict()`` (as saved in caches, checkpoints and job configs); a
+    TGDError naming the problem for anything that is not a valid representation."""
+    if not isinstance(d, dict):
+        raise TGDError(f"a PI representation is an object like {{\"mode\": \"paper\"}}, "
+                       f"got {d!r}")
+    mode = d.get("mode", "paper")
+    if mode not in ("paper", "cubical"):
+        raise TGDError(f"unknown PI mode {mode!r}: choose 'paper' or 'cubical'")
     try:
-        if mode == "paper":
-            d["resolution"] = tuple(d.get("resolution", (50, 50)))
-            return PaperPIConfig(**d)
-        if mode == "cubical":
-            cub = dict(d.get("cubical", {}))
-            cub.pop("mode", None)
-            if "homology_dimensions" in cub:
-                cub["homology_dimensions"] = tuple(cub["homology_dimensions"])
-            img = {k: tuple(v) if isinstance(v, list) else v for k, v in d.get("image", {}).items()}
-            return CubicalPIConfig(CubicalConfig(**cub), PersistenceImageConfig(**img))
-    except TypeError as exc:
+        return _paper_from_dict(d) if mode == "paper" else _cubical_from_dict(d)
+    except (TypeError, ValueError) as exc:  # wrong or unknown fields, values of the wrong type
         raise TGDError(f"bad PI representation {d}: {exc}") from None
-    raise TGDError(f"unknown PI mode {mode!r}: choose 'paper' or 'cubical'")
+
+
+def _paper_from_dict(d: dict) -> PaperPIConfig:
+    """A :class:`PaperPIConfig` from its fields (``mode`` aside)."""
+    fields = {k: v for k, v in d.items() if k != "mode"}
+    fields["resolution"] = _as_tuple(fields.get("resolution", (50, 50)))
+    return PaperPIConfig(**fields)
+
+
+def _cubical_from_dict(d: dict) -> CubicalPIConfig:
+    """A :class:`CubicalPIConfig` from ``{"cubical": {...}, "image": {...}}``."""
+    unknown = set(d) - {"mode", "cubical", "image"}
+    if unknown:
+        raise TypeError(f"unexpected field(s) {sorted(unknown)}; cubical mode takes "
+                        "'cubical' and 'image'")
+    cub, img = (_fields(d, part) for part in ("cubical", "image"))
+    cub.pop("mode", None)
+    if "homology_dimensions" in cub:
+        cub["homology_dimensions"] = _as_tuple(cub["homology_dimensions"])
+    img = {k: _as_tuple(v) for k, v in img.items()}
+    return CubicalPIConfig(CubicalConfig(**cub), PersistenceImageConfig(**img))
+
+
+def _fields(d: dict, part: str) -> dict:
+    """A copy of the sub-object ``d[part]`` (empty if absent); TypeError if not an object."""
+    value = d.get(part, {})
+    if not isinstance(value, dict):
+        raise TypeError(f"{part!r} must be an object, got {value!r}")
+    return dict(value)
+
+
+def _as_tuple(value):
+    """JSON lists as tuples (the configs' sequence fields); anything else unchanged."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def representation_key(rep: Representation) -> str:

@@ -7,7 +7,6 @@ Every run saves its config beside its results, so a run is reproducible from its
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +19,14 @@ from tgd_core.errors import TGDError
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 8_192
 MAX_IMAGES = 10_000_000
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """One pydantic error as ``field: message`` (a whole-config check's message names its
+    fields itself)."""
+    message = error["msg"].removeprefix("Value error, ")
+    field = ".".join(str(p) for p in error["loc"])
+    return f"{field}: {message}" if field else message
 
 
 class TrainConfig(BaseModel):
@@ -76,6 +83,16 @@ class TrainConfig(BaseModel):
             raise ValueError("milestones must be increasing positive epochs")
         return v
 
+    @field_validator("pi")
+    @classmethod
+    def _representation(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """The PI representation must parse for every run (a raw-image run's ``pi`` is still
+        saved and compared), so a bad one fails here, naming the field."""
+        from tgd_core.topology.representation import representation_from_dict
+
+        representation_from_dict(v)
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         from tgd_core.distill import METHODS
@@ -104,17 +121,16 @@ class TrainConfig(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
-                                 for e in exc.errors())
+            problems = "; ".join(_problem(e) for e in exc.errors())
             raise TGDError(f"invalid training config: {problems}") from None
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise TGDError(f"{path}: cannot read config ({exc})") from None
-        return cls.build(**{**data, **overrides})
+        """The config saved in the JSON file ``path`` (e.g. a run's config.json), with
+        ``overrides`` on top; TGDError naming the file or the fields otherwise."""
+        from tgd_core.commands import read_json_object
+
+        return cls.build(**{**read_json_object(path), **overrides})
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
