@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, TypeVar
 
@@ -41,6 +41,7 @@ def pick(value: Any, offered: Mapping[str, T], field: str, what: str = "choices"
 
 
 def _number_text(x: float) -> str:
+    """A bound as people write it: 10000, not 10000.0 or 1e+04; 0.005."""
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
@@ -63,10 +64,6 @@ class NumberField:
         declared = {key: getattr(m, key) for m in model.model_fields[name].metadata
                     for key in COMPARISONS if getattr(m, key, None) is not None}
         return cls(label, integer, **{**declared, **bounds})
-
-    def but(self, **changes: Any) -> NumberField:
-        """A copy with other label or bounds."""
-        return replace(self, **changes)
 
     @property
     def minimum(self) -> float | None:
