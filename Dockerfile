@@ -2,11 +2,16 @@
 #
 # CPU image (default: PyTorch's CPU wheels, ~1 GB smaller than the CUDA build):
 #   docker build -t tgd .
-#   docker run -p 7860:7860 -v "$PWD/data:/data:ro" -v tgd-state:/state tgd
+#   docker run -p 7860:7860 -e TGD_APP_AUTH=user:password -v "$PWD/data:/data:ro" \
+#     -v tgd-state:/state tgd
 # GPU image (PyTorch's default wheels bundle CUDA; the host needs the NVIDIA driver and the
 # NVIDIA Container Toolkit):
 #   docker build -t tgd:gpu --build-arg TORCH_INDEX=https://pypi.org/simple .
-#   docker run --gpus all -p 7860:7860 -v "$PWD/data:/data:ro" -v tgd-state:/state tgd:gpu
+#   docker run --gpus all -p 7860:7860 -e TGD_APP_AUTH=user:password -v "$PWD/data:/data:ro" \
+#     -v tgd-state:/state tgd:gpu
+# The app listens on every interface inside the container, so it refuses to start without a
+# password (TGD_APP_AUTH=user:password); for this machine only, publish the port on loopback
+# and say so: docker run -p 127.0.0.1:7860:7860 ... tgd python -m app --allow-public-without-auth
 # The command line in the same image, e.g. a distributed run on all GPUs:
 #   docker run --gpus all -v "$PWD/data:/data:ro" -v tgd-state:/state tgd:gpu \
 #     torchrun --nproc-per-node 8 -m tgd_core experiment recipes/paper.yaml --out /state/paper

@@ -22,7 +22,6 @@ from pydantic import BaseModel
 from tgd_core.errors import TGDError
 
 T = TypeVar("T")
-MAX_SEED = 2**32 - 1  # the largest seed numpy's legacy generators take; torch takes more
 COMPARISONS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
 BOUND_WORDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 

@@ -7,12 +7,13 @@ import gradio as gr
 import numpy as np
 
 from app.common import guarded, missing_teachers_note, network_image, zoo
-from app.inputs import MAX_SEED, NumberField, pick
+from app.inputs import NumberField, pick
 from app.plots import similarity_grid
 from tgd_core import inspection, model_zoo
 from tgd_core.distill.methods import TGDParams
 from tgd_core.errors import TGDError
 from tgd_core.images import load_image_file
+from tgd_core.training.config import MAX_SEED
 
 NONE = "(none)"
 MAX_BATCH = 32

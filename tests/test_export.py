@@ -128,7 +128,7 @@ def test_cli_errors(tiny_checkpoint, tmp_path, capsys):
     def error(*args: str) -> str:
         assert main(["export", *args]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("tgd export: error: ") and "\n" not in err
+        assert err.startswith("tgd: error: export: ") and "\n" not in err
         return err
 
     out = str(tmp_path / "m.onnx")

@@ -24,9 +24,10 @@ from tgd_core.normalization import Normalization
 
 
 class MethodParams(BaseModel):
-    """Hyper-parameters of a method (each method subclasses this; unknown keys are errors)."""
+    """Hyper-parameters of a method (each method subclasses this; unknown keys and
+    non-finite numbers are errors)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from tgd_core.errors import TGDError
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 8_192
 MAX_IMAGES = 10_000_000
+MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
 def _problem(error: dict[str, Any]) -> str:
@@ -65,7 +66,7 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(0.0, ge=0)
 
     # run
-    seed: int = 1234
+    seed: int = Field(1234, ge=0, le=MAX_SEED)
     device: str = "auto"
     amp: bool = False
     channels_last: bool = False
