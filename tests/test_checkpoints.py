@@ -195,12 +195,17 @@ def test_save_refuses_non_finite_tensors_and_keeps_the_old_file(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt"]
 
 
-def test_non_finite_tensors_finds_nan_and_inf_but_not_large_values() -> None:
+@pytest.mark.parametrize("device", [  # CPU: stacked aminmax; accelerators: _foreach_norm
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                         reason="no CUDA device"))])
+def test_non_finite_tensors_finds_nan_and_inf_but_not_large_values(device: str) -> None:
     tensors = {"big": torch.full((3,), 3e38), "nan": torch.tensor([0.0, float("nan")]),
                "inf": torch.tensor([-float("inf")], dtype=torch.float64),
                "half": torch.tensor([float("nan")], dtype=torch.bfloat16),
+               "long": torch.randn(100_003).index_fill_(0, torch.tensor([77_777]), float("inf")),
                "count": torch.tensor(7), "empty": torch.zeros(0)}
-    assert non_finite_tensors(tensors.items()) == (["nan", "inf", "half"], 4)
+    found = non_finite_tensors((k, v.to(device)) for k, v in tensors.items())
+    assert found == (["nan", "inf", "half", "long"], 5)
 
 
 def test_loading_non_finite_weights_is_a_one_line_error(tmp_path: Path) -> None:
