@@ -194,13 +194,15 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
                              bad, total)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
+    buffer.seek(0)
     try:  # what we write must read back under weights_only=True
-        _load(io.BytesIO(buffer.getvalue()), path)
+        _load(buffer, path)
     except TGDError as exc:
         raise TGDError(f"{path}: not saved: fields must be plain numbers, strings, lists, "
                        f"dicts or tensors ({str(exc).split(': ', 1)[1]})") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, buffer.getvalue(), fault=f"checkpoint-{path.name}")
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()),
+                        fault=f"checkpoint-{path.name}")
 
 
 def strip_checkpoint(src: str | Path, dst: str | Path) -> Path:

@@ -294,7 +294,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
                         "test_ece": result.ece})
         bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
-            raise _diverged(f"the end of epoch {epoch + 1}", f"non-finite metrics {bad} "
+            raise _diverged(f"end of epoch {epoch + 1}", f"non-finite metrics {bad} "
                             f"({_weights_report(student)})", last_good)
         state.update(epoch=epoch + 1, step=0, sums={}, correct=0, seen=0, epoch_elapsed=0.0,
                      elapsed=state["elapsed"] + epoch_time, last=row)
