@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 T = TypeVar("T")
 COMPARISONS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}

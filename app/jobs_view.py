@@ -17,13 +17,13 @@ import gradio as gr
 from app.common import guarded, offer_files, zoo
 from app.inputs import NumberField, choice, pick
 from app.plots import training_curves
-from tgd_core import config as tgd_config
-from tgd_core import model_zoo
+from tgd_core.core import paths
+from tgd_core.nets import model_zoo
 from tgd_core.distill import METHODS
 from tgd_core.distill.methods import TGDParams
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 from tgd_core.jobs import FINISHED, Job, JobStore
-from tgd_core.models import MODELS
+from tgd_core.nets.models import MODELS
 from tgd_core.training.config import TrainConfig
 
 NONE = "(none)"
@@ -60,7 +60,7 @@ def _store(state_dir: str) -> JobStore:
 
 def store() -> JobStore:
     """The job store of the current state dir (``TGD_STATE_DIR``), opened once."""
-    return _store(str(Path(tgd_config.state_dir()).resolve()))
+    return _store(str(Path(paths.state_dir()).resolve()))
 
 
 def start_worker() -> int:

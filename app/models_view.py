@@ -9,7 +9,8 @@ import gradio as gr
 
 from app.common import guarded, missing_teachers_note, offer_files, zoo
 from app.inputs import choice, pick
-from tgd_core import config, model_zoo
+from tgd_core.core import paths
+from tgd_core.nets import model_zoo
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # format -> file suffix
 COLUMNS = ["name", "role", "method", "architecture", "input", "accuracy (%)", "ECE", "recipe",
@@ -35,15 +36,15 @@ def table() -> tuple[list[list], str]:
 @guarded
 def export(name: str, fmt: str, progress=gr.Progress()) -> tuple[list[str], str]:
     """Handler: export the zoo network called ``name`` as ``fmt`` (onnx | torchscript) under
-    the state folder (validated against PyTorch, see :mod:`tgd_core.export`); (copies of the
+    the state folder (validated against PyTorch, see :mod:`tgd_core.nets.export`); (copies of the
     model and its sidecar for download, summary)."""
-    from tgd_core.export import export_checkpoint
+    from tgd_core.nets.export import export_checkpoint
 
     entry = pick(name, {e.name: e for e in zoo()}, "network", "networks")
     suffix = FORMATS[choice(fmt, FORMATS, "format")]
     progress(0.1, desc=f"exporting {name} to {fmt} and validating it")
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", entry.name).strip("_") or "model"
-    out = Path(config.state_dir()) / "exports" / f"{stem}{suffix}"
+    out = Path(paths.state_dir()) / "exports" / f"{stem}{suffix}"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = export_checkpoint(entry.path, out, fmt)
     return offer_files([result.path, result.sidecar]), result.summary()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tgd_core import config
+from tgd_core.core import paths
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -166,7 +166,7 @@ def show_export(page) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m app.screenshots", description=__doc__)
-    ap.add_argument("--out", default=str(config.PROJECT_ROOT / "docs" / "screenshots"))
+    ap.add_argument("--out", default=str(paths.PROJECT_ROOT / "docs" / "screenshots"))
     ap.add_argument("--image", help="image for the topology explorer (default: an example)")
     args = ap.parse_args()
     out = Path(args.out)

@@ -7,8 +7,8 @@ import numpy as np
 
 from app.inputs import NumberField, choice
 from app.plots import diagram_figure, heatmap_grid
-from tgd_core.errors import TGDError
-from tgd_core.images import as_image_batch
+from tgd_core.core.errors import TGDError
+from tgd_core.data.images import as_image_batch
 from tgd_core.topology import PaperPIConfig
 from tgd_core.topology.cubical import CubicalConfig
 from tgd_core.topology.pimage import PersistenceImageConfig

@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from app import jobs_view, models_view, noise_view, teachers_view, topology_view
-from tgd_core import config
+from tgd_core.core import paths
 
 INTRO = """# TGD — Topological Guidance-based Knowledge Distillation
 Inspect the topology of images (persistence diagrams and images), the teachers, distillation
@@ -21,10 +21,10 @@ def example_images(n: int = 12) -> list[str]:
     """PNG files of the first CIFAR-10 test images (written once to the state dir), or []."""
     from PIL import Image
 
-    from tgd_core.data import load_cifar10
-    from tgd_core.errors import TGDError
+    from tgd_core.data.datasets import load_cifar10
+    from tgd_core.core.errors import TGDError
 
-    folder = config.state_dir() / "examples"
+    folder = paths.state_dir() / "examples"
     files = [folder / f"cifar10_test_{i:02d}.png" for i in range(n)]
     if all(f.exists() for f in files):
         return [str(f) for f in files]
@@ -74,7 +74,7 @@ def blocked_paths() -> list[str]:
     Gradio serves only its own cache folder (uploads, copies that handlers return) and allowed
     paths; the app allows none. (Keep ``GRADIO_TEMP_DIR`` outside the state folder.)"""
     extra = [p.strip() for p in os.environ.get("GRADIO_BLOCKED_PATHS", "").split(",") if p.strip()]
-    return [str(Path(config.state_dir()).resolve()), *extra]
+    return [str(Path(paths.state_dir()).resolve()), *extra]
 
 
 def launch_options() -> dict[str, Any]:

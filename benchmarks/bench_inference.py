@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/bench_inference.py [--repeats 300] [--threads N] [--no-write]
 
 - Student: ``checkpoints/student_tgd.pt`` (WRN16-1 on raw 32×32 images) in PyTorch eager
-  (:func:`tgd_core.evaluation.predict_logits`, as ``tgd evaluate`` runs it), and exported by
-  :mod:`tgd_core.export` into a temporary folder and run by its
-  :class:`~tgd_core.export.ExportedClassifier` on onnxruntime and on TorchScript.
+  (:func:`tgd_core.evaluation.metrics.predict_logits`, as ``tgd evaluate`` runs it), and exported by
+  :mod:`tgd_core.nets.export` into a temporary folder and run by its
+  :class:`~tgd_core.nets.export.ExportedClassifier` on onnxruntime and on TorchScript.
 - PI teacher: paper-mode PIs of the image (:mod:`tgd_core.topology.paper`) + a WRN16-3 on the
   6×50×50 PI stack, PyTorch eager (``predict_logits`` with the ``pi_input`` transform). No
   WRN16-3 PI checkpoint is shipped, so it is built from the model registry with random weights:
@@ -40,12 +40,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from report import cpu_name, publish  # noqa: E402
-from tgd_core.checkpoints import load_checkpoint  # noqa: E402
-from tgd_core.data import load_cifar10  # noqa: E402
-from tgd_core.evaluation import pi_input, predict_logits  # noqa: E402
-from tgd_core.export import ExportedClassifier, export_checkpoint  # noqa: E402
-from tgd_core.models import build_model  # noqa: E402
-from tgd_core.normalization import CIFAR10_PI  # noqa: E402
+from tgd_core.nets.checkpoints import load_checkpoint  # noqa: E402
+from tgd_core.data.datasets import load_cifar10  # noqa: E402
+from tgd_core.evaluation.metrics import pi_input, predict_logits  # noqa: E402
+from tgd_core.nets.export import ExportedClassifier, export_checkpoint  # noqa: E402
+from tgd_core.nets.models import build_model  # noqa: E402
+from tgd_core.data.normalization import CIFAR10_PI  # noqa: E402
 from tgd_core.topology.reference import reference_paper_pis  # noqa: E402
 
 STUDENT = ROOT / "checkpoints" / "student_tgd.pt"

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tgd_core.checkpoints import load_checkpoint  # noqa: E402
+from tgd_core.nets.checkpoints import load_checkpoint  # noqa: E402
 from tgd_core.cli import main as tgd  # noqa: E402
 
 RECIPE = ("recipes/cpu.yaml (10,000 CIFAR-10 training images, 15 epochs, cosine LR from 0.1, "

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tgd_core import config
+from tgd_core.core import paths
 
-OFFICIAL_DIR = config.PROJECT_ROOT.parent / "shared" / "reference" / "tgd_official"
+OFFICIAL_DIR = paths.PROJECT_ROOT.parent / "shared" / "reference" / "tgd_official"
 OFFICIAL_ACCURACY = {  # file -> (epoch, test_batch accuracy in percent)
     "wrn161_Student.pth.tar": (42, 75.23),
     "T163_S161_kd.pth.tar": (40, 76.54),
@@ -29,11 +29,11 @@ def official(name: str) -> Path:
 
 
 def cifar10_split(split: str):
-    """(images, labels) of a CIFAR-10 split from config.data_dir(); skips when absent."""
-    from tgd_core.data import load_cifar10
-    from tgd_core.errors import TGDError
+    """(images, labels) of a CIFAR-10 split from paths.data_dir(); skips when absent."""
+    from tgd_core.data.datasets import load_cifar10
+    from tgd_core.core.errors import TGDError
 
     try:
-        return load_cifar10(split, data_dir=config.data_dir())
+        return load_cifar10(split, data_dir=paths.data_dir())
     except TGDError as exc:
-        pytest.skip(f"CIFAR-10 not available in {config.data_dir()}: {exc}")
+        pytest.skip(f"CIFAR-10 not available in {paths.data_dir()}: {exc}")

@@ -22,7 +22,7 @@ from app import jobs_view  # noqa: E402
 from app import screenshots as drive  # noqa: E402
 from app.__main__ import PublicWithoutAuth, check_exposure, is_loopback  # noqa: E402
 from tests.zoo_helpers import save_net, use_zoo  # noqa: E402
-from tgd_core.config import PROJECT_ROOT  # noqa: E402
+from tgd_core.core.paths import PROJECT_ROOT  # noqa: E402
 from tgd_core.jobs import Job, JobStore  # noqa: E402
 
 FORM = dict(method="tgd", network="wrn16_1", student_input="raw", t1="t1_raw", t2="plain_pi",

@@ -11,7 +11,7 @@ import pytest
 
 def test_evaluate_choices_mirror_the_engine():
     from tgd_core.commands.evaluate import CORRUPTION_NAMES, SEVERITY_LEVELS
-    from tgd_core.corruptions import CORRUPTIONS, SEVERITIES
+    from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES
 
     assert CORRUPTION_NAMES == tuple(sorted(CORRUPTIONS))
     assert SEVERITY_LEVELS == tuple(SEVERITIES)

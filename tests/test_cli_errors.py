@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tgd_core import cli
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 # recipe and config files with one thing wrong each (written into the test's folder)
 BAD_FILES = {
@@ -134,9 +134,9 @@ CASES = [
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A freshly initialised 3-class WRN16-1 checkpoint (valid, never trained)."""
-    from tgd_core.checkpoints import save_checkpoint
-    from tgd_core.models import build_model
-    from tgd_core.normalization import CIFAR10_RAW
+    from tgd_core.nets.checkpoints import save_checkpoint
+    from tgd_core.nets.models import build_model
+    from tgd_core.data.normalization import CIFAR10_RAW
 
     return save_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt",
                            build_model("wrn16_1", num_classes=3), input_kind="raw",
@@ -212,7 +212,7 @@ def test_pi_write_failure(workdir, capsys, monkeypatch, code, reason):
     def failing_write(path, write, **_):
         raise OSError(code, os.strerror(code), f".{Path(path).name}.tmp")
 
-    monkeypatch.setattr("tgd_core.fileio.atomic_write", failing_write)
+    monkeypatch.setattr("tgd_core.core.fileio.atomic_write", failing_write)
     status, _, err = run_cli(["pi", "--input", "imgs.npy", "--out", "o.npz"], capsys)
     assert status == 2
     assert assert_one_error_line(err) == f"tgd: error: pi: cannot write o.npz: {reason}"

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from tgd_core.distill import METHODS, Network, get_method, losses
-from tgd_core.errors import TGDError
-from tgd_core.models import build_model
-from tgd_core.normalization import CIFAR10_PI, CIFAR10_RAW
+from tgd_core.core.errors import TGDError
+from tgd_core.nets.models import build_model
+from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW
 
 
 # -- losses: values computed by hand ------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tgd_core.checkpoints import load_checkpoint
+from tgd_core.nets.checkpoints import load_checkpoint
 from tgd_core.cli import main as tgd
 from tgd_core.training import Stopped, TrainConfig, run_training
 

@@ -62,7 +62,7 @@ def test_the_image_layout_runs_and_finds_the_shipped_models(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "TGD_STATE_DIR": str(tmp_path / "state"),
            "TGD_DATA_DIR": str(tmp_path / "no-data"), "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("TGD_CHECKPOINT_DIR", None)
-    probe = ("from tgd_core import model_zoo; import tgd_core, app; "
+    probe = ("from tgd_core.nets import model_zoo; import tgd_core, app; "
              "print(tgd_core.__file__); print(app.__file__); "
              "print(sorted(e.name for e in model_zoo.discover(official='/nonexistent')))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env,

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from tgd_core.cli import main
-from tgd_core.errors import TGDError
-from tgd_core.experiments import Recipe, plan
+from tgd_core.core.errors import TGDError
+from tgd_core.experiments.runner import Recipe, plan
 
 pytestmark = pytest.mark.usefixtures("cifar_test_images")
 
@@ -65,7 +65,7 @@ def test_all_methods_end_to_end_from_the_cli(tmp_path, capsys):
 
 
 def test_a_killed_experiment_resumes_its_runs(tmp_path):
-    from tgd_core.experiments import run_experiment
+    from tgd_core.experiments.runner import run_experiment
     from tgd_core.training import Stopped, run_training
 
     recipe = Recipe(**{**TINY, "methods": {"scratch": {}}, "common": {**TINY["common"],
@@ -106,8 +106,8 @@ def test_plan_rejects_bad_recipes(tmp_path):
 
 
 def test_shipped_recipes_are_valid(tmp_path):
-    from tgd_core.config import PROJECT_ROOT
-    from tgd_core.experiments import reused_teachers
+    from tgd_core.core.paths import PROJECT_ROOT
+    from tgd_core.experiments.runner import reused_teachers
 
     for name in ("paper", "cpu", "cpu_topology"):
         recipe = Recipe.load(PROJECT_ROOT / "recipes" / f"{name}.yaml")
@@ -120,7 +120,7 @@ def test_shipped_recipes_are_valid(tmp_path):
 
 
 def test_a_teacher_can_be_reused_from_a_checkpoint_trained_with_its_settings(tmp_path):
-    from tgd_core.experiments import run_experiment
+    from tgd_core.experiments.runner import run_experiment
     from tgd_core.training import Stopped, run_training
 
     first = Recipe(**{**TINY, "methods": {"scratch": {}}})

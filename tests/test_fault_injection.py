@@ -1,4 +1,4 @@
-"""Crash a real process at each write point (``TGD_FAULT``, :mod:`tgd_core.fileio`) and check
+"""Crash a real process at each write point (``TGD_FAULT``, :mod:`tgd_core.core.fileio`) and check
 what resuming finds: nothing lost, nothing duplicated, no temporary files, and the result of an
 uninterrupted run — training (checkpoints, metrics rows, result.json) and the PI cache.
 
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from tgd_core.checkpoints import load_checkpoint, named_tensors
+from tgd_core.nets.checkpoints import load_checkpoint, named_tensors
 from tgd_core.topology.cache import PICache
 from tgd_core.topology.representation import compute_pis
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tgd_core.errors import TGDError
-from tgd_core.images import as_image_batch, load_images
+from tgd_core.core.errors import TGDError
+from tgd_core.data.images import as_image_batch, load_images
 
 
 def test_shapes_are_normalised():

@@ -1,5 +1,5 @@
 """Jobs under crashes: a worker killed while its jobs run, and a real process killed at each
-write point of the job store (``TGD_FAULT``, see :mod:`tgd_core.fileio`).
+write point of the job store (``TGD_FAULT``, see :mod:`tgd_core.core.fileio`).
 
 After any crash the store must be consistent: the job is not lost, never runs in two processes
 at once, is left in a known status after reconciliation, its ``result.json`` is complete or
@@ -22,7 +22,7 @@ import test_jobs
 import torch
 from test_jobs import SLOW, executions, expected_total, finished, wait_for
 
-from tgd_core.checkpoints import load_checkpoint
+from tgd_core.nets.checkpoints import load_checkpoint
 from tgd_core.jobs import JobStore
 from tgd_core.jobs.store import RESUMABLE, pid_alive
 from tgd_core.jobs.worker import Supervisor

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from official_reference import official
 
-from tgd_core.errors import TGDError
-from tgd_core.models import MODELS, PreActBlock, WideResNet, build_model, count_parameters
+from tgd_core.core.errors import TGDError
+from tgd_core.nets.models import MODELS, PreActBlock, WideResNet, build_model, count_parameters
 
 
 @pytest.mark.parametrize("name, in_channels, expected", [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 from tgd_core.topology.representation import compute_pis, representation_from_dict
 from tgd_core.training import TrainConfig, run_training
 from tgd_core.training.data import TrainData

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tgd_core.cli import main
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 from tgd_core.topology import PaperPIConfig
 from tgd_core.topology import cache as cache_mod
 from tgd_core.topology.cache import PICache, cached_pis, parse_shard

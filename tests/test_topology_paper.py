@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 from tgd_core.topology import (
     PaperPersistenceImages,
     PaperPIConfig,

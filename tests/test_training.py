@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-from tgd_core.checkpoints import load_checkpoint, named_tensors, non_finite_tensors
-from tgd_core.errors import TGDError
+from tgd_core.nets.checkpoints import load_checkpoint, named_tensors, non_finite_tensors
+from tgd_core.core.errors import TGDError
 from tgd_core.training import Stopped, TrainConfig, learning_rate, run_training
 from tgd_core.training import engine
 

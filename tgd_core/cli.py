@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 COMMANDS = ["pi", "evaluate", "train", "experiment", "jobs", "export"]
 
@@ -83,6 +83,6 @@ def one_line(text: str) -> str:
 def _leave_process_group() -> None:
     """End a torchrun process group, if this process ever set one up (without importing
     torch when it did not: commands that never train stay fast)."""
-    distributed = sys.modules.get("tgd_core.distributed")
+    distributed = sys.modules.get("tgd_core.core.distributed")
     if distributed is not None:
         distributed.shutdown()

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 
 def read_json_object(path: str | Path, what: str = "config") -> dict[str, Any]:

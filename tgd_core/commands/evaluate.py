@@ -1,6 +1,6 @@
 """``tgd evaluate``: accuracy, NLL and ECE of a checkpoint on CIFAR-10, clean or corrupted.
 
-Accepts our checkpoints and the TGD authors' files alike (:mod:`tgd_core.checkpoints`); raw
+Accepts our checkpoints and the TGD authors' files alike (:mod:`tgd_core.nets.checkpoints`); raw
 images are normalised with the checkpoint's own statistics, and PI networks read the PIs of the
 (clean or corrupted) images, computed on the fly with the representation they were trained on. ``--sweep`` evaluates every
 CIFAR-10-C corruption at severities 1–5 (plus clean and optional noise σ rows) and writes the
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from tgd_core.data import CIFAR10_SPLITS, DATASETS, dataset_splits
-from tgd_core.errors import TGDError
-from tgd_core.fileio import json_text
+from tgd_core.data.datasets import CIFAR10_SPLITS, DATASETS, dataset_splits
+from tgd_core.core.errors import TGDError
+from tgd_core.core.fileio import json_text
 
 # the corruption names and severities, without importing the (numpy/scipy/PIL) corruption code
 CORRUPTION_NAMES = ("contrast", "defocus_blur", "gaussian_blur", "gaussian_noise",
@@ -65,11 +65,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tgd_core.checkpoints import load_checkpoint
-    from tgd_core.corruptions import add_gaussian_noise, corrupt
-    from tgd_core.data import load_dataset
-    from tgd_core.devices import select_device
-    from tgd_core.evaluation import (
+    from tgd_core.nets.checkpoints import load_checkpoint
+    from tgd_core.data.corruptions import add_gaussian_noise, corrupt
+    from tgd_core.data.datasets import load_dataset
+    from tgd_core.core.devices import select_device
+    from tgd_core.evaluation.metrics import (
         evaluate_model,
         model_input_transform,
         robustness_sweep,

@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tgd_core.experiments import (Recipe, _finished, main_log, plan, reused_teachers,
+    from tgd_core.experiments.runner import (Recipe, finished, main_log, plan, reused_teachers,
                                       run_experiment)
 
     recipe = Recipe.load(args.recipe)
@@ -33,7 +33,7 @@ def run(args) -> int:
         for role, path in reused.items():
             print(f"{'reuse':8} {'teacher ' + role:28} {path}")
         for label, cfg in plan(recipe, out, reused):
-            state = ("done" if _finished(cfg) else
+            state = ("done" if finished(cfg) else
                      "partial" if (Path(cfg.out_dir) / "latest.pt").exists() else "todo")
             print(f"{state:8} {label:28} {cfg.student}/{cfg.student_input} {cfg.epochs} epochs "
                   f"-> {cfg.out_dir}")

@@ -3,14 +3,14 @@
 The exported model reads float N×C×H×W inputs in [0, 1] (images, or the PI stack of a PI
 network), normalises them inside and returns logits; ``FILE.json`` beside it describes the
 input, classes, source and the validation (max |Δ logit| against PyTorch eager on 64 CIFAR-10
-test images, or seeded random images without the data). See :mod:`tgd_core.export`.
+test images, or seeded random images without the data). See :mod:`tgd_core.nets.export`.
 """
 
 from __future__ import annotations
 
 import argparse
 
-# mirrors tgd_core.export.FORMATS / DEFAULT_ATOL without importing torch at start-up
+# mirrors tgd_core.nets.export.FORMATS / DEFAULT_ATOL without importing torch at start-up
 FORMATS = ("onnx", "torchscript")
 DEFAULT_ATOL = 1e-4
 
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tgd_core.export import export_checkpoint
+    from tgd_core.nets.export import export_checkpoint
 
     result = export_checkpoint(args.checkpoint, args.out, args.format, atol=args.atol,
                                data_dir=args.data_dir, num_threads=args.threads)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from tgd_core.commands import check_output_file, write_error
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 
 def register(sub) -> None:
@@ -80,8 +80,8 @@ def npz_path(out: str) -> str:
 
 
 def _run_images(args, rep) -> int:
-    from tgd_core.fileio import atomic_write
-    from tgd_core.images import load_images
+    from tgd_core.core.fileio import atomic_write
+    from tgd_core.data.images import load_images
     from tgd_core.topology.representation import compute_pis
 
     if not args.out:
@@ -106,7 +106,7 @@ def _run_images(args, rep) -> int:
 def _run_dataset(args, rep) -> int:
     from tqdm import tqdm
 
-    from tgd_core.data import load_cifar10
+    from tgd_core.data.datasets import load_cifar10
     from tgd_core.topology.cache import PICache, parse_shard
 
     shard = parse_shard(args.shard)

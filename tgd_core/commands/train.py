@@ -98,7 +98,7 @@ def build_config(args, own: dict[str, Any], default_name: str):
 
 
 def _run(cfg, args) -> int:
-    from tgd_core.distributed import current
+    from tgd_core.core.distributed import current
     from tgd_core.training import run_training
 
     check_output_folder(cfg.out_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tgd_core.distill.base import Distiller, MethodParams, Network
 from tgd_core.distill.methods import METHODS
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 __all__ = ["Distiller", "METHODS", "MethodParams", "Network", "get_method"]
 

@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from tgd_core.normalization import Normalization
+from tgd_core.data.normalization import Normalization
 
 
 class MethodParams(BaseModel):
@@ -47,7 +47,7 @@ class Distiller(nn.Module):
     teacher_roles: ClassVar[tuple[str, ...]] = ()
     per_sample_targets: ClassVar[tuple[str, ...]] = ()
     #: loss terms computed over the whole (global) batch rather than averaged over samples —
-    #: in a distributed run every rank holds their global value (see tgd_core.distributed)
+    #: in a distributed run every rank holds their global value (see tgd_core.core.distributed)
     batch_level_terms: ClassVar[tuple[str, ...]] = ()
     needs_student_features: ClassVar[bool] = False
 
@@ -57,7 +57,7 @@ class Distiller(nn.Module):
         teachers = dict(teachers or {})
         missing = set(self.teacher_roles) - set(teachers)
         if missing:
-            from tgd_core.errors import TGDError
+            from tgd_core.core.errors import TGDError
 
             raise TGDError(f"method {self.name!r} needs teacher(s) {sorted(missing)}")
         self.student = student.model

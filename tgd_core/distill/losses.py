@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from tgd_core.distributed import gather_rows
+from tgd_core.core.distributed import gather_rows
 
 Reduction = Literal["batchmean", "mean"]
 
@@ -32,7 +32,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 def similarity_matrix(features: torch.Tensor) -> torch.Tensor:
     """G = F Fᵀ of the flattened features, b × b (Tung & Mori, "Similarity-Preserving Knowledge
     Distillation", ICCV 2019). Its size does not depend on C, H or W. In a distributed run the
-    rows are the whole global batch's (:func:`tgd_core.distributed.gather_rows`)."""
+    rows are the whole global batch's (:func:`tgd_core.core.distributed.gather_rows`)."""
     flat = gather_rows(features.reshape(features.shape[0], -1).float())
     return flat @ flat.t()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 Runner = Callable[[Any, Any], Mapping[str, Any]]
 
@@ -50,8 +50,8 @@ REGISTRY: dict[str, JobKind] = {
                      "tgd_core.training.jobs:run_train_job"),
     "distill": JobKind("tgd_core.training.config:TrainConfig",
                        "tgd_core.training.jobs:run_train_job"),
-    "experiment": JobKind("tgd_core.experiments:ExperimentJob",
-                          "tgd_core.experiments:run_experiment_job"),
+    "experiment": JobKind("tgd_core.experiments.runner:ExperimentJob",
+                          "tgd_core.experiments.runner:run_experiment_job"),
 }
 KINDS = tuple(REGISTRY)  # the engine's own kinds (plugins may add more)
 

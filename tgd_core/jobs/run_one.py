@@ -26,8 +26,8 @@ import time
 import traceback
 from typing import Any
 
-from tgd_core.errors import TGDError
-from tgd_core.fileio import atomic_write
+from tgd_core.core.errors import TGDError
+from tgd_core.core.fileio import atomic_write
 from tgd_core.jobs.context import JobContext, JobStopped, to_json
 from tgd_core.jobs.registry import get_kind, parse_config
 from tgd_core.jobs.store import Job, JobStore

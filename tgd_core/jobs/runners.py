@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tgd_core.data import CIFAR10_SPLITS
-from tgd_core.fileio import atomic_write
+from tgd_core.data.datasets import CIFAR10_SPLITS
+from tgd_core.core.fileio import atomic_write
 from tgd_core.jobs.context import JobContext, JobStopped
 
 
@@ -51,7 +51,7 @@ class PICacheJob(_Config):
 def run_pi_cache(config: PICacheJob, ctx: JobContext) -> dict[str, Any]:
     """Compute the split's missing PI parts in rounds of ``workers`` parts (one shard each);
     progress after each part, stop between rounds. Finished parts are the checkpoint."""
-    from tgd_core.data import load_cifar10
+    from tgd_core.data.datasets import load_cifar10
     from tgd_core.topology import cache
     from tgd_core.topology.representation import representation_from_dict
 
@@ -104,7 +104,7 @@ class EvaluateJob(_Config):
     @field_validator("corruption")
     @classmethod
     def _corruption(cls, v: str | None) -> str | None:
-        from tgd_core.corruptions import CORRUPTIONS
+        from tgd_core.data.corruptions import CORRUPTIONS
 
         if v is not None and v not in CORRUPTIONS:
             raise ValueError(f"unknown corruption {v!r}; choose from {sorted(CORRUPTIONS)}")
@@ -131,7 +131,7 @@ class EvaluateJob(_Config):
         clean = [{**none, "include_clean": True}]
         if not self.sweep:
             return clean
-        from tgd_core.corruptions import CORRUPTIONS, SEVERITIES
+        from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES
 
         return clean + [{**none, "corruptions": (c,), "severities": (s,)}
                         for c in CORRUPTIONS for s in SEVERITIES] + [
@@ -140,11 +140,11 @@ class EvaluateJob(_Config):
 
 def run_evaluate(config: EvaluateJob, ctx: JobContext) -> dict[str, Any]:
     """Evaluate condition by condition; finished rows are the checkpoint (``rows.json``)."""
-    from tgd_core.checkpoints import load_checkpoint
-    from tgd_core.data import load_cifar10
-    from tgd_core.devices import select_device
-    from tgd_core.errors import TGDError
-    from tgd_core.evaluation import robustness_sweep, write_table
+    from tgd_core.nets.checkpoints import load_checkpoint
+    from tgd_core.data.datasets import load_cifar10
+    from tgd_core.core.devices import select_device
+    from tgd_core.core.errors import TGDError
+    from tgd_core.evaluation.metrics import robustness_sweep, write_table
 
     ckpt = load_checkpoint(config.checkpoint)
     if ckpt.input_kind != "raw":

@@ -6,7 +6,7 @@ error and traceback, the pids running it and the paths of its files under
 a queued job is atomic across processes. The schema version is ``PRAGMA user_version``;
 :data:`MIGRATIONS` are applied in order when a store is opened.
 
-Each write transaction has two fault points (:func:`tgd_core.fileio.fault_point`):
+Each write transaction has two fault points (:func:`tgd_core.core.fileio.fault_point`):
 ``jobs.<name>`` inside the transaction just before it commits and ``jobs.<name>.committed``
 just after, where ``<name>`` is the operation (``submit``, ``claim``, ``set_pid``,
 ``heartbeat``, ``finish``, ``cancel``, ``requeue``, ...): ``TGD_FAULT=jobs.claim`` kills a
@@ -28,9 +28,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tgd_core import config as tgd_config
-from tgd_core.errors import TGDError
-from tgd_core.fileio import fault_point
+from tgd_core.core import paths
+from tgd_core.core.errors import TGDError
+from tgd_core.core.fileio import fault_point
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
@@ -162,7 +162,7 @@ class Job:
 
 def _resolve(path: str | Path | None) -> tuple[Path, Path]:
     """``path`` (a state dir, a .sqlite file or None for ``TGD_STATE_DIR``) → (state dir, db)."""
-    p = Path(path).expanduser() if path is not None else tgd_config.state_dir()
+    p = Path(path).expanduser() if path is not None else paths.state_dir()
     if p.suffix in (".sqlite", ".db") or p.is_file():
         return p.parent, p
     return p, p / DB_NAME

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 from tgd_core.jobs.store import STALE_AFTER_S, JobStore
 
 RECONCILE_EVERY_S = 30.0

@@ -2,7 +2,7 @@
 
 Layout: ``<cache dir>/pi/<dataset>-<split>-<key>/`` where the key hashes the representation's
 parameters, the images' content and the engine's cache version. Work is written in parts
-(``part-<start>-<stop>.npy``, each with :func:`~tgd_core.fileio.atomic_write`, fault point
+(``part-<start>-<stop>.npy``, each with :func:`~tgd_core.core.fileio.atomic_write`, fault point
 ``pi-cache-part``), so a killed run loses at most the part in progress and resumes where it
 stopped (the temporary files of killed writers are removed when the entry is opened again);
 ``shard=(i, n)`` computes only the i-th of n equal row ranges, for a cluster scheduler.
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tgd_core import config as tgd_config
-from tgd_core.errors import TGDError
-from tgd_core.fileio import atomic_write, remove_stale_temps
-from tgd_core.images import content_hash
+from tgd_core.core import paths
+from tgd_core.core.errors import TGDError
+from tgd_core.core.fileio import atomic_write, remove_stale_temps
+from tgd_core.data.images import content_hash
 from tgd_core.topology.representation import (
     Representation,
     compute_pis,
@@ -74,7 +74,7 @@ class PICache:
         key = hashlib.sha256(
             f"{representation_key(rep)}|{content_hash(images)}|{len(images)}|v{CACHE_VERSION}"
             .encode()).hexdigest()[:16]
-        base = Path(cache_dir) if cache_dir else tgd_config.cache_dir()
+        base = Path(cache_dir) if cache_dir else paths.cache_dir()
         root = base / "pi" / f"{dataset}-{split}-{key}"
         probe = compute_pis(images[:1], rep, raw=False)[1]
         entry = cls(root, len(images), tuple(probe.shape[1:]))

@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from tgd_core.errors import TGDError
-from tgd_core.images import as_image_batch, to_grey
+from tgd_core.core.errors import TGDError
+from tgd_core.data.images import as_image_batch, to_grey
 from tgd_core.topology import _kernels
 from tgd_core.topology.pimage import PersistenceImageConfig, _weights
 

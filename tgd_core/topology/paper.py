@@ -26,8 +26,8 @@ import numpy as np
 from scipy.stats import norm
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from tgd_core.errors import TGDError
-from tgd_core.images import as_image_batch
+from tgd_core.core.errors import TGDError
+from tgd_core.data.images import as_image_batch
 from tgd_core.topology import _kernels
 
 #: Order of the six PIs in a teacher-2 input stack.

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 from tgd_core.topology import _kernels
 
 Weight = Literal["constant", "linear", "power"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 from tgd_core.topology.cubical import CubicalConfig, cubical_persistence_images
 from tgd_core.topology.paper import PaperPIConfig, paper_persistence_images, to_uint8
 from tgd_core.topology.pimage import PersistenceImageConfig

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 # Upper bounds of a run: far above any real protocol (the paper's is 200 epochs, batch 128,
 # 50,000 images), low enough that a typo or a hostile form cannot queue a run without end.
@@ -20,6 +20,13 @@ MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 8_192
 MAX_IMAGES = 10_000_000
 MAX_SEED = 2**32 - 1  # numpy's seed range
+
+# What a field says about a run (declared with each field, read by ``fields_of_kind``):
+# "placement" — where or how fast it runs, never what is learned (a run may resume elsewhere);
+# "bookkeeping" — how it evaluates, checkpoints or caches along the way (a finished run's
+# checkpoint is the same model whatever these were). Every other field is "learned".
+PLACEMENT = {"kind": "placement"}
+BOOKKEEPING = {"kind": "bookkeeping"}
 
 
 def _problem(error: dict[str, Any]) -> str:
@@ -43,7 +50,7 @@ class TrainConfig(BaseModel):
 
     # data
     dataset: Literal["cifar10", "cinic10", "imagefolder"] = "cifar10"
-    data_dir: str | None = None
+    data_dir: str | None = Field(None, json_schema_extra=PLACEMENT)
     train_subset: int | None = Field(None, ge=1, le=MAX_IMAGES)
     test_split: str = "test"
     test_subset: int | None = Field(None, ge=1, le=MAX_IMAGES)
@@ -51,7 +58,8 @@ class TrainConfig(BaseModel):
     augment: bool = False
     pi_on_the_fly: bool = Field(False, description="PIs of each (augmented) training view")
     fixed_batches: bool = Field(False, description="draw the batches' composition once")
-    teacher_cache: bool = Field(True, description="cache teacher targets (no augmentation)")
+    teacher_cache: bool = Field(True, description="cache teacher targets (no augmentation)",
+                                json_schema_extra=BOOKKEEPING)
 
     # optimisation
     epochs: int = Field(200, ge=1, le=MAX_EPOCHS)
@@ -67,15 +75,17 @@ class TrainConfig(BaseModel):
 
     # run
     seed: int = Field(1234, ge=0, le=MAX_SEED)
-    device: str = "auto"
+    device: str = Field("auto", json_schema_extra=PLACEMENT)
     amp: bool = False
     channels_last: bool = False
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, json_schema_extra=PLACEMENT)
     sync_batchnorm: bool = Field(True, description="under torchrun: BatchNorm statistics of "
-                                 "the global batch (else of each rank's shard)")
-    eval_every: int = Field(1, ge=1)
-    checkpoint_every_steps: int = Field(0, ge=0, description="0: at epoch ends only")
-    out_dir: str = "runs/run"
+                                 "the global batch (else of each rank's shard)",
+                                 json_schema_extra=BOOKKEEPING)
+    eval_every: int = Field(1, ge=1, json_schema_extra=BOOKKEEPING)
+    checkpoint_every_steps: int = Field(0, ge=0, description="0: at epoch ends only",
+                                        json_schema_extra=BOOKKEEPING)
+    out_dir: str = Field("runs/run", json_schema_extra=PLACEMENT)
 
     @field_validator("milestones")
     @classmethod
@@ -97,14 +107,14 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         from tgd_core.distill import METHODS
-        from tgd_core.models import MODELS
+        from tgd_core.nets.models import MODELS
 
         if self.method not in METHODS:
             raise ValueError(f"method: unknown {self.method!r}; choose from {sorted(METHODS)}")
         if self.student not in MODELS:
             raise ValueError(f"student: unknown model {self.student!r}; choose from "
                              f"{sorted(MODELS)}")
-        from tgd_core.data import dataset_splits
+        from tgd_core.data.datasets import dataset_splits
 
         if self.test_split not in dataset_splits(self.dataset):
             raise ValueError(f"test_split: {self.test_split!r} is not a split of "
@@ -115,6 +125,23 @@ class TrainConfig(BaseModel):
             raise ValueError(f"teachers: method {self.method!r} needs {sorted(missing)}")
         method.Params(**self.method_params)  # validates the method's own parameters
         return self
+
+    @classmethod
+    def fields_of_kind(cls, *kinds: str) -> frozenset[str]:
+        """Names of the fields declared as one of ``kinds`` ("placement", "bookkeeping";
+        "learned" for the undeclared rest)."""
+        def kind(info) -> str:
+            return (info.json_schema_extra or {}).get("kind", "learned")
+
+        return frozenset(n for n, info in cls.model_fields.items() if kind(info) in kinds)
+
+    def differences(self, saved: dict[str, Any], *, ignore: tuple[str, ...] = ("placement",)
+                    ) -> list[str]:
+        """Fields whose value in ``saved`` (a run's config.json) differs from this config,
+        fields of the kinds in ``ignore`` aside."""
+        skip = self.fields_of_kind(*ignore)
+        now = self.model_dump()
+        return sorted(k for k in now if k not in skip and saved.get(k) != now[k])
 
     @classmethod
     def build(cls, **values: Any) -> TrainConfig:

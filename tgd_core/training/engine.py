@@ -9,7 +9,7 @@
   schedule, running sums of the epoch in progress); ``best.pt`` — the best test accuracy so far;
 - ``result.json`` — best and last epoch metrics, written when the run ends.
 
-Every file is written atomically (:func:`~tgd_core.fileio.atomic_write`), in the order
+Every file is written atomically (:func:`~tgd_core.core.fileio.atomic_write`), in the order
 ``latest.pt``, ``best.pt``, the epoch's ``metrics.jsonl`` row, and ``result.json`` last: what a
 reader of the metrics sees is never ahead of what a resume restores. Resuming (``resume=True``)
 continues from ``latest.pt`` and gives the weights an uninterrupted run gives: batches and
@@ -22,7 +22,7 @@ buffers or optimizer state (checked by every save, which refuses them) or non-fi
 metrics. No checkpoint and no metrics row is ever written with NaN or inf in it.
 
 Started by ``torchrun`` with N processes, the loop trains data-parallel (PyTorch DDP) and
-computes what one process computes with the same global batch (:mod:`tgd_core.distributed`);
+computes what one process computes with the same global batch (:mod:`tgd_core.core.distributed`);
 rank 0 writes every file, and checkpoints resume with any number of processes.
 """
 
@@ -39,14 +39,14 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
-from tgd_core import distributed
-from tgd_core.checkpoints import (NonFiniteError, describe_non_finite, load_checkpoint,
+from tgd_core.core import distributed
+from tgd_core.nets.checkpoints import (NonFiniteError, describe_non_finite, load_checkpoint,
                                   non_finite_tensors, save_checkpoint)
 from tgd_core.distill import Network, get_method
-from tgd_core.errors import TGDError
-from tgd_core.evaluation import evaluate_logits
-from tgd_core.fileio import atomic_write, json_text, remove_stale_temps
-from tgd_core.models import build_model
+from tgd_core.core.errors import TGDError
+from tgd_core.evaluation.metrics import evaluate_logits
+from tgd_core.core.fileio import atomic_write, json_text, remove_stale_temps
+from tgd_core.nets.models import build_model
 from tgd_core.training.config import TrainConfig
 from tgd_core.training.data import TrainData, prefetch
 from tgd_core.training.targets import TargetCache
@@ -98,13 +98,6 @@ def _call(ctx, name: str, *args, **kwargs):
     return fn(*args, **kwargs) if fn is not None else None
 
 
-def _same_run(saved: dict, cfg: TrainConfig) -> list[str]:
-    """Config fields that differ between a saved run and ``cfg`` (run-placement fields aside)."""
-    ignore = {"out_dir", "device", "threads", "data_dir"}
-    now = cfg.model_dump()
-    return sorted(k for k in now if k not in ignore and saved.get(k) != now[k])
-
-
 def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | None = None,
                  progress: bool | None = None) -> dict[str, Any]:
     """Train per ``cfg`` (see module doc); returns the result dict (also in result.json)."""
@@ -120,7 +113,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
                        "another output folder")
     if resume:
         saved_cfg = json.loads((out / "config.json").read_text())
-        changed = _same_run(saved_cfg, cfg)
+        changed = cfg.differences(saved_cfg)  # placement aside
         if changed:
             raise TGDError(f"{out}: the config differs from the run's in {changed}; resume "
                            "with the same config")

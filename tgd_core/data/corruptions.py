@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 SEVERITY_PARAMS: dict[str, tuple] = {

@@ -30,11 +30,11 @@ from typing import IO, Any
 import torch
 
 import tgd_core
-from tgd_core import config
-from tgd_core.errors import TGDError
-from tgd_core.fileio import atomic_write
-from tgd_core.models import MODELS, WideResNet, build_model, model_name
-from tgd_core.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
+from tgd_core.core import paths
+from tgd_core.core.errors import TGDError
+from tgd_core.core.fileio import atomic_write
+from tgd_core.nets.models import MODELS, WideResNet, build_model, model_name
+from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
 
 FORMAT = "tgd-checkpoint"
 VERSION = 1
@@ -76,7 +76,7 @@ def library_versions() -> dict[str, str]:
             "tgd": str(tgd_core.__version__)}
 
 
-def current_git_commit(root: Path = config.PROJECT_ROOT) -> str | None:
+def current_git_commit(root: Path = paths.PROJECT_ROOT) -> str | None:
     """HEAD of the project's git checkout (with ``-dirty`` when it has changes), or None."""
     try:
         run = lambda *args: subprocess.run(  # noqa: E731
@@ -165,7 +165,7 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
     buffers, optimizer, scheduler or training state) holds NaN or inf: a checkpoint on disk is
     always a finite one. The bytes must read back with ``weights_only=True`` (so metrics and
     config must be plain numbers, strings, lists, dicts or tensors) and go to disk with
-    :func:`~tgd_core.fileio.atomic_write` (fault point ``checkpoint-<file name>``): a crash
+    :func:`~tgd_core.core.fileio.atomic_write` (fault point ``checkpoint-<file name>``): a crash
     never leaves a half-written checkpoint. ``git_commit`` defaults to the checkout's HEAD.
     """
     if input_kind not in INPUT_KINDS:

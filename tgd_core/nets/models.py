@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 
 class PreActBlock(nn.Module):

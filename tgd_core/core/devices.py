@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 
 def select_device(name: str = "auto") -> torch.device:

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 
 class MethodSpec(BaseModel):
@@ -108,16 +108,9 @@ def _config(**values):
     return TrainConfig.build(**values)
 
 
-# TrainConfig fields that say where or how fast a run happens (or, for teacher_cache, how a
-# run stores its teachers' outputs), never what the network learns: a reused teacher's
-# checkpoint may differ from its recipe in these.
-_NOT_LEARNED = frozenset({"out_dir", "data_dir", "device", "threads", "eval_every",
-                          "checkpoint_every_steps", "sync_batchnorm", "teacher_cache"})
-
-
 def _resolve_checkpoint(name: str) -> Path:
     """A bare file name is a shipped checkpoint (``TGD_CHECKPOINT_DIR``); a path is as given."""
-    from tgd_core.model_zoo import checkpoint_dir
+    from tgd_core.nets.model_zoo import checkpoint_dir
 
     path = Path(name).expanduser()
     return checkpoint_dir() / path if len(path.parts) == 1 else path
@@ -126,8 +119,9 @@ def _resolve_checkpoint(name: str) -> Path:
 def reused_teachers(recipe: Recipe, out: Path) -> dict[str, Path]:
     """Teachers whose spec names a trained ``checkpoint`` instead of being trained: name ->
     checkpoint. The checkpoint must have been trained with the spec's settings (its saved
-    config equals the one the recipe would train, up to ``_NOT_LEARNED``) to the last epoch."""
-    from tgd_core.checkpoints import load_checkpoint
+    config equals the one the recipe would train, up to placement and bookkeeping fields) to the
+    last epoch."""
+    from tgd_core.nets.checkpoints import load_checkpoint
 
     reused = {}
     for role, spec in recipe.teachers.items():
@@ -136,13 +130,14 @@ def reused_teachers(recipe: Recipe, out: Path) -> dict[str, Path]:
         path = _resolve_checkpoint(str(spec["checkpoint"]))
         if not path.is_file():
             raise TGDError(f"teacher {role}: checkpoint {path} does not exist")
-        wanted = _teacher_config(recipe, role, out).model_dump()
+        wanted_cfg = _teacher_config(recipe, role, out)
+        wanted = wanted_cfg.model_dump()
         ckpt = load_checkpoint(path)
         if not ckpt.config:
             raise TGDError(f"teacher {role}: {path} holds no training config, so it cannot be "
                            "checked against the recipe; train the teacher instead")
         saved = _config(**{k: v for k, v in ckpt.config.items() if k in wanted}).model_dump()
-        differ = sorted(k for k in wanted if k not in _NOT_LEARNED and wanted[k] != saved[k])
+        differ = wanted_cfg.differences(saved, ignore=("placement", "bookkeeping"))
         if differ:
             shown = "; ".join(f"{k}: recipe {wanted[k]!r}, checkpoint {saved[k]!r}"
                               for k in differ)
@@ -190,7 +185,7 @@ def plan(recipe: Recipe, out: Path, reused: dict[str, Path] | None = None
     return runs
 
 
-def _finished(cfg) -> bool:
+def finished(cfg) -> bool:
     result = Path(cfg.out_dir) / "result.json"
     return result.exists() and json.loads(result.read_text()).get("epochs") == cfg.epochs
 
@@ -200,10 +195,10 @@ def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None) -> di
     cached in the run's eval.json. ``corrupted_cache`` shares corrupted images between runs."""
     import torch
 
-    from tgd_core.checkpoints import load_checkpoint
-    from tgd_core.data import load_dataset
-    from tgd_core.devices import select_device
-    from tgd_core.evaluation import evaluate_model, model_input_transform, robustness_sweep
+    from tgd_core.nets.checkpoints import load_checkpoint
+    from tgd_core.data.datasets import load_dataset
+    from tgd_core.core.devices import select_device
+    from tgd_core.evaluation.metrics import evaluate_model, model_input_transform, robustness_sweep
 
     path = Path(cfg.out_dir) / "eval.json"
     key = spec.model_dump()
@@ -346,7 +341,7 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
     progress scaled to the whole experiment and can stop it at a step boundary. Under
     ``torchrun`` every run trains data-parallel; rank 0 evaluates and reports (the other ranks
     return no rows)."""
-    from tgd_core import distributed
+    from tgd_core.core import distributed
     from tgd_core.training import run_training
 
     out = Path(out)
@@ -363,7 +358,7 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
                 or label.split(" seed ")[0] in only]
     chosen = {label for label, _ in selected}
     for i, (label, cfg) in enumerate(selected):
-        if _finished(cfg):
+        if finished(cfg):
             log(f"[done] {label}")
         else:
             resume = (Path(cfg.out_dir) / "latest.pt").exists()

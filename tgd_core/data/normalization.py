@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 from tgd_core.topology.paper import PI_MEAN, PI_STD
 
 

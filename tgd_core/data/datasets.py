@@ -2,7 +2,7 @@
 dataset in the ImageFolder layout (``<root>/<split>/<class>/*.png``).
 
 ``load_cifar10(split)`` returns uint8 N×32×32×3 images (RGB) and int64 labels from
-``<data dir>/cifar10`` (``TGD_DATA_DIR``, see :mod:`tgd_core.config`). Splits: ``train``
+``<data dir>/cifar10`` (``TGD_DATA_DIR``, see :mod:`tgd_core.core.paths`). Splits: ``train``
 (data_batch_1..5), ``test`` (test_batch), ``test_lossless_1k`` (test_batch_lossless_1k).
 With ``download=True`` and no files, torchvision fetches the official archive (needs a network).
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tgd_core import config
-from tgd_core.errors import TGDError
+from tgd_core.core import paths
+from tgd_core.core.errors import TGDError
 
 CIFAR10_SPLITS = {
     "train": [f"data_batch_{i}" for i in range(1, 6)],
@@ -27,7 +27,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 
 
 def cifar10_dir(data_dir: str | Path | None = None) -> Path:
-    root = Path(data_dir) if data_dir is not None else config.data_dir()
+    root = Path(data_dir) if data_dir is not None else paths.data_dir()
     # accept both <root>/cifar10 and torchvision's <root>/cifar-10-batches-py
     for name in ("cifar10", "cifar-10-batches-py"):
         if (root / name).is_dir():
@@ -92,7 +92,7 @@ def load_image_folder(root: str | Path, split: str, limit: int | None = None
     there is no train folder), so every split numbers them alike; images are sorted by path.
     All images must share one size. With ``limit``, the first ``limit`` images in that order.
     """
-    from tgd_core.images import IMAGE_SUFFIXES, load_image_file
+    from tgd_core.data.images import IMAGE_SUFFIXES, load_image_file
 
     root = Path(root)
     folder = root / split
@@ -134,7 +134,7 @@ def load_dataset(dataset: str, split: str, data_dir: str | Path | None = None,
     if dataset == "cifar10":
         return load_cifar10(split, data_dir, limit=limit)
     if dataset == "cinic10":
-        root = Path(data_dir) if data_dir is not None else config.data_dir()
+        root = Path(data_dir) if data_dir is not None else paths.data_dir()
         root = root / "cinic10" if (root / "cinic10").is_dir() else root
         return load_image_folder(root, split, limit)[:2]
     if dataset == "imagefolder":

@@ -15,13 +15,13 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from tgd_core.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from tgd_core.distill import losses
 from tgd_core.distill.base import Network
-from tgd_core.errors import TGDError
-from tgd_core.evaluation import ReliabilityBin, evaluate_logits, predict_logits
-from tgd_core.images import as_image_batch
-from tgd_core.normalization import to_model_input
+from tgd_core.core.errors import TGDError
+from tgd_core.evaluation.metrics import ReliabilityBin, evaluate_logits, predict_logits
+from tgd_core.data.images import as_image_batch
+from tgd_core.data.normalization import to_model_input
 
 CIFAR_SIDE = 32
 GROUPS = 3  # the Wide-ResNet's three groups: the layers whose similarity maps TGD matches
@@ -43,7 +43,7 @@ def to_cifar_size(image: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=2)
 def _split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    from tgd_core.data import load_cifar10
+    from tgd_core.data.datasets import load_cifar10
 
     return load_cifar10(split)
 

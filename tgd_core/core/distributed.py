@@ -32,8 +32,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tgd_core.devices import select_device
-from tgd_core.errors import TGDError
+from tgd_core.core.devices import select_device
+from tgd_core.core.errors import TGDError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Validating and loading images: arrays, image files and folders of images.
 
 Every entry point of the engine passes user images through :func:`as_image_batch`, so a wrong
-dtype, shape, NaN or an unreadable file gives one clear :class:`~tgd_core.errors.TGDError`
+dtype, shape, NaN or an unreadable file gives one clear :class:`~tgd_core.core.errors.TGDError`
 instead of a failure deep inside a library.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tgd_core.errors import TGDError
+from tgd_core.core.errors import TGDError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 MAX_IMAGE_SIDE = 4096

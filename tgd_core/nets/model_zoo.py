@@ -27,9 +27,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tgd_core import config
-from tgd_core.checkpoints import Checkpoint, load_checkpoint
-from tgd_core.errors import TGDError
+from tgd_core.core import paths
+from tgd_core.nets.checkpoints import Checkpoint, load_checkpoint
+from tgd_core.core.errors import TGDError
 
 ROLES = ("teacher1", "teacher2", "student")
 ROLE_LABELS = {"teacher1": "T1 (raw images)", "teacher2": "T2 (persistence images)",
@@ -49,14 +49,14 @@ OFFICIAL_STUDENTS: dict[str, tuple[str, str, float, str]] = {
 
 def checkpoint_dir() -> Path:
     env = os.environ.get("TGD_CHECKPOINT_DIR")
-    return Path(env).expanduser() if env else config.PROJECT_ROOT / "checkpoints"
+    return Path(env).expanduser() if env else paths.PROJECT_ROOT / "checkpoints"
 
 
 def official_dir() -> Path:
     env = os.environ.get("TGD_OFFICIAL_DIR")
     if env:
         return Path(env).expanduser()
-    return config.PROJECT_ROOT.parent / "shared" / "reference" / "tgd_official"
+    return paths.PROJECT_ROOT.parent / "shared" / "reference" / "tgd_official"
 
 
 @dataclass(frozen=True)

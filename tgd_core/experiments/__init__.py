@@ -1,0 +1,1 @@
+"""Experiments: a recipe of teachers, methods and seeds, trained, evaluated and reported."""
