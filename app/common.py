@@ -12,9 +12,9 @@ import gradio as gr
 import numpy as np
 
 from app.topology_view import prepare_image
-from tgd_core.nets import model_zoo
 from tgd_core.core.errors import TGDError
 from tgd_core.evaluation.inspection import CIFAR_SIDE, to_cifar_size
+from tgd_core.nets import model_zoo
 
 F = TypeVar("F", bound=Callable[..., Any])
 

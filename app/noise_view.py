@@ -8,11 +8,11 @@ import numpy as np
 from app.common import guarded, missing_teachers_note, network_image, zoo
 from app.inputs import NumberField, choice
 from app.plots import accuracy_vs_severity, probability_bars, reliability_diagrams
-from tgd_core.evaluation import inspection
-from tgd_core.nets import model_zoo
+from tgd_core.core.errors import TGDError
 from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES
 from tgd_core.data.datasets import CIFAR10_CLASSES
-from tgd_core.core.errors import TGDError
+from tgd_core.evaluation import inspection
+from tgd_core.nets import model_zoo
 from tgd_core.training.config import MAX_SEED
 
 SWEEP_COLUMNS = ["model", "severity", "accuracy", "nll", "ece", "n"]

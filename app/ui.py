@@ -21,8 +21,8 @@ def example_images(n: int = 12) -> list[str]:
     """PNG files of the first CIFAR-10 test images (written once to the state dir), or []."""
     from PIL import Image
 
-    from tgd_core.data.datasets import load_cifar10
     from tgd_core.core.errors import TGDError
+    from tgd_core.data.datasets import load_cifar10
 
     folder = paths.state_dir() / "examples"
     files = [folder / f"cifar10_test_{i:02d}.png" for i in range(n)]

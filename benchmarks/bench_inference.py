@@ -40,12 +40,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from report import cpu_name, publish  # noqa: E402
-from tgd_core.nets.checkpoints import load_checkpoint  # noqa: E402
+
 from tgd_core.data.datasets import load_cifar10  # noqa: E402
+from tgd_core.data.normalization import CIFAR10_PI  # noqa: E402
 from tgd_core.evaluation.metrics import pi_input, predict_logits  # noqa: E402
+from tgd_core.nets.checkpoints import load_checkpoint  # noqa: E402
 from tgd_core.nets.export import ExportedClassifier, export_checkpoint  # noqa: E402
 from tgd_core.nets.models import build_model  # noqa: E402
-from tgd_core.data.normalization import CIFAR10_PI  # noqa: E402
 from tgd_core.topology.reference import reference_paper_pis  # noqa: E402
 
 STUDENT = ROOT / "checkpoints" / "student_tgd.pt"

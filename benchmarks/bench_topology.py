@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from report import cpu_name, publish  # noqa: E402
+
 from tgd_core.data.datasets import load_cifar10  # noqa: E402
 from tgd_core.topology import paper_persistence_images  # noqa: E402
 from tgd_core.topology.cubical import CubicalConfig, cubical_persistence_images  # noqa: E402
 from tgd_core.topology.pimage import PersistenceImageConfig  # noqa: E402
 from tgd_core.topology.reference import reference_paper_pis  # noqa: E402
-
 
 
 def best_of(fn, repeats: int = 3) -> float:

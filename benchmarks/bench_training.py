@@ -33,13 +33,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from report import publish  # noqa: E402
-from tgd_core.distill import Network, get_method  # noqa: E402
-from tgd_core.nets.models import build_model  # noqa: E402
+
 from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW  # noqa: E402
+from tgd_core.distill import get_method  # noqa: E402
+from tgd_core.nets.models import build_model  # noqa: E402
+from tgd_core.nets.network import Network  # noqa: E402
 from tgd_core.topology.representation import compute_pis  # noqa: E402
 from tgd_core.training.data import ON_THE_FLY_CHUNK, prefetch  # noqa: E402
 from tgd_core.training.targets import TargetCache  # noqa: E402
-
 
 
 def step_seconds(distiller, inputs, labels, steps: int, cache=None, make_inputs=None,

@@ -13,8 +13,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 @pytest.fixture(scope="session")
 def cifar_test_images() -> np.ndarray:
     """The 1,000 lossless CIFAR-10 test images (uint8 N×32×32×3)."""
-    from tgd_core.data.datasets import load_cifar10
     from tgd_core.core.errors import TGDError
+    from tgd_core.data.datasets import load_cifar10
 
     try:
         images, _ = load_cifar10("test_lossless_1k")
@@ -26,8 +26,7 @@ def cifar_test_images() -> np.ndarray:
 @pytest.fixture(scope="session")
 def cifar_train_images() -> np.ndarray:
     """The first 10,000 CIFAR-10 training images (uint8 N×32×32×3)."""
-    from tgd_core.data.datasets import cifar10_dir
-    from tgd_core.data.datasets import _read_batch
+    from tgd_core.data.datasets import _read_batch, cifar10_dir
 
     path = cifar10_dir() / "data_batch_1"
     if not path.exists():

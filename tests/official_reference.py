@@ -30,8 +30,8 @@ def official(name: str) -> Path:
 
 def cifar10_split(split: str):
     """(images, labels) of a CIFAR-10 split from paths.data_dir(); skips when absent."""
-    from tgd_core.data.datasets import load_cifar10
     from tgd_core.core.errors import TGDError
+    from tgd_core.data.datasets import load_cifar10
 
     try:
         return load_cifar10(split, data_dir=paths.data_dir())

@@ -12,9 +12,10 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
 
+from gradio.utils import get_upload_folder  # noqa: E402
+
 from app import jobs_view, models_view, noise_view, teachers_view  # noqa: E402
 from tests.zoo_helpers import use_zoo  # noqa: E402
-from gradio.utils import get_upload_folder  # noqa: E402
 from tgd_core.jobs import JobKind, registry  # noqa: E402
 
 NO_PROGRESS = lambda *a, **k: None  # noqa: E731

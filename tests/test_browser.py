@@ -16,8 +16,8 @@ pytest.importorskip("playwright.sync_api")
 
 from app import screenshots as drive  # noqa: E402
 from tests.zoo_helpers import use_zoo  # noqa: E402
-from tgd_core.nets import model_zoo  # noqa: E402
 from tgd_core.jobs import JobStore, available_kinds  # noqa: E402
+from tgd_core.nets import model_zoo  # noqa: E402
 
 pytestmark = [
     pytest.mark.browser,

@@ -10,11 +10,18 @@ import pytest
 import torch
 from official_reference import OFFICIAL_ACCURACY, official
 
-from tgd_core.nets.checkpoints import (FORMAT, VERSION, NonFiniteError, infer_architecture,
-                                  load_checkpoint, non_finite_tensors, save_checkpoint)
 from tgd_core.core.errors import TGDError
-from tgd_core.nets.models import build_model
 from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
+from tgd_core.nets.checkpoints import (
+    FORMAT,
+    VERSION,
+    NonFiniteError,
+    infer_architecture,
+    load_checkpoint,
+    non_finite_tensors,
+    save_checkpoint,
+)
+from tgd_core.nets.models import build_model
 
 
 def _trained_like(name: str = "wrn16_1", in_channels: int = 3) -> torch.nn.Module:

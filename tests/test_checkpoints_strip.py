@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from tgd_core.data.normalization import CIFAR10_RAW
 from tgd_core.nets.checkpoints import load_checkpoint, save_checkpoint, strip_checkpoint
 from tgd_core.nets.models import build_model
-from tgd_core.data.normalization import CIFAR10_RAW
 
 
 def test_strip_keeps_weights_and_metadata(tmp_path):

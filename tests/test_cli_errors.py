@@ -134,9 +134,9 @@ CASES = [
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A freshly initialised 3-class WRN16-1 checkpoint (valid, never trained)."""
+    from tgd_core.data.normalization import CIFAR10_RAW
     from tgd_core.nets.checkpoints import save_checkpoint
     from tgd_core.nets.models import build_model
-    from tgd_core.data.normalization import CIFAR10_RAW
 
     return save_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt",
                            build_model("wrn16_1", num_classes=3), input_kind="raw",

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tgd_core.data.corruptions import (CORRUPTIONS, SEVERITIES, SEVERITY_PARAMS, add_gaussian_noise,
-                                  corrupt, disk_kernel)
 from tgd_core.core.errors import TGDError
+from tgd_core.data.corruptions import (
+    CORRUPTIONS,
+    SEVERITIES,
+    SEVERITY_PARAMS,
+    add_gaussian_noise,
+    corrupt,
+    disk_kernel,
+)
 
 RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise"}
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tgd_core.data.datasets import load_cifar10, load_dataset, load_image_folder
 from tgd_core.core.errors import TGDError
+from tgd_core.data.datasets import load_cifar10, load_dataset, load_image_folder
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tgd_core.distill import METHODS, Network, get_method, losses
 from tgd_core.core.errors import TGDError
-from tgd_core.nets.models import build_model
 from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW
-
+from tgd_core.distill import METHODS, get_method, losses
+from tgd_core.nets.models import build_model
+from tgd_core.nets.network import Network
 
 # -- losses: values computed by hand ------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tgd_core.nets.checkpoints import load_checkpoint
 from tgd_core.cli import main as tgd
+from tgd_core.nets.checkpoints import load_checkpoint
 from tgd_core.training import Stopped, TrainConfig, run_training
 
 pytestmark = pytest.mark.usefixtures("cifar_test_images")

@@ -14,12 +14,19 @@ import torch
 from official_reference import OFFICIAL_ACCURACY, TGD_CHECKPOINT, cifar10_split, official
 
 from tgd_core import cli
-from tgd_core.nets.checkpoints import load_checkpoint, save_checkpoint
 from tgd_core.core.errors import TGDError
-from tgd_core.evaluation.metrics import (evaluate_logits, evaluate_model, expected_calibration_error,
-                                 predict_logits, reliability_bins, robustness_sweep, write_table)
-from tgd_core.nets.models import build_model
 from tgd_core.data.normalization import CIFAR10_RAW
+from tgd_core.evaluation.metrics import (
+    evaluate_logits,
+    evaluate_model,
+    expected_calibration_error,
+    predict_logits,
+    reliability_bins,
+    robustness_sweep,
+    write_table,
+)
+from tgd_core.nets.checkpoints import load_checkpoint, save_checkpoint
+from tgd_core.nets.models import build_model
 
 
 def test_ece_single_bin_by_hand() -> None:

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from tgd_core.nets.checkpoints import load_checkpoint, save_checkpoint
 from tgd_core.cli import main
+from tgd_core.core.errors import TGDError
 from tgd_core.core.paths import PROJECT_ROOT
 from tgd_core.data.datasets import CIFAR10_CLASSES
-from tgd_core.core.errors import TGDError
+from tgd_core.data.normalization import CIFAR10_RAW
 from tgd_core.evaluation.metrics import model_input_transform, predict_logits
+from tgd_core.nets.checkpoints import load_checkpoint, save_checkpoint
 from tgd_core.nets.export import (
     DEFAULT_ATOL,
     FORMATS,
@@ -25,7 +26,6 @@ from tgd_core.nets.export import (
     sidecar_path,
 )
 from tgd_core.nets.models import build_model
-from tgd_core.data.normalization import CIFAR10_RAW
 
 STUDENT = PROJECT_ROOT / "checkpoints" / "student_tgd.pt"
 PI_TEACHER = PROJECT_ROOT / "checkpoints" / "t2_wrn16_1_pi.pt"

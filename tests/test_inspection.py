@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from tests.zoo_helpers import make_zoo
+from tgd_core.core.errors import TGDError
+from tgd_core.distill import losses
 from tgd_core.evaluation import inspection
 from tgd_core.nets import model_zoo
-from tgd_core.distill import losses
-from tgd_core.core.errors import TGDError
 
 
 @pytest.fixture(scope="module")

@@ -589,10 +589,10 @@ def test_evaluate_job_matches_direct_evaluation(store: JobStore, start_worker,
                                                 tmp_path: Path) -> None:
     import torch
 
-    from tgd_core.nets.checkpoints import save_checkpoint
-    from tgd_core.evaluation.metrics import robustness_sweep
-    from tgd_core.nets.models import build_model
     from tgd_core.data.normalization import CIFAR10_RAW
+    from tgd_core.evaluation.metrics import robustness_sweep
+    from tgd_core.nets.checkpoints import save_checkpoint
+    from tgd_core.nets.models import build_model
 
     images, labels = _tiny_cifar(tmp_path / "data")
     torch.manual_seed(0)

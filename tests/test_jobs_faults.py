@@ -22,10 +22,10 @@ import test_jobs
 import torch
 from test_jobs import SLOW, executions, expected_total, finished, wait_for
 
-from tgd_core.nets.checkpoints import load_checkpoint
 from tgd_core.jobs import JobStore
 from tgd_core.jobs.store import RESUMABLE, pid_alive
 from tgd_core.jobs.worker import Supervisor
+from tgd_core.nets.checkpoints import load_checkpoint
 
 store, start_worker = test_jobs.store, test_jobs.start_worker  # the fixtures
 

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from tests.zoo_helpers import make_zoo, save_net
-from tgd_core.nets import model_zoo
 from tgd_core.core.errors import TGDError
+from tgd_core.nets import model_zoo
 
 
 @pytest.fixture

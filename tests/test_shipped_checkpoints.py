@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from tgd_core.nets.checkpoints import load_checkpoint
 from tgd_core.core.paths import PROJECT_ROOT
 from tgd_core.data.datasets import load_cifar10
 from tgd_core.evaluation.metrics import evaluate_model, model_input_transform
+from tgd_core.nets.checkpoints import load_checkpoint
 
 SHIPPED = sorted((PROJECT_ROOT / "checkpoints").glob("*.pt"))
 

@@ -8,10 +8,9 @@ import re
 import pytest
 import torch
 
-from tgd_core.nets.checkpoints import load_checkpoint, named_tensors, non_finite_tensors
 from tgd_core.core.errors import TGDError
-from tgd_core.training import Stopped, TrainConfig, learning_rate, run_training
-from tgd_core.training import engine
+from tgd_core.nets.checkpoints import load_checkpoint, named_tensors, non_finite_tensors
+from tgd_core.training import Stopped, TrainConfig, engine, learning_rate, run_training
 
 pytestmark = pytest.mark.usefixtures("cifar_test_images")  # needs the CIFAR-10 data
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW
 from tgd_core.nets.checkpoints import save_checkpoint
 from tgd_core.nets.models import build_model
-from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW
 
 
 def save_net(path: Path, seed: int, kind: str = "raw", **fields) -> Path:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from tgd_core.data.datasets import CIFAR10_SPLITS, DATASETS, dataset_splits
 from tgd_core.core.errors import TGDError
 from tgd_core.core.fileio import json_text
+from tgd_core.data.datasets import CIFAR10_SPLITS, DATASETS, dataset_splits
 
 # the corruption names and severities, without importing the (numpy/scipy/PIL) corruption code
 CORRUPTION_NAMES = ("contrast", "defocus_blur", "gaussian_blur", "gaussian_noise",
@@ -65,16 +65,16 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tgd_core.nets.checkpoints import load_checkpoint
+    from tgd_core.core.devices import select_device
     from tgd_core.data.corruptions import add_gaussian_noise, corrupt
     from tgd_core.data.datasets import load_dataset
-    from tgd_core.core.devices import select_device
     from tgd_core.evaluation.metrics import (
         evaluate_model,
         model_input_transform,
         robustness_sweep,
         write_table,
     )
+    from tgd_core.nets.checkpoints import load_checkpoint
 
     _check_args(args)
     ckpt = load_checkpoint(args.checkpoint)

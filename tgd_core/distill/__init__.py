@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tgd_core.distill.base import Distiller, MethodParams, Network
-from tgd_core.distill.methods import METHODS
 from tgd_core.core.errors import TGDError
+from tgd_core.distill.base import Distiller, MethodParams
+from tgd_core.distill.methods import METHODS
 
-__all__ = ["Distiller", "METHODS", "MethodParams", "Network", "get_method"]
+__all__ = ["Distiller", "METHODS", "MethodParams", "get_method"]
 
 
 def get_method(name: str) -> type[Distiller]:

@@ -13,14 +13,13 @@ with its own statistics.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from tgd_core.data.normalization import Normalization
+from tgd_core.nets.network import Network
 
 
 class MethodParams(BaseModel):
@@ -28,15 +27,6 @@ class MethodParams(BaseModel):
     non-finite numbers are errors)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-@dataclass
-class Network:
-    """A network, the input kind it reads and the normalisation it was trained with."""
-
-    model: nn.Module
-    input_kind: str  # "raw" | "pi"
-    normalization: Normalization
 
 
 class Distiller(nn.Module):

@@ -15,13 +15,13 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from tgd_core.distill import losses
-from tgd_core.distill.base import Network
 from tgd_core.core.errors import TGDError
-from tgd_core.evaluation.metrics import ReliabilityBin, evaluate_logits, predict_logits
+from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from tgd_core.data.images import as_image_batch
 from tgd_core.data.normalization import to_model_input
+from tgd_core.distill import losses
+from tgd_core.evaluation.metrics import ReliabilityBin, evaluate_logits, predict_logits
+from tgd_core.nets.network import Network
 
 CIFAR_SIDE = 32
 GROUPS = 3  # the Wide-ResNet's three groups: the layers whose similarity maps TGD matches

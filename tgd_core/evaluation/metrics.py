@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES, add_gaussian_noise, corrupt
 from tgd_core.core.errors import TGDError
 from tgd_core.core.fileio import atomic_write, json_text
+from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES, add_gaussian_noise, corrupt
 from tgd_core.data.images import content_hash
 from tgd_core.data.normalization import Normalization, to_model_input
 

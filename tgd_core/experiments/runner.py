@@ -195,10 +195,10 @@ def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None) -> di
     cached in the run's eval.json. ``corrupted_cache`` shares corrupted images between runs."""
     import torch
 
-    from tgd_core.nets.checkpoints import load_checkpoint
-    from tgd_core.data.datasets import load_dataset
     from tgd_core.core.devices import select_device
+    from tgd_core.data.datasets import load_dataset
     from tgd_core.evaluation.metrics import evaluate_model, model_input_transform, robustness_sweep
+    from tgd_core.nets.checkpoints import load_checkpoint
 
     path = Path(cfg.out_dir) / "eval.json"
     key = spec.model_dump()

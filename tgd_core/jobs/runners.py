@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tgd_core.data.datasets import CIFAR10_SPLITS
 from tgd_core.core.fileio import atomic_write
+from tgd_core.data.datasets import CIFAR10_SPLITS
 from tgd_core.jobs.context import JobContext, JobStopped
 
 
@@ -140,11 +140,11 @@ class EvaluateJob(_Config):
 
 def run_evaluate(config: EvaluateJob, ctx: JobContext) -> dict[str, Any]:
     """Evaluate condition by condition; finished rows are the checkpoint (``rows.json``)."""
-    from tgd_core.nets.checkpoints import load_checkpoint
-    from tgd_core.data.datasets import load_cifar10
     from tgd_core.core.devices import select_device
     from tgd_core.core.errors import TGDError
+    from tgd_core.data.datasets import load_cifar10
     from tgd_core.evaluation.metrics import robustness_sweep, write_table
+    from tgd_core.nets.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(config.checkpoint)
     if ckpt.input_kind != "raw":

@@ -33,8 +33,8 @@ import tgd_core
 from tgd_core.core import paths
 from tgd_core.core.errors import TGDError
 from tgd_core.core.fileio import atomic_write
-from tgd_core.nets.models import MODELS, WideResNet, build_model, model_name
 from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
+from tgd_core.nets.models import MODELS, WideResNet, build_model, model_name
 
 FORMAT = "tgd-checkpoint"
 VERSION = 1

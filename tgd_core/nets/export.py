@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from tgd_core.nets.checkpoints import Checkpoint, library_versions, load_checkpoint
-from tgd_core.data.datasets import CIFAR10_CLASSES, load_cifar10
 from tgd_core.core.errors import TGDError
-from tgd_core.evaluation.metrics import model_input_transform, predict_logits, torch_threads
+from tgd_core.data.datasets import CIFAR10_CLASSES, load_cifar10
 from tgd_core.data.images import as_image_batch
 from tgd_core.data.normalization import Normalization, to_unit_batch
+from tgd_core.evaluation.metrics import model_input_transform, predict_logits, torch_threads
+from tgd_core.nets.checkpoints import Checkpoint, library_versions, load_checkpoint
 from tgd_core.topology.representation import representation_from_dict
 
 FORMATS = ("onnx", "torchscript")

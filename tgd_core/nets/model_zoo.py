@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from tgd_core.core import paths
-from tgd_core.nets.checkpoints import Checkpoint, load_checkpoint
 from tgd_core.core.errors import TGDError
+from tgd_core.nets.checkpoints import Checkpoint, load_checkpoint
 
 ROLES = ("teacher1", "teacher2", "student")
 ROLE_LABELS = {"teacher1": "T1 (raw images)", "teacher2": "T2 (persistence images)",
@@ -229,7 +229,7 @@ def load_network(entry: ModelEntry, device: str = "cpu"):
 
 @lru_cache(maxsize=16)
 def _network(path: str, mtime_ns: int, size: int, device: str):
-    from tgd_core.distill.base import Network
+    from tgd_core.nets.network import Network
 
     ckpt = _checkpoint(path, mtime_ns, size)
     return Network(ckpt.build(device), ckpt.input_kind, ckpt.normalization)

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tgd_core.data.datasets import load_dataset
+from tgd_core.core.distributed import SINGLE, DistContext
 from tgd_core.core.errors import TGDError
+from tgd_core.data.datasets import load_dataset
 from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
 from tgd_core.topology import PaperPIConfig
 from tgd_core.topology.cache import cached_pis
 from tgd_core.topology.representation import compute_pis, representation_from_dict
 from tgd_core.training.config import TrainConfig
-from tgd_core.core.distributed import SINGLE, DistContext
 
 
 @dataclass

@@ -40,13 +40,19 @@ import torch
 from tqdm import tqdm
 
 from tgd_core.core import distributed
-from tgd_core.nets.checkpoints import (NonFiniteError, describe_non_finite, load_checkpoint,
-                                  non_finite_tensors, save_checkpoint)
-from tgd_core.distill import Network, get_method
 from tgd_core.core.errors import TGDError
-from tgd_core.evaluation.metrics import evaluate_logits
 from tgd_core.core.fileio import atomic_write, json_text, remove_stale_temps
+from tgd_core.distill import get_method
+from tgd_core.evaluation.metrics import evaluate_logits
+from tgd_core.nets.checkpoints import (
+    NonFiniteError,
+    describe_non_finite,
+    load_checkpoint,
+    non_finite_tensors,
+    save_checkpoint,
+)
 from tgd_core.nets.models import build_model
+from tgd_core.nets.network import Network
 from tgd_core.training.config import TrainConfig
 from tgd_core.training.data import TrainData, prefetch
 from tgd_core.training.targets import TargetCache
