@@ -154,18 +154,10 @@ def job_config(method: str, network: str, student_input: str, t1: str | None, t2
     return job_kind(method), cfg
 
 
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
-        f"{seconds // 3600} h {seconds % 3600 // 60:02d}"
-
-
 def jobs_rows() -> list[list]:
     """Handler: one row per job, newest first."""
     return [[j.id, j.kind, j.config.get("method", ""), j.status, f"{j.progress:.0%}",
-             j.epoch if j.epoch is not None else "", _eta(j.eta_s) if not j.finished else "",
+             j.epoch if j.epoch is not None else "", j.eta_text,
              (j.error or j.message or "")[:80],
              time.strftime("%m-%d %H:%M:%S", time.localtime(j.created_at))]
             for j in store().list()]

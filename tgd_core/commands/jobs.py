@@ -94,13 +94,6 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
 def _list(args: argparse.Namespace) -> int:
     with _store(args) as store:
         store.reconcile()
@@ -114,7 +107,7 @@ def _list(args: argparse.Namespace) -> int:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created_at))
         epoch = "" if j.epoch is None else j.epoch
         print(f"{j.id:>5}  {j.kind:<11}{j.status:<12}{j.progress:>8.0%}{epoch:>7}"
-              f"{_eta(j.eta_s if j.status == 'running' else None):>10}  {created:<17} "
+              f"{j.eta_text:>10}  {created:<17} "
               f"{j.error or j.message or ''}")
     return 0
 

@@ -150,6 +150,15 @@ class Job:
     def finished(self) -> bool:
         return self.status in FINISHED
 
+    @property
+    def eta_text(self) -> str:
+        """The estimated time left of a running job as ``H:MM:SS`` ('' when not running or
+        not yet known): one format for the CLI and the app."""
+        if self.status != "running" or self.eta_s is None:
+            return ""
+        s = int(round(self.eta_s))
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: paths as strings, times as local ISO 8601 with offset."""
         d = asdict(self)
