@@ -143,3 +143,52 @@ def test_missing_teacher_and_bad_params():
         get_method("nope")
     with pytest.raises(ValueError):
         get_method("tgd").Params(alpha=2.0)
+
+
+# -- the registry ---------------------------------------------------------------------------------
+
+def test_each_method_module_registers_its_distiller():
+    """One module per method; importing the package registers them all, under their names."""
+    import importlib
+
+    from tgd_core.distill.kd import KD
+    from tgd_core.distill.mtkd import MTKD
+    from tgd_core.distill.tgd import TGD
+
+    assert list(METHODS) == ["scratch", "kd", "mtkd", "tgd", "sp", "at", "fitnet"]
+    for name, cls in METHODS.items():
+        assert cls.name == name and get_method(name) is cls
+        assert cls.__module__ == f"tgd_core.distill.{name}"
+        assert importlib.import_module(cls.__module__).__doc__  # cites the paper and the loss
+    assert issubclass(TGD, MTKD) and issubclass(MTKD, KD)
+    assert issubclass(TGD.Params, MTKD.Params) and issubclass(MTKD.Params, KD.Params)
+
+
+def test_a_method_name_cannot_be_registered_twice():
+    from tgd_core.distill import Distiller, register_method
+
+    before = dict(METHODS)
+    with pytest.raises(ValueError, match="'kd' is already registered by tgd_core.distill.kd.KD"):
+        @register_method("kd")
+        class Other(Distiller):
+            pass
+    assert METHODS == before
+
+
+def test_unknown_method_names_the_choices():
+    with pytest.raises(TGDError, match=r"unknown method 'nope'; choose from \['at', 'fitnet', "):
+        get_method("nope")
+
+
+def test_method_defaults_are_unchanged():
+    defaults = {name: cls.Params().model_dump() for name, cls in METHODS.items()}
+    assert defaults == {
+        "scratch": {},
+        "kd": {"temperature": 4.0, "lambda_kd": 0.9, "compat": False},
+        "mtkd": {"temperature": 4.0, "lambda_kd": 0.9, "compat": False, "alpha": 0.99},
+        "tgd": {"temperature": 4.0, "lambda_kd": 0.9, "compat": False, "alpha": 0.99,
+                "beta": 3000.0},
+        "sp": {"gamma": 3000.0},
+        "at": {"beta": 1000.0, "p": 2.0},
+        "fitnet": {"weight": 100.0, "hint_layer": 2},
+    }

@@ -5,9 +5,9 @@ always in eval mode, whatever ``train()`` is called with, and run under ``torch.
 ``forward_train(inputs, labels) -> (student logits, {loss term: value})``: the trainer sums
 the terms. A method splits into :meth:`Distiller.teacher_targets` (what it needs from the
 teachers) and :meth:`Distiller.compute_losses`, so the trainer can cache the targets of inputs
-that do not change between epochs. ``inputs`` maps an input kind (``"raw"`` images, ``"pi"`` persistence-image stacks)
-to an N×C×H×W batch scaled to [0, 1]; each network reads the kind it was trained on, normalised
-with its own statistics.
+that do not change between epochs. ``inputs`` maps an input kind (``"raw"`` images, ``"pi"``
+persistence-image stacks) to an N×C×H×W batch scaled to [0, 1]; each network reads the kind it
+was trained on, normalised with its own statistics.
 """
 
 from __future__ import annotations

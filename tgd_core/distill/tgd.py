@@ -1,0 +1,52 @@
+"""Topological guidance-based distillation — Jeon, Khurana, Pathak & Turaga, "Leveraging
+Topological Guidance for Improved Knowledge Distillation" (2024); the method as implemented is
+specified in TGD_METHOD.md §4.
+
+    L = (1−λ)·CE + λ·τ²·L_KD + (β/3)·Σ_l mean((G̃_S^l − G̃_T^l)²)
+    G̃_T^l = row_normalise(α·G_T1^l + (1−α)·G_T2^l),   G^l = F^l F^lᵀ (b × b)
+
+L_KD is the two-teacher term of :mod:`.mtkd`; the teachers' similarity maps are merged *before*
+row normalisation (:func:`.losses.merged_teacher_similarity`). Defaults τ = 4, λ = 0.9,
+α = 0.99, β = 3000 (applied as β/3 per group sum).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from tgd_core.distill import losses
+from tgd_core.distill.mtkd import MTKD, MTKDParams
+from tgd_core.distill.registry import register_method
+
+
+class TGDParams(MTKDParams):
+    beta: float = Field(3000.0, ge=0)
+
+
+@register_method("tgd")
+class TGD(MTKD):
+    """TGD (Jeon et al. 2024, TGD_METHOD.md §4): two-teacher KD plus similarity maps merged
+    before row normalisation, L = (1−λ)·CE + λ·τ²·L_KD + (β/3)·Σ_l mean((G̃_S^l − G̃_T^l)²)
+    with G̃_T^l = row_normalise(α·G_T1^l + (1−α)·G_T2^l). The student may start from a scratch
+    student ("annealing": ``init_student`` in the training config)."""
+
+    Params = TGDParams
+    needs_student_features = True
+    batch_level_terms = ("sim",)
+
+    def teacher_targets(self, inputs):
+        p = self.params
+        logits1, f1 = self.teacher_forward("t1", inputs, features=True)
+        logits2, f2 = self.teacher_forward("t2", inputs, features=True)
+        out = {"t1_logits": logits1, "t2_logits": logits2}
+        for layer in range(3):
+            out[f"sim{layer + 1}"] = losses.merged_teacher_similarity(
+                [f1[layer], f2[layer]], [p.alpha, 1 - p.alpha])
+        return out
+
+    def compute_losses(self, logits, features, targets, labels):
+        terms = super().compute_losses(logits, features, targets, labels)
+        sim = sum(losses.similarity_loss(f, targets[f"sim{i + 1}"])
+                  for i, f in enumerate(features))
+        terms["sim"] = self.params.beta / 3 * sim
+        return terms
