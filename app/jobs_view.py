@@ -20,7 +20,7 @@ from app.plots import training_curves
 from tgd_core.core import paths
 from tgd_core.core.errors import TGDError
 from tgd_core.distill import METHODS
-from tgd_core.distill.methods import TGDParams
+from tgd_core.distill.tgd import TGDParams
 from tgd_core.jobs import FINISHED, Job, JobStore
 from tgd_core.nets import model_zoo
 from tgd_core.nets.models import MODELS

@@ -11,7 +11,7 @@ from app.inputs import NumberField, pick
 from app.plots import similarity_grid
 from tgd_core.core.errors import TGDError
 from tgd_core.data.images import load_image_file
-from tgd_core.distill.methods import TGDParams
+from tgd_core.distill.tgd import TGDParams
 from tgd_core.evaluation import inspection
 from tgd_core.nets import model_zoo
 from tgd_core.training.config import MAX_SEED
