@@ -11,12 +11,13 @@ from typing import Any, TypeVar
 import gradio as gr
 import numpy as np
 
-from app.topology_view import prepare_image
 from tgd_core.core.errors import TGDError
+from tgd_core.data.images import as_image_batch
 from tgd_core.evaluation.inspection import CIFAR_SIDE, to_cifar_size
 from tgd_core.nets import model_zoo
 
 F = TypeVar("F", bound=Callable[..., Any])
+MIN_SIDE, MAX_SIDE = 2, 1024  # pixels per side an upload may have
 
 
 def guarded(fn: F) -> F:
@@ -30,6 +31,32 @@ def guarded(fn: F) -> F:
             raise gr.Error(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def prepare_image(image: Any) -> tuple[np.ndarray, list[str]]:
+    """Check an uploaded image; return it as H×W×3 uint8 with notes on any conversion."""
+    if image is None:
+        raise TGDError("upload an image, or pick one of the examples")
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or arr.size == 0:
+        raise TGDError(f"not an image: array of shape {arr.shape}")
+    h, w = arr.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise TGDError(f"image of {w}×{h} pixels is too small (at least {MIN_SIDE} per side)")
+    if max(h, w) > MAX_SIDE:
+        raise TGDError(f"image of {w}×{h} pixels is too large (at most {MAX_SIDE} per side)")
+    notes = []
+    channels = arr.shape[2] if arr.ndim == 3 else 1
+    if channels == 1:
+        notes.append("grey image: its channel is used as R, G and B")
+    elif channels == 4:
+        notes.append("RGBA image: the alpha channel is ignored")
+    batch = as_image_batch(arr, channels=3)
+    if batch.dtype != np.uint8:
+        batch = np.clip(np.round(batch * 255 if batch.max() <= 1 else batch), 0, 255)
+        batch = batch.astype(np.uint8)
+        notes.append("float pixels were converted to 0–255")
+    return batch[0], notes
 
 
 def network_image(image: Any) -> tuple[np.ndarray, list[str]]:

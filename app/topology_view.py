@@ -2,98 +2,152 @@
 
 from __future__ import annotations
 
-import gradio as gr
-import numpy as np
+from dataclasses import dataclass
+from typing import Any
 
+import gradio as gr
+
+from app.common import prepare_image
 from app.inputs import NumberField, choice
 from app.plots import diagram_figure, heatmap_grid
 from tgd_core.core.errors import TGDError
-from tgd_core.data.images import as_image_batch
-from tgd_core.topology import PaperPIConfig
-from tgd_core.topology.cubical import CubicalConfig
-from tgd_core.topology.pimage import PersistenceImageConfig
-from tgd_core.topology.representation import CubicalPIConfig, summarise
+from tgd_core.topology import PaperPIConfig, schema
+from tgd_core.topology.representation import (
+    Representation,
+    representation_from_values,
+    summarise,
+)
 
-MIN_SIDE, MAX_SIDE = 2, 1024
-RESOLUTION = NumberField("PI resolution", integer=True, ge=8, le=100)
-SPREAD = NumberField("σ (spread)", ge=0.002, le=0.05)
-MAX_BD = NumberField("window max", ge=0.05, le=1.0)
-THRESHOLD = NumberField("persistence threshold", ge=0.0, le=0.2)
-SIGMA = NumberField("σ", ge=0.005, le=0.1)
-PERS_MAX = NumberField("persistence max", ge=0.1, le=1.0)
-MODE, HOMOLOGY = "Mode", "homology"
-CUBICAL = ("filtration", "channels", "pixels as cubes (top) or vertices")  # cubical-mode radios
-# radio/checkbox label -> its choices (the first is the default)
-CHOICES = {MODE: ("paper", "cubical"), HOMOLOGY: ("H0", "H1"),
-           CUBICAL[0]: ("sublevel", "superlevel"), CUBICAL[1]: ("rgb", "grey"),
-           CUBICAL[2]: ("top", "vertex")}
+MODE = "Mode"
+MODES = tuple(schema.MODES)  # the mode radio's choices, the first is the default
 
 
-def prepare_image(image) -> tuple[np.ndarray, list[str]]:
-    """Check an uploaded image; return it as H×W×3 uint8 with notes on any conversion."""
-    if image is None:
-        raise TGDError("upload an image, or pick one of the examples")
-    arr = np.asarray(image)
-    if arr.ndim not in (2, 3) or arr.size == 0:
-        raise TGDError(f"not an image: array of shape {arr.shape}")
-    h, w = arr.shape[:2]
-    if min(h, w) < MIN_SIDE:
-        raise TGDError(f"image of {w}×{h} pixels is too small (at least {MIN_SIDE} per side)")
-    if max(h, w) > MAX_SIDE:
-        raise TGDError(f"image of {w}×{h} pixels is too large (at most {MAX_SIDE} per side)")
-    notes = []
-    channels = arr.shape[2] if arr.ndim == 3 else 1
-    if channels == 1:
-        notes.append("grey image: its channel is used as R, G and B")
-    elif channels == 4:
-        notes.append("RGBA image: the alpha channel is ignored")
-    batch = as_image_batch(arr, channels=3)
-    if batch.dtype != np.uint8:
-        batch = np.clip(np.round(batch * 255 if batch.max() <= 1 else batch), 0, 255)
-        batch = batch.astype(np.uint8)
-        notes.append("float pixels were converted to 0–255")
-    return batch[0], notes
+@dataclass(frozen=True)
+class TopologyControl:
+    """One explorer control (a :class:`schema.Control`) and the schema parameters it sets:
+    the same-named parameter of each section that declares the control (e.g. the PI
+    resolution of both modes)."""
+
+    control: schema.Control
+    params: tuple[schema.Param, ...]
+
+    @property
+    def key(self) -> str:
+        return self.control.key
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The representation modes this control applies to."""
+        sections = {p.section for p in self.params}
+        return tuple(m for m, read in schema.MODES.items() if sections & set(read))
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The offered choices as shown (empty for numbers)."""
+        return tuple(self.control.choice_label(c) for c in self.params[0].choices)
+
+    @property
+    def field(self) -> NumberField:
+        """The numeric field: the control's label and bounds."""
+        c = self.control
+        return NumberField(c.label, self.params[0].type is int, ge=c.ge, le=c.le)
+
+    def default(self, mode: str) -> Any:
+        """The control's value for the schema default of ``mode`` (of the first parameter
+        when the control does not apply to ``mode``)."""
+        p = next((p for p in self.params if p.section in schema.MODES.get(mode, ())),
+                 self.params[0])
+        if p.shape == "subset":
+            return [self.control.choice_label(c) for c in p.default]
+        if p.shape == "scalar" and p.choices:
+            return self.control.choice_label(p.default)
+        return p.default[-1] if p.shape in ("per_side", "range") else p.default
+
+    def values(self, value: Any) -> dict[str, Any]:
+        """``{param key: engine value}`` for a control value; TGDError naming the control when
+        the value is not one it offers."""
+        p, label = self.params[0], self.control.label
+        if p.shape == "subset":  # none ticked: the first choice
+            picked = [self.options.index(choice(v, self.options, label)) for v in value or ()]
+            engine = tuple(p.choices[i] for i in picked) or p.choices[:1]
+        elif p.choices:
+            engine = p.choices[self.options.index(choice(value, self.options, label))]
+        else:
+            engine = self.field.check(value)
+            if self.control.high_end:
+                engine = (p.default[0], engine)
+        return {q.key: engine for q in self.params}
+
+    def component(self):
+        """The gradio component: a slider, radio or checkbox group, on the paper default
+        where the control applies to paper mode."""
+        value, label = self.default(MODES[0]), self.control.label
+        if self.params[0].shape == "subset":
+            return gr.CheckboxGroup(list(self.options), value=value, label=label)
+        if self.options:
+            return gr.Radio(list(self.options), value=value, label=label)
+        return self.field.slider(value, self.control.step)
 
 
-def _radio(label: str, **kwargs) -> gr.Radio:
-    """The radio of ``label`` over its :data:`CHOICES`, on the first."""
-    options = CHOICES[label]
-    return gr.Radio(list(options), value=options[0], label=label, **kwargs)
+def _controls() -> tuple[TopologyControl, ...]:
+    """The explorer's controls in schema order, one per :class:`schema.Control` key."""
+    by_key: dict[str, list[schema.Param]] = {}
+    for p in schema.PARAMETERS:
+        if p.control is not None:
+            by_key.setdefault(p.control.key, []).append(p)
+    return tuple(TopologyControl(ps[0].control, tuple(ps)) for ps in by_key.values())
 
 
-def representation(mode, resolution, spread, max_bd, threshold, homology, filtration,
-                   channels, construction, sigma, pers_max):
-    """The PI configuration the controls describe; TGDError naming a control out of range or
-    not one of its choices."""
-    mode = choice(mode, CHOICES[MODE], MODE)
-    resolution = (RESOLUTION.check(resolution),) * 2
-    if mode == "paper":
-        return PaperPIConfig(resolution, SPREAD.check(spread), 0.0, MAX_BD.check(max_bd),
-                             THRESHOLD.check(threshold))
-    dims = tuple(int(choice(h, CHOICES[HOMOLOGY], HOMOLOGY)[1]) for h in homology or ())
-    filtration, channels, construction = (
-        choice(value, CHOICES[label], label)
-        for value, label in zip((filtration, channels, construction), CUBICAL))
-    return CubicalPIConfig(
-        CubicalConfig(dims or (0,), filtration, channels, construction),
-        PersistenceImageConfig((0.0, 1.0), (0.0, PERS_MAX.check(pers_max)), resolution,
-                               SIGMA.check(sigma), "linear"))
+#: The controls after the mode radio, in the order the handler takes their values.
+CONTROLS = _controls()
 
 
-def explore(image, mode="paper", resolution=50, spread=0.01, max_bd=0.3, threshold=0.02,
-            homology=("H0", "H1"), filtration="sublevel", channels="rgb", construction="top",
-            sigma=0.02, pers_max=1.0):
-    """Handler: (diagram figure, PI figure, Markdown summary) for one image."""
+def control_values(mode: str = MODES[0], **overrides: Any) -> list[Any]:
+    """The handler's control arguments: ``mode`` then each control's default for that mode,
+    with ``overrides`` by control key (for calls from Python and tests)."""
+    unknown = set(overrides) - {c.key for c in CONTROLS}
+    if unknown:
+        raise TypeError(f"unknown topology control(s) {sorted(unknown)}")
+    return [mode, *(overrides.get(c.key, c.default(mode)) for c in CONTROLS)]
+
+
+def representation(mode: Any = None, *values: Any) -> Representation:
+    """The PI configuration the controls describe (``values`` in :data:`CONTROLS` order);
+    TGDError naming a control out of range or not one of its choices. Controls of the other
+    mode are not read."""
+    mode = choice(mode, MODES, MODE)
+    if len(values) != len(CONTROLS):
+        raise TGDError(f"expected {len(CONTROLS)} control values after the mode, got "
+                       f"{len(values)}")
+    engine: dict[str, Any] = {}
+    for control, value in zip(CONTROLS, values, strict=True):
+        if mode in control.modes:
+            engine.update(control.values(value))
+    return representation_from_values(mode, engine)
+
+
+def _settings_line(rep: Representation) -> list[str]:
+    """The paper-mode settings as a Markdown line (cubical mode: none)."""
+    if not isinstance(rep, PaperPIConfig):
+        return []
+    cols, rows = rep.resolution
+    return [f"Bars with persistence > {rep.threshold} kept; window [0, {rep.max_bd}]², "
+            f"σ = {rep.spread}, {cols}×{rows} pixels."]
+
+
+def explore(image, *controls):
+    """Handler: (diagram figure, PI figure, Markdown summary) for one image; ``controls``:
+    the mode, then the :data:`CONTROLS` values (see :func:`control_values`)."""
     try:
         rgb, notes = prepare_image(image)
-        rep = representation(mode, resolution, spread, max_bd, threshold, homology, filtration,
-                             channels, construction, sigma, pers_max)
+        rep = representation(*controls)
         summary = summarise(rgb, rep)
     except TGDError as exc:
         raise gr.Error(str(exc)) from None
+    mode = controls[0]
     h, w = rgb.shape[:2]
     title = ("paper mode: H0 of row/column scans" if mode == "paper"
-             else f"cubical mode: {filtration} persistence")
+             else f"cubical mode: {rep.cubical.filtration} persistence")
     dfig = diagram_figure(summary.diagrams, f"Persistence diagrams — {title}")
     titles = [label for label, _, _ in summary.diagrams]
     pfig = heatmap_grid(summary.pi_raw, titles, "Persistence images (before max normalisation)",
@@ -101,46 +155,43 @@ def explore(image, mode="paper", resolution=50, spread=0.01, max_bd=0.3, thresho
     counts = ", ".join(f"{label}: {len(d)}" for label, _, d in summary.diagrams)
     lines = [f"**{w}×{h} image** — diagrams and {len(titles)} PIs in "
              f"**{summary.seconds * 1000:.1f} ms**.", "", f"Points per diagram: {counts}."]
-    if mode == "paper":
-        lines.append(f"Bars with persistence > {threshold} kept; window [0, {max_bd}]², "
-                     f"σ = {spread}, {int(resolution)}×{int(resolution)} pixels.")
+    lines += _settings_line(rep)
     lines += [f"> {n}" for n in notes]
     return dfig, pfig, "\n".join(lines)
 
 
 def build(examples: list[str]) -> None:
-    """The view's components and events (call inside a ``gr.Blocks`` context)."""
+    """The view's components and events (call inside a ``gr.Blocks`` context): the mode
+    radio, the controls of both modes, then one group per mode shown while it is chosen."""
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             image = gr.Image(label="Image", type="numpy", image_mode=None, height=260,
                              elem_id="topology-image")
             if examples:
                 gr.Examples(examples, inputs=image, label="CIFAR-10 test images")
-            mode = _radio(MODE, info="paper: the authors' 1-D row/column H0; cubical: 2-D H0/H1")
-            resolution = RESOLUTION.slider(50, 1)
-            with gr.Group(visible=True) as paper_box:
-                spread = SPREAD.slider(0.01, 0.001)
-                max_bd = MAX_BD.slider(0.3, 0.01)
-                threshold = THRESHOLD.slider(0.02, 0.005)
-            with gr.Group(visible=False) as cubical_box:
-                homology = gr.CheckboxGroup(list(CHOICES[HOMOLOGY]), value=list(CHOICES[HOMOLOGY]),
-                                            label=HOMOLOGY)
-                filtration, channels, construction = (_radio(label) for label in CUBICAL)
-                sigma = SIGMA.slider(0.02, 0.005)
-                pers_max = PERS_MAX.slider(1.0, 0.05)
+            mode = gr.Radio(list(MODES), value=MODES[0], label=MODE,
+                            info="paper: the authors' 1-D row/column H0; cubical: 2-D H0/H1")
+            components = {c.key: c.component() for c in CONTROLS if len(c.modes) > 1}
+            groups = {}
+            for m in MODES:
+                with gr.Group(visible=m == MODES[0]) as groups[m]:
+                    components.update({c.key: c.component() for c in CONTROLS
+                                       if c.modes == (m,)})
             run = gr.Button("Compute", variant="primary", elem_id="topology-run")
         with gr.Column(scale=2):
             info = gr.Markdown(elem_id="topology-info")
             diagram_plot = gr.Plot(label="Persistence diagrams", elem_id="topology-diagrams")
             pi_plot = gr.Plot(label="Persistence images", elem_id="topology-pis")
 
-    def toggle(m):
-        return gr.update(visible=m == "paper"), gr.update(visible=m == "cubical"), \
-            gr.update(value=50 if m == "paper" else 32)
+    shared = [c for c in CONTROLS if len(c.modes) > 1]
 
-    mode.change(toggle, mode, [paper_box, cubical_box, resolution])
-    inputs = [image, mode, resolution, spread, max_bd, threshold, homology, filtration, channels,
-              construction, sigma, pers_max]
+    def toggle(m):
+        """Show the chosen mode's group; shared controls take that mode's defaults."""
+        return ([gr.update(visible=m == g) for g in groups]
+                + [gr.update(value=c.default(m)) for c in shared])
+
+    mode.change(toggle, mode, [*groups.values(), *(components[c.key] for c in shared)])
+    inputs = [image, mode, *(components[c.key] for c in CONTROLS)]
     outputs = [diagram_plot, pi_plot, info]
     run.click(explore, inputs, outputs, api_name="explore")
     image.upload(explore, inputs, outputs, api_name=False)

@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
 
-from app.topology_view import explore  # noqa: E402
+from app.topology_view import control_values, explore  # noqa: E402
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def rgb():
 
 
 def test_paper_mode_figures(rgb):
-    dfig, pfig, info = explore(rgb, "paper")
+    dfig, pfig, info = explore(rgb, *control_values("paper"))
     assert len(pfig.data) == 6 and pfig.data[0].z.shape == (50, 50)
     names = [t.name for t in dfig.data if t.name != "diagonal"]
     assert len(names) == 6 and names[0].startswith("row-R H0")
@@ -28,18 +28,18 @@ def test_paper_mode_figures(rgb):
 
 
 def test_cubical_mode_figures(rgb):
-    dfig, pfig, info = explore(rgb, "cubical", resolution=20, homology=["H0", "H1"],
-                               channels="grey")
+    dfig, pfig, info = explore(rgb, *control_values("cubical", resolution=20,
+                                                   homology=["H0", "H1"], channels="grey"))
     assert len(pfig.data) == 2 and pfig.data[0].z.shape == (20, 20)
     assert {t.name.split(" (")[0] for t in dfig.data if t.name != "diagonal"} == \
         {"grey H0", "grey H1"}
 
 
 def test_grey_and_rgba_uploads_are_converted_with_a_note(rgb):
-    _, _, info = explore(rgb[..., 0], "paper")
+    _, _, info = explore(rgb[..., 0], *control_values("paper"))
     assert "grey image" in info
     rgba = np.concatenate([rgb, np.full((32, 32, 1), 255, np.uint8)], axis=-1)
-    _, _, info = explore(rgba, "paper")
+    _, _, info = explore(rgba, *control_values("paper"))
     assert "alpha channel is ignored" in info
 
 
@@ -50,7 +50,7 @@ def test_grey_and_rgba_uploads_are_converted_with_a_note(rgb):
 ])
 def test_bad_uploads_raise_gradio_errors(image, message):
     with pytest.raises(gr.Error, match=message):
-        explore(image, "paper")
+        explore(image, *control_values("paper"))
 
 
 @pytest.mark.parametrize("controls, message", [
@@ -65,7 +65,7 @@ def test_bad_uploads_raise_gradio_errors(image, message):
 ])
 def test_controls_outside_what_the_view_offers_are_refused(rgb, controls, message):
     with pytest.raises(gr.Error, match=message):
-        explore(rgb, **controls)
+        explore(rgb, *control_values(**controls))
 
 
 def test_twenty_concurrent_requests_through_gradio_client(tmp_path, monkeypatch):

@@ -8,9 +8,15 @@ import torch
 
 from tests.zoo_helpers import make_zoo
 from tgd_core.core.errors import TGDError
+from tgd_core.data.normalization import CIFAR10_PI, to_model_input
 from tgd_core.distill import losses
 from tgd_core.evaluation import inspection
+from tgd_core.evaluation.metrics import model_input_transform, predict_logits
 from tgd_core.nets import model_zoo
+from tgd_core.nets.checkpoints import load_checkpoint, save_checkpoint
+from tgd_core.nets.models import build_model
+from tgd_core.nets.network import Network, input_transform
+from tgd_core.topology.representation import CubicalPIConfig, compute_pis, n_maps
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +54,48 @@ def test_corrupt_image(images):
         inspection.corrupt_image(img, "contrast", 6)
 
 
-def test_network_images_kinds(images):
-    assert inspection.network_images(images, "raw") is images
-    pi = inspection.network_images(images[:2], "pi")
+def test_network_inputs_by_kind(nets, images):
+    assert nets["teacher1"].input_for(images) is images
+    pi = nets["teacher2"].input_for(images[:2])
     assert pi.shape == (2, 50, 50, 6) and pi.dtype == np.uint8
     with pytest.raises(TGDError, match="input kind"):
-        inspection.network_images(images, "depth")
+        input_transform("depth")
+
+
+@pytest.fixture(scope="module")
+def cubical_teacher(tmp_path_factory):
+    """A tiny PI network trained (here: saved) on cubical PIs, which have 6 channels in RGB
+    like paper-mode PIs, so feeding it paper PIs would go unnoticed by the shapes."""
+    rep = CubicalPIConfig()
+    assert n_maps(rep) == 6
+    path = save_checkpoint(tmp_path_factory.mktemp("cubical") / "t2.pt",
+                           build_model("wrn16_1", in_channels=n_maps(rep)), input_kind="pi",
+                           normalization=CIFAR10_PI, config={"pi": rep.to_dict()},
+                           git_commit="test")
+    return Network.from_checkpoint(load_checkpoint(path)), rep
+
+
+def test_a_cubical_pi_network_is_fed_its_own_pis(cubical_teacher, images):
+    net, rep = cubical_teacher
+    assert net.representation == rep
+    fed = []
+    hook = net.model.register_forward_pre_hook(lambda module, args: fed.append(args[0]))
+    try:
+        probs = inspection.predict_probabilities({"t2": net}, images[:3])["t2"]
+        inspection.similarity_maps(images[:3], t2=net)
+    finally:
+        hook.remove()
+    cubical = compute_pis(images[:3], rep)[1].transpose(0, 2, 3, 1)
+    expected = to_model_input(cubical, CIFAR10_PI)
+    paper = to_model_input(compute_pis(images[:3])[1].transpose(0, 2, 3, 1), CIFAR10_PI)
+    assert len(fed) == 2 and all(torch.equal(x, expected) for x in fed)
+    assert fed[0].shape != paper.shape  # 32×32 cubical PIs, not 50×50 paper ones
+    with torch.no_grad():
+        direct = torch.softmax(net.model(expected).double(), 1).numpy()
+    np.testing.assert_allclose(probs, direct, rtol=1e-6)
+    evaluated = predict_logits(net.model, images[:3], net.normalization,
+                               transform=model_input_transform("pi", {"pi": rep.to_dict()}))
+    np.testing.assert_allclose(torch.softmax(evaluated.double(), 1).numpy(), probs, rtol=1e-6)
 
 
 def test_predict_probabilities_raw_and_pi(nets, images):
@@ -98,7 +140,7 @@ def test_similarity_maps_match_the_tgd_formula(nets, images):
     assert all(len(m) == 3 and all(g.shape == (6, 6) for g in m) for m in out.maps.values())
     assert np.allclose(np.linalg.norm(out.maps["student"][1], axis=1), 1)
     raw = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255
-    pi = torch.as_tensor(inspection.network_images(images, "pi")).permute(0, 3, 1, 2).float() / 255
+    pi = torch.as_tensor(nets["teacher2"].input_for(images)).permute(0, 3, 1, 2).float() / 255
     g1, g2, gs = _g(nets["teacher1"], raw), _g(nets["teacher2"], pi), _g(nets["student"], raw)
     for layer in range(3):
         merged = losses.row_normalise(alpha * g1[layer] + (1 - alpha) * g2[layer])

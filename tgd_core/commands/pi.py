@@ -28,42 +28,59 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes (1 = threads in this one)")
     p.add_argument("--cache-dir", help="cache root (default: $TGD_STATE_DIR/cache)")
     p.add_argument("--data-dir", help="dataset root (default: $TGD_DATA_DIR or ../shared/data)")
-    p.add_argument("--mode", choices=["paper", "cubical"], default="paper")
-    g = p.add_argument_group("paper mode (the authors' PIs)")
-    g.add_argument("--resolution", type=int, default=50, help="PI pixels per side")
-    g.add_argument("--spread", type=float, default=0.01, help="Gaussian standard deviation")
-    g.add_argument("--min-bd", type=float, default=0.0)
-    g.add_argument("--max-bd", type=float, default=0.3)
-    g.add_argument("--threshold", type=float, default=0.02, help="keep death - birth > this")
-    c = p.add_argument_group("cubical mode (2-D H0/H1, gudhi semantics)")
-    c.add_argument("--homology", type=int, nargs="+", default=[0, 1])
-    c.add_argument("--filtration", choices=["sublevel", "superlevel"], default="sublevel")
-    c.add_argument("--channels", choices=["rgb", "grey"], default="rgb")
-    c.add_argument("--construction", choices=["top", "vertex"], default="top")
-    c.add_argument("--pi-resolution", type=int, default=32, help="PI pixels per side")
-    c.add_argument("--sigma", type=float, default=0.02, help="Gaussian standard deviation")
-    c.add_argument("--birth-range", type=float, nargs=2, default=[0.0, 1.0])
-    c.add_argument("--pers-range", type=float, nargs=2, default=[0.0, 1.0])
-    c.add_argument("--weight", choices=["constant", "linear", "power"], default="linear")
-    c.add_argument("--power", type=float, default=1.0)
-    c.add_argument("--sampled", action="store_true", help="sample at pixel centres, not integrate")
+    p.add_argument("--mode", choices=list(MODES), default="paper",
+                   help="paper: the authors' 1-D row/column H0 PIs; cubical: 2-D H0/H1 PIs")
+    add_pi_arguments(p)
     p.set_defaults(func=run)
 
 
-def representation_from_args(args):
-    from tgd_core.topology import PaperPIConfig
-    from tgd_core.topology.cubical import CubicalConfig
-    from tgd_core.topology.pimage import PersistenceImageConfig
-    from tgd_core.topology.representation import CubicalPIConfig
+#: Help groups of the PI flags: mode → title (cubical mode reads the cubical and image sections).
+MODES = {"paper": "paper mode (the authors' PIs)",
+         "cubical": "cubical mode (2-D H0/H1, gudhi semantics)"}
 
-    if args.mode == "paper":
-        return PaperPIConfig((args.resolution, args.resolution), args.spread, args.min_bd,
-                             args.max_bd, args.threshold)
-    return CubicalPIConfig(
-        CubicalConfig(tuple(args.homology), args.filtration, args.channels, args.construction),
-        PersistenceImageConfig(tuple(args.birth_range), tuple(args.pers_range),
-                               (args.pi_resolution, args.pi_resolution), args.sigma, args.weight,
-                               args.power, not args.sampled))
+
+def add_pi_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per parameter of :data:`tgd_core.topology.schema.PARAMETERS` that has one,
+    grouped by mode, with the schema's default, choices and help."""
+    from tgd_core.topology import schema
+
+    for mode, title in MODES.items():
+        group = parser.add_argument_group(title)
+        for section in schema.MODES[mode]:
+            for param in schema.parameters(section):
+                if param.flag:
+                    group.add_argument(param.flag, help=param.flag_help, **_flag_options(param))
+
+
+def _flag_options(param) -> dict:
+    """argparse options of a parameter: a switch for a negated bool, one number per side for
+    pixel pairs, two numbers for ranges, one or more values for subsets (checked by the
+    config, as any value)."""
+    if param.negated:
+        return {"action": "store_true"}
+    options = {"type": param.type, "default": param.default}
+    if param.choices and param.shape == "scalar":
+        options["choices"] = list(param.choices)
+    if param.shape == "per_side":
+        options["default"] = param.default[0]
+    elif param.shape == "range":
+        options.update(nargs=2, default=list(param.default))
+    elif param.shape == "subset":
+        options.update(nargs="+", default=list(param.default))
+    return options
+
+
+def representation_from_args(args):
+    """The representation the ``--mode`` and PI flags describe."""
+    from tgd_core.topology import schema
+    from tgd_core.topology.representation import representation_from_values
+
+    values = {}
+    for param in schema.PARAMETERS:
+        if param.flag:
+            value = getattr(args, param.dest)
+            values[param.key] = not value if param.negated else value
+    return representation_from_values(args.mode, values)
 
 
 def run(args) -> int:

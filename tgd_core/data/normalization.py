@@ -9,13 +9,21 @@ torchvision's ``ToTensor`` + ``Normalize`` in float32, so reference accuracies r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from tgd_core.core.errors import TGDError
-from tgd_core.topology.paper import PI_MEAN, PI_STD
+
+# torch is imported where tensors are made, so the PI statistics below can be read without it
+# (tgd_core.topology.paper does)
+if TYPE_CHECKING:
+    import torch
+
+#: CIFAR-10 statistics of the [0, 1]-scaled uint8 paper-mode PI stacks (method notes §2.6), per
+#: channel, repeated for the row and the column triple.
+PI_MEAN = (0.05165074, 0.05487815, 0.06697452) * 2
+PI_STD = (0.12468914, 0.12733056, 0.13768335) * 2
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class Normalization:
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise an N×C×H×W float tensor in [0, 1] (returns a new tensor)."""
+        import torch
+
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise TGDError(f"expected N×{self.channels}×H×W input, got {tuple(x.shape)}")
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
@@ -55,7 +65,7 @@ class Normalization:
 
 
 CIFAR10_RAW = Normalization((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
-CIFAR10_PI = Normalization(PI_MEAN, PI_STD)  # one home for the numbers: topology.paper
+CIFAR10_PI = Normalization(PI_MEAN, PI_STD)
 
 
 def to_unit_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -71,4 +81,6 @@ def to_unit_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def to_model_input(images: np.ndarray | torch.Tensor, normalization: Normalization) -> torch.Tensor:
     """N×H×W×C images (uint8, or float in [0, 1]) → normalised float32 N×C×H×W tensor."""
+    import torch
+
     return normalization.apply(torch.from_numpy(to_unit_batch(images)))

@@ -1,9 +1,10 @@
 """Looking inside trained networks: class probabilities under corruption, severity sweeps with
 reliability data, and the b×b similarity maps that TGD distils (used by the app's views).
 
-Every network is a :class:`~tgd_core.distill.Network` (model, input kind, normalisation): raw
-networks read the images, PI networks the paper-mode 6×50×50 persistence images of the same
-(possibly corrupted) images, scaled /255 and normalised with their own statistics.
+Every network is a :class:`~tgd_core.nets.network.Network` (model, input kind, PI
+representation, normalisation): raw networks read the images, PI networks the persistence
+images of the same (possibly corrupted) images in their own representation
+(:meth:`Network.input_for`), scaled /255 and normalised with their own statistics.
 """
 
 from __future__ import annotations
@@ -66,35 +67,25 @@ def corrupt_image(image: np.ndarray, corruption: str, severity: int, seed: int =
     return corrupt(image[None], corruption, int(severity), seed=seed)[0]
 
 
-def network_images(images: np.ndarray, kind: str) -> np.ndarray:
-    """What a network of input ``kind`` reads for uint8 N×H×W×3 ``images``, as N×H×W×C
-    (``raw``: the images; ``pi``: the uint8 paper-mode PI stacks, channels last)."""
-    if kind == "raw":
-        return images
-    if kind == "pi":
-        from tgd_core.topology import paper_persistence_images
-
-        return paper_persistence_images(images, raw=False)[1].transpose(0, 2, 3, 1)
-    raise TGDError(f"unknown input kind {kind!r}; expected 'raw' or 'pi'")
-
-
 class _Inputs:
-    """Per-kind inputs of one image batch, each computed once."""
+    """What each network reads for one image batch (:meth:`Network.input_for`), computed once
+    per input kind and PI representation."""
 
     def __init__(self, images: np.ndarray) -> None:
         self.images, self._cache = images, {}
 
-    def __getitem__(self, kind: str) -> np.ndarray:
-        if kind not in self._cache:
-            self._cache[kind] = network_images(self.images, kind)
-        return self._cache[kind]
+    def of(self, net: Network) -> np.ndarray:
+        key = (net.input_kind, net.representation if net.input_kind == "pi" else None)
+        if key not in self._cache:
+            self._cache[key] = net.input_for(self.images)
+        return self._cache[key]
 
 
 def predict_probabilities(networks: Mapping[str, Network], images: np.ndarray
                           ) -> dict[str, np.ndarray]:
     """Softmax class probabilities (N×classes float64) of each named network."""
     inputs = _Inputs(np.asarray(images))
-    return {name: torch.softmax(predict_logits(net.model, inputs[net.input_kind],
+    return {name: torch.softmax(predict_logits(net.model, inputs.of(net),
                                                net.normalization).double(), 1).numpy()
             for name, net in networks.items()}
 
@@ -133,7 +124,7 @@ def severity_sweep(networks: Mapping[str, Network], images: np.ndarray, labels: 
         for name, net in networks.items():
             if progress is not None:
                 progress(done / steps, f"{name}, severity {severity}")
-            logits = predict_logits(net.model, inputs[net.input_kind], net.normalization)
+            logits = predict_logits(net.model, inputs.of(net), net.normalization)
             ev = evaluate_logits(logits, labels)
             result.rows.append({"model": name, "severity": int(severity), **ev.summary()})
             result.reliability[(name, int(severity))] = ev.reliability
@@ -171,7 +162,7 @@ def similarity_maps(images: np.ndarray, t1: Network | None = None, t2: Network |
     if images.ndim != 4 or len(images) < 2:
         raise TGDError(f"need a batch of at least 2 images, got shape {images.shape}")
     inputs = _Inputs(images)
-    feats = {name: _features(net, inputs[net.input_kind])
+    feats = {name: _features(net, inputs.of(net))
              for name, net in (("T1", t1), ("T2", t2), ("student", student)) if net is not None}
     out = SimilarityMaps(alpha=float(alpha))
     targets: dict[str, list[torch.Tensor]] = {}
@@ -182,11 +173,11 @@ def similarity_maps(images: np.ndarray, t1: Network | None = None, t2: Network |
             targets[name] = g
     if "T1" in feats and "T2" in feats:
         targets["merged"] = [losses.merged_teacher_similarity([a, b], [alpha, 1 - alpha])
-                             for a, b in zip(feats["T1"], feats["T2"])]
+                             for a, b in zip(feats["T1"], feats["T2"], strict=True)]
         out.maps["merged"] = [m.numpy() for m in targets["merged"]]
     out.maps = {k: out.maps[k] for k in ("T1", "T2", "merged", "student") if k in out.maps}
     if "student" in feats and targets:
         out.target = next(k for k in ("merged", "T1", "T2") if k in targets)
         out.losses = [float(losses.similarity_loss(f, t))
-                      for f, t in zip(feats["student"], targets[out.target])]
+                      for f, t in zip(feats["student"], targets[out.target], strict=True)]
     return out

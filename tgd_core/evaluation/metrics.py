@@ -79,24 +79,20 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
 
 def pi_input(representation: dict[str, Any] | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """Images → what a PI network reads: the uint8 PI stacks of ``representation`` (paper mode
-    by default), channels last (N×rows×cols×K) like images."""
-    from tgd_core.topology.representation import compute_pis, representation_from_dict
+    by default), channels last (N×rows×cols×K) like images
+    (:func:`tgd_core.nets.network.input_transform`)."""
+    from tgd_core.nets.network import input_transform
 
-    rep = representation_from_dict(representation or {"mode": "paper"})
-
-    def transform(images: np.ndarray) -> np.ndarray:
-        return compute_pis(images, rep, raw=False)[1].transpose(0, 2, 3, 1)
-
-    return transform
+    return input_transform("pi", representation)
 
 
 def model_input_transform(input_kind: str, config: dict[str, Any] | None = None
                           ) -> Callable[[np.ndarray], np.ndarray] | None:
     """None for raw-image networks; the PI transform (representation from the training config)
     for PI networks — so corrupted images are evaluated through their own PIs."""
-    if input_kind == "raw":
-        return None
-    return pi_input((config or {}).get("pi"))
+    from tgd_core.nets.network import input_transform
+
+    return input_transform(input_kind, (config or {}).get("pi"))
 
 
 def predict_logits(model: nn.Module, images: np.ndarray, normalization: Normalization, *,

@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from tgd_core.core.errors import TGDError
 from tgd_core.data.images import as_image_batch, to_grey
-from tgd_core.topology import _kernels
+from tgd_core.topology import _kernels, schema
 from tgd_core.topology.pimage import PersistenceImageConfig, _weights
 
 
@@ -34,26 +34,14 @@ class CubicalConfig:
     given.
     """
 
-    homology_dimensions: tuple[int, ...] = (0, 1)
-    filtration: Literal["sublevel", "superlevel"] = "sublevel"
-    channels: Literal["rgb", "grey"] = "rgb"
-    construction: Literal["top", "vertex"] = "top"
-    scale: float = 255.0
+    homology_dimensions: tuple[int, ...] = schema.default("cubical", "homology_dimensions")
+    filtration: Literal["sublevel", "superlevel"] = schema.default("cubical", "filtration")
+    channels: Literal["rgb", "grey"] = schema.default("cubical", "channels")
+    construction: Literal["top", "vertex"] = schema.default("cubical", "construction")
+    scale: float = schema.default("cubical", "scale")
 
     def __post_init__(self):
-        dims = tuple(sorted({int(d) for d in self.homology_dimensions}))
-        if not dims or not set(dims) <= {0, 1}:
-            raise TGDError(f"homology_dimensions must be a non-empty subset of (0, 1), got "
-                           f"{self.homology_dimensions}")
-        object.__setattr__(self, "homology_dimensions", dims)
-        if self.filtration not in ("sublevel", "superlevel"):
-            raise TGDError(f"filtration must be 'sublevel' or 'superlevel', got {self.filtration!r}")
-        if self.channels not in ("rgb", "grey"):
-            raise TGDError(f"channels must be 'rgb' or 'grey', got {self.channels!r}")
-        if self.construction not in ("top", "vertex"):
-            raise TGDError(f"construction must be 'top' or 'vertex', got {self.construction!r}")
-        if not (np.isfinite(self.scale) and self.scale > 0):
-            raise TGDError(f"scale must be positive, got {self.scale}")
+        schema.validate(self, "cubical")
 
     @property
     def n_channels(self) -> int:
@@ -144,12 +132,17 @@ def cubical_persistence_images(images, config: CubicalConfig | None = None,
     return out
 
 
+_DEFAULTS = schema.defaults("cubical")
+
+
 class CubicalPersistence(TransformerMixin, BaseEstimator):
     """scikit-learn transformer: images → diagrams (``output="diagrams"``) or persistence
     images (``output="images"``, with ``pi`` a :class:`PersistenceImageConfig`)."""
 
-    def __init__(self, homology_dimensions=(0, 1), filtration="sublevel", channels="rgb",
-                 construction="top", scale=255.0, output="diagrams", pi=None):
+    def __init__(self, homology_dimensions=_DEFAULTS["homology_dimensions"],
+                 filtration=_DEFAULTS["filtration"], channels=_DEFAULTS["channels"],
+                 construction=_DEFAULTS["construction"], scale=_DEFAULTS["scale"],
+                 output="diagrams", pi=None):
         self.homology_dimensions = homology_dimensions
         self.filtration = filtration
         self.channels = channels
@@ -160,11 +153,10 @@ class CubicalPersistence(TransformerMixin, BaseEstimator):
 
     @property
     def config(self) -> CubicalConfig:
-        return CubicalConfig(tuple(self.homology_dimensions), self.filtration, self.channels,
-                             self.construction, self.scale)
+        return CubicalConfig(**schema.estimator_values(self, "cubical"))
 
     def fit(self, X=None, y=None):
-        self.config  # validates
+        _ = self.config  # validates the parameters
         if self.output not in ("diagrams", "images"):
             raise TGDError(f"output must be 'diagrams' or 'images', got {self.output!r}")
         return self

@@ -28,44 +28,33 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from tgd_core.core.errors import TGDError
 from tgd_core.data.images import as_image_batch
-from tgd_core.topology import _kernels
+from tgd_core.data.normalization import PI_MEAN, PI_STD
+from tgd_core.topology import _kernels, schema
 
 #: Order of the six PIs in a teacher-2 input stack.
 SCANS = ("row-R", "row-G", "row-B", "col-R", "col-G", "col-B")
 
-#: CIFAR-10 statistics of the [0, 1]-scaled uint8 PI stacks (method notes §2.6), per channel.
-PI_MEAN = (0.05165074, 0.05487815, 0.06697452) * 2
-PI_STD = (0.12468914, 0.12733056, 0.13768335) * 2
-
 
 @dataclass(frozen=True)
 class PaperPIConfig:
-    """Parameters of the authors' persistence images (their values are the defaults).
+    """Parameters of the authors' persistence images (their values are the defaults; bounds
+    and help in :mod:`tgd_core.topology.schema`).
 
     resolution: persim's ``pixels`` = (birth bins = columns, persistence bins = rows).
     spread: standard deviation of the Gaussian. min_bd/max_bd: persim's ``specs``.
     threshold: keep bars with death - birth > threshold.
     """
 
-    resolution: tuple[int, int] = (50, 50)
-    spread: float = 0.01
-    min_bd: float = 0.0
-    max_bd: float = 0.3
-    threshold: float = 0.02
+    resolution: tuple[int, int] = schema.default("paper", "resolution")
+    spread: float = schema.default("paper", "spread")
+    min_bd: float = schema.default("paper", "min_bd")
+    max_bd: float = schema.default("paper", "max_bd")
+    threshold: float = schema.default("paper", "threshold")
 
     def __post_init__(self):
-        res = tuple(int(r) for r in np.broadcast_to(self.resolution, (2,)))
-        object.__setattr__(self, "resolution", res)
-        if not all(1 <= r <= 1024 for r in res):
-            raise TGDError(f"resolution must be between 1 and 1024 pixels, got {res}")
-        if not (np.isfinite(self.spread) and self.spread > 0):
-            raise TGDError(f"spread must be a positive number, got {self.spread}")
-        if not (np.isfinite(self.max_bd) and self.max_bd > 0):
-            raise TGDError(f"max_bd must be positive, got {self.max_bd}")
-        if not (np.isfinite(self.min_bd) and self.min_bd < self.max_bd):
+        schema.validate(self, "paper")
+        if not self.min_bd < self.max_bd:
             raise TGDError(f"min_bd must be below max_bd, got {self.min_bd} >= {self.max_bd}")
-        if not (np.isfinite(self.threshold) and self.threshold >= 0):
-            raise TGDError(f"threshold must be >= 0, got {self.threshold}")
 
     def to_dict(self) -> dict:
         return {"mode": "paper", **asdict(self)}
@@ -204,14 +193,18 @@ def normalise_pi_stack(pi_uint8: np.ndarray, mean=PI_MEAN, std=PI_STD) -> np.nda
     return (x - m) / s
 
 
+_DEFAULTS = schema.defaults("paper")
+
+
 class PaperPersistenceImages(TransformerMixin, BaseEstimator):
     """scikit-learn transformer for paper-mode PIs (stateless: ``fit`` checks parameters).
 
     >>> pis = PaperPersistenceImages(output="uint8").fit_transform(images)  # N×6×50×50 uint8
     """
 
-    def __init__(self, resolution=(50, 50), spread=0.01, min_bd=0.0, max_bd=0.3,
-                 threshold=0.02, output: str = "raw"):
+    def __init__(self, resolution=_DEFAULTS["resolution"], spread=_DEFAULTS["spread"],
+                 min_bd=_DEFAULTS["min_bd"], max_bd=_DEFAULTS["max_bd"],
+                 threshold=_DEFAULTS["threshold"], output: str = "raw"):
         self.resolution = resolution
         self.spread = spread
         self.min_bd = min_bd
@@ -221,11 +214,10 @@ class PaperPersistenceImages(TransformerMixin, BaseEstimator):
 
     @property
     def config(self) -> PaperPIConfig:
-        return PaperPIConfig(tuple(np.broadcast_to(self.resolution, (2,))), self.spread,
-                             self.min_bd, self.max_bd, self.threshold)
+        return PaperPIConfig(**schema.estimator_values(self, "paper"))
 
     def fit(self, X=None, y=None):
-        self.config  # validates
+        _ = self.config  # validates the parameters
         if self.output not in ("raw", "uint8"):
             raise TGDError(f"output must be 'raw' or 'uint8', got {self.output!r}")
         return self

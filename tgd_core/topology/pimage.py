@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from tgd_core.core.errors import TGDError
-from tgd_core.topology import _kernels
+from tgd_core.topology import _kernels, schema
 
 Weight = Literal["constant", "linear", "power"]
 
@@ -32,30 +32,16 @@ class PersistenceImageConfig:
     ``power`` (p ** power). integrate: pixel integrals (True) or samples at pixel centres.
     """
 
-    birth_range: tuple[float, float] = (0.0, 1.0)
-    pers_range: tuple[float, float] = (0.0, 1.0)
-    resolution: tuple[int, int] = (32, 32)
-    sigma: float = 0.02
-    weight: Weight = "linear"
-    power: float = 1.0
-    integrate: bool = True
+    birth_range: tuple[float, float] = schema.default("image", "birth_range")
+    pers_range: tuple[float, float] = schema.default("image", "pers_range")
+    resolution: tuple[int, int] = schema.default("image", "resolution")
+    sigma: float = schema.default("image", "sigma")
+    weight: Weight = schema.default("image", "weight")
+    power: float = schema.default("image", "power")
+    integrate: bool = schema.default("image", "integrate")
 
     def __post_init__(self):
-        for name in ("birth_range", "pers_range"):
-            lo, hi = (float(v) for v in getattr(self, name))
-            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-                raise TGDError(f"{name} must be finite (low, high) with low < high, got {(lo, hi)}")
-            object.__setattr__(self, name, (lo, hi))
-        res = tuple(int(r) for r in np.broadcast_to(self.resolution, (2,)))
-        if not all(1 <= r <= 1024 for r in res):
-            raise TGDError(f"resolution must be between 1 and 1024 pixels, got {res}")
-        object.__setattr__(self, "resolution", res)
-        if not (np.isfinite(self.sigma) and self.sigma > 0):
-            raise TGDError(f"sigma must be a positive number, got {self.sigma}")
-        if self.weight not in ("constant", "linear", "power"):
-            raise TGDError(f"weight must be 'constant', 'linear' or 'power', got {self.weight!r}")
-        if not (np.isfinite(self.power) and self.power > 0):
-            raise TGDError(f"power must be positive, got {self.power}")
+        schema.validate(self, "image")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,11 +94,16 @@ def persistence_images(diagrams, config: PersistenceImageConfig | None = None) -
     return out
 
 
+_DEFAULTS = schema.defaults("image")
+
+
 class PersistenceImager(TransformerMixin, BaseEstimator):
     """scikit-learn transformer: list of diagrams → N × rows × cols persistence images."""
 
-    def __init__(self, birth_range=(0.0, 1.0), pers_range=(0.0, 1.0), resolution=(32, 32),
-                 sigma=0.02, weight: Weight = "linear", power=1.0, integrate=True):
+    def __init__(self, birth_range=_DEFAULTS["birth_range"], pers_range=_DEFAULTS["pers_range"],
+                 resolution=_DEFAULTS["resolution"], sigma=_DEFAULTS["sigma"],
+                 weight: Weight = _DEFAULTS["weight"], power=_DEFAULTS["power"],
+                 integrate=_DEFAULTS["integrate"]):
         self.birth_range = birth_range
         self.pers_range = pers_range
         self.resolution = resolution
@@ -123,10 +114,10 @@ class PersistenceImager(TransformerMixin, BaseEstimator):
 
     @property
     def config(self) -> PersistenceImageConfig:
-        return PersistenceImageConfig(**self.get_params())
+        return PersistenceImageConfig(**schema.estimator_values(self, "image"))
 
     def fit(self, X=None, y=None):
-        self.config  # validates
+        _ = self.config  # validates the parameters
         return self
 
     def transform(self, X) -> np.ndarray:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from tgd_core.core.errors import TGDError
+from tgd_core.topology import schema
 from tgd_core.topology.cubical import CubicalConfig, cubical_persistence_images
 from tgd_core.topology.paper import PaperPIConfig, paper_persistence_images, to_uint8
 from tgd_core.topology.pimage import PersistenceImageConfig
@@ -50,7 +53,7 @@ def representation_from_dict(d: dict) -> Representation:
         raise TGDError(f"a PI representation is an object like {{\"mode\": \"paper\"}}, "
                        f"got {d!r}")
     mode = d.get("mode", "paper")
-    if mode not in ("paper", "cubical"):
+    if mode not in schema.MODES:
         raise TGDError(f"unknown PI mode {mode!r}: choose 'paper' or 'cubical'")
     try:
         return _paper_from_dict(d) if mode == "paper" else _cubical_from_dict(d)
@@ -58,11 +61,21 @@ def representation_from_dict(d: dict) -> Representation:
         raise TGDError(f"bad PI representation {d}: {exc}") from None
 
 
+def representation_from_values(mode: str, values: Mapping[str, Any]) -> Representation:
+    """The representation of ``mode`` from parameter values keyed ``section.name`` (as
+    :mod:`tgd_core.topology.schema` names them; absent ones take their defaults): how the
+    command line and the explorer turn their flags and controls into a config."""
+    if mode not in schema.MODES:
+        raise TGDError(f"unknown PI mode {mode!r}: choose 'paper' or 'cubical'")
+    if mode == "paper":
+        return PaperPIConfig(**schema.section_values("paper", values))
+    return CubicalPIConfig(CubicalConfig(**schema.section_values("cubical", values)),
+                           PersistenceImageConfig(**schema.section_values("image", values)))
+
+
 def _paper_from_dict(d: dict) -> PaperPIConfig:
     """A :class:`PaperPIConfig` from its fields (``mode`` aside)."""
-    fields = {k: v for k, v in d.items() if k != "mode"}
-    fields["resolution"] = _as_tuple(fields.get("resolution", (50, 50)))
-    return PaperPIConfig(**fields)
+    return PaperPIConfig(**{k: _as_tuple(v) for k, v in d.items() if k != "mode"})
 
 
 def _cubical_from_dict(d: dict) -> CubicalPIConfig:
@@ -143,13 +156,13 @@ def summarise(image, rep: Representation | None = None) -> TopologySummary:
     raw, u8 = compute_pis(image, rep)
     if isinstance(rep, PaperPIConfig):
         dgms = paper_diagrams(image, rep)
-        labelled = [(f"{scan} H0", scan[-1], d) for scan, d in zip(SCANS, dgms)]
+        labelled = [(f"{scan} H0", scan[-1], d) for scan, d in zip(SCANS, dgms, strict=True)]
         extent = (min(rep.min_bd, 0.0), rep.max_bd, 0.0, rep.max_bd)
     else:
         per_channel = cubical_diagrams(image, rep.cubical)[0]
         names = ["R", "G", "B"] if rep.cubical.channels == "rgb" else ["grey"]
         labelled = [(f"{name} H{dim}", name, d)
-                    for name, dgms in zip(names, per_channel)
-                    for dim, d in zip(rep.cubical.homology_dimensions, dgms)]
+                    for name, dgms in zip(names, per_channel, strict=True)
+                    for dim, d in zip(rep.cubical.homology_dimensions, dgms, strict=True)]
         extent = (*rep.image.birth_range, *rep.image.pers_range)
     return TopologySummary(labelled, raw[0], u8[0], extent, time.perf_counter() - t0)
