@@ -10,7 +10,7 @@ import torch
 
 from tgd_core.core.errors import TGDError
 from tgd_core.nets.checkpoints import load_checkpoint, named_tensors, non_finite_tensors
-from tgd_core.training import Stopped, TrainConfig, engine, learning_rate, run_training
+from tgd_core.training import Stopped, TrainConfig, learning_rate, run_training, trainer
 
 pytestmark = pytest.mark.usefixtures("cifar_test_images")  # needs the CIFAR-10 data
 
@@ -145,8 +145,8 @@ def _poison_after(monkeypatch, steps: int, what: str) -> None:
     """Make the optimizer put a NaN into the student's weights (or an inf into a BatchNorm
     variance) right after its ``steps``-th update, while that step's loss was finite."""
     students = []
-    build = engine.build_model
-    monkeypatch.setattr(engine, "build_model",
+    build = trainer.build_model
+    monkeypatch.setattr(trainer, "build_model",
                         lambda *a, **k: students.append(build(*a, **k)) or students[-1])
 
     class PoisonedSGD(torch.optim.SGD):
@@ -161,7 +161,7 @@ def _poison_after(monkeypatch, steps: int, what: str) -> None:
                 tensor.data[0] = float("nan") if what == "weight" else float("inf")
             return out
 
-    monkeypatch.setattr(engine.torch.optim, "SGD", PoisonedSGD)
+    monkeypatch.setattr(trainer.torch.optim, "SGD", PoisonedSGD)
 
 
 @pytest.mark.parametrize("what", ["weight", "running_var"])

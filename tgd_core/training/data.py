@@ -218,7 +218,7 @@ class TrainData:
             pis: list[torch.Tensor | None] = [None] * len(plans)
             if self.on_the_fly:
                 pis = list(self.pis_of(torch.cat(views)).split([len(v) for v in views]))
-            for (step, batch, idx, _, size), view, pi in zip(plans, views, pis):
+            for (step, batch, idx, _, size), view, pi in zip(plans, views, pis, strict=True):
                 yield TrainBatch(step, batch, idx, self._inputs(self.train, idx, view, pi),
                                  self.train.labels[idx], size)
 

@@ -1,18 +1,19 @@
-"""``train`` and ``distill`` as background jobs: the same loop as the CLI, in the job's folder."""
+"""``train`` and ``distill`` as background jobs: the same loop as the CLI, in the job's folder
+(torch is imported when a job runs)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from tgd_core.jobs.context import JobStopped
 from tgd_core.training.config import TrainConfig
-from tgd_core.training.engine import Stopped, run_training
 
 
 def run_train_job(cfg: TrainConfig, ctx) -> dict[str, Any]:
     """Runner of the ``train`` and ``distill`` job kinds: checkpoints and metrics go to the
     job's checkpoint folder; a cancelled job stops at a step boundary with ``latest.pt`` saved,
     and a resumed one continues from it."""
-    from tgd_core.jobs import JobStopped
+    from tgd_core.training.trainer import Stopped, run_training
 
     out = ctx.checkpoint_dir
     cfg = TrainConfig.build(**{**cfg.model_dump(), "out_dir": str(out)})
