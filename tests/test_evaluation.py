@@ -15,6 +15,7 @@ from official_reference import OFFICIAL_ACCURACY, TGD_CHECKPOINT, cifar10_split,
 
 from tgd_core import cli
 from tgd_core.core.errors import TGDError
+from tgd_core.data.corruptions import add_gaussian_noise, corrupt
 from tgd_core.data.normalization import CIFAR10_RAW
 from tgd_core.evaluation.metrics import (
     evaluate_logits,
@@ -25,6 +26,7 @@ from tgd_core.evaluation.metrics import (
     robustness_sweep,
     write_table,
 )
+from tgd_core.evaluation.sweep import Condition, conditions
 from tgd_core.nets.checkpoints import load_checkpoint, save_checkpoint
 from tgd_core.nets.models import build_model
 
@@ -185,6 +187,47 @@ def test_cli_bad_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
     assert captured.out == "" and captured.err.count("\n") == 1
     assert captured.err.startswith("tgd") and "error: " in captured.err
     assert "evaluate" in captured.err and str(bad) in captured.err
+
+
+def test_conditions_builder_order_names_and_labels() -> None:
+    built = conditions(("contrast", "impulse_noise"), (1, 5), (0.1, 1))
+    assert [(c.name, c.severity, c.sigma) for c in built] == [
+        ("clean", 0, None), ("contrast", 1, None), ("contrast", 5, None),
+        ("impulse_noise", 1, None), ("impulse_noise", 5, None),
+        ("gaussian_noise_sigma", None, 0.1), ("gaussian_noise_sigma", None, 1.0)]
+    assert [c.label for c in built] == ["clean", "contrast 1", "contrast 5", "impulse_noise 1",
+                                        "impulse_noise 5", "noise σ=0.1", "noise σ=1"]
+    assert conditions(("contrast",), (2,), clean=False) == [Condition("contrast", 2, None)]
+    assert conditions() == [Condition("clean", 0, None)]
+    row = built[-1].row({"accuracy": 50.0})
+    assert row == {"corruption": "gaussian_noise_sigma", "severity": None, "sigma": 1.0,
+                   "accuracy": 50.0}
+    assert Condition.from_row(row) == built[-1]
+    images = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert built[0].apply(images) is images
+    np.testing.assert_array_equal(built[2].apply(images, seed=4),
+                                  corrupt(images, "contrast", 5, seed=4))
+    np.testing.assert_array_equal(built[5].apply(images, seed=4),
+                                  add_gaussian_noise(images, 0.1, seed=4))
+
+
+def test_evaluate_job_and_recipe_use_the_same_conditions() -> None:
+    from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES
+    from tgd_core.experiments.recipe import EvalSpec
+    from tgd_core.jobs.runners import EvaluateJob
+
+    job = EvaluateJob(checkpoint="m.pt", sweep=True, sweep_sigmas=[0.2])
+    assert job.conditions() == conditions(CORRUPTIONS, SEVERITIES, (0.2,))
+    assert len(job.conditions()) == 1 + 7 * 5 + 1
+    assert EvaluateJob(checkpoint="m.pt", corruption="contrast", severity=3).conditions() == [
+        Condition("contrast", 3, None)]
+    assert EvaluateJob(checkpoint="m.pt", noise_sigma=0.1).conditions() == [
+        Condition("gaussian_noise_sigma", None, 0.1)]
+    assert EvaluateJob(checkpoint="m.pt").conditions() == [Condition("clean", 0, None)]
+    spec = EvalSpec(corruptions=["contrast"], severities=[1, 5], noise_sigmas=[0.1])
+    assert spec.conditions() == [Condition("clean", 0, None), Condition("contrast", 1, None),
+                                 Condition("contrast", 5, None),
+                                 Condition("gaussian_noise_sigma", None, 0.1)]
 
 
 def test_sweep_cache_reuses_corruptions_of_the_same_images_only() -> None:

@@ -9,7 +9,8 @@ import yaml
 
 from tgd_core.cli import main
 from tgd_core.core.errors import TGDError
-from tgd_core.experiments.runner import Recipe, plan
+from tgd_core.experiments.plan import plan
+from tgd_core.experiments.recipe import Recipe
 
 pytestmark = pytest.mark.usefixtures("cifar_test_images")
 
@@ -107,7 +108,7 @@ def test_plan_rejects_bad_recipes(tmp_path):
 
 def test_shipped_recipes_are_valid(tmp_path):
     from tgd_core.core.paths import PROJECT_ROOT
-    from tgd_core.experiments.runner import reused_teachers
+    from tgd_core.experiments.plan import reused_teachers
 
     for name in ("paper", "cpu", "cpu_topology"):
         recipe = Recipe.load(PROJECT_ROOT / "recipes" / f"{name}.yaml")

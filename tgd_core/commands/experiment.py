@@ -22,14 +22,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tgd_core.experiments.runner import (
-        Recipe,
-        finished,
-        main_log,
-        plan,
-        reused_teachers,
-        run_experiment,
-    )
+    from tgd_core.experiments.plan import finished, plan, reused_teachers
+    from tgd_core.experiments.recipe import Recipe
+    from tgd_core.experiments.runner import main_log, run_experiment
 
     recipe = Recipe.load(args.recipe)
     out = Path(args.out or f"runs/experiments/{recipe.name}")

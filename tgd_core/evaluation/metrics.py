@@ -27,9 +27,10 @@ from tqdm import tqdm
 
 from tgd_core.core.errors import TGDError
 from tgd_core.core.fileio import atomic_write, json_text
-from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES, add_gaussian_noise, corrupt
+from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES
 from tgd_core.data.images import content_hash
 from tgd_core.data.normalization import Normalization, to_model_input
+from tgd_core.evaluation.sweep import Condition, conditions
 
 ECE_BINS = 15
 
@@ -212,31 +213,36 @@ def robustness_sweep(model: nn.Module, images: np.ndarray, labels: np.ndarray,
     dict) keeps the corrupted images for the next call on the same images: models compared on
     one sweep corrupt the images once.
     """
-    conditions: list[tuple[str, int | None, float | None]] = []
-    if include_clean:
-        conditions.append(("clean", 0, None))
-    conditions += [(name, s, None) for name in corruptions for s in severities]
-    conditions += [("gaussian_noise_sigma", None, float(sig)) for sig in noise_sigmas]
-    rows = []
+    return evaluate_conditions(
+        model, images, labels, normalization,
+        conditions(corruptions, severities, noise_sigmas, clean=include_clean), seed=seed,
+        corrupted_cache=corrupted_cache, **inference)
+
+
+def evaluate_conditions(model: nn.Module, images: np.ndarray, labels: np.ndarray,
+                        normalization: Normalization, sweep: Iterable[Condition], *,
+                        seed: int = 0, corrupted_cache: dict | None = None,
+                        **inference: Any) -> list[dict[str, Any]]:
+    """One table row per condition of ``sweep`` (see :func:`robustness_sweep`), in order."""
     images_key = content_hash(images) if corrupted_cache is not None else None
-    for name, severity, sigma in conditions:
-        key = (name, severity, sigma, seed, images_key)
-        if corrupted_cache is not None and key in corrupted_cache:
-            x = corrupted_cache[key]
-        elif name == "clean":
-            x = images
-        elif sigma is not None:
-            x = add_gaussian_noise(images, sigma, seed=seed)
-        else:
-            x = corrupt(images, name, severity, seed=seed)
-        if corrupted_cache is not None:
-            corrupted_cache[key] = x
-        label = name if sigma is None else f"noise σ={sigma:g}"
-        result = evaluate_model(model, x, labels, normalization,
-                                desc=f"{label} {severity or ''}".strip(), **inference)
-        rows.append({"corruption": name, "severity": severity, "sigma": sigma,
-                     **result.summary()})
+    rows = []
+    for condition in sweep:
+        x = _images_under(condition, images, seed, corrupted_cache, images_key)
+        result = evaluate_model(model, x, labels, normalization, desc=condition.label,
+                                **inference)
+        rows.append(condition.row(result.summary()))
     return rows
+
+
+def _images_under(condition: Condition, images: np.ndarray, seed: int,
+                  corrupted_cache: dict | None, images_key: str | None) -> np.ndarray:
+    """``images`` under ``condition``, through ``corrupted_cache`` when there is one."""
+    if corrupted_cache is None:
+        return condition.apply(images, seed)
+    key = (condition, seed, images_key)
+    if key not in corrupted_cache:
+        corrupted_cache[key] = condition.apply(images, seed)
+    return corrupted_cache[key]
 
 
 def write_table(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:

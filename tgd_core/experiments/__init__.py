@@ -1,1 +1,8 @@
-"""Experiments: a recipe of teachers, methods and seeds, trained, evaluated and reported."""
+"""Experiments: a recipe of teachers, methods and seeds, trained, evaluated and reported.
+
+- :mod:`.recipe`: the recipe schema (``Recipe``, ``MethodSpec``, ``EvalSpec``) and loading a file.
+- :mod:`.plan`: the runs a recipe needs, teachers reused from checkpoints, ``finished``.
+- :mod:`.runner`: ``run_experiment`` (training, also under torchrun) and ``evaluate_run``.
+- :mod:`.report`: mean ± std over seeds; CSV, Markdown, ``summary.json`` and plotly plots.
+- :mod:`.job`: the ``experiment`` job kind (``ExperimentJob``, ``run_experiment_job``).
+"""

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tgd_core.core.fileio import atomic_write
 from tgd_core.data.datasets import CIFAR10_SPLITS
+from tgd_core.evaluation.sweep import Condition, conditions
 from tgd_core.jobs.context import JobContext, JobStopped
+from tgd_core.jobs.registry import register_kind
 
 
 class _Config(BaseModel):
@@ -121,21 +123,18 @@ class EvaluateJob(_Config):
             raise ValueError("sweep_sigmas needs sweep")
         return self
 
-    def conditions(self) -> list[dict[str, Any]]:
-        """One ``robustness_sweep`` call's arguments per condition, in table order."""
-        none = {"corruptions": (), "noise_sigmas": (), "include_clean": False}
+    def conditions(self) -> list[Condition]:
+        """The conditions to evaluate, in table order: one corruption, one noise σ, or clean
+        (with ``sweep``: then every corruption × severity and each of ``sweep_sigmas``)."""
         if self.corruption is not None:
-            return [{**none, "corruptions": (self.corruption,), "severities": (self.severity,)}]
+            return conditions((self.corruption,), (self.severity,), clean=False)
         if self.noise_sigma is not None:
-            return [{**none, "noise_sigmas": (self.noise_sigma,)}]
-        clean = [{**none, "include_clean": True}]
+            return conditions(sigmas=(self.noise_sigma,), clean=False)
         if not self.sweep:
-            return clean
+            return conditions()
         from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES
 
-        return clean + [{**none, "corruptions": (c,), "severities": (s,)}
-                        for c in CORRUPTIONS for s in SEVERITIES] + [
-            {**none, "noise_sigmas": (sig,)} for sig in self.sweep_sigmas]
+        return conditions(CORRUPTIONS, SEVERITIES, self.sweep_sigmas)
 
 
 def run_evaluate(config: EvaluateJob, ctx: JobContext) -> dict[str, Any]:
@@ -143,7 +142,7 @@ def run_evaluate(config: EvaluateJob, ctx: JobContext) -> dict[str, Any]:
     from tgd_core.core.devices import select_device
     from tgd_core.core.errors import TGDError
     from tgd_core.data.datasets import load_cifar10
-    from tgd_core.evaluation.metrics import robustness_sweep, write_table
+    from tgd_core.evaluation.metrics import evaluate_conditions, write_table
     from tgd_core.nets.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(config.checkpoint)
@@ -158,18 +157,22 @@ def run_evaluate(config: EvaluateJob, ctx: JobContext) -> dict[str, Any]:
     saved = ctx.checkpoint_dir / "rows.json"
     rows: list[dict[str, Any]] = json.loads(saved.read_text()) if ctx.resume and saved.exists() \
         else []
-    conditions = config.conditions()
-    for i, condition in enumerate(conditions[len(rows):], start=len(rows)):
+    sweep = config.conditions()
+    for i, condition in enumerate(sweep[len(rows):], start=len(rows)):
         if ctx.should_stop():
-            raise JobStopped(f"stopped after {i}/{len(conditions)} conditions")
-        row = robustness_sweep(model, images, labels, ckpt.normalization, seed=config.seed,
-                               batch_size=config.batch_size, num_threads=config.threads,
-                               device=device, progress=None, **condition)[0]
+            raise JobStopped(f"stopped after {i}/{len(sweep)} conditions")
+        [row] = evaluate_conditions(model, images, labels, ckpt.normalization, [condition],
+                                    seed=config.seed, batch_size=config.batch_size,
+                                    num_threads=config.threads, device=device, progress=None)
         rows.append(row)
         atomic_write(saved, json.dumps(rows), fault="jobs.evaluate.rows")
         ctx.log(row)
-        ctx.progress((i + 1) / len(conditions),
+        ctx.progress((i + 1) / len(sweep),
                      message=f"{row['corruption']} {row['severity'] or ''}".strip())
     write_table(rows, ctx.run_dir / "results.csv")
     return {"checkpoint": config.checkpoint, "model": ckpt.model, "split": config.split,
             "rows": rows}
+
+
+register_kind("pi-cache", PICacheJob, run_pi_cache)
+register_kind("evaluate", EvaluateJob, run_evaluate)
