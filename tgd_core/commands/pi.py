@@ -11,6 +11,7 @@ import numpy as np
 
 from tgd_core.commands import check_output_file, write_error
 from tgd_core.core.errors import TGDError
+from tgd_core.topology import schema
 
 
 def register(sub) -> None:
@@ -28,23 +29,21 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes (1 = threads in this one)")
     p.add_argument("--cache-dir", help="cache root (default: $TGD_STATE_DIR/cache)")
     p.add_argument("--data-dir", help="dataset root (default: $TGD_DATA_DIR or ../shared/data)")
-    p.add_argument("--mode", choices=list(MODES), default="paper",
+    p.add_argument("--mode", choices=list(schema.MODES), default="paper",
                    help="paper: the authors' 1-D row/column H0 PIs; cubical: 2-D H0/H1 PIs")
     add_pi_arguments(p)
     p.set_defaults(func=run)
 
 
 #: Help groups of the PI flags: mode → title (cubical mode reads the cubical and image sections).
-MODES = {"paper": "paper mode (the authors' PIs)",
-         "cubical": "cubical mode (2-D H0/H1, gudhi semantics)"}
+FLAG_GROUPS = {"paper": "paper mode (the authors' PIs)",
+               "cubical": "cubical mode (2-D H0/H1, gudhi semantics)"}
 
 
 def add_pi_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per parameter of :data:`tgd_core.topology.schema.PARAMETERS` that has one,
     grouped by mode, with the schema's default, choices and help."""
-    from tgd_core.topology import schema
-
-    for mode, title in MODES.items():
+    for mode, title in FLAG_GROUPS.items():
         group = parser.add_argument_group(title)
         for section in schema.MODES[mode]:
             for param in schema.parameters(section):
@@ -52,7 +51,7 @@ def add_pi_arguments(parser: argparse.ArgumentParser) -> None:
                     group.add_argument(param.flag, help=param.flag_help, **_flag_options(param))
 
 
-def _flag_options(param) -> dict:
+def _flag_options(param: schema.Param) -> dict:
     """argparse options of a parameter: a switch for a negated bool, one number per side for
     pixel pairs, two numbers for ranges, one or more values for subsets (checked by the
     config, as any value)."""
@@ -72,7 +71,6 @@ def _flag_options(param) -> dict:
 
 def representation_from_args(args):
     """The representation the ``--mode`` and PI flags describe."""
-    from tgd_core.topology import schema
     from tgd_core.topology.representation import representation_from_values
 
     values = {}
