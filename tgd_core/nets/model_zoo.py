@@ -222,8 +222,8 @@ def missing_teachers(entries: list[ModelEntry]) -> list[str]:
 
 
 def load_network(entry: ModelEntry, device: str = "cpu"):
-    """The entry's :class:`~tgd_core.distill.Network` (model in eval mode), cached per file
-    version and device."""
+    """The entry's :class:`~tgd_core.nets.network.Network` (model in eval mode, with the PI
+    representation it was trained on), cached per file version and device."""
     return _network(*_file_key(entry.path), device)
 
 
@@ -231,5 +231,4 @@ def load_network(entry: ModelEntry, device: str = "cpu"):
 def _network(path: str, mtime_ns: int, size: int, device: str):
     from tgd_core.nets.network import Network
 
-    ckpt = _checkpoint(path, mtime_ns, size)
-    return Network(ckpt.build(device), ckpt.input_kind, ckpt.normalization)
+    return Network.from_checkpoint(_checkpoint(path, mtime_ns, size), device)
