@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from tgd_core.core.errors import TGDError
+from tgd_core.core.validation import validated
 from tgd_core.evaluation.sweep import Condition, conditions
 
 
@@ -65,12 +66,7 @@ class Recipe(BaseModel):
     def load(cls, path: str | Path) -> Recipe:
         """The recipe in the YAML file ``path``; TGDError naming the file and the problem."""
         data = _read_yaml_mapping(path)
-        try:
-            return cls(**data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                 for e in exc.errors())
-            raise TGDError(f"{path}: invalid recipe: {problems}") from None
+        return validated(cls, data, f"{path}: invalid recipe", show_input=False)
 
 
 def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:
