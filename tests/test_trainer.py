@@ -52,8 +52,20 @@ def test_loop_state_steps_and_epoch_end():
 
 def test_importing_the_training_package_does_not_import_torch():
     code = ("import sys, tgd_core.training, tgd_core.training.config, tgd_core.training.jobs\n"
+            "from tgd_core.jobs import available_kinds\n"
+            "assert {'train', 'distill'} <= set(available_kinds())\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_and_distill_kinds_are_registered_by_training():
+    from tgd_core.jobs.registry import KINDS, get_kind
+    from tgd_core.training.jobs import run_train_job
+
+    for kind in ("train", "distill"):
+        assert kind in KINDS
+        assert get_kind(kind).config_type() is TrainConfig
+        assert get_kind(kind).runner() is run_train_job
 
 
 @pytest.mark.usefixtures("cifar_test_images")  # needs the CIFAR-10 data

@@ -1,11 +1,15 @@
-"""``train`` and ``distill`` as background jobs: the same loop as the CLI, in the job's folder
-(torch is imported when a job runs)."""
+"""``train`` and ``distill`` as background jobs: the same loop as the CLI, in the job's folder.
+
+Importing this module registers both kinds (:func:`~tgd_core.jobs.registry.register_kind`); it
+does not import torch (the loop is imported when a job runs).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tgd_core.jobs.context import JobStopped
+from tgd_core.jobs.registry import register_kind
 from tgd_core.training.config import TrainConfig
 
 
@@ -23,3 +27,7 @@ def run_train_job(cfg: TrainConfig, ctx) -> dict[str, Any]:
     except Stopped as exc:
         raise JobStopped(str(exc)) from None
     return {**result, "checkpoint": str(out / "best.pt"), "latest": str(out / "latest.pt")}
+
+
+register_kind("train", TrainConfig, run_train_job)
+register_kind("distill", TrainConfig, run_train_job)
