@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from tgd_core.core.errors import TGDError
+from tgd_core.core.validation import validated
 
 Runner = Callable[[Any, Any], Mapping[str, Any]]
 
@@ -122,24 +123,9 @@ def _adapter(config_type: type) -> TypeAdapter:
     return TypeAdapter(config_type)
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"]
-        if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
-            msg += f" (got {err['input']!r:.60})"
-        parts.append(f"{field}: {msg}" if field else msg)
-    return "; ".join(parts)
-
-
 def parse_config(kind: str, config: Mapping[str, Any]) -> Any:
     """``config`` as the kind's typed config object; TGDError naming each bad field."""
-    adapter = _adapter(get_kind(kind).config_type())
-    try:
-        return adapter.validate_python(dict(config))
-    except ValidationError as exc:
-        raise TGDError(f"bad {kind} config: {_describe(exc)}") from None
+    return validated(_adapter(get_kind(kind).config_type()), dict(config), f"bad {kind} config")
 
 
 def validate_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:

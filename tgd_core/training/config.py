@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tgd_core.core.errors import TGDError
+from tgd_core.core.validation import validated
 
 # Upper bounds of a run: far above any real protocol (the paper's is 200 epochs, batch 128,
 # 50,000 images), low enough that a typo or a hostile form cannot queue a run without end.
@@ -27,14 +27,6 @@ MAX_SEED = 2**32 - 1  # numpy's seed range
 # checkpoint is the same model whatever these were). Every other field is "learned".
 PLACEMENT = {"kind": "placement"}
 BOOKKEEPING = {"kind": "bookkeeping"}
-
-
-def _problem(error: dict[str, Any]) -> str:
-    """One pydantic error as ``field: message`` (a whole-config check's message names its
-    fields itself)."""
-    message = error["msg"].removeprefix("Value error, ")
-    field = ".".join(str(p) for p in error["loc"])
-    return f"{field}: {message}" if field else message
 
 
 class TrainConfig(BaseModel):
@@ -146,11 +138,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def build(cls, **values: Any) -> TrainConfig:
         """Validate ``values``; errors become one TGDError naming the fields."""
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            problems = "; ".join(_problem(e) for e in exc.errors())
-            raise TGDError(f"invalid training config: {problems}") from None
+        return validated(cls, values, "invalid training config", show_input=False)
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> TrainConfig:

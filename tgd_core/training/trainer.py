@@ -186,17 +186,14 @@ class Trainer:
     def load_teachers(self) -> dict[str, Network]:
         """The teachers by role, each checkpoint read once; a PI teacher must be fed the PI
         representation it was trained on."""
-        cfg, teachers, trained_on = self.cfg, {}, {}
+        cfg, teachers = self.cfg, {}
         for role, path in cfg.teachers.items():
             ckpt = load_checkpoint(path)
-            teachers[role] = Network(ckpt.build(self.device), ckpt.input_kind,
-                                     ckpt.normalization)
-            trained_on[role] = ckpt.config.get("pi")
-        for role, path in cfg.teachers.items():
-            pi = trained_on[role]
-            if teachers[role].input_kind == "pi" and pi is not None and pi != cfg.pi:
+            pi = ckpt.config.get("pi")  # None: the authors' checkpoints (paper-mode PIs)
+            if ckpt.input_kind == "pi" and pi is not None and pi != cfg.pi:
                 raise TGDError(f"teacher {role} ({path}) was trained on PIs {pi}, but "
                                f"this run feeds it {cfg.pi}: set pi to the teacher's")
+            teachers[role] = Network.from_checkpoint(ckpt, self.device)
         return teachers
 
     def load_data(self) -> TrainData:
