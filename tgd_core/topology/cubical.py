@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
 
-from tgd_core.core.errors import TGDError
 from tgd_core.data.images import as_image_batch, to_grey
 from tgd_core.topology import _kernels, schema
+from tgd_core.topology.estimator import SchemaTransformer
 from tgd_core.topology.pimage import PersistenceImageConfig, _weights
 
 
@@ -135,9 +134,11 @@ def cubical_persistence_images(images, config: CubicalConfig | None = None,
 _DEFAULTS = schema.defaults("cubical")
 
 
-class CubicalPersistence(TransformerMixin, BaseEstimator):
+class CubicalPersistence(SchemaTransformer):
     """scikit-learn transformer: images → diagrams (``output="diagrams"``) or persistence
     images (``output="images"``, with ``pi`` a :class:`PersistenceImageConfig`)."""
+
+    section, config_class, outputs = "cubical", CubicalConfig, ("diagrams", "images")
 
     def __init__(self, homology_dimensions=_DEFAULTS["homology_dimensions"],
                  filtration=_DEFAULTS["filtration"], channels=_DEFAULTS["channels"],
@@ -150,16 +151,6 @@ class CubicalPersistence(TransformerMixin, BaseEstimator):
         self.scale = scale
         self.output = output
         self.pi = pi
-
-    @property
-    def config(self) -> CubicalConfig:
-        return CubicalConfig(**schema.estimator_values(self, "cubical"))
-
-    def fit(self, X=None, y=None):
-        _ = self.config  # validates the parameters
-        if self.output not in ("diagrams", "images"):
-            raise TGDError(f"output must be 'diagrams' or 'images', got {self.output!r}")
-        return self
 
     def transform(self, X):
         self.fit()

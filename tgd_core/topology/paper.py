@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.stats import norm
-from sklearn.base import BaseEstimator, TransformerMixin
 
 from tgd_core.core.errors import TGDError
 from tgd_core.data.images import as_image_batch
 from tgd_core.data.normalization import PI_MEAN, PI_STD
 from tgd_core.topology import _kernels, schema
+from tgd_core.topology.estimator import SchemaTransformer
 
 #: Order of the six PIs in a teacher-2 input stack.
 SCANS = ("row-R", "row-G", "row-B", "col-R", "col-G", "col-B")
@@ -196,11 +196,13 @@ def normalise_pi_stack(pi_uint8: np.ndarray, mean=PI_MEAN, std=PI_STD) -> np.nda
 _DEFAULTS = schema.defaults("paper")
 
 
-class PaperPersistenceImages(TransformerMixin, BaseEstimator):
+class PaperPersistenceImages(SchemaTransformer):
     """scikit-learn transformer for paper-mode PIs (stateless: ``fit`` checks parameters).
 
     >>> pis = PaperPersistenceImages(output="uint8").fit_transform(images)  # N×6×50×50 uint8
     """
+
+    section, config_class, outputs = "paper", PaperPIConfig, ("raw", "uint8")
 
     def __init__(self, resolution=_DEFAULTS["resolution"], spread=_DEFAULTS["spread"],
                  min_bd=_DEFAULTS["min_bd"], max_bd=_DEFAULTS["max_bd"],
@@ -211,16 +213,6 @@ class PaperPersistenceImages(TransformerMixin, BaseEstimator):
         self.max_bd = max_bd
         self.threshold = threshold
         self.output = output
-
-    @property
-    def config(self) -> PaperPIConfig:
-        return PaperPIConfig(**schema.estimator_values(self, "paper"))
-
-    def fit(self, X=None, y=None):
-        _ = self.config  # validates the parameters
-        if self.output not in ("raw", "uint8"):
-            raise TGDError(f"output must be 'raw' or 'uint8', got {self.output!r}")
-        return self
 
     def transform(self, X):
         self.fit()

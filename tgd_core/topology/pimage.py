@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
 
 from tgd_core.core.errors import TGDError
 from tgd_core.topology import _kernels, schema
+from tgd_core.topology.estimator import SchemaTransformer
 
 Weight = Literal["constant", "linear", "power"]
 
@@ -97,8 +97,10 @@ def persistence_images(diagrams, config: PersistenceImageConfig | None = None) -
 _DEFAULTS = schema.defaults("image")
 
 
-class PersistenceImager(TransformerMixin, BaseEstimator):
+class PersistenceImager(SchemaTransformer):
     """scikit-learn transformer: list of diagrams → N × rows × cols persistence images."""
+
+    section, config_class = "image", PersistenceImageConfig
 
     def __init__(self, birth_range=_DEFAULTS["birth_range"], pers_range=_DEFAULTS["pers_range"],
                  resolution=_DEFAULTS["resolution"], sigma=_DEFAULTS["sigma"],
@@ -111,14 +113,6 @@ class PersistenceImager(TransformerMixin, BaseEstimator):
         self.weight = weight
         self.power = power
         self.integrate = integrate
-
-    @property
-    def config(self) -> PersistenceImageConfig:
-        return PersistenceImageConfig(**schema.estimator_values(self, "image"))
-
-    def fit(self, X=None, y=None):
-        _ = self.config  # validates the parameters
-        return self
 
     def transform(self, X) -> np.ndarray:
         return persistence_images(X, self.config)
