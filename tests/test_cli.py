@@ -38,3 +38,14 @@ def test_train_job_runs_through_a_worker(tmp_path):
     assert done.result["last"]["epoch"] == 1
     assert (done.checkpoint_dir / "best.pt").exists()
     assert json.loads(done.metrics_path.read_text().splitlines()[-1])["epoch"] == 1
+
+
+def test_pi_help_documents_the_raw_dtypes_and_the_float32_underflow(capsys):
+    from tgd_core.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pi", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--raw {float64,float32,none}" in text and "(default: float64)" in text
+    assert "flushes PIs whose maximum is below 1.2e-38 to zero" in text
+    assert "--compress" in text and "slower" in text

@@ -113,21 +113,21 @@ def _run_images(args, rep) -> int:
 
     if not args.out:
         raise TGDError("--out OUT.npz is required with --input")
-    out = Path(npz_path(args.out))
+    out = npz_path(args.out)
     check_output_file(out)
     images, names = open_images(args.input)
     raw_dtype = RAW_DTYPES[args.raw]
-    park = out.with_name(f".{out.name}.pi_uint8.{os.getpid()}.tmp")
+    pi_shape = _pi_shape(rep, images)
+    park = Path(out).with_name(f".{Path(out).name}.pi_uint8.{os.getpid()}.tmp")
     t0 = time.perf_counter()
     try:
         fileio.atomic_write(out, lambda f: _stream_pis(
-            f, images, names, rep, raw_dtype=raw_dtype, compress=args.compress, park_path=park))
+            f, images, names, rep, pi_shape, raw_dtype=raw_dtype, compress=args.compress,
+            park_path=park))
     except OSError as exc:
         raise write_error(out, exc) from None
-    finally:
-        park.unlink(missing_ok=True)
-    dt = time.perf_counter() - t0
-    raw_text = f"pi_raw {(len(names), *_pi_shape(rep, images))} {args.raw}, " if raw_dtype else ""
+    dt = time.perf_counter() - t0  # PIs and file, end to end
+    raw_text = f"pi_raw {(len(names), *pi_shape)} {args.raw}, " if raw_dtype else ""
     print(f"{len(names)} image(s) -> {out}: {raw_text}pi_uint8 "
           f"({dt:.3f} s, {len(names) / dt:,.0f} images/s)", file=sys.stderr)
     return 0
@@ -168,19 +168,30 @@ def _pi_shape(rep, images) -> tuple:
     return compute_pis(images[:1], rep, raw=False)[1].shape[1:]
 
 
-def _stream_pis(f, images, names, rep, *, raw_dtype, compress: bool, park_path) -> None:
-    """Compute the PIs of ``images`` chunk by chunk and stream them into the npz file ``f``,
-    with a progress bar on stderr (when it is a terminal)."""
+def _stream_pis(f, images, names, rep, pi_shape: tuple, *, raw_dtype, compress: bool,
+                park_path) -> None:
+    """Compute the PIs (each ``pi_shape``) of ``images`` chunk by chunk and stream them into
+    the npz file ``f``, with a progress bar on stderr (when it is a terminal). Each chunk is
+    written by a thread while the next one is computed (the PI kernel and file writes release
+    the GIL), so at most two chunks are held at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     from tgd_core.topology.pi_file import PIFileWriter
 
     with tqdm(total=len(names), unit="img", desc="PIs", disable=None) as bar, \
-            PIFileWriter(f, len(names), _pi_shape(rep, images), raw_dtype=raw_dtype,
-                         compress=compress, park_path=park_path) as writer:
+            PIFileWriter(f, len(names), pi_shape, raw_dtype=raw_dtype,
+                         compress=compress, park_path=park_path) as writer, \
+            ThreadPoolExecutor(1, thread_name_prefix="pi-writer") as pool:
+        writing = None
         for pi_raw, pi_u8 in pi_chunks(images, rep, raw=raw_dtype is not None):
-            writer.add(pi_raw, pi_u8)
+            if writing is not None:
+                writing.result()
+            writing = pool.submit(writer.add, pi_raw, pi_u8)
             bar.update(len(pi_u8))
+        if writing is not None:
+            writing.result()
         writer.finish(names, rep.to_dict())
 
 
