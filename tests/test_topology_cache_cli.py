@@ -102,8 +102,8 @@ def test_cli_pi_from_npy(images, tmp_path):
     assert main(["pi", "--input", str(src), "--out", str(out)]) == 0
     data = np.load(out)
     raw, u8 = compute_pis(images[:5])
-    assert data["pi_raw"].dtype == np.float32 and data["pi_raw"].shape == (5, 6, 50, 50)
-    np.testing.assert_array_equal(data["pi_raw"], raw.astype(np.float32))
+    assert data["pi_raw"].dtype == np.float64 and data["pi_raw"].shape == (5, 6, 50, 50)
+    np.testing.assert_array_equal(data["pi_raw"], raw)
     np.testing.assert_array_equal(data["pi_uint8"], u8)
     assert json.loads(str(data["config"]))["mode"] == "paper"
 
