@@ -68,13 +68,7 @@ def test_a_training_job_of_a_killed_worker_stops_with_a_checkpoint_and_resumes_e
               "batch_size": 32, "milestones": [1], "threads": 1, "device": "cpu"}
     cut = store.submit("test-train-held", config)  # holds after its first step until released
     worker = start_worker()
-    running = wait_for(lambda: (j := store.get(cut.id)).progress > 0 and j.pid and j,
-                       what="training progress")
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait()
-    wait_for(finished(store, cut.id), what="the orphaned job to stop")
-    wait_for(lambda: not pid_alive(running.pid), what="the orphaned process to exit")
-    cut = store.get(cut.id)
+    cut = orphan(store, cut.id, worker)
     assert cut.status == "interrupted", cut.error
     assert cut.error == f"interrupted: its worker (pid {worker.pid}) died"
     assert cut.message == "stopped at epoch 1, step 2"
@@ -88,6 +82,18 @@ def test_a_training_job_of_a_killed_worker_stops_with_a_checkpoint_and_resumes_e
     whole = train_here(config, tmp_path / "whole")
     resumed = load_checkpoint(cut.checkpoint_dir / "latest.pt").state_dict
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def orphan(store: JobStore, job_id: int, worker):
+    """Wait until the job runs and has made progress, SIGKILL its worker, then wait until the
+    job has ended and its process has exited; the job as the store then has it."""
+    running = wait_for(lambda: (j := store.get(job_id)).progress > 0 and j.pid and j,
+                       what="the job to make progress")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    wait_for(finished(store, job_id), what="the orphaned job to end")
+    wait_for(lambda: not pid_alive(running.pid), what="the orphaned process to exit")
+    return store.get(job_id)
 
 
 def train_here(config: dict, out: Path) -> dict[str, torch.Tensor]:
@@ -106,13 +112,7 @@ def test_a_job_that_ignores_the_stop_is_killed_when_its_worker_is_gone(
         store: JobStore, start_worker) -> None:
     job = store.submit("test-counter", {"steps": 10, "hold_at": 1, "ignore_stop": True})
     worker = start_worker("--shutdown-timeout", "1")
-    running = wait_for(lambda: (j := store.get(job.id)).progress > 0 and j.pid and j,
-                       what="the job to hold at step 1")
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait()
-    wait_for(finished(store, job.id), what="the orphaned job to be killed")
-    wait_for(lambda: not pid_alive(running.pid), what="the orphaned process to die")
-    job = store.get(job.id)
+    job = orphan(store, job.id, worker)
     assert job.status == "interrupted"
     assert job.error == f"killed: did not stop within 1 s after its worker (pid {worker.pid}) died"
 
