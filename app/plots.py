@@ -11,40 +11,78 @@ from plotly.subplots import make_subplots
 COLOURS = {"R": "#d62728", "G": "#2ca02c", "B": "#1f77b4", "grey": "#555555"}
 
 
-def diagram_figure(diagrams: list[tuple[str, str, np.ndarray]], title: str) -> go.Figure:
-    """Scatter of (birth, death) points with the diagonal. ``diagrams``: (label, colour key,
-    (k, 2) array) — infinite deaths are drawn on a dashed line above the finite points."""
-    finite = [d[np.isfinite(d).all(axis=1)] for _, _, d in diagrams if len(d)]
+#: The most diagram points one figure draws: more freeze the browser tab (a 500×375 photo has
+#: ~300,000), and the hidden ones are the least persistent, next to the diagonal.
+MAX_DIAGRAM_POINTS = 5_000
+
+
+def persistence(dgm: np.ndarray) -> np.ndarray:
+    """|death − birth| of each (birth, death) point; infinite for essential points."""
+    dgm = np.asarray(dgm, float).reshape(-1, 2)
+    return np.abs(dgm[:, 1] - dgm[:, 0])
+
+
+def most_persistent(diagrams: list[np.ndarray], limit: int) -> list[np.ndarray]:
+    """Per diagram, the indices of its points among the ``limit`` most persistent of all the
+    diagrams together (every point when there are no more than ``limit``)."""
+    pers = [persistence(d) for d in diagrams]
+    sizes = [len(p) for p in pers]
+    if sum(sizes) <= limit:
+        return [np.arange(n) for n in sizes]
+    flat = np.nan_to_num(np.concatenate(pers), nan=-1.0)
+    keep = np.zeros(len(flat), bool)
+    keep[np.argpartition(-flat, limit - 1)[:limit]] = True
+    return [np.flatnonzero(k) for k in np.split(keep, np.cumsum(sizes)[:-1])]
+
+
+def _shown_title(title: str, shown: int, total: int) -> str:
+    """The figure title, with how many of the points are drawn when not all are."""
+    if shown == total:
+        return title
+    return f"{title}<br><sup>showing the {shown:,} most persistent of {total:,} points</sup>"
+
+
+def diagram_figure(diagrams: list[tuple[str, str, np.ndarray]], title: str,
+                   max_points: int = MAX_DIAGRAM_POINTS) -> go.Figure:
+    """WebGL scatter of (birth, death) points with the diagonal. ``diagrams``: (label, colour
+    key, (k, 2) array) — infinite deaths are drawn on a dashed line above the finite points.
+    At most ``max_points`` are drawn, the most persistent (:func:`most_persistent`); the legend
+    and title say how many of how many. The axes span every point."""
+    arrays = [np.asarray(d, float).reshape(-1, 2) for _, _, d in diagrams]
+    finite = [d[np.isfinite(d).all(axis=1)] for d in arrays if len(d)]
     values = np.concatenate([f.ravel() for f in finite]) if finite else np.zeros(1)
     lo, hi = float(min(values.min(), 0.0)), float(max(values.max(), 1e-6))
     pad = 0.05 * (hi - lo)
     inf_level = hi + 2 * pad
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[lo - pad, inf_level], y=[lo - pad, inf_level], mode="lines",
-                             line=dict(color="#999", width=1), name="diagonal",
-                             hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scattergl(x=[lo - pad, inf_level], y=[lo - pad, inf_level], mode="lines",
+                               line=dict(color="#999", width=1), name="diagonal",
+                               hoverinfo="skip", showlegend=False))
     symbols = {"H0": "circle", "H1": "diamond"}
-    for label, colour, dgm in diagrams:
-        if len(dgm) == 0:
+    shown = most_persistent(arrays, max_points)
+    for (label, colour, _), full, keep in zip(diagrams, arrays, shown, strict=True):
+        if len(full) == 0:
             continue
-        dgm = np.asarray(dgm, float)
+        dgm = full[keep]
         ess = ~np.isfinite(dgm[:, 1])
         y = np.where(ess, inf_level if np.all(dgm[ess, 1] > 0) else lo - 2 * pad, dgm[:, 1])
         death_text = np.where(ess, "∞", np.char.mod("%.4f", dgm[:, 1]))
         dim = label.split()[-1] if label.split()[-1] in symbols else "H0"
-        fig.add_trace(go.Scatter(
-            x=dgm[:, 0], y=y, mode="markers", name=f"{label} ({len(dgm)})",
+        count = f"{len(full):,}" if len(dgm) == len(full) else f"{len(dgm):,} of {len(full):,}"
+        fig.add_trace(go.Scattergl(
+            x=dgm[:, 0], y=y, mode="markers", name=f"{label} ({count})",
             marker=dict(color=COLOURS.get(colour, colour), symbol=symbols[dim], size=7,
                         opacity=0.75, line=dict(width=0.5, color="white")),
-            customdata=np.stack([death_text, np.abs(np.where(ess, np.nan, dgm[:, 1] - dgm[:, 0]))],
-                                axis=1),
+            customdata=np.stack([death_text, np.where(ess, np.nan, persistence(dgm))], axis=1),
             hovertemplate="birth %{x:.4f}<br>death %{customdata[0]}<br>"
                           "persistence %{customdata[1]:.4f}<extra>" + label + "</extra>"))
-    if any((~np.isfinite(np.asarray(d, float)[:, 1])).any() for _, _, d in diagrams if len(d)):
+    if any((~np.isfinite(d[:, 1])).any() for d in arrays if len(d)):
         fig.add_hline(y=inf_level, line=dict(color="#bbb", dash="dash", width=1),
                       annotation_text="∞", annotation_position="right")
-    fig.update_layout(title=title, xaxis_title="birth", yaxis_title="death", height=480,
-                      margin=dict(l=50, r=20, t=50, b=40), legend=dict(font=dict(size=11)),
+    total = sum(len(d) for d in arrays)
+    fig.update_layout(title=_shown_title(title, sum(map(len, shown)), total),
+                      xaxis_title="birth", yaxis_title="death", height=480,
+                      margin=dict(l=50, r=20, t=60, b=40), legend=dict(font=dict(size=11)),
                       template="plotly_white")
     return fig
 

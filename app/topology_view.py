@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 
-from app.common import prepare_image
+from app.common import MIN_SIDE, prepare_image
 from app.inputs import NumberField, choice
 from app.plots import diagram_figure, heatmap_grid
 from tgd_core.core.errors import TGDError
@@ -20,6 +22,11 @@ from tgd_core.topology.representation import (
 
 MODE = "Mode"
 MODES = tuple(schema.MODES)  # the mode radio's choices, the first is the default
+#: The longest side, in pixels, an upload is downscaled to before its topology is computed
+#: (a photo at full size has ~300,000 diagram points and takes seconds).
+ANALYSIS_SIZE = NumberField("Analysis size (longest side, px)", integer=True, ge=16, le=1024)
+DEFAULT_ANALYSIS_SIZE = 128
+MAX_UPLOAD_PIXELS = 40_000_000  # a decoded upload larger than this is refused, not downscaled
 
 
 @dataclass(frozen=True)
@@ -102,13 +109,15 @@ def _controls() -> tuple[TopologyControl, ...]:
 CONTROLS = _controls()
 
 
-def control_values(mode: str = MODES[0], **overrides: Any) -> list[Any]:
-    """The handler's control arguments: ``mode`` then each control's default for that mode,
-    with ``overrides`` by control key (for calls from Python and tests)."""
+def control_values(mode: str = MODES[0], analysis_size: Any = DEFAULT_ANALYSIS_SIZE,
+                   **overrides: Any) -> list[Any]:
+    """The handler's arguments after the image, in the /explore API order: ``mode``, each
+    control's default for that mode (``overrides`` by control key), then the analysis size
+    (for calls from Python and tests)."""
     unknown = set(overrides) - {c.key for c in CONTROLS}
     if unknown:
         raise TypeError(f"unknown topology control(s) {sorted(unknown)}")
-    return [mode, *(overrides.get(c.key, c.default(mode)) for c in CONTROLS)]
+    return [mode, *(overrides.get(c.key, c.default(mode)) for c in CONTROLS), analysis_size]
 
 
 def representation(mode: Any = None, *values: Any) -> Representation:
@@ -135,12 +144,63 @@ def _settings_line(rep: Representation) -> list[str]:
             f"σ = {rep.spread}, {cols}×{rows} pixels."]
 
 
-def explore(image, *controls):
-    """Handler: (diagram figure, PI figure, Markdown summary) for one image; ``controls``:
-    the mode, then the :data:`CONTROLS` values (see :func:`control_values`)."""
+def analysis_shape(width: int, height: int, longest: int) -> tuple[int, int]:
+    """(width, height) with the longest side at most ``longest``, the aspect kept (a short
+    side never below :data:`MIN_SIDE` unless it was already)."""
+    scale = min(1.0, longest / max(width, height))
+    return tuple(max(round(side * scale), min(side, MIN_SIDE)) for side in (width, height))
+
+
+def downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` (H×W or H×W×C, any numeric dtype) resized to ``size`` = (width, height) with
+    Lanczos, channel by channel, in its own dtype and value range."""
+    planes = image[..., None] if image.ndim == 2 else image
+    resized = np.stack([np.asarray(Image.fromarray(planes[..., c].astype(np.float32))
+                                   .resize(size, Image.LANCZOS, reducing_gap=3.0))
+                        for c in range(planes.shape[-1])], axis=-1)
+    resized = np.clip(resized, image.min(), image.max())
+    if not np.issubdtype(image.dtype, np.floating):
+        resized = np.round(resized)
+    resized = resized.astype(image.dtype)
+    return resized[..., 0] if image.ndim == 2 else resized
+
+
+def analysis_image(image: Any, longest: int) -> tuple[np.ndarray, list[str]]:
+    """An upload checked (:func:`prepare_image`) after downscaling it to at most ``longest``
+    pixels per side, with notes on every conversion; TGDError for an upload over
+    :data:`MAX_UPLOAD_PIXELS`."""
+    arr = None if image is None else np.asarray(image)
+    if arr is None or arr.ndim not in (2, 3) or not (
+            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        return prepare_image(arr)  # refuses what is not an image, with its message
+    h, w = arr.shape[:2]
+    if h * w > MAX_UPLOAD_PIXELS:
+        raise TGDError(f"image of {w}×{h} pixels is too large to analyse (at most "
+                       f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels)")
+    size = analysis_shape(w, h, longest)
+    if size == (w, h):
+        return prepare_image(arr)
+    rgb, notes = prepare_image(downscale(arr, size))
+    return rgb, [f"Analysed at {size[0]}×{size[1]} (original {w}×{h}); "
+                 f"*{ANALYSIS_SIZE.label}* sets the size.", *notes]
+
+
+def _split_arguments(values: tuple) -> tuple[tuple, int]:
+    """The handler's arguments after the image as (mode and control values, analysis size);
+    TGDError when their number is not the /explore API's."""
+    if len(values) != len(CONTROLS) + 2:
+        raise TGDError(f"expected the mode, {len(CONTROLS)} control values and the "
+                       f"analysis size after the image, got {len(values)} values")
+    return values[:-1], ANALYSIS_SIZE.check(values[-1])
+
+
+def explore(image, *values):
+    """Handler: (diagram figure, PI figure, Markdown summary) for one image; ``values``: the
+    mode, the :data:`CONTROLS` values, then the analysis size (see :func:`control_values`)."""
     try:
-        rgb, notes = prepare_image(image)
+        controls, longest = _split_arguments(values)
         rep = representation(*controls)
+        rgb, notes = analysis_image(image, longest)
         summary = summarise(rgb, rep)
     except TGDError as exc:
         raise gr.Error(str(exc)) from None
@@ -152,7 +212,7 @@ def explore(image, *controls):
     titles = [label for label, _, _ in summary.diagrams]
     pfig = heatmap_grid(summary.pi_raw, titles, "Persistence images (before max normalisation)",
                         extent=summary.extent)
-    counts = ", ".join(f"{label}: {len(d)}" for label, _, d in summary.diagrams)
+    counts = ", ".join(f"{label}: {len(d):,}" for label, _, d in summary.diagrams)
     lines = [f"**{w}×{h} image** — diagrams and {len(titles)} PIs in "
              f"**{summary.seconds * 1000:.1f} ms**.", "", f"Points per diagram: {counts}."]
     lines += _settings_line(rep)
@@ -169,6 +229,9 @@ def build(examples: list[str]) -> None:
                              elem_id="topology-image")
             if examples:
                 gr.Examples(examples, inputs=image, label="CIFAR-10 test images")
+            analysis_size = ANALYSIS_SIZE.slider(
+                DEFAULT_ANALYSIS_SIZE, 16, elem_id="topology-analysis-size",
+                info="larger images are downscaled to this before the topology is computed")
             mode = gr.Radio(list(MODES), value=MODES[0], label=MODE,
                             info="paper: the authors' 1-D row/column H0; cubical: 2-D H0/H1")
             components = {c.key: c.component() for c in CONTROLS if len(c.modes) > 1}
@@ -191,7 +254,7 @@ def build(examples: list[str]) -> None:
                 + [gr.update(value=c.default(m)) for c in shared])
 
     mode.change(toggle, mode, [*groups.values(), *(components[c.key] for c in shared)])
-    inputs = [image, mode, *(components[c.key] for c in CONTROLS)]
+    inputs = [image, mode, *(components[c.key] for c in CONTROLS), analysis_size]
     outputs = [diagram_plot, pi_plot, info]
     run.click(explore, inputs, outputs, api_name="explore")
     image.upload(explore, inputs, outputs, api_name=False)

@@ -46,7 +46,7 @@ def test_grey_and_rgba_uploads_are_converted_with_a_note(rgb):
 @pytest.mark.parametrize("image, message", [
     (None, "upload an image"),
     (np.zeros((1, 40, 3), np.uint8), "too small"),
-    (np.zeros((2000, 30, 3), np.uint8), "too large"),
+    (np.broadcast_to(np.uint8(0), (8000, 5001)), "too large to analyse"),
 ])
 def test_bad_uploads_raise_gradio_errors(image, message):
     with pytest.raises(gr.Error, match=message):
@@ -62,6 +62,7 @@ def test_bad_uploads_raise_gradio_errors(image, message):
     ({"mode": "cubical", "homology": ["H2"]}, "homology: not one of the offered choices"),
     ({"mode": "cubical", "filtration": "/etc/passwd"}, "filtration: not one of the offered"),
     ({"mode": "cubical", "sigma": -1}, "σ: must be ≥ 0.005"),
+    ({"analysis_size": 4096}, "Analysis size \\(longest side, px\\): must be ≤ 1024"),
 ])
 def test_controls_outside_what_the_view_offers_are_refused(rgb, controls, message):
     with pytest.raises(gr.Error, match=message):
@@ -90,7 +91,7 @@ def test_twenty_concurrent_requests_through_gradio_client(tmp_path, monkeypatch)
             mode = "paper" if i % 2 == 0 else "cubical"
             return client.predict(handle_file(files[i % 4]), mode, 32, 0.01, 0.3, 0.02,
                                   ["H0", "H1"], "sublevel", "rgb", "top", 0.02, 1.0,
-                                  api_name="/explore")
+                                  128, api_name="/explore")
 
         with ThreadPoolExecutor(20) as pool:
             results = list(pool.map(call, range(20)))
