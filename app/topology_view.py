@@ -109,15 +109,14 @@ def _controls() -> tuple[TopologyControl, ...]:
 CONTROLS = _controls()
 
 
-def control_values(mode: str = MODES[0], analysis_size: Any = DEFAULT_ANALYSIS_SIZE,
-                   **overrides: Any) -> list[Any]:
-    """The handler's arguments after the image, in the /explore API order: ``mode``, each
-    control's default for that mode (``overrides`` by control key), then the analysis size
-    (for calls from Python and tests)."""
+def control_values(mode: str = MODES[0], **overrides: Any) -> list[Any]:
+    """The handler's control arguments: ``mode`` then each control's default for that mode,
+    with ``overrides`` by control key (for calls from Python and tests). The /explore API takes
+    the analysis size after them (optional: :data:`DEFAULT_ANALYSIS_SIZE`)."""
     unknown = set(overrides) - {c.key for c in CONTROLS}
     if unknown:
         raise TypeError(f"unknown topology control(s) {sorted(unknown)}")
-    return [mode, *(overrides.get(c.key, c.default(mode)) for c in CONTROLS), analysis_size]
+    return [mode, *(overrides.get(c.key, c.default(mode)) for c in CONTROLS)]
 
 
 def representation(mode: Any = None, *values: Any) -> Representation:
@@ -187,16 +186,21 @@ def analysis_image(image: Any, longest: int) -> tuple[np.ndarray, list[str]]:
 
 def _split_arguments(values: tuple) -> tuple[tuple, int]:
     """The handler's arguments after the image as (mode and control values, analysis size);
-    TGDError when their number is not the /explore API's."""
-    if len(values) != len(CONTROLS) + 2:
-        raise TGDError(f"expected the mode, {len(CONTROLS)} control values and the "
-                       f"analysis size after the image, got {len(values)} values")
+    the analysis size is optional (default :data:`DEFAULT_ANALYSIS_SIZE`). TGDError when their
+    number is neither."""
+    n = len(CONTROLS) + 1
+    if len(values) == n:
+        return values, DEFAULT_ANALYSIS_SIZE
+    if len(values) != n + 1:
+        raise TGDError(f"expected the mode, {len(CONTROLS)} control values and (optionally) "
+                       f"the analysis size after the image, got {len(values)} values")
     return values[:-1], ANALYSIS_SIZE.check(values[-1])
 
 
 def explore(image, *values):
     """Handler: (diagram figure, PI figure, Markdown summary) for one image; ``values``: the
-    mode, the :data:`CONTROLS` values, then the analysis size (see :func:`control_values`)."""
+    mode, the :data:`CONTROLS` values (see :func:`control_values`), then optionally the
+    analysis size — the /explore API order."""
     try:
         controls, longest = _split_arguments(values)
         rep = representation(*controls)

@@ -50,7 +50,7 @@ def test_a_photo_is_analysed_at_the_default_size_and_named_with_both_sizes(photo
 
 @pytest.mark.parametrize("size", [DEFAULT_ANALYSIS_SIZE, 1024])
 def test_the_diagram_figure_stays_small_whatever_the_analysis_size(photo, size):
-    dfig, _, _ = explore(photo, *control_values("paper", analysis_size=size))
+    dfig, _, _ = explore(photo, *control_values("paper"), size)
     assert len(dfig.to_json()) < 1_000_000
     traces = shown_points(dfig)
     assert all(t.type == "scattergl" for t in dfig.data)
@@ -58,7 +58,7 @@ def test_the_diagram_figure_stays_small_whatever_the_analysis_size(photo, size):
 
 
 def test_at_full_size_the_title_and_legend_say_how_many_points_are_shown(photo):
-    dfig, _, info = explore(photo, *control_values("paper", analysis_size=1024))
+    dfig, _, info = explore(photo, *control_values("paper"), 1024)
     assert "**500×375 image**" in info and "Analysed at" not in info  # nothing to downscale
     title = dfig.layout.title.text
     assert f"showing the {MAX_DIAGRAM_POINTS:,} most persistent of" in title
@@ -127,11 +127,13 @@ def test_an_absurd_upload_is_refused_with_one_line():
 ])
 def test_analysis_sizes_outside_the_control_are_refused_naming_it(photo, size, message):
     with pytest.raises(gr.Error, match=r"Analysis size \(longest side, px\): " + message):
-        explore(photo, *control_values("paper", analysis_size=size))
+        explore(photo, *control_values("paper"), size)
 
 
-def test_a_missing_analysis_size_is_refused_not_misread(photo):
-    with pytest.raises(gr.Error, match="expected the mode, 10 control values and the analysis"):
+def test_the_analysis_size_is_optional_and_the_argument_count_checked(photo):
+    _, _, info = explore(photo, *control_values("paper"))
+    assert "Analysed at 128×96" in info
+    with pytest.raises(gr.Error, match="expected the mode, 10 control values and"):
         explore(photo, *control_values("paper")[:-1])
 
 
@@ -156,7 +158,7 @@ def test_through_the_http_api(tmp_path, monkeypatch):
         assert "Analysed at 128×96 (original 2000×1500)" in info
         assert len(json.dumps(dfig)) < 1_000_000
         with pytest.raises(AppError, match="greater than maximum value 1024"):
-            client.predict(handle_file(str(path)), *control_values("paper", analysis_size=5000),
+            client.predict(handle_file(str(path)), *control_values("paper"), 5000,
                            api_name="/explore")
     finally:
         demo.close()

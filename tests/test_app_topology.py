@@ -62,11 +62,17 @@ def test_bad_uploads_raise_gradio_errors(image, message):
     ({"mode": "cubical", "homology": ["H2"]}, "homology: not one of the offered choices"),
     ({"mode": "cubical", "filtration": "/etc/passwd"}, "filtration: not one of the offered"),
     ({"mode": "cubical", "sigma": -1}, "σ: must be ≥ 0.005"),
-    ({"analysis_size": 4096}, "Analysis size \\(longest side, px\\): must be ≤ 1024"),
 ])
 def test_controls_outside_what_the_view_offers_are_refused(rgb, controls, message):
     with pytest.raises(gr.Error, match=message):
         explore(rgb, *control_values(**controls))
+
+
+def test_the_analysis_size_comes_last_in_the_api_order(rgb):
+    _, _, info = explore(rgb, *control_values("paper"), 16)
+    assert "Analysed at 16×16 (original 32×32)" in info
+    with pytest.raises(gr.Error, match=r"Analysis size \(longest side, px\): must be ≤ 1024"):
+        explore(rgb, *control_values("paper"), 4096)
 
 
 def test_twenty_concurrent_requests_through_gradio_client(tmp_path, monkeypatch):
