@@ -59,10 +59,11 @@ def open_tab(page, view: str) -> None:
 
 
 def show_topology(page, image: str | Path) -> None:
-    """Upload ``image`` in the explorer; wait for the diagram plot (plotly SVG)."""
+    """Upload ``image`` in the explorer; wait for the diagram plot (WebGL points, its legend
+    drawn last)."""
     open_tab(page, "topology")
     page.locator("#topology-image input[type=file]").set_input_files(str(image))
-    page.locator("#topology-diagrams .main-svg").first.wait_for()
+    page.locator("#topology-diagrams .legend .traces").first.wait_for()
 
 
 def noise_summary(page) -> str:

@@ -50,7 +50,8 @@ def test_upload_renders_the_persistence_diagrams(page, tmp_path):
     path = tmp_path / "upload.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(path)
     drive.show_topology(page, path)
-    assert page.locator("#topology-diagrams .scatterlayer .trace").count() >= 6
+    page.locator("#topology-diagrams .legend .traces").nth(5).wait_for()  # six diagrams
+    assert page.locator("#topology-diagrams canvas").count() >= 1  # the WebGL points
     assert "32×32 image" in page.locator("#topology-info").inner_text()
 
 
