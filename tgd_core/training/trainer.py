@@ -348,15 +348,17 @@ class Trainer:
                           non_finite=bool(totals[k + 2]), stop=bool(totals[k + 3]))
 
     def after_step(self, b: TrainBatch, epoch: int, result: StepResult, bar: tqdm) -> None:
-        """Add the step to the state, report progress, and save ``latest.pt`` every
-        ``checkpoint_every_steps`` or on a stop request (then raise :class:`Stopped`)."""
+        """Add the step to the state, report progress after every step (a job context
+        throttles its store writes, :data:`tgd_core.jobs.context.PROGRESS_WRITE_S`, so a slow
+        step still moves the job's progress and ETA within the epoch), and save ``latest.pt``
+        every ``checkpoint_every_steps`` or on a stop request (then raise :class:`Stopped`)."""
         state, steps = self.state, self.steps
         state.add_step(result, b.step)
         bar.update(1)
         done = epoch * steps + b.step + 1
         epoch_time = state.epoch_elapsed + time.perf_counter() - self.segment_start
         rate = done / max(state.elapsed + epoch_time, 1e-9)  # steps per second
-        if self.main and (b.step % 10 == 0 or b.step + 1 == steps):
+        if self.main:
             call_context(self.ctx, "progress", done / self.total_steps, epoch=epoch + 1,
                          eta=(self.total_steps - done) / rate)
         every = self.cfg.checkpoint_every_steps
