@@ -30,6 +30,11 @@ NONE = "(none)"
 PLACEHOLDER = "Select a job in the table to see its curves and files."
 TABLE_COLUMNS = ["id", "kind", "method", "status", "progress", "epoch", "ETA", "message",
                  "created"]
+# widths that fit each column's longest usual value ("stopping…", "estimating…", "12-05 07:31:02");
+# the message column takes the rest and wraps
+TABLE_WIDTHS = ["5%", "8%", "8%", "11%", "9%", "7%", "11%", "27%", "14%"]
+SELECTED_STYLE = "background-color: #ffe9a8; font-weight: 600"
+ESTIMATING = "estimating…"
 FILE_SUFFIXES = (".pt", ".log", ".jsonl", ".json")
 POLL_S = 2.0
 INPUTS = ("raw", "pi")
@@ -154,23 +159,46 @@ def job_config(method: str, network: str, student_input: str, t1: str | None, t2
     return job_kind(method), cfg
 
 
+def _eta(job: Job) -> str:
+    """The job's ETA; "estimating…" for a running job before its first progress report."""
+    if job.status == "running" and not job.stopping and not job.eta_text:
+        return ESTIMATING
+    return job.eta_text
+
+
 def jobs_rows() -> list[list]:
-    """Handler: one row per job, newest first."""
-    return [[j.id, j.kind, j.config.get("method", ""), j.status, f"{j.progress:.0%}",
-             j.epoch if j.epoch is not None else "", j.eta_text,
+    """One row per job, newest first (status ``stopping…`` for a cancelled running job)."""
+    return [[j.id, j.kind, j.config.get("method", ""), j.status_text, j.progress_text,
+             j.epoch if j.epoch is not None else "", _eta(j),
              (j.error or j.message or "")[:80],
              time.strftime("%m-%d %H:%M:%S", time.localtime(j.created_at))]
             for j in store().list()]
 
 
+def jobs_table(selected=None):
+    """Handler output: the jobs table (:func:`jobs_rows`) with the row of the ``selected`` job
+    id highlighted (a pandas Styler, which ``gr.Dataframe`` renders with its styles)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(jobs_rows(), columns=TABLE_COLUMNS)
+    chosen = _job_or_none(selected)
+
+    def highlight(row):
+        hit = chosen is not None and row["id"] == chosen.id
+        return [SELECTED_STYLE if hit else ""] * len(row)
+
+    return frame.style.apply(highlight, axis=1)
+
+
 @guarded
-def submit(*form) -> tuple[str, list[list], int]:
-    """Handler: validate and queue the job, make sure a worker runs it; (note, table, id)."""
+def submit(*form) -> tuple[str, Any, int]:
+    """Handler: validate and queue the job, make sure a worker runs it; (note, table with the
+    new job selected, its id)."""
     kind, cfg = job_config(*form)
     job = store().submit(kind, cfg)
     pid = start_worker()
     return (f"Job **{job.id}** ({kind}, {cfg['method']}) queued; worker pid {pid}.",
-            jobs_rows(), job.id)
+            jobs_table(job.id), job.id)
 
 
 def selected_job(job_id) -> Job:
@@ -192,21 +220,22 @@ def _job_or_none(job_id) -> Job | None:
 
 
 @guarded
-def cancel(job_id) -> list[list]:
-    """Handler: cancel a queued or running job."""
+def cancel(job_id):
+    """Handler: cancel a queued job (at once) or a running one (``stopping…`` until its runner
+    stops at its next step, then ``cancelled``); the table."""
     job = store().cancel(selected_job(job_id).id)
     gr.Info(f"job {job.id}: " + ("cancelled" if job.status == "cancelled" else
-                                 "asked to stop at its next step"))
-    return jobs_rows()
+                                 "stopping… (it saves a checkpoint at its next step)"))
+    return jobs_table(job.id)
 
 
 @guarded
-def resume(job_id) -> list[list]:
-    """Handler: queue a failed/cancelled/interrupted job again from its checkpoint."""
+def resume(job_id):
+    """Handler: queue a failed/cancelled/interrupted job again from its checkpoint; the table."""
     job = store().resume(selected_job(job_id).id)
     start_worker()
     gr.Info(f"job {job.id}: queued again (attempt {job.attempt})")
-    return jobs_rows()
+    return jobs_table(job.id)
 
 
 def run_files(job: Job) -> list[Path]:
@@ -244,8 +273,9 @@ def details(job_id) -> tuple[Any, str]:
     fig = training_curves(curve_rows, f"Job {job.id} — {job.config.get('method', job.kind)}") \
         if curve_rows else None
     cfg = job.config
-    lines = [f"**Job {job.id}** · {job.kind} · **{job.status}** · {job.progress:.0%} · "
-             f"attempt {job.attempt}"]
+    eta = _eta(job)
+    lines = [f"**Job {job.id}** · {job.kind} · **{job.status_text}** · {job.progress_text}"
+             f"{f' · ETA {eta}' if eta else ''} · attempt {job.attempt}"]
     if "method" in cfg:
         lines.append(f"{cfg['method']} → {cfg.get('student')} ({cfg.get('student_input')}), "
                      f"{cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, lr "
@@ -262,14 +292,15 @@ def details(job_id) -> tuple[Any, str]:
 
 
 def poll(job_id, seen: dict | None):
-    """Timer handler: the table always; curves and files only when the job changed."""
+    """Timer handler: the table always (the selected job highlighted); curves, description and
+    files only when the job changed."""
     seen = seen or {}
-    rows = jobs_rows()
+    rows = jobs_table(job_id)
     job = _job_or_none(job_id)
     if job is None:
         return rows, gr.skip(), gr.skip(), gr.skip(), seen
-    key = {"id": job.id, "status": job.status, "progress": round(job.progress, 3),
-           "attempt": job.attempt}
+    key = {"id": job.id, "status": job.status_text, "progress": round(job.progress, 3),
+           "eta": _eta(job), "attempt": job.attempt}
     if key == seen:
         return rows, gr.skip(), gr.skip(), gr.skip(), seen
     fig, text = details(job.id)
@@ -278,9 +309,10 @@ def poll(job_id, seen: dict | None):
     return rows, fig, text, files, key
 
 
-def select_job(job_id) -> tuple[Any, str, list[str], dict]:
-    """Handler (a job selected): (curves, description, its files, fresh poll state)."""
-    return (*details(job_id), job_files(job_id), {})
+def select_job(job_id) -> tuple[Any, str, list[str], dict, Any]:
+    """Handler (a job selected): (curves, description, its files, fresh poll state, the table
+    with its row highlighted)."""
+    return (*details(job_id), job_files(job_id), {}, jobs_table(job_id))
 
 
 def refresh_checkpoints(shown: dict | None):
@@ -341,8 +373,9 @@ def build() -> None:
             submit_btn = gr.Button("Submit job", variant="primary", elem_id="job-submit")
             note = gr.Markdown(elem_id="job-note")
         with gr.Column(scale=2):
-            table = gr.Dataframe(jobs_rows(), headers=TABLE_COLUMNS, label="Jobs (click a row)",
-                                 interactive=False, elem_id="jobs-table")
+            table = gr.Dataframe(jobs_table(), headers=TABLE_COLUMNS,
+                                 label="Jobs (click a row)", interactive=False, wrap=True,
+                                 column_widths=TABLE_WIDTHS, elem_id="jobs-table")
             with gr.Row():
                 job_id = JOB_ID.number(None, elem_id="job-id")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="job-cancel")
@@ -367,4 +400,5 @@ def build() -> None:
         return evt.row_value[0] if evt.row_value else gr.skip()
 
     table.select(select, None, job_id, api_name=False)
-    job_id.change(select_job, job_id, [curves, text, files, seen], api_name="select_job", **raw)
+    job_id.change(select_job, job_id, [curves, text, files, seen, table], api_name="select_job",
+                  **raw)

@@ -203,8 +203,12 @@ def similarity_grid(maps: dict[str, list[np.ndarray]], title: str) -> go.Figure:
     return _layout(fig, title, 230 * groups + 80)
 
 
+CURVE_MARKER_SIZE = 9  # a 1-epoch run is one point per curve: it must read as a mark
+
+
 def training_curves(rows: list[dict], title: str) -> go.Figure:
-    """Loss terms (``train_*`` except accuracy) and accuracies per epoch, side by side."""
+    """Loss terms (``train_*`` except accuracy) and accuracies per epoch, side by side, as
+    lines with markers on whole-epoch ticks (a 1-epoch run shows one clear mark per curve)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=["loss", "accuracy (%)"],
                         horizontal_spacing=0.1)
     epochs = [r.get("epoch") for r in rows]
@@ -215,7 +219,11 @@ def training_curves(rows: list[dict], title: str) -> go.Figure:
         for i, key in enumerate(keys):
             fig.add_trace(go.Scatter(x=epochs, y=[r.get(key) for r in rows],
                                      mode="lines+markers", name=key,
+                                     marker=dict(size=CURVE_MARKER_SIZE),
                                      line=dict(color=PALETTE[(i + 3 * (col - 1)) % 8])),
                           row=1, col=col)
-    fig.update_xaxes(title="epoch")
+    known = [e for e in epochs if isinstance(e, int | float)]
+    span = (max(known) - min(known)) if known else 0
+    fig.update_xaxes(title="epoch", tickmode="linear", dtick=max(1, math.ceil(span / 10)),
+                     range=[min(known) - 0.5, max(known) + 0.5] if known and span < 2 else None)
     return _layout(fig, title, 360)

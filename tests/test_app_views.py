@@ -22,6 +22,11 @@ NO_PROGRESS = lambda *a, **k: None  # noqa: E731
 RNG_IMAGE = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
 
 
+def table_rows(table) -> list[list]:
+    """The rows of a jobs table as the handlers return it (a pandas Styler)."""
+    return table.data.values.tolist()
+
+
 @pytest.fixture
 def zoo(tmp_path, monkeypatch):
     monkeypatch.setenv("TGD_STATE_DIR", str(tmp_path / "state"))
@@ -173,9 +178,9 @@ def test_submit_validates_and_queues(zoo, kinds):
         jobs_view.submit(*{**FORM, "method": "scratch", "epochs": 0}.values())
     with pytest.raises(gr.Error, match="Batch size: must be ≥ 1"):
         jobs_view.submit(*{**FORM, "method": "scratch", "batch_size": -1}.values())
-    note, rows, job_id = jobs_view.submit(*{**FORM, "method": "scratch"}.values())
+    note, table, job_id = jobs_view.submit(*{**FORM, "method": "scratch"}.values())
     assert f"Job **{job_id}** (train, scratch) queued; worker pid 4242" in note
-    assert rows[0][:4] == [job_id, "train", "scratch", "queued"]
+    assert table_rows(table)[0][:4] == [job_id, "train", "scratch", "queued"]
 
 
 def test_cancel_resume_details_files_and_poll(zoo, kinds):
@@ -186,11 +191,10 @@ def test_cancel_resume_details_files_and_poll(zoo, kinds):
         jobs_view.cancel(999)
     with pytest.raises(gr.Error, match="Selected job: must be a whole number"):
         jobs_view.resume(job_id + 0.5)
-    rows = jobs_view.cancel(job_id)
-    assert rows[0][3] == "cancelled"
+    assert table_rows(jobs_view.cancel(job_id))[0][3] == "cancelled"
     with pytest.raises(gr.Error, match="only queued or running"):
         jobs_view.cancel(job_id)
-    assert jobs_view.resume(job_id)[0][3] == "queued"
+    assert table_rows(jobs_view.resume(job_id))[0][3] == "queued"
 
     job = jobs_view.store().get(job_id)
     job.run_dir.mkdir(parents=True)
@@ -204,8 +208,8 @@ def test_cancel_resume_details_files_and_poll(zoo, kinds):
     assert [os.path.basename(f) for f in jobs_view.job_files(job_id)] == \
         ["latest.pt", "metrics.jsonl"]
 
-    rows, fig2, text2, files, seen = jobs_view.poll(job_id, {})
-    assert rows[0][0] == job_id and seen["status"] == "queued" and len(files) == 2
+    table, fig2, text2, files, seen = jobs_view.poll(job_id, {})
+    assert table_rows(table)[0][0] == job_id and seen["status"] == "queued" and len(files) == 2
     again = jobs_view.poll(job_id, seen)
     assert all(isinstance(x, type(gr.skip())) for x in again[1:4])
     assert jobs_view.details(None)[0] is None and jobs_view.job_files(999) == []

@@ -159,6 +159,25 @@ class Job:
         s = int(round(self.eta_s))
         return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
+    @property
+    def stopping(self) -> bool:
+        """Cancelled while running: asked to stop, not stopped yet (its runner saves a
+        checkpoint at the next step, or its worker kills it at ``kill_at``)."""
+        return self.status == "running" and self.cancel_requested
+
+    @property
+    def status_text(self) -> str:
+        """The status as people should read it: ``stopping…`` for a running job that was
+        cancelled and has not stopped yet, else the stored status."""
+        return "stopping…" if self.stopping else self.status
+
+    @property
+    def progress_text(self) -> str:
+        """The progress in percent, with one decimal below 10 % so that a long run's first
+        steps show (0.3 %, not 0 %)."""
+        percent = 100.0 * self.progress
+        return f"{percent:.1f} %" if 0 < percent < 10 else f"{percent:.0f} %"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: paths as strings, times as local ISO 8601 with offset."""
         d = asdict(self)

@@ -1,0 +1,140 @@
+"""Issue #17, items 5-8: what the similarity-map, noise, jobs and models views show a first-time
+visitor, checked on the handlers (called as plain functions, as in test_app_views.py).
+
+No test sleeps for a guessed time: the job test polls the store for the state it needs, with a
+generous limit that only catches hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+gr = pytest.importorskip("gradio")
+
+from app import jobs_view  # noqa: E402
+from tests.test_app_views import FORM, kinds, table_rows, zoo  # noqa: E402, F401 (fixtures)
+
+SLOW = 300.0  # seconds: a bound for hangs only, never for speed
+
+
+def wait_for(predicate, timeout: float = SLOW, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+    return value
+
+
+def styling(table) -> list[list[str]]:
+    """The per-cell styles the browser receives for a jobs table (gradio's own conversion)."""
+    return gr.Dataframe(interactive=False).postprocess(table).metadata["styling"]
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+def _running_job(job_id: int):
+    """Mark the queued job running, as a worker claiming it does."""
+    job = jobs_view.store().claim(worker_pid=os.getpid())
+    assert job is not None and job.id == job_id
+    return job
+
+
+def test_a_cancelled_running_job_reads_stopping_until_it_stops(zoo, kinds):
+    _, _, job_id = jobs_view.submit(*{**FORM, "method": "scratch"}.values())
+    job = _running_job(job_id)
+    row = table_rows(jobs_view.jobs_table())[0]
+    assert (row[3], row[6]) == ("running", jobs_view.ESTIMATING)  # no progress report yet
+    row = table_rows(jobs_view.cancel(job_id))[0]
+    assert (row[3], row[6]) == ("stopping…", "")
+    assert "**stopping…**" in jobs_view.details(job_id)[1]
+    assert jobs_view.store().finish(job_id, job.attempt, "cancelled", message="stopped")
+    assert table_rows(jobs_view.jobs_table())[0][3] == "cancelled"
+    assert "**cancelled**" in jobs_view.details(job_id)[1]
+
+
+def test_the_selected_job_row_is_highlighted(zoo, kinds):
+    ids = [jobs_view.submit(*{**FORM, "method": "scratch"}.values())[2] for _ in range(3)]
+    table = jobs_view.jobs_table(ids[1])
+    rows, styles = table_rows(table), styling(table)
+    assert [r[0] for r in rows] == ids[::-1]
+    assert [set(s) for s in styles] == [{""}, {jobs_view.SELECTED_STYLE}, {""}]
+    assert all(set(s) == {""} for s in styling(jobs_view.jobs_table(None)))
+    assert all(set(s) == {""} for s in styling(jobs_view.jobs_table(999)))
+    # the handlers return the table with their job selected
+    assert set(styling(jobs_view.select_job(ids[0])[4])[2]) == {jobs_view.SELECTED_STYLE}
+    assert set(styling(jobs_view.poll(ids[2], {})[0])[0]) == {jobs_view.SELECTED_STYLE}
+
+
+def test_progress_text_shows_a_long_runs_first_steps():
+    from dataclasses import replace
+
+    from tgd_core.jobs.store import Job
+
+    job = Job(**{f: None for f in Job.__dataclass_fields__})
+    texts = [replace(job, progress=p).progress_text for p in (0.0, 0.003, 0.0999, 0.5, 1.0)]
+    assert texts == ["0 %", "0.3 %", "10.0 %", "50 %", "100 %"]
+
+
+def test_one_epoch_curves_draw_visible_markers_on_epoch_ticks(zoo, kinds):
+    _, _, job_id = jobs_view.submit(*{**FORM, "method": "scratch"}.values())
+    job = jobs_view.store().get(job_id)
+    job.run_dir.mkdir(parents=True)
+    job.metrics_path.write_text(json.dumps({"epoch": 1, "train_ce": 2.1, "train_accuracy": 21.0,
+                                            "test_accuracy": 19.5}) + "\n")
+    fig, _ = jobs_view.details(job_id)
+    assert [t.mode for t in fig.data] == ["lines+markers"] * 3
+    assert all(t.marker.size >= 8 for t in fig.data)
+    assert tuple(fig.layout.xaxis.range) == (0.5, 1.5) and fig.layout.xaxis.dtick == 1
+
+
+class FirstReportProbe:
+    """A job context that, at the runner's first progress report, polls the store until the
+    report is there and records what the jobs table shows then (the epoch has not ended)."""
+
+    def __init__(self, ctx, job_id: int) -> None:
+        self._ctx, self.job_id, self.calls, self.seen = ctx, job_id, [], None
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+    def progress(self, fraction, epoch=None, eta=None, message=None):
+        self._ctx.progress(fraction, epoch=epoch, eta=eta, message=message)
+        self.calls.append(fraction)
+        if self.seen is None:
+            store = jobs_view.store()
+            wait_for(lambda: store.get(self.job_id).progress > 0, what="progress in the store")
+            self.seen = {"row": table_rows(jobs_view.jobs_table())[0],
+                         "metrics": store.read_metrics(self.job_id)}
+
+
+@pytest.mark.usefixtures("cifar_test_images")
+def test_job_progress_and_eta_move_within_the_first_epoch(zoo):
+    from tgd_core.jobs import JobContext
+    from tgd_core.jobs.registry import parse_config
+    from tgd_core.training.jobs import run_train_job  # registers the train kind
+
+    cfg = dict(student="wrn16_1", train_subset=96, test_subset=32, test_split="test", epochs=1,
+               batch_size=32, threads=1)
+    job = jobs_view.store().submit("train", cfg)
+    job = _running_job(job.id)
+    ctx = JobContext(jobs_view.store(), job)
+    probe = FirstReportProbe(ctx, job.id)
+    try:
+        run_train_job(parse_config("train", job.config), probe)
+    finally:
+        ctx.close()
+    assert probe.calls == pytest.approx([1 / 3, 2 / 3, 1.0])  # after every step
+    row = dict(zip(jobs_view.TABLE_COLUMNS, probe.seen["row"]))
+    assert probe.seen["metrics"] == []  # the first epoch had not ended
+    assert row["status"] == "running" and row["progress"] == "33 %" and row["epoch"] == 1
+    assert row["ETA"] not in ("", jobs_view.ESTIMATING)
+    h, m, s = map(int, row["ETA"].split(":"))
+    assert h * 3600 + m * 60 + s >= 0
