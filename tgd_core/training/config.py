@@ -70,6 +70,16 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", json_schema_extra=PLACEMENT)
     amp: bool = False
     channels_last: bool = False
+    engine: Literal["auto", "standard", "fast"] = Field(
+        "auto", description="training loop: standard (host-side batches, one sync a step), "
+        "fast (device-resident batches, syncs every sync_every_steps; "
+        "tgd_core.training.fast), auto: fast on CUDA, standard elsewhere",
+        json_schema_extra=PLACEMENT)
+    compile: bool | None = Field(None, description="fast engine: torch.compile the step "
+                                 "(None: on CUDA)", json_schema_extra=PLACEMENT)
+    sync_every_steps: int = Field(50, ge=1, le=100_000, description="fast engine: steps "
+                                  "between reads of the device-side totals (divergence, "
+                                  "progress, stop requests)", json_schema_extra=PLACEMENT)
     threads: int | None = Field(None, ge=1, json_schema_extra=PLACEMENT)
     sync_batchnorm: bool = Field(True, description="under torchrun: BatchNorm statistics of "
                                  "the global batch (else of each rank's shard)",

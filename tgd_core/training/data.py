@@ -130,13 +130,14 @@ def draw_crop_flip(n: int, gen: torch.Generator, pad: int = 4) -> CropFlip:
 
 
 def apply_crop_flip(x: torch.Tensor, params: CropFlip, pad: int = 4) -> torch.Tensor:
-    """The crops and flips ``params`` of the zero-padded batch ``x`` (N×C×H×W, any dtype)."""
-    oy, ox, flip = params
+    """The crops and flips ``params`` of the zero-padded batch ``x`` (N×C×H×W, any dtype), on
+    ``x``'s device (the parameters may live on the CPU or on that device)."""
+    oy, ox, flip = (p.to(x.device) for p in params)  # no copy when already there
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
-    rows = (oy[:, None] + torch.arange(h)[None]).to(x.device)
-    cols = ox[:, None] + torch.arange(w)[None]
-    cols = torch.where(flip[:, None], cols.flip(1), cols).to(x.device)
+    rows = oy[:, None] + torch.arange(h, device=x.device)[None]
+    cols = ox[:, None] + torch.arange(w, device=x.device)[None]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
     idx_n = torch.arange(n, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
@@ -188,19 +189,31 @@ class TrainData:
     def steps_per_epoch(self) -> int:
         return -(-len(self.train) // self.cfg.batch_size)
 
-    def batch_indices(self, epoch: int, step: int) -> tuple[int, torch.Tensor]:
-        """(batch id, sample indices) of a step. Each epoch draws a new permutation; with
-        ``fixed_batches`` the batches' composition is drawn once and only their order changes
-        (so per-batch teacher targets, e.g. similarity maps, can be cached)."""
-        bs, n = self.cfg.batch_size, len(self.train)
+    def epoch_plan(self, epoch: int) -> tuple[torch.Tensor, list[int]]:
+        """(sample order, batch id of each step) of ``epoch``: batch ``b`` holds
+        ``order[b * batch_size:(b + 1) * batch_size]``. Each epoch draws a new permutation;
+        with ``fixed_batches`` the batches' composition is drawn once and only their order
+        changes (so per-batch teacher targets, e.g. similarity maps, can be cached)."""
+        n, steps = len(self.train), self.steps_per_epoch()
         if self.cfg.fixed_batches:
             order = torch.randperm(n, generator=_generator(self.cfg.seed, 0))
-            batch = int(torch.randperm(self.steps_per_epoch(),
-                                       generator=_generator(self.cfg.seed, epoch, 2))[step])
-        else:
-            order = torch.randperm(n, generator=_generator(self.cfg.seed, epoch))
-            batch = step
+            return order, torch.randperm(steps, generator=_generator(self.cfg.seed, epoch, 2)
+                                         ).tolist()
+        return torch.randperm(n, generator=_generator(self.cfg.seed, epoch)), list(range(steps))
+
+    def batch_indices(self, epoch: int, step: int) -> tuple[int, torch.Tensor]:
+        """(batch id, sample indices) of a step (see :meth:`epoch_plan`)."""
+        bs = self.cfg.batch_size
+        order, batches = self.epoch_plan(epoch)
+        batch = batches[step]
         return batch, order[batch * bs:(batch + 1) * bs]
+
+    def step_crop_flip(self, epoch: int, step: int, n: int) -> CropFlip | None:
+        """The crops and flips of the ``n`` samples of a step's global batch (None without
+        ``augment``): a function of (seed, epoch, step)."""
+        if not self.cfg.augment:
+            return None
+        return draw_crop_flip(n, _generator(self.cfg.seed, epoch, step, 1))
 
     def train_batches(self, epoch: int, start_step: int = 0,
                       shard: DistContext = SINGLE) -> Iterator[TrainBatch]:
@@ -226,8 +239,7 @@ class TrainData:
               ) -> tuple[int, int, torch.Tensor, CropFlip | None, int]:
         """(step, batch id, this rank's sample indices, their crops and flips, global size)."""
         batch, idx = self.batch_indices(epoch, step)
-        crop = (draw_crop_flip(len(idx), _generator(self.cfg.seed, epoch, step, 1))
-                if self.cfg.augment else None)
+        crop = self.step_crop_flip(epoch, step, len(idx))
         part = shard.shard(len(idx))
         if crop is not None:
             crop = tuple(p[part] for p in crop)

@@ -105,7 +105,16 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, ctx: RunContext | No
                  progress: bool | None = None) -> dict[str, Any]:
     """Train per ``cfg`` (see module doc); returns the result dict (also in result.json).
     ``progress``: show the tqdm bar (None: when stderr is a terminal)."""
-    return Trainer(cfg, ctx=ctx, progress=progress).run(resume=resume)
+    return trainer_class(cfg)(cfg, ctx=ctx, progress=progress).run(resume=resume)
+
+
+def trainer_class(cfg: TrainConfig) -> type[Trainer]:
+    """The loop ``cfg.engine`` selects: :class:`Trainer`, or the accelerator variant
+    :class:`~tgd_core.training.fast.FastTrainer` (``fast``; ``auto``: on CUDA)."""
+    from tgd_core.core.devices import select_device
+    from tgd_core.training.fast import FastTrainer, uses_fast_engine
+
+    return FastTrainer if uses_fast_engine(cfg.engine, select_device(cfg.device)) else Trainer
 
 
 class Trainer:
