@@ -15,6 +15,12 @@ from tgd_core.nets import model_zoo
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # format -> file suffix
 COLUMNS = ["name", "role", "method", "architecture", "input", "accuracy (%)", "ECE", "recipe",
            "source", "path"]
+# pixel widths: each header on one line ("accuracy (%)", not "accura cy"); recipe and path wrap,
+# and a narrow window scrolls the table sideways instead of squeezing it
+COLUMN_WIDTHS = ["150px", "130px", "90px", "120px", "70px", "120px", "80px", "240px", "110px",
+                 "280px"]
+MAX_CARD_CHARS = 100_000  # a model card is a page of Markdown; more is not a card
+CARD_LABEL = "Model card"
 
 
 @guarded
@@ -31,6 +37,35 @@ def table() -> tuple[list[list], str]:
     lines += [f"- **{e.name}**: {e.description}" for e in entries if e.description]
     missing = missing_teachers_note(entries)
     return rows, "\n".join(lines + ([f"\n{missing}"] if missing else []))
+
+
+def card_path(entry: model_zoo.ModelEntry) -> Path | None:
+    """The Markdown model card beside a checkpoint (``checkpoints/<name>.md``, written by
+    scripts/make_model_cards.py), or None (the authors' files have none)."""
+    if entry.source != "checkpoints":
+        return None
+    return entry.path.parent / f"{entry.name}.md"
+
+
+def card_markdown(entry: model_zoo.ModelEntry) -> str:
+    """The entry's model card in full, or a note of what is known without one."""
+    path = card_path(entry)
+    if path is not None and path.is_file():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if len(text) > MAX_CARD_CHARS:
+            return (f"**{entry.name}**: its model card `{path.name}` holds {len(text):,} "
+                    f"characters, more than a card ({MAX_CARD_CHARS:,}); open the file itself.")
+        return text
+    known = f"{entry.description}. " if entry.description else ""
+    return (f"# {entry.name}\n\n{known}No Markdown model card for this network "
+            f"({'the authors release' if entry.source == 'official' else path.name + ' is absent'}"
+            f"); its recorded fields are in the table above.")
+
+
+@guarded
+def model_card(name: str) -> str:
+    """Handler: the selected network's model card (Markdown)."""
+    return card_markdown(pick(name, {e.name: e for e in zoo()}, CARD_LABEL, "networks"))
 
 
 @guarded
@@ -54,10 +89,24 @@ def build() -> None:
     """The view's components and events (call inside a ``gr.Blocks`` context)."""
     rows, summary = table()
     info = gr.Markdown(summary, elem_id="models-info")
-    grid = gr.Dataframe(rows, headers=COLUMNS, label="Checkpoints", interactive=False,
-                        wrap=True, elem_id="models-table")
+    grid = gr.Dataframe(rows, headers=COLUMNS, label="Checkpoints (click a row for its card)",
+                        interactive=False, wrap=True, column_widths=COLUMN_WIDTHS,
+                        elem_id="models-table")
     refresh = gr.Button("Refresh", elem_id="models-refresh")
     refresh.click(table, None, [grid, info], api_name="models")
+    names = [r[0] for r in rows]
+    with gr.Accordion(CARD_LABEL, open=True):
+        picked = gr.Dropdown(names, value=names[-1] if names else None, label=CARD_LABEL,
+                             elem_id="models-card-name")
+        card = gr.Markdown(model_card(names[-1]) if names else "", elem_id="models-card")
+    picked.change(model_card, picked, card, api_name="model_card")
+    refresh.click(lambda: gr.update(choices=[e.name for e in zoo()]), None, picked,
+                  api_name=False)
+
+    def select(evt: gr.SelectData):
+        return evt.row_value[0] if evt.row_value else gr.skip()
+
+    grid.select(select, None, picked, api_name=False)
     with gr.Accordion("Export for deployment (ONNX / TorchScript)", open=False):
         with gr.Row():
             name = gr.Dropdown([r[0] for r in rows], value=rows[-1][0] if rows else None,

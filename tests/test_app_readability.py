@@ -138,3 +138,40 @@ def test_job_progress_and_eta_move_within_the_first_epoch(zoo):
     assert row["ETA"] not in ("", jobs_view.ESTIMATING)
     h, m, s = map(int, row["ETA"].split(":"))
     assert h * 3600 + m * 60 + s >= 0
+
+
+# -- models --------------------------------------------------------------------------------------
+
+def test_models_table_columns_fit_their_headers():
+    from app import models_view
+
+    assert len(models_view.COLUMN_WIDTHS) == len(models_view.COLUMNS)
+    for header, width in zip(models_view.COLUMNS, models_view.COLUMN_WIDTHS, strict=True):
+        # ~8 px per character of a 14 px font plus the cell's padding and sort icon
+        assert int(width.removesuffix("px")) >= 8 * len(header) + 24, header
+
+
+def test_the_shipped_model_cards_are_shown_in_full(monkeypatch):
+    from app import models_view
+    from tgd_core.core import paths
+
+    shipped = paths.PROJECT_ROOT / "checkpoints"
+    cards = sorted(shipped.glob("*.md"))
+    if not cards:
+        pytest.skip("no shipped model cards")
+    monkeypatch.setenv("TGD_CHECKPOINT_DIR", str(shipped))
+    for path in cards:
+        assert models_view.model_card(path.stem) == path.read_text(encoding="utf-8")
+
+
+def test_model_card_of_the_tiny_zoo(zoo):
+    from app import models_view
+
+    (zoo / "student_tgd.md").write_text("# student_tgd\n\n| split | accuracy % |\n|---|---:|\n")
+    assert models_view.model_card("student_tgd").startswith("# student_tgd\n\n| split |")
+    note = models_view.model_card("t1_raw")
+    assert note.startswith("# t1_raw") and "t1_raw.md is absent" in note
+    (zoo / "student_tgd.md").write_text("x" * (models_view.MAX_CARD_CHARS + 1))
+    assert "more than a card" in models_view.model_card("student_tgd")
+    with pytest.raises(gr.Error, match="Model card: not one of the offered networks"):
+        models_view.model_card("../../etc/passwd")
