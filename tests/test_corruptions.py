@@ -1,6 +1,10 @@
-"""CIFAR-10-C corruptions (Hendrycks & Dietterich 2019): determinism, range, shape, severity."""
+"""CIFAR-10-C corruptions (Hendrycks & Dietterich 2019): the published sets and constants, and for
+each corruption determinism, range, shape, its defining property against severity, and hand or
+independent-formula checks (colorsys HSV, scipy zoom, noise statistics)."""
 
 from __future__ import annotations
+
+import colorsys
 
 import numpy as np
 import pytest
@@ -8,15 +12,34 @@ from scipy import ndimage
 
 from tgd_core.core.errors import TGDError
 from tgd_core.data.corruptions import (
+    CIFAR10C_EXTRA,
+    CIFAR10C_STANDARD,
     CORRUPTIONS,
+    FAMILIES,
+    METHOD_SWEEP,
+    NEEDS_RGB,
     SEVERITIES,
     SEVERITY_PARAMS,
+    _clipped_zoom,
+    _motion_blur_batch,
     add_gaussian_noise,
     corrupt,
+    corruption_set,
     disk_kernel,
+    family_of,
+    frost_texture,
+    hsv_to_rgb,
+    motion_kernel,
+    plasma_fractal,
+    rgb_to_hsv,
 )
 
-RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise"}
+RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur",
+          "motion_blur", "snow", "frost", "fog", "spatter", "elastic_transform"}
+# corruptions whose distortion (MSE to the clean image) grows strictly with severity
+MSE_MONOTONE = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "defocus_blur",
+                "gaussian_blur", "zoom_blur", "contrast", "jpeg_compression", "fog", "brightness",
+                "snow", "pixelate")
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +54,76 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
 
 
-def test_constants_are_cifar10c() -> None:
-    assert set(CORRUPTIONS) == set(SEVERITY_PARAMS) == {
-        "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "gaussian_blur",
-        "contrast", "jpeg_compression"}
-    assert SEVERITY_PARAMS["gaussian_noise"] == (0.04, 0.06, 0.08, 0.09, 0.10)
-    assert SEVERITY_PARAMS["defocus_blur"][3] == (1, 0.2)
-    assert SEVERITY_PARAMS["jpeg_compression"] == (80, 65, 58, 50, 40)
+def _high_frequency(x: np.ndarray) -> float:
+    """Mean squared difference of neighbouring pixels (rows and columns)."""
+    x = x.astype(np.float64)
+    return float((np.diff(x, axis=1) ** 2).mean() + (np.diff(x, axis=2) ** 2).mean())
 
 
-@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def _colorsys_map(x: np.ndarray, change) -> np.ndarray:
+    """Reference HSV edit, pixel by pixel with the standard library's colorsys."""
+    out = np.empty_like(x)
+    for idx in np.ndindex(x.shape[:-1]):
+        h, s, v = colorsys.rgb_to_hsv(*x[idx])
+        out[idx] = colorsys.hsv_to_rgb(*change(h, s, v))
+    return out
+
+
+# ------------------------------------------------------------------------ sets and constants
+
+def test_sets_and_families() -> None:
+    assert len(CIFAR10C_STANDARD) == 15 and len(CIFAR10C_EXTRA) == 4
+    assert tuple(CORRUPTIONS) == CIFAR10C_STANDARD + CIFAR10C_EXTRA
+    assert set(SEVERITY_PARAMS) == set(CORRUPTIONS)
+    assert all(len(p) == len(SEVERITIES) for p in SEVERITY_PARAMS.values())
+    grouped = [n for names in FAMILIES.values() for n in names]
+    assert sorted(grouped) == sorted(CORRUPTIONS)  # a partition: every name in one family
+    assert set(FAMILIES) == {"noise", "blur", "weather", "digital"}
+    assert family_of("speckle_noise") == "noise" and family_of("spatter") == "weather"
+    assert family_of("saturate") == "digital" and family_of("zoom_blur") == "blur"
+    assert set(METHOD_SWEEP) <= set(CORRUPTIONS) and len(METHOD_SWEEP) == 7
+    assert NEEDS_RGB <= set(CORRUPTIONS)
+    with pytest.raises(TGDError, match="unknown corruption"):
+        family_of("rain")
+
+
+def test_corruption_set_expands_groups() -> None:
+    assert corruption_set("all") == tuple(CORRUPTIONS)
+    assert corruption_set(["standard", "extra"]) == tuple(CORRUPTIONS)
+    assert corruption_set("method") == METHOD_SWEEP
+    assert corruption_set(["contrast", "noise", "gaussian_noise"]) == (
+        "contrast", "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
+    assert corruption_set([]) == ()
+    with pytest.raises(TGDError, match="'rain'"):
+        corruption_set(["fog", "rain"])
+
+
+def test_constants_are_make_cifar_c() -> None:
+    """Spot checks against the constants of the authors' make_cifar_c.py, typed in by hand."""
+    p = SEVERITY_PARAMS
+    assert p["gaussian_noise"] == (0.04, 0.06, 0.08, 0.09, 0.10)
+    assert p["speckle_noise"] == (0.06, 0.1, 0.12, 0.16, 0.2)
+    assert p["defocus_blur"][3] == (1, 0.2)
+    assert p["glass_blur"][4] == (0.4, 1, 2)
+    assert p["motion_blur"] == ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5))
+    # np.arange(1, stop, 0.01) as published: (1.06 − 1)/0.01 rounds up to 6.000000000000005, so
+    # severities 1 and 2 also zoom by their stop factor
+    assert [len(np.arange(1, stop, 0.01)) for stop in p["zoom_blur"]] == [7, 12, 16, 21, 26]
+    assert p["snow"][2] == (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9)
+    assert p["frost"] == ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45))
+    assert p["fog"][4] == (1.5, 1.75)
+    assert p["spatter"][3] == (0.65, 0.1, 0.7, 0.69, 0.6, 1)
+    assert p["brightness"] == (0.05, 0.1, 0.15, 0.2, 0.3)
+    assert [tuple(round(v * 32, 2) for v in c) for c in p["elastic_transform"]][1] == \
+        (1.6, 6.4, 2.24)
+    assert p["pixelate"] == (0.95, 0.9, 0.85, 0.75, 0.65)
+    assert p["jpeg_compression"] == (80, 65, 58, 50, 40)
+    assert p["saturate"] == ((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2))
+
+
+# ------------------------------------------------------------------- common to all of them
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
 def test_deterministic_in_range_and_shape_preserving(images: np.ndarray, name: str) -> None:
     floats = images[:4].astype(np.float32) / 255
     for severity in SEVERITIES:
@@ -52,23 +135,57 @@ def test_deterministic_in_range_and_shape_preserving(images: np.ndarray, name: s
         assert f.min() >= 0 and f.max() <= 1
         assert np.array_equal(f, corrupt(floats, name, severity, seed=7))
         assert not np.array_equal(a, images)
-    if name in RANDOM:
-        assert not np.array_equal(corrupt(images, name, 3, seed=1),
-                                  corrupt(images, name, 3, seed=2))
+    same = np.array_equal(corrupt(images, name, 3, seed=1), corrupt(images, name, 3, seed=2))
+    assert same == (name not in RANDOM)
 
 
-@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+@pytest.mark.parametrize("name", MSE_MONOTONE)
 def test_distortion_grows_with_severity(images: np.ndarray, name: str) -> None:
     mse = [_mse(corrupt(images, name, s, seed=3), images) for s in SEVERITIES]
-    assert all(a < b for a, b in zip(mse, mse[1:])), mse
+    assert all(a < b for a, b in zip(mse, mse[1:], strict=False)), mse
 
+
+@pytest.mark.parametrize("name", ["defocus_blur", "gaussian_blur", "zoom_blur", "motion_blur"])
+def test_blur_lowers_high_frequency_energy(images: np.ndarray, name: str) -> None:
+    energy = [_high_frequency(corrupt(images, name, s, seed=3)) for s in SEVERITIES]
+    assert _high_frequency(images) > energy[0] and energy[-1] < energy[0]
+    # motion blur severities 3 and 4 share σ = 2 (radius 6 vs 8: taps beyond 6 are < e⁻¹⁸)
+    assert all(b <= a + 1e-6 * a for a, b in zip(energy, energy[1:], strict=False)), energy
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS_RGB))
+def test_colour_corruptions_need_rgb(images: np.ndarray, name: str) -> None:
+    with pytest.raises(TGDError, match="RGB"):
+        corrupt(images[..., :1], name, 1)
+
+
+@pytest.mark.parametrize("name", sorted(set(CORRUPTIONS) - NEEDS_RGB))
+def test_greyscale_and_empty_batches(images: np.ndarray, name: str) -> None:
+    grey = corrupt(images[:2, :, :, :1], name, 5, seed=1)
+    assert grey.shape == (2, 32, 32, 1) and grey.dtype == np.uint8
+    assert corrupt(images[:0], name, 5).shape == (0, 32, 32, 3)
+
+
+# ----------------------------------------------------------------------------------- noise
 
 def test_gaussian_noise_statistics() -> None:
     grey = np.full((8, 32, 32, 3), 0.5)
-    for severity, sigma in zip(SEVERITIES, SEVERITY_PARAMS["gaussian_noise"]):
+    for severity, sigma in zip(SEVERITIES, SEVERITY_PARAMS["gaussian_noise"], strict=False):
         noise = corrupt(grey, "gaussian_noise", severity, seed=0) - 0.5
         assert noise.std() == pytest.approx(sigma, rel=0.03)
         assert abs(noise.mean()) < 3e-3
+
+
+def test_speckle_noise_scales_with_the_pixel() -> None:
+    x = np.full((8, 32, 32, 3), 0.5)
+    x[..., 0] = 0.25  # red half as bright: half the noise std
+    for severity, c in zip(SEVERITIES, SEVERITY_PARAMS["speckle_noise"], strict=False):
+        noise = corrupt(x, "speckle_noise", severity, seed=0) - x
+        assert noise[..., 1:].std() == pytest.approx(0.5 * c, rel=0.04)
+        assert noise[..., 0].std() == pytest.approx(0.25 * c, rel=0.04)
+        assert abs(noise.mean()) < 3e-3
+    black = np.zeros((1, 4, 4, 3))
+    assert np.array_equal(corrupt(black, "speckle_noise", 5), black)
 
 
 def test_shot_noise_is_poisson_around_the_pixel() -> None:
@@ -88,12 +205,7 @@ def test_impulse_noise_is_salt_and_pepper() -> None:
     assert (out[changed] == 1).mean() == pytest.approx(0.5, abs=0.03)
 
 
-def test_contrast_by_hand() -> None:
-    img = np.zeros((1, 2, 2, 1))
-    img[0, 0, 0, 0] = 0.8  # mean 0.2
-    out = corrupt(img, "contrast", 2, seed=0)  # c = 0.5: (x − 0.2)·0.5 + 0.2
-    assert np.allclose(out[0, :, :, 0], [[0.5, 0.1], [0.1, 0.1]])
-
+# ------------------------------------------------------------------------------------ blur
 
 def test_disk_kernels() -> None:
     for radius, alias in SEVERITY_PARAMS["defocus_blur"]:
@@ -110,10 +222,13 @@ def test_disk_kernels() -> None:
     assert np.allclose(disk_kernel(0.3, 0.4)[7:10, 7:10], np.outer(taps, taps), atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["defocus_blur", "gaussian_blur"])
+@pytest.mark.parametrize("name", ["defocus_blur", "gaussian_blur", "glass_blur", "motion_blur",
+                                  "zoom_blur"])
 def test_blur_keeps_constant_images(name: str) -> None:
     flat = np.full((2, 32, 32, 3), 0.3)
-    assert np.allclose(corrupt(flat, name, 5), 0.3)
+    # glass blur quantises to uint8 between its two blurs (⌊0.3·255⌋ = 76), as published
+    expected = 76 / 255 if name == "glass_blur" else 0.3
+    assert np.allclose(corrupt(flat, name, 5), expected)
 
 
 def test_gaussian_blur_is_separable_spatial_gaussian() -> None:
@@ -124,12 +239,201 @@ def test_gaussian_blur_is_separable_spatial_gaussian() -> None:
     assert np.allclose(corrupt(x, "gaussian_blur", 5), np.clip(ref, 0, 1))
 
 
-def test_jpeg_on_greyscale_and_rgb(images: np.ndarray) -> None:
+def test_glass_blur_shuffles_pixels_locally() -> None:
+    """Severity 1 (σ = 0.05: the Gaussian is the identity to e⁻²⁰⁰) is a pure permutation of
+    each image's pixels by swaps of at most one pixel per step; larger σ smooths the result."""
+    x = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    out = corrupt(x, "glass_blur", 1, seed=5)
+    assert not np.array_equal(out, x)
+    for a, b in zip(out, x, strict=False):
+        assert np.array_equal(np.sort(a.reshape(-1, 3), axis=0), np.sort(b.reshape(-1, 3), axis=0))
+    assert np.array_equal(out[:, 0], x[:, 0]) and np.array_equal(out[:, :, 0], x[:, :, 0])
+    assert _high_frequency(corrupt(x, "glass_blur", 3, seed=5)) < _high_frequency(out) / 2
+
+
+def test_motion_kernel_by_hand() -> None:
+    taps, dx, dy = motion_kernel(6, 2, np.array([0.0, 90.0, 45.0]))
+    i = np.arange(13)
+    assert np.allclose(taps, np.exp(-(i**2) / 8) / np.exp(-(i**2) / 8).sum())
+    assert np.array_equal(dx[0], i) and np.array_equal(dy[0], 0 * i)  # along +x
+    assert np.array_equal(dx[1], 0 * i) and np.array_equal(dy[1], i)  # along +y
+    assert np.array_equal(dx[2], np.ceil(i / np.sqrt(2) - 0.5)) and np.array_equal(dx[2], dy[2])
+
+
+def test_motion_blur_is_a_line_average() -> None:
+    rng = np.random.default_rng(3)
+    stripes = np.repeat(rng.random((2, 32, 1, 3)), 32, axis=2)  # constant along each row
+    along = _motion_blur_batch(stripes, 6, 2, np.array([0.0, 180.0]))
+    assert np.allclose(along, stripes)  # blurring along x leaves row-constant images alone
+    across = _motion_blur_batch(stripes, 6, 2, np.array([90.0, 90.0]))
+    taps, _, dy = motion_kernel(6, 2, np.array([90.0]))
+    by_hand = sum(t * stripes[:, np.minimum(np.arange(32) + d, 31)]
+                  for t, d in zip(taps, dy[0], strict=True))
+    assert np.allclose(across, by_hand)
+
+
+def test_clipped_zoom_matches_scipy_zoom() -> None:
+    """The batched per-axis resampling equals make_cifar_c.py's clipped_zoom on scipy zoom."""
+    def reference(img: np.ndarray, factor: float) -> np.ndarray:
+        side = img.shape[0]
+        kept = int(np.ceil(side / factor))
+        top = (side - kept) // 2
+        out = ndimage.zoom(img[top:top + kept, top:top + kept], (factor, factor, 1), order=1)
+        trim = (out.shape[0] - side) // 2
+        return out[trim:trim + side, trim:trim + side]
+
+    x = np.random.default_rng(4).random((2, 32, 32, 3))
+    for factor in [*np.arange(1, 1.26, 0.01), 1.75, 2.25]:
+        expected = np.stack([reference(img, factor) for img in x])
+        assert np.allclose(_clipped_zoom(x, factor), expected, atol=1e-12), factor
+
+
+def test_zoom_blur_is_the_mean_of_zooms() -> None:
+    x = np.random.default_rng(5).random((2, 32, 32, 3))
+    factors = np.arange(1, 1.06, 0.01)
+    expected = (x + sum(_clipped_zoom(x, f) for f in factors)) / (len(factors) + 1)
+    assert np.allclose(corrupt(x, "zoom_blur", 1), np.clip(expected, 0, 1))
+
+
+# --------------------------------------------------------------------------------- weather
+
+def test_plasma_fractal_range_and_roughness() -> None:
+    maps = {d: plasma_fractal(8, 32, d, np.random.default_rng(0)) for d in (1.75, 2, 3)}
+    for m in maps.values():
+        assert m.shape == (8, 32, 32)
+        assert np.allclose(m.min(axis=(1, 2)), 0) and np.allclose(m.max(axis=(1, 2)), 1)
+    rough = [_high_frequency(maps[d][..., None]) for d in (1.75, 2, 3)]
+    assert rough[0] > rough[1] > rough[2]  # faster decay: less fine detail
+
+
+def test_fog_formula(images: np.ndarray) -> None:
+    x = images / 255.0
+    for severity, (c, decay) in zip(SEVERITIES, SEVERITY_PARAMS["fog"], strict=False):
+        plasma = plasma_fractal(len(x), 32, decay, np.random.default_rng(9))[..., None]
+        peak = x.max(axis=(1, 2, 3), keepdims=True)
+        expected = np.clip((x + c * plasma) * peak / (peak + c), 0, 1)
+        assert np.allclose(corrupt(x, "fog", severity, seed=9), expected)
+
+
+def test_frost_is_a_weighted_sum_with_a_synthetic_texture(images: np.ndarray) -> None:
+    x = images / 255.0
+    texture = frost_texture(len(x), 32, 32, np.random.default_rng(4))
+    assert texture.min() >= 0 and texture.max() <= 1
+    assert (texture[..., 2] >= texture[..., 1]).all() and (texture[..., 1] >= texture[..., 0]).all()
+    assert texture.std() > 0.05  # a texture, not a flat veil
+    means = []
+    for severity, (a, b) in zip(SEVERITIES, SEVERITY_PARAMS["frost"], strict=False):
+        expected = np.clip(a * x + b * texture, 0, 1)
+        assert np.allclose(corrupt(x, "frost", severity, seed=4), expected)
+        means.append(corrupt(np.zeros_like(x), "frost", severity, seed=4).mean())
+    assert all(m0 <= m1 for m0, m1 in zip(means, means[1:], strict=False)) and means[0] < means[-1]
+
+
+def test_snow_whitens(images: np.ndarray) -> None:
+    means = [corrupt(images, "snow", s, seed=2).astype(np.float64).mean() for s in SEVERITIES]
+    assert images.mean() < means[0]
+    assert all(a < b for a, b in zip(means, means[1:], strict=False)), means
+    flakes = corrupt(np.zeros((4, 32, 32, 3)), "snow", 5, seed=2)
+    # on black: (1 − 0.8)·0.5 lightening plus a grey snow layer, equal in the three channels
+    assert np.allclose(flakes[..., 0], flakes[..., 2]) and flakes.min() >= 0.1 - 1e-12
+
+
+def test_spatter_water_adds_turquoise_and_mud_blends_to_brown(images: np.ndarray) -> None:
+    x = images / 255.0
+    for severity in (1, 2, 3):
+        out = corrupt(x, "spatter", severity, seed=6)
+        added = (out - x)[(out < 1).all(-1)]  # unclipped pixels: x + shade·(175, 238, 238)/255
+        assert added.min() >= -1e-12 and added.max() > 0
+        assert np.allclose(added[:, 0] * 238, added[:, 1] * 175, atol=1e-12)
+        assert np.allclose(added[:, 1], added[:, 2], atol=1e-12)
+    brown = np.array([63, 42, 20]) / 255
+    for severity in (4, 5):
+        out = corrupt(x, "spatter", severity, seed=6)
+        changed = np.abs(out - x).max(-1) > 0
+        assert 0 < changed.mean() < 0.9
+        closer = np.abs(out - brown) <= np.abs(x - brown) + 1e-12
+        assert closer.all()
+
+
+def test_brightness_against_colorsys() -> None:
+    x = np.random.default_rng(7).random((2, 6, 6, 3))
+    for severity, c in zip(SEVERITIES, SEVERITY_PARAMS["brightness"], strict=False):
+        expected = _colorsys_map(x, lambda h, s, v, c=c: (h, s, min(v + c, 1.0)))
+        assert np.allclose(corrupt(x, "brightness", severity), expected, atol=1e-12)
+    values = [rgb_to_hsv(corrupt(x, "brightness", s) )[..., 2].mean() for s in SEVERITIES]
+    assert all(a < b for a, b in zip(values, values[1:], strict=False))
+
+
+def test_hsv_round_trip_and_grey() -> None:
+    x = np.random.default_rng(8).random((3, 5, 5, 3))
+    assert np.allclose(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-12)
+    expected = np.array([colorsys.rgb_to_hsv(*p) for p in x.reshape(-1, 3)]).reshape(x.shape)
+    assert np.allclose(rgb_to_hsv(x), expected, atol=1e-12)
+    assert np.array_equal(rgb_to_hsv(np.array([0.4, 0.4, 0.4])), [0, 0, 0.4])
+
+
+# --------------------------------------------------------------------------------- digital
+
+def test_contrast_by_hand() -> None:
+    img = np.zeros((1, 2, 2, 1))
+    img[0, 0, 0, 0] = 0.8  # mean 0.2
+    out = corrupt(img, "contrast", 2, seed=0)  # c = 0.5: (x − 0.2)·0.5 + 0.2
+    assert np.allclose(out[0, :, :, 0], [[0.5, 0.1], [0.1, 0.1]])
+
+
+def test_contrast_lowers_std(images: np.ndarray) -> None:
+    stds = [corrupt(images, "contrast", s).astype(np.float64).std() for s in SEVERITIES]
+    assert images.std() > stds[0] and all(a > b for a, b in zip(stds, stds[1:], strict=False))
+
+
+def test_saturate_against_colorsys() -> None:
+    x = np.random.default_rng(9).random((2, 6, 6, 3))
+    x[0, 0, 0] = 0.5  # a grey pixel: saturating it picks hue 0 (red), as skimage and colorsys
+    for severity, (a, b) in zip(SEVERITIES, SEVERITY_PARAMS["saturate"], strict=False):
+        expected = _colorsys_map(
+            x, lambda h, s, v, a=a, b=b: (h, min(max(s * a + b, 0.0), 1.0), v))
+        assert np.allclose(corrupt(x, "saturate", severity), expected, atol=1e-12)
+    sat = [rgb_to_hsv(corrupt(x, "saturate", s))[..., 1].mean() for s in SEVERITIES]
+    assert sat[1] < sat[0] < rgb_to_hsv(x)[..., 1].mean() < sat[2] < sat[3] < sat[4]
+
+
+def test_pixelate_leaves_one_colour_per_block() -> None:
+    """Random 32×32 images box-resized to ⌊32c⌋² and back keep exactly ⌊32c⌋² colours."""
+    x = np.random.default_rng(10).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    for severity, c in zip(SEVERITIES, SEVERITY_PARAMS["pixelate"], strict=False):
+        out = corrupt(x, "pixelate", severity)
+        colours = [len(np.unique(img.reshape(-1, 3), axis=0)) for img in out]
+        assert colours == [int(32 * c) ** 2] * 4
+
+
+def test_jpeg_on_greyscale_and_rgb_and_nearly_idempotent(images: np.ndarray) -> None:
     grey = images[..., :1]
     out = corrupt(grey, "jpeg_compression", 5)
     assert out.shape == grey.shape and out.dtype == np.uint8
     assert 0 < _mse(out, grey) < _mse(corrupt(images, "contrast", 5), images)
+    once = corrupt(images, "jpeg_compression", 3)
+    twice = corrupt(once, "jpeg_compression", 3)
+    assert 0 < _mse(once, images) and _mse(twice, once) < _mse(once, images) / 3
 
+
+def test_elastic_transform_warps_more_locally_with_severity() -> None:
+    """A linear ramp stays affine under severity 1 (α = 0: the affine warp alone); the curvature
+    of the warped ramp (mean |discrete Laplacian|) grows with α/σ² from severity 2 to 5."""
+    rows, cols = np.meshgrid(np.linspace(0.1, 0.9, 32), np.linspace(0, 0.05, 32), indexing="ij")
+    ramp = np.broadcast_to((rows + cols)[None, :, :, None], (8, 32, 32, 3)).copy()
+
+    def curvature(severity: int) -> float:
+        o = corrupt(ramp, "elastic_transform", severity, seed=3)[:, 4:-4, 4:-4]
+        lap = o[:, 2:, 1:-1] + o[:, :-2, 1:-1] + o[:, 1:-1, 2:] + o[:, 1:-1, :-2] \
+            - 4 * o[:, 1:-1, 1:-1]
+        return float(np.abs(lap).mean())
+
+    bend = [curvature(s) for s in SEVERITIES]
+    assert bend[0] < 1e-3 and all(a < b for a, b in zip(bend[1:], bend[2:], strict=False)), bend
+    assert not np.allclose(corrupt(ramp, "elastic_transform", 1, seed=3), ramp)
+
+
+# ------------------------------------------------------------------------ noise σ and errors
 
 def test_additive_gaussian_noise(images: np.ndarray) -> None:
     floats = images.astype(np.float64) / 255
@@ -137,13 +441,13 @@ def test_additive_gaussian_noise(images: np.ndarray) -> None:
     a = add_gaussian_noise(images, 0.1, seed=5)
     assert np.array_equal(a, add_gaussian_noise(images, 0.1, seed=5)) and a.dtype == np.uint8
     mses = [_mse(add_gaussian_noise(floats, s, seed=0), floats) for s in (0.02, 0.05, 0.1, 0.2)]
-    assert all(x < y for x, y in zip(mses, mses[1:]))
+    assert all(x < y for x, y in zip(mses, mses[1:], strict=False))
     out = add_gaussian_noise(floats, 0.5, seed=0)
     assert out.min() == 0 and out.max() == 1  # clipped
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda x: corrupt(x, "fog", 1), "unknown corruption"),
+    (lambda x: corrupt(x, "rain", 1), "unknown corruption"),
     (lambda x: corrupt(x, "contrast", 0), "severity"),
     (lambda x: corrupt(x, "contrast", 6), "severity"),
     (lambda x: corrupt(x[0], "contrast", 1), "N×H×W×C"),
@@ -155,3 +459,10 @@ def test_bad_arguments(call, message: str) -> None:
     x = np.full((1, 4, 4, 3), 0.5)
     with pytest.raises(TGDError, match=message):
         call(x)
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_tiny_images_do_not_crash(name: str) -> None:
+    x = np.random.default_rng(11).random((2, 3, 5, 3))
+    out = corrupt(x, name, 5, seed=1)
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
