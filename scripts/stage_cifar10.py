@@ -1,0 +1,226 @@
+"""Stage CIFAR-10 for the device machine: xz parts small enough to travel, one per call.
+
+    .venv/bin/python scripts/stage_cifar10.py [--src ../shared/data/cifar10] [--stage .stage]
+                                              [--part-mib 44] [--preset 6]
+    python3 scripts/stage_cifar10.py --unpack [--stage .stage] [--dest .stage/data]
+
+The device tool sends only the working tree (at most 64 MiB, the repository included, ignored
+paths only when a call's ``carry`` names them) and ``../shared`` stays behind, while CIFAR-10
+is about 186 MB (the five training batches, ``test_batch``, ``test_batch_lossless_1k``,
+``batches.meta``). Packing writes them as one tar, xz-compressed and split into parts of at
+most ``--part-mib`` MiB (the default leaves room for the ~12 MiB tree beside one part), into the
+ignored folder ``.stage/``: ``cifar10.tar.xz.001``, ``.002``, … and ``cifar10.manifest.json``
+(the sha256 and size of every part and of every file). A warm device machine keeps the ignored
+files earlier calls brought, so consecutive calls each carry the manifest and one part
+(docs/device.md gives the sequence). Unpacking, there, verifies every part against the
+manifest (a missing or damaged part is named), reassembles the tar, extracts it into
+``<dest>/cifar10/`` — the layout :func:`tgd_core.data.datasets.load_cifar10` reads —, checks
+every file's sha256 and prints the ``TGD_DATA_DIR`` to export
+(:func:`tgd_core.core.paths.data_dir`). Standard library (and the project's error type) only:
+it runs under the device's ``python3``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import lzma
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tgd_core.core.errors import TGDError  # noqa: E402 (pure Python: no torch)
+
+FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+         "test_batch", "test_batch_lossless_1k", "batches.meta")
+ARCHIVE = "cifar10.tar.xz"
+MANIFEST = "cifar10.manifest.json"
+MiB = 2**20
+CHUNK = 4 * MiB
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class PartWriter(io.RawIOBase):
+    """A write-only stream cut into files ``<stem>.001``, ``.002``, … of ``part_bytes`` each
+    (the last one shorter)."""
+
+    def __init__(self, stem: Path, part_bytes: int) -> None:
+        self.stem, self.part_bytes = stem, part_bytes
+        self.paths: list[Path] = []
+        self.file = None
+        self.room = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        while view:
+            if self.room == 0:
+                self._next_part()
+            n = min(self.room, len(view))
+            self.file.write(view[:n])
+            view, self.room = view[n:], self.room - n
+        return len(data)
+
+    def _next_part(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.paths.append(self.stem.with_name(f"{self.stem.name}.{len(self.paths) + 1:03d}"))
+        self.file, self.room = open(self.paths[-1], "wb"), self.part_bytes
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        super().close()
+
+
+class PartReader(io.RawIOBase):
+    """The concatenation of ``paths``, read as one stream."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = iter(paths)
+        self.file = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while True:
+            if self.file is None:
+                path = next(self.paths, None)
+                if path is None:
+                    return 0
+                self.file = open(path, "rb")
+            n = self.file.readinto(buffer)
+            if n:
+                return n
+            self.file.close()
+            self.file = None
+
+
+def pack(src: Path, stage: Path, part_bytes: int, preset: int = 6) -> dict:
+    """Write the parts and the manifest of the CIFAR-10 files in ``src`` into ``stage``."""
+    missing = [name for name in FILES if not (src / name).is_file()]
+    if missing:
+        raise TGDError(f"{src}: missing CIFAR-10 file(s) {missing}")
+    if part_bytes < 1:
+        raise TGDError(f"part size must be positive, got {part_bytes} bytes")
+    stage.mkdir(parents=True, exist_ok=True)
+    for old in stage.glob(f"{ARCHIVE}.*"):
+        old.unlink()
+    files = {name: {"bytes": (src / name).stat().st_size, "sha256": sha256_of(src / name)}
+             for name in FILES}
+    parts = PartWriter(stage / ARCHIVE, part_bytes)
+    with parts, lzma.LZMAFile(parts, "w", preset=preset) as xz, \
+            tarfile.open(fileobj=xz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name in FILES:
+            info = tar.gettarinfo(str(src / name), arcname=name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mode = 0o644
+            with open(src / name, "rb") as f:
+                tar.addfile(info, f)
+    manifest = {"archive": ARCHIVE, "files": files,
+                "parts": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_of(p)}
+                          for p in parts.paths]}
+    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(stage: Path) -> dict:
+    path = stage / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        parts, files = manifest["parts"], manifest["files"]
+        assert isinstance(parts, list) and isinstance(files, dict)
+        for part in parts:
+            assert set(part) == {"name", "bytes", "sha256"} and "/" not in part["name"]
+    except FileNotFoundError:
+        raise TGDError(f"{path}: missing (carry it with every part)") from None
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise TGDError(f"{path}: not a staging manifest") from None
+    return manifest
+
+
+def verified_parts(stage: Path, manifest: dict) -> list[Path]:
+    """The parts, once each is present with its manifest size and sha256."""
+    paths = [stage / part["name"] for part in manifest["parts"]]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise TGDError(f"{stage}: part(s) {missing} of {len(paths)} not here yet; carry "
+                         "them in the next calls while the machine is warm")
+    for part, path in zip(manifest["parts"], paths, strict=True):
+        if path.stat().st_size != part["bytes"] or sha256_of(path) != part["sha256"]:
+            raise TGDError(f"{path}: damaged (size or sha256 differs from the manifest)")
+    return paths
+
+
+def members(tar: tarfile.TarFile, wanted: set[str]) -> Iterator[tarfile.TarInfo]:
+    """The archive's members, each a regular file the manifest lists."""
+    for info in tar:
+        if not info.isfile() or info.name not in wanted:
+            raise TGDError(f"archive member {info.name!r} is not a file of the manifest")
+        yield info
+
+
+def unpack(stage: Path, dest: Path) -> Path:
+    """Verify, reassemble and extract the parts into ``dest/cifar10``; returns that folder."""
+    manifest = read_manifest(stage)
+    paths = verified_parts(stage, manifest)
+    folder = dest / "cifar10"
+    folder.mkdir(parents=True, exist_ok=True)
+    files = manifest["files"]
+    with lzma.LZMAFile(io.BufferedReader(PartReader(paths), CHUNK)) as xz, \
+            tarfile.open(fileobj=xz, mode="r|") as tar:
+        for info in members(tar, set(files)):
+            tar.extract(info, folder, filter="data")
+    for name, meta in files.items():
+        path = folder / name
+        if not path.is_file() or sha256_of(path) != meta["sha256"]:
+            raise TGDError(f"{path}: missing or its sha256 differs from the manifest")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--unpack", action="store_true", help="verify and extract the parts")
+    parser.add_argument("--src", type=Path, default=ROOT.parent / "shared/data/cifar10")
+    parser.add_argument("--stage", type=Path, default=ROOT / ".stage")
+    parser.add_argument("--dest", type=Path, default=ROOT / ".stage/data",
+                        help="unpack: TGD_DATA_DIR (the files go to DEST/cifar10)")
+    parser.add_argument("--part-mib", type=float, default=44.0)
+    parser.add_argument("--preset", type=int, default=6, choices=range(10))
+    args = parser.parse_args(argv)
+    try:
+        if args.unpack:
+            folder = unpack(args.stage, args.dest)
+            print(f"unpacked {len(read_manifest(args.stage)['files'])} files into {folder}; "
+                  f"export TGD_DATA_DIR={folder.parent.resolve()}")
+        else:
+            manifest = pack(args.src, args.stage, int(args.part_mib * MiB), args.preset)
+            for part in manifest["parts"]:
+                print(f"{args.stage / part['name']}: {part['bytes'] / MiB:.1f} MiB")
+            print(f"{args.stage / MANIFEST}: {len(manifest['parts'])} parts")
+    except (TGDError, OSError, lzma.LZMAError, tarfile.TarError) as exc:
+        print(f"stage_cifar10: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""scripts/stage_cifar10.py: CIFAR-10 packed into verified xz parts and unpacked into the
+layout the engine reads (issue #14: data for the device machine), on a small fake folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from tgd_core.core.errors import TGDError
+from tgd_core.core.paths import PROJECT_ROOT
+
+spec = importlib.util.spec_from_file_location("stage_cifar10",
+                                              PROJECT_ROOT / "scripts/stage_cifar10.py")
+stage_cifar10 = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(stage_cifar10)
+
+
+@pytest.fixture
+def fake_cifar(tmp_path):
+    """Every CIFAR-10 file, each a valid python-version batch of 30 random images."""
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in stage_cifar10.FILES:
+        batch = {"data": rng.integers(0, 256, (30, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, 30).tolist()}
+        (src / name).write_bytes(pickle.dumps(batch))
+    return src
+
+
+def test_pack_and_unpack_round_trip(tmp_path, fake_cifar):
+    from tgd_core.data.datasets import load_cifar10
+
+    stage = tmp_path / "stage"
+    part = 32 * 1024
+    assert stage_cifar10.main(["--src", str(fake_cifar), "--stage", str(stage),
+                               "--part-mib", str(part / 2**20), "--preset", "1"]) == 0
+    manifest = json.loads((stage / "cifar10.manifest.json").read_text())
+    sizes = [p["bytes"] for p in manifest["parts"]]
+    assert len(sizes) > 3 and max(sizes) == part and all(s <= part for s in sizes)
+    assert [p["name"] for p in manifest["parts"]][:2] == ["cifar10.tar.xz.001",
+                                                          "cifar10.tar.xz.002"]
+    dest = tmp_path / "data"
+    assert stage_cifar10.main(["--unpack", "--stage", str(stage), "--dest", str(dest)]) == 0
+    for name in stage_cifar10.FILES:
+        assert (dest / "cifar10" / name).read_bytes() == (fake_cifar / name).read_bytes()
+    images, labels = load_cifar10("train", data_dir=dest)  # the engine's layout
+    assert images.shape == (150, 32, 32, 3) and len(labels) == 150
+
+
+def test_unpack_names_a_missing_or_damaged_part(tmp_path, fake_cifar, capsys):
+    stage = tmp_path / "stage"
+    stage_cifar10.pack(fake_cifar, stage, 64 * 1024, preset=0)
+    second = stage / "cifar10.tar.xz.002"
+    data = second.read_bytes()
+    second.unlink()
+    with pytest.raises(TGDError, match=r"part\(s\) \['cifar10.tar.xz.002'\] of \d+ not here"):
+        stage_cifar10.unpack(stage, tmp_path / "data")
+    second.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert stage_cifar10.main(["--unpack", "--stage", str(stage),
+                               "--dest", str(tmp_path / "data")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"stage_cifar10: error: {second}: damaged (size or sha256 differs from the manifest)")
+    (stage / "cifar10.manifest.json").write_text("[]")
+    with pytest.raises(TGDError, match="not a staging manifest"):
+        stage_cifar10.unpack(stage, tmp_path / "data")
+    (fake_cifar / "test_batch").unlink()
+    with pytest.raises(TGDError, match=r"missing CIFAR-10 file\(s\) \['test_batch'\]"):
+        stage_cifar10.pack(fake_cifar, stage, 64 * 1024)
