@@ -120,8 +120,9 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 
 def _layout(fig: go.Figure, title: str, height: int, **kw) -> go.Figure:
-    fig.update_layout(title=title, height=height, template="plotly_white",
-                      margin=dict(l=50, r=20, t=60, b=40), **kw)
+    """Title, height and the app's template and margins (``kw`` may override them)."""
+    fig.update_layout(**{"title": title, "height": height, "template": "plotly_white",
+                         "margin": dict(l=50, r=20, t=60, b=40), **kw})
     return fig
 
 
@@ -182,25 +183,90 @@ def reliability_diagrams(panels: dict[str, dict[str, list]], title: str) -> go.F
     return _layout(fig, title, 420, legend=dict(orientation="h", y=-0.25))
 
 
-def similarity_grid(maps: dict[str, list[np.ndarray]], title: str) -> go.Figure:
-    """b×b similarity maps: one row per group, one column per network (shared colour scale)."""
+def png_data_uri(image: np.ndarray) -> str:
+    """An H×W×3 uint8 image as a ``data:image/png;base64,...`` URI (a few KB for thumbnails,
+    where a plotted array would ship every pixel as a JSON number)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, "PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _thumbnail_strip(images: np.ndarray, vertical: bool, side: int) -> go.Image:
+    """The batch's images, ``side`` pixels square, side by side (or stacked) as one Image
+    trace whose image k spans [k − 0.5, k + 0.5] on its axis: cell k of a b×b map lines up
+    with image k."""
+    from PIL import Image
+
+    thumbs = [np.asarray(Image.fromarray(np.asarray(im, np.uint8)).resize((side, side),
+                                                                          Image.BOX))
+              for im in images]
+    step = 1.0 / side  # one pixel, in image units
+    strip = np.concatenate(thumbs, axis=0 if vertical else 1)
+    return go.Image(source=png_data_uri(strip), x0=-0.5 + step / 2, y0=-0.5 + step / 2,
+                    dx=step, dy=step, hoverinfo="skip")
+
+
+def _short(label: str, width: int = 14) -> str:
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def similarity_grid(maps: dict[str, list[np.ndarray]], title: str,
+                    images: np.ndarray | None = None,
+                    labels: list[str] | None = None) -> go.Figure:
+    """b×b similarity maps: one row per group, one column per network (shared colour scale).
+    With the batch's ``images`` (b×H×W×3 uint8), a strip of thumbnails runs above each column
+    and beside each row, aligned with the maps' cells; ``labels`` (one per image, e.g. its
+    class) name the rows and columns of the maps. Thumbnails are drawn at about the size of a
+    map cell (8–32 px), which keeps the figure small (~0.4 MB for 32 images)."""
     columns = list(maps)
     groups = max(len(m) for m in maps.values())
-    titles = [f"{name} · group {g + 1}" for g in range(groups) for name in columns]
-    fig = make_subplots(rows=groups, cols=len(columns), subplot_titles=titles,
-                        horizontal_spacing=0.03, vertical_spacing=0.08)
+    b = len(next(iter(maps.values()))[0])
+    labels = [_short(x) for x in labels] if labels is not None else [str(i) for i in range(b)]
+    strips = images is not None
+    off = int(strips)  # the thumbnail row and column come first
+    per_cell = max(230, 12 * b)  # px per map: a 32-image batch still shows 12 px per image
+    strip_px = 40 if strips else 0
+    fig = make_subplots(
+        rows=groups + off, cols=len(columns) + off, shared_xaxes="columns",
+        shared_yaxes="rows", horizontal_spacing=0.02, vertical_spacing=0.02,
+        row_heights=[strip_px] * off + [per_cell] * groups,
+        column_widths=[strip_px] * off + [per_cell] * len(columns),
+        subplot_titles=[""] * off + columns)  # the first row's cells: the column titles
+    zmax = float(max(np.max(x) for v in maps.values() for x in v))
+    side = int(np.clip(per_cell // b, 8, 32))
     for c, name in enumerate(columns):
         for g, m in enumerate(maps[name]):
             fig.add_trace(go.Heatmap(z=np.asarray(m, float), colorscale="Viridis", zmin=0,
-                                     zmax=float(max(np.max(x) for v in maps.values() for x in v)),
-                                     showscale=(c == 0 and g == 0),
-                                     hovertemplate="image %{y} · image %{x}: %{z:.4f}"
-                                                   "<extra>" + name + "</extra>"),
-                          row=g + 1, col=c + 1)
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
-    return _layout(fig, title, 230 * groups + 80)
+                                     zmax=zmax, showscale=(c == 0 and g == 0),
+                                     colorbar=dict(title="G̃", len=0.5),
+                                     hovertemplate="image %{y} × image %{x}: %{z:.4f}"
+                                                   "<extra>" + name + f" · group {g + 1}"
+                                                   "</extra>"),
+                          row=g + 1 + off, col=c + 1 + off)
+        if strips:
+            fig.add_trace(_thumbnail_strip(images, False, side), row=1, col=c + 2)
+    for g in range(groups):
+        if strips:
+            fig.add_trace(_thumbnail_strip(images, True, side), row=g + 2, col=1)
+        fig.update_yaxes(title_text=f"group {g + 1}", row=g + 1 + off, col=1)
+    ticks = dict(tickmode="array", tickvals=list(range(b)), ticktext=labels,
+                 tickfont=dict(size=9))
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False,
+                     range=[-0.5, b - 0.5])
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False,
+                     range=[b - 0.5, -0.5])
+    fig.update_xaxes(showticklabels=True, tickangle=-60, row=groups + off, **ticks)
+    fig.update_yaxes(showticklabels=True, col=1, **ticks)
+    if strips:  # the strips' other axis: one image tall (wide), no ticks, row 0 on top
+        fig.update_yaxes(range=[0.5, -0.5], showticklabels=False, row=1)
+        fig.update_xaxes(range=[-0.5, 0.5], showticklabels=False, col=1)
+    return _layout(fig, title, per_cell * groups + strip_px + 160,
+                   margin=dict(l=110, r=20, t=90, b=110))
 
 
 CURVE_MARKER_SIZE = 9  # a 1-epoch run is one point per curve: it must read as a mark

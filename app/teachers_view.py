@@ -10,6 +10,7 @@ from app.common import guarded, missing_teachers_note, network_image, zoo
 from app.inputs import NumberField, pick
 from app.plots import similarity_grid
 from tgd_core.core.errors import TGDError
+from tgd_core.data.datasets import CIFAR10_CLASSES
 from tgd_core.data.images import load_image_file
 from tgd_core.distill.tgd import TGDParams
 from tgd_core.evaluation import inspection
@@ -18,7 +19,13 @@ from tgd_core.training.config import MAX_SEED
 
 NONE = "(none)"
 MAX_BATCH = 32
-LOSS_COLUMNS = ["group", "similarity loss", "× β/3 (β = 3000)"]
+BETA = TGDParams.model_fields["beta"].default  # TGD's similarity weight (TGD_METHOD.md §3)
+LOSS_COLUMNS = ["group", "similarity loss", "added to TGD's training loss"]
+LOSS_EXPLAINED = (
+    "The **similarity loss** of a group is the mean squared difference between the student's "
+    "normalised map and the target's, mean((G̃_S − G̃_T)²) over the b×b cells. TGD adds "
+    "β/3 × this loss for each of the 3 groups to the loss the student minimises (its weight "
+    "β = {beta:g} split equally over the 3 groups): the last column, at that default β.")
 SAMPLES = NumberField("CIFAR-10 test samples", integer=True, ge=0, le=MAX_BATCH)
 SEED = NumberField("Sample seed", integer=True, ge=0, le=MAX_SEED)
 ALPHA = NumberField.of(TGDParams, "alpha", "α (T1's share in the merge)")
@@ -32,22 +39,27 @@ def choices(role: str) -> list[str]:
     return [e.name for e in model_zoo.by_role(zoo(), role)] or [NONE]
 
 
-def _batch(files, n_samples: int, seed: int) -> tuple[np.ndarray, list[str]]:
+def _batch(files, n_samples: int, seed: int) -> tuple[np.ndarray, list[str], list[str]]:
+    """(b×32×32×3 images, their labels — "k class" for CIFAR samples, "k file" for uploads —,
+    notes on converted uploads)."""
     if len(files or []) + n_samples > MAX_BATCH:  # before decoding any upload
         raise TGDError(f"the batch holds {len(files or []) + n_samples} images; at most "
                        f"{MAX_BATCH}")
-    images, notes = [], []
+    images, names, notes = [], [], []
     for f in files or []:
         path = getattr(f, "name", f)
+        name = str(path).rsplit("/", 1)[-1]
         img, why = network_image(load_image_file(path))
         images.append(img)
-        notes += [f"{path.rsplit('/', 1)[-1]}: {n}" for n in why]
+        names.append(name)
+        notes += [f"{name}: {n}" for n in why]
     if n_samples:
-        sample, _ = inspection.dataset_sample(n_samples, seed)
+        sample, classes = inspection.dataset_sample(n_samples, seed)
         images += list(sample)
+        names += [CIFAR10_CLASSES[int(c)] for c in classes]
     if len(images) < 2:
         raise TGDError("the batch needs at least 2 images: upload some or add dataset samples")
-    return np.stack(images), notes
+    return np.stack(images), [f"{k} {name}" for k, name in enumerate(names)], notes
 
 
 def _network(entries, slot: str, name: str | None):
@@ -70,19 +82,23 @@ def maps(files, n_samples: int = 8, seed: int = 0, alpha: float = 0.99, t1: str 
     if not any(nets.values()):
         raise TGDError("choose at least one network (no teacher or student is selected)")
     progress(0.1, desc="preparing the batch")
-    images, notes = _batch(files, n_samples, seed)
+    images, labels, notes = _batch(files, n_samples, seed)
     progress(0.4, desc="features and similarity maps")
     result = inspection.similarity_maps(images, alpha=alpha, **nets)
     b = len(images)
-    fig = similarity_grid(result.maps, f"Row-normalised similarity maps G̃ ({b}×{b}), α = "
-                                       f"{alpha:g}")
+    fig = similarity_grid(result.maps, f"How alike each network finds the {b} images: "
+                                       f"row-normalised similarity maps G̃ ({b}×{b}), "
+                                       f"α = {alpha:g}", images, labels)
     lines = [f"**Batch of {b} images** ({len(files or [])} uploaded, {n_samples} from the "
-             "CIFAR-10 test set)."]
+             "CIFAR-10 test set), shown along the maps' axes with their class (CIFAR-10) or "
+             "file name. Cell (i, j) of a map: how alike images i and j look to that network "
+             "at that group (brighter: more alike)."]
     rows = []
     if result.losses is not None:
-        lines.append(f"Student loss against **{result.target}**: mean((G̃_S − G̃_T)²) per "
-                     "group.")
-        rows = [[g + 1, round(v, 6), round(v * 1000, 4)] for g, v in enumerate(result.losses)]
+        lines.append(f"Student against **{result.target}**. "
+                     + LOSS_EXPLAINED.format(beta=BETA))
+        rows = [[g + 1, round(v, 6), round(v * BETA / len(result.losses), 4)]
+                for g, v in enumerate(result.losses)]
     elif nets["student"] is None:
         lines.append("Choose a student to see its similarity loss.")
     else:
@@ -128,5 +144,7 @@ def build() -> None:
     refresh.click(reload, None, [t1, t2, student, missing], api_name=False)
     run.click(maps, [files, n_samples, seed, alpha, t1, t2, student], [plot, info, table],
               api_name="similarity_maps")
-    alpha.release(maps, [files, n_samples, seed, alpha, t1, t2, student], [plot, info, table],
-                  api_name=False)
+    # the slider's number box and its handle both change the value: redraw on either, the
+    # latest value only while the user is still moving it
+    alpha.change(maps, [files, n_samples, seed, alpha, t1, t2, student], [plot, info, table],
+                 api_name=False, trigger_mode="always_last", show_progress="minimal")

@@ -175,3 +175,70 @@ def test_model_card_of_the_tiny_zoo(zoo):
     assert "more than a card" in models_view.model_card("student_tgd")
     with pytest.raises(gr.Error, match="Model card: not one of the offered networks"):
         models_view.model_card("../../etc/passwd")
+
+
+# -- teachers & similarity maps ------------------------------------------------------------------
+
+NO_PROGRESS = lambda *a, **k: None  # noqa: E731
+
+
+def _axis(fig, name: str):
+    return fig.layout[name.replace("x", "xaxis").replace("y", "yaxis")]
+
+
+def test_similarity_maps_carry_thumbnails_and_class_names(zoo, cifar_test_images, tmp_path):
+    from PIL import Image
+
+    from app import teachers_view
+    from tgd_core.data.datasets import CIFAR10_CLASSES
+    from tgd_core.evaluation import inspection
+
+    upload = tmp_path / "my photo.png"
+    Image.fromarray(np.full((40, 48, 3), 200, np.uint8)).save(upload)
+    fig, info, rows = teachers_view.maps([str(upload)], 3, 0, 0.5, "t1_raw", "plain_pi",
+                                         "student_tgd", progress=NO_PROGRESS)
+    _, classes = inspection.dataset_sample(3, 0)
+    labels = ["0 my photo.png"] + [f"{k + 1} {CIFAR10_CLASSES[c]}" for k, c in
+                                   enumerate(classes)]
+    heatmaps = [t for t in fig.data if t.type == "heatmap"]
+    strips = [t for t in fig.data if t.type == "image"]
+    assert len(heatmaps) == 3 * 4 and heatmaps[0].z.shape == (4, 4)
+    assert len(strips) == 4 + 3  # above each network's column, beside each group's row
+    assert all(s.source.startswith("data:image/png;base64,") for s in strips)
+    # each strip spans the map's cells: image k over [k - 0.5, k + 0.5]
+    assert all(s.x0 == s.y0 == -0.5 + s.dx / 2 and s.dx == s.dy for s in strips)
+    bottom = {_axis(fig, t.xaxis).ticktext for t in heatmaps[2::3]}  # group 3: the last row
+    left = {_axis(fig, t.yaxis).ticktext for t in strips[4:]}  # the groups' strips
+    assert bottom == {tuple(labels)} and left == {tuple(labels)}
+    assert "my photo.png" in labels[0] and CIFAR10_CLASSES[classes[0]] in labels[1]
+    assert [a.text for a in fig.layout.annotations][:4] == ["T1", "T2", "merged", "student"]
+
+
+def test_similarity_loss_is_explained_in_words(zoo):
+    from app import teachers_view
+
+    fig, info, rows = teachers_view.maps(None, 4, 0, 0.9, "t1_raw", "plain_pi", "student_tgd",
+                                         progress=NO_PROGRESS)
+    assert "β/3" not in "".join(teachers_view.LOSS_COLUMNS)
+    assert "mean squared difference between the student's normalised map" in info
+    assert "β = 3000 split equally over the 3 groups" in info
+    assert teachers_view.BETA == 3000.0
+    assert all(r[2] == pytest.approx(r[1] * 1000, abs=1e-3) for r in rows)
+
+
+def _dependencies(build):
+    """(component, event name, handler, trigger mode) of each event a view's build wires."""
+    with gr.Blocks() as demo:
+        build()
+    return [(demo.blocks[block_id], event, dep.fn, dep.trigger_mode)
+            for dep in demo.fns.values() for block_id, event in dep.targets]
+
+
+def test_the_alpha_box_redraws_the_maps_as_it_changes(zoo):
+    from app import teachers_view
+
+    wired = [(event, mode) for block, event, fn, mode in _dependencies(teachers_view.build)
+             if getattr(block, "label", None) == teachers_view.ALPHA.label
+             and fn is teachers_view.maps]
+    # "change" fires for the number box as for the handle; "release" only for the handle
+    assert wired == [("change", "always_last")]
