@@ -1,15 +1,19 @@
-"""Glue shared by the views: engine errors as ``gr.Error``, uploads as network inputs, files
-handed to the browser."""
+"""Glue shared by the views: engine errors as ``gr.Error``, uploads decoded and checked in the
+handlers (:func:`image_upload`, :func:`load_image`), plots serialised once
+(:func:`plot_output`), stage timings, files handed to the browser."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
 import numpy as np
+from gradio.components.plot import PlotData
 
 from tgd_core.core.errors import TGDError
 from tgd_core.data.images import as_image_batch
@@ -17,7 +21,11 @@ from tgd_core.evaluation.inspection import CIFAR_SIDE, to_cifar_size
 from tgd_core.nets import model_zoo
 
 F = TypeVar("F", bound=Callable[..., Any])
-MIN_SIDE, MAX_SIDE = 2, 1024  # pixels per side an upload may have
+C = TypeVar("C", bound=gr.components.Component)
+MIN_SIDE, MAX_SIDE = 2, 1024  # pixels per side an analysed image may have (larger: downscaled)
+MAX_UPLOAD_PIXELS = 40_000_000  # a decoded upload larger than this is refused, not downscaled
+IMAGE_FIELD = "Image"
+IMAGE_FIX = "upload a PNG or JPEG"
 
 
 def guarded(fn: F) -> F:
@@ -33,18 +41,101 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def pass_through(component: C) -> C:
+    """``component`` with a preprocess that hands the handler what was sent, unchecked: the
+    handler checks it with a message naming the field and the fix. gradio's own checks answer
+    "Value -5 is less than minimum value 1." or "Could not preprocess input component ...
+    UnidentifiedImageError" with temp paths. (Set on the instance: a subclass would make
+    gradio write a ``.pyi`` stub beside this module.)"""
+
+    def preprocess(payload: Any) -> Any:
+        path = getattr(payload, "path", None)  # an upload: its file path, undecoded
+        return path if path is not None or payload is None else payload
+
+    component.preprocess = preprocess  # type: ignore[method-assign]
+    return component
+
+
+def image_upload(**kwargs: Any) -> gr.Image:
+    """A ``gr.Image`` whose upload reaches the handler undecoded, as its file path: the handler
+    decodes it (:func:`load_image`), so a file that is not an image gets a sentence naming the
+    field and the fix (:func:`pass_through`)."""
+    return pass_through(gr.Image(type="filepath", image_mode=None, **kwargs))
+
+
+def _decode(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """An image file as an array (EXIF orientation applied; modes other than L, RGB and RGBA
+    converted to RGB), with notes on any conversion; TGDError naming the field and the fix for
+    an empty file, a file that is not an image, or one over :data:`MAX_UPLOAD_PIXELS`."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise TGDError(f"{IMAGE_FIELD}: the file is empty; {IMAGE_FIX}")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_UPLOAD_PIXELS:
+                raise TGDError(f"{IMAGE_FIELD}: {w}×{h} pixels is too large (at most "
+                               f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels); upload a "
+                               "smaller image")
+            im = ImageOps.exif_transpose(im)
+            notes = []
+            if im.mode not in ("L", "RGB", "RGBA"):
+                notes.append(f"{im.mode} image converted to RGB")
+                im = im.convert("RGB")
+            return np.asarray(im), notes
+    except TGDError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
+        reason = "cannot identify its format" if isinstance(exc, UnidentifiedImageError) \
+            else f"{exc.__class__.__name__}: {str(exc).replace(str(path), 'the file')}"
+        raise TGDError(f"{IMAGE_FIELD}: the file is not an image ({reason}); {IMAGE_FIX}") \
+            from None
+
+
+def analysis_shape(width: int, height: int, longest: int) -> tuple[int, int]:
+    """(width, height) with the longest side at most ``longest``, the aspect kept (a short
+    side never below :data:`MIN_SIDE` unless it was already)."""
+    scale = min(1.0, longest / max(width, height))
+    return tuple(max(round(side * scale), min(side, MIN_SIDE)) for side in (width, height))
+
+
+def downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` (H×W or H×W×C, any numeric dtype) resized to ``size`` = (width, height) with
+    Lanczos, channel by channel, in its own dtype and value range."""
+    from PIL import Image
+
+    planes = image[..., None] if image.ndim == 2 else image
+    resized = np.stack([np.asarray(Image.fromarray(planes[..., c].astype(np.float32))
+                                   .resize(size, Image.LANCZOS, reducing_gap=3.0))
+                        for c in range(planes.shape[-1])], axis=-1)
+    resized = np.clip(resized, image.min(), image.max())
+    if not np.issubdtype(image.dtype, np.floating):
+        resized = np.round(resized)
+    resized = resized.astype(image.dtype)
+    return resized[..., 0] if image.ndim == 2 else resized
+
+
 def prepare_image(image: Any) -> tuple[np.ndarray, list[str]]:
-    """Check an uploaded image; return it as H×W×3 uint8 with notes on any conversion."""
+    """Check an image array (or an upload: decoded by :func:`load_image`); return it as
+    H×W×3 uint8 with notes on any conversion. Sides between :data:`MIN_SIDE` and
+    :data:`MAX_SIDE` pixels."""
     if image is None:
-        raise TGDError("upload an image, or pick one of the examples")
+        raise TGDError(f"{IMAGE_FIELD}: upload an image, or pick one of the examples")
+    if isinstance(image, (str, Path)):
+        return load_image(image, MAX_SIDE)
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or arr.size == 0:
-        raise TGDError(f"not an image: array of shape {arr.shape}")
+        raise TGDError(f"{IMAGE_FIELD}: not an image: array of shape {arr.shape}")
     h, w = arr.shape[:2]
     if min(h, w) < MIN_SIDE:
-        raise TGDError(f"image of {w}×{h} pixels is too small (at least {MIN_SIDE} per side)")
+        raise TGDError(f"{IMAGE_FIELD}: {w}×{h} pixels is too small (at least {MIN_SIDE} per "
+                       "side); upload a larger image")
     if max(h, w) > MAX_SIDE:
-        raise TGDError(f"image of {w}×{h} pixels is too large (at most {MAX_SIDE} per side)")
+        raise TGDError(f"{IMAGE_FIELD}: {w}×{h} pixels is too large (at most {MAX_SIDE} per "
+                       "side); downscale it first")
     notes = []
     channels = arr.shape[2] if arr.ndim == 3 else 1
     if channels == 1:
@@ -59,14 +150,82 @@ def prepare_image(image: Any) -> tuple[np.ndarray, list[str]]:
     return batch[0], notes
 
 
+def load_image(image: Any, longest: int = MAX_SIDE) -> tuple[np.ndarray, list[str]]:
+    """An upload (file path, as :func:`image_upload` passes it, or an array) as H×W×3 uint8,
+    downscaled to at most ``longest`` pixels per side (≤ :data:`MAX_SIDE`) with a note saying
+    so, checked by :func:`prepare_image`; notes on every conversion."""
+    if image is None:
+        return prepare_image(None)
+    arr, notes = _decode(image) if isinstance(image, (str, Path)) else (np.asarray(image), [])
+    if arr.ndim not in (2, 3) or not (np.issubdtype(arr.dtype, np.number)
+                                      or arr.dtype == np.bool_):
+        return prepare_image(arr)  # refuses what is not an image, with its message
+    h, w = arr.shape[:2]
+    if h * w > MAX_UPLOAD_PIXELS:
+        raise TGDError(f"{IMAGE_FIELD}: {w}×{h} pixels is too large (at most "
+                       f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels); upload a smaller image")
+    size = analysis_shape(w, h, min(longest, MAX_SIDE))
+    if size != (w, h):
+        arr = downscale(arr, size)
+        notes.insert(0, f"Downscaled to {size[0]}×{size[1]} (original {w}×{h}).")
+    rgb, more = prepare_image(arr)
+    return rgb, notes + more
+
+
 def network_image(image: Any) -> tuple[np.ndarray, list[str]]:
-    """An upload checked like the topology explorer's, as the 32×32 RGB image networks read,
-    with notes on every conversion."""
-    rgb, notes = prepare_image(image)
+    """An upload decoded and checked like the topology explorer's (larger ones downscaled),
+    as the 32×32 RGB image networks read, with notes on every conversion."""
+    rgb, notes = load_image(image)
     h, w = rgb.shape[:2]
     if (h, w) != (CIFAR_SIDE, CIFAR_SIDE):
         notes.append(f"{w}×{h} image resized to {CIFAR_SIDE}×{CIFAR_SIDE} for the networks")
     return to_cifar_size(rgb), notes
+
+
+@functools.lru_cache(maxsize=1)
+def plot_template() -> dict[str, Any]:
+    """plotly's ``plotly_white`` template as plain JSON (read once)."""
+    import plotly.io as pio
+
+    return pio.templates["plotly_white"].to_plotly_json()
+
+
+def _contiguous(value: Any) -> Any:
+    """orjson's fallback: a strided numpy view (a column) as a contiguous copy."""
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def plot_output(spec: dict[str, Any]) -> PlotData:
+    """A plotly figure given as plain JSON (``{"data": [...], "layout": {...}}``, numpy arrays
+    allowed) as ``gr.Plot``'s payload, serialised once by orjson with the ``plotly_white``
+    template: plotly's validation and ``to_json`` cost ~100 ms a figure, this ~1 ms."""
+    import orjson
+
+    layout = {"template": plot_template(), **spec.get("layout", {})}
+    text = orjson.dumps({"data": spec["data"], "layout": layout}, default=_contiguous,
+                        option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return PlotData(type="plotly", plot=text)
+
+
+class StageTimer:
+    """Wall-clock milliseconds of a handler's named stages, shown as "decode 3 ms · …"."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + (time.perf_counter() - t0) * 1000
+
+    def line(self) -> str:
+        return " · ".join(f"{name} {ms:.0f} ms" if ms >= 1 else f"{name} {ms:.1f} ms"
+                          for name, ms in self.stages.items())
 
 
 def zoo() -> list[model_zoo.ModelEntry]:

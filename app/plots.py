@@ -42,22 +42,69 @@ def _shown_title(title: str, shown: int, total: int) -> str:
     return f"{title}<br><sup>showing the {shown:,} most persistent of {total:,} points</sup>"
 
 
-def diagram_figure(diagrams: list[tuple[str, str, np.ndarray]], title: str,
-                   max_points: int = MAX_DIAGRAM_POINTS) -> go.Figure:
-    """WebGL scatter of (birth, death) points with the diagonal. ``diagrams``: (label, colour
-    key, (k, 2) array) — infinite deaths are drawn on a dashed line above the finite points.
-    At most ``max_points`` are drawn, the most persistent (:func:`most_persistent`); the legend
-    and title say how many of how many. The axes span every point."""
+#: What diagram and PI values measure: pixel intensities scaled to [0, 1] (/255), as both
+#: modes filter the image (TGD_METHOD §2).
+UNITS = "intensity, 0–1"
+WINDOW_NAME = "PI window"
+
+
+def _window_polygon(extent: tuple[float, float, float, float]) -> tuple[list, list]:
+    """The PI window {x0 ≤ birth ≤ x1, y0 ≤ persistence ≤ y1} in birth–death coordinates (a
+    parallelogram: death = birth + persistence), as the closed outline's x and y."""
+    x0, x1, y0, y1 = extent
+    xs = [x0, x1, x1, x0, x0]
+    return xs, [x + p for x, p in zip(xs, [y0, y0, y1, y1, y0], strict=True)]
+
+
+def window_counts(diagrams: list[tuple[str, str, np.ndarray]],
+                  extent: tuple[float, float, float, float]) -> tuple[int, int]:
+    """(points inside the PI window, finite points) over all ``diagrams``: only the points
+    inside add more than a Gaussian tail to the PIs (TGD_METHOD §2, step 4)."""
+    x0, x1, y0, y1 = extent
+    inside = total = 0
+    for _, _, d in diagrams:
+        d = np.asarray(d, float).reshape(-1, 2)
+        d = d[np.isfinite(d).all(axis=1)]
+        pers = d[:, 1] - d[:, 0]
+        inside += int(((d[:, 0] >= x0) & (d[:, 0] <= x1) & (pers >= y0) & (pers <= y1)).sum())
+        total += len(d)
+    return inside, total
+
+
+def diagram_spec(diagrams: list[tuple[str, str, np.ndarray]], title: str,
+                 max_points: int = MAX_DIAGRAM_POINTS,
+                 window: tuple[float, float, float, float] | None = None,
+                 units: str = UNITS) -> dict:
+    """Plotly JSON (plain dict, numpy arrays) of a WebGL scatter of (birth, death) points with
+    the diagonal. ``diagrams``: (label, colour key, (k, 2) array) — infinite deaths are drawn
+    on a dashed line above the finite points. At most ``max_points`` are drawn, the most
+    persistent (:func:`most_persistent`); the legend and title say how many of how many.
+    ``window`` (birth min, birth max, persistence min, persistence max): the PIs' extent, drawn
+    as its outline — a rectangle in birth × persistence, a parallelogram here — whose legend
+    entry and hover say that points outside it add (almost) nothing to the PIs. The axes span
+    every point and the window."""
     arrays = [np.asarray(d, float).reshape(-1, 2) for _, _, d in diagrams]
-    finite = [d[np.isfinite(d).all(axis=1)] for d in arrays if len(d)]
-    values = np.concatenate([f.ravel() for f in finite]) if finite else np.zeros(1)
+    finite = [d[np.isfinite(d).all(axis=1)].ravel() for d in arrays if len(d)]
+    if window is not None:
+        finite += [np.asarray(_window_polygon(window), float).ravel()]
+    values = np.concatenate(finite) if finite else np.zeros(1)
     lo, hi = float(min(values.min(), 0.0)), float(max(values.max(), 1e-6))
     pad = 0.05 * (hi - lo)
     inf_level = hi + 2 * pad
-    fig = go.Figure()
-    fig.add_trace(go.Scattergl(x=[lo - pad, inf_level], y=[lo - pad, inf_level], mode="lines",
-                               line=dict(color="#999", width=1), name="diagonal",
-                               hoverinfo="skip", showlegend=False))
+    data: list[dict] = [dict(type="scattergl", x=[lo - pad, inf_level], y=[lo - pad, inf_level],
+                             mode="lines", line=dict(color="#999", width=1), name="diagonal",
+                             hoverinfo="skip", showlegend=False)]
+    if window is not None:
+        x0, x1, y0, y1 = window
+        xs, ys = _window_polygon(window)
+        data.append(dict(
+            type="scatter", x=xs, y=ys, mode="lines", fill="toself",
+            fillcolor="rgba(255, 160, 0, 0.08)", line=dict(color="#e69500", width=1.5, dash="dot"),
+            name=f"{WINDOW_NAME}: outside adds ~nothing",
+            hoveron="fills+points",
+            hovertemplate=(f"PI window: birth in [{x0:g}, {x1:g}], persistence in [{y0:g}, "
+                           f"{y1:g}]<br>points outside it add only Gaussian tails (≈ 0) "
+                           "to the PIs<extra></extra>")))
     symbols = {"H0": "circle", "H1": "diamond"}
     shown = most_persistent(arrays, max_points)
     for (label, colour, _), full, keep in zip(diagrams, arrays, shown, strict=True):
@@ -66,53 +113,96 @@ def diagram_figure(diagrams: list[tuple[str, str, np.ndarray]], title: str,
         dgm = full[keep]
         ess = ~np.isfinite(dgm[:, 1])
         y = np.where(ess, inf_level if np.all(dgm[ess, 1] > 0) else lo - 2 * pad, dgm[:, 1])
-        death_text = np.where(ess, "∞", np.char.mod("%.4f", dgm[:, 1]))
         dim = label.split()[-1] if label.split()[-1] in symbols else "H0"
         count = f"{len(full):,}" if len(dgm) == len(full) else f"{len(dgm):,} of {len(full):,}"
-        fig.add_trace(go.Scattergl(
-            x=dgm[:, 0], y=y, mode="markers", name=f"{label} ({count})",
+        data.append(dict(
+            type="scattergl", x=dgm[:, 0], y=y, mode="markers", name=f"{label} ({count})",
             marker=dict(color=COLOURS.get(colour, colour), symbol=symbols[dim], size=7,
                         opacity=0.75, line=dict(width=0.5, color="white")),
-            customdata=np.stack([death_text, np.where(ess, np.nan, persistence(dgm))], axis=1),
-            hovertemplate="birth %{x:.4f}<br>death %{customdata[0]}<br>"
-                          "persistence %{customdata[1]:.4f}<extra>" + label + "</extra>"))
+            text=np.where(ess, "∞", np.char.mod("%.4f", dgm[:, 1])).tolist(),
+            customdata=np.where(ess, np.nan, persistence(dgm)),
+            hovertemplate="birth %{x:.4f}<br>death %{text}<br>persistence %{customdata:.4f}"
+                          "<extra>" + label + "</extra>"))
+    shapes, annotations = [], []
     if any((~np.isfinite(d[:, 1])).any() for d in arrays if len(d)):
-        fig.add_hline(y=inf_level, line=dict(color="#bbb", dash="dash", width=1),
-                      annotation_text="∞", annotation_position="right")
+        shapes.append(dict(type="line", xref="paper", x0=0, x1=1, y0=inf_level, y1=inf_level,
+                           line=dict(color="#bbb", dash="dash", width=1)))
+        annotations.append(dict(xref="paper", x=1, y=inf_level, text="∞", showarrow=False,
+                                xanchor="left"))
     total = sum(len(d) for d in arrays)
-    fig.update_layout(title=_shown_title(title, sum(map(len, shown)), total),
-                      xaxis_title="birth", yaxis_title="death", height=480,
-                      margin=dict(l=50, r=20, t=60, b=40), legend=dict(font=dict(size=11)),
-                      template="plotly_white")
-    return fig
+    layout = dict(title=dict(text=_shown_title(title, sum(map(len, shown)), total)),
+                  xaxis=dict(title=dict(text=f"birth ({units})")),
+                  yaxis=dict(title=dict(text=f"death ({units})")),
+                  height=480, margin=dict(l=55, r=20, t=60, b=45), shapes=shapes,
+                  annotations=annotations, legend=dict(font=dict(size=11)))
+    return dict(data=data, layout=layout)
+
+
+def diagram_figure(diagrams: list[tuple[str, str, np.ndarray]], title: str,
+                   max_points: int = MAX_DIAGRAM_POINTS,
+                   window: tuple[float, float, float, float] | None = None,
+                   units: str = UNITS) -> go.Figure:
+    """:func:`diagram_spec` as a validated plotly figure."""
+    return go.Figure(diagram_spec(diagrams, title, max_points, window, units))
+
+
+def _grid_domains(n: int, gap: float) -> list[list[float]]:
+    """``n`` equal [start, end] paper-coordinate domains separated by ``gap``, first first."""
+    size = (1 - gap * (n - 1)) / n
+    return [[i * (size + gap), i * (size + gap) + size] for i in range(n)]
+
+
+def heatmap_grid_spec(images: np.ndarray, titles: list[str], title: str,
+                      extent: tuple[float, float, float, float] | None = None,
+                      columns: int = 2, units: str = UNITS) -> dict:
+    """Plotly JSON (plain dict) of a grid of heatmaps, row 0 of each image drawn at the top,
+    ``columns`` per row (2 keeps each readable on a phone). ``extent`` = (x0, x1, y0, y1)
+    labels the axes in diagram units (birth on x, persistence on y). One colour scale from 0
+    to the largest value of all the images (one colour bar is true for every panel), so an
+    all-zero image is the lowest colour; its title says "empty"."""
+    images = [np.asarray(img, float) for img in images]
+    cols = max(1, min(columns, len(images)))
+    rows = math.ceil(len(images) / cols)
+    top = max((float(img.max()) for img in images if img.size), default=0.0)
+    x_domains = _grid_domains(cols, 0.08)
+    y_domains = _grid_domains(rows, 0.6 / (rows * 2.5))[::-1]  # first row at the top
+    data, layout = [], dict(
+        title=dict(text=title), height=250 * rows + 90, margin=dict(l=55, r=20, t=80, b=45),
+        coloraxis=dict(colorscale="Viridis", cmin=0.0, cmax=top if top > 0 else 1.0,
+                       colorbar=dict(title=dict(text="value"), thickness=12)),
+        annotations=[])
+    for i, (img, name) in enumerate(zip(images, titles, strict=True)):
+        r, c = divmod(i, cols)
+        ax = "" if i == 0 else str(i + 1)
+        trace = dict(type="heatmap", z=img.astype(np.float32), coloraxis="coloraxis", xaxis=f"x{ax}",
+                     yaxis=f"y{ax}", hovertemplate="birth %{x:.3f}<br>persistence %{y:.3f}<br>"
+                                                   "value %{z:.4g}<extra>" + name + "</extra>")
+        if extent is not None:
+            x0, x1, y0, y1 = extent
+            h, w = img.shape
+            trace.update(x=np.linspace(x0, x1, w), y=np.linspace(y1, y0, h))
+        data.append(trace)
+        xaxis = dict(domain=x_domains[c], anchor=f"y{ax}", nticks=4, tickformat=".2f",
+                     title=dict(text=f"birth ({units})" if r == rows - 1 else ""))
+        yaxis = dict(domain=y_domains[r], anchor=f"x{ax}", nticks=4, tickformat=".2f",
+                     title=dict(text="persistence" if c == 0 else ""))
+        if extent is None:
+            yaxis.update(autorange="reversed", tickformat="d")
+            xaxis.update(tickformat="d", title=dict(text=""))
+        layout[f"xaxis{ax}"], layout[f"yaxis{ax}"] = xaxis, yaxis
+        empty = not np.any(img)
+        layout["annotations"].append(dict(
+            text=f"{name} — empty (all zero)" if empty else name, showarrow=False,
+            xref="paper", yref="paper", x=sum(x_domains[c]) / 2, y=y_domains[r][1],
+            xanchor="center", yanchor="bottom", font=dict(size=13)))
+    return dict(data=data, layout=layout)
 
 
 def heatmap_grid(images: np.ndarray, titles: list[str], title: str,
                  extent: tuple[float, float, float, float] | None = None,
-                 columns: int = 3) -> go.Figure:
-    """Grid of heatmaps (row 0 of each image drawn at the top). ``extent`` = (x0, x1, y0, y1)
-    labels the axes in diagram units (birth on x, persistence on y)."""
-    n = len(images)
-    cols = min(columns, n)
-    rows = math.ceil(n / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
-                        horizontal_spacing=0.04, vertical_spacing=0.12)
-    for i, img in enumerate(images):
-        img = np.asarray(img, float)
-        h, w = img.shape
-        kw = {}
-        if extent is not None:
-            x0, x1, y0, y1 = extent
-            kw = dict(x=np.linspace(x0, x1, w), y=np.linspace(y1, y0, h))
-        fig.add_trace(go.Heatmap(z=img, colorscale="Viridis", showscale=(i == 0), **kw,
-                                 hovertemplate="birth %{x}<br>persistence %{y}<br>"
-                                               "value %{z:.4g}<extra></extra>"),
-                      row=i // cols + 1, col=i % cols + 1)
-    if extent is None:
-        fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title=title, height=260 * rows + 60, margin=dict(l=40, r=20, t=70, b=30),
-                      template="plotly_white")
-    return fig
+                 columns: int = 2, units: str = UNITS) -> go.Figure:
+    """:func:`heatmap_grid_spec` as a validated plotly figure."""
+    return go.Figure(heatmap_grid_spec(images, titles, title, extent, columns, units))
 
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",

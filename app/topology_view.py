@@ -7,11 +7,10 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-from PIL import Image
 
-from app.common import MIN_SIDE, prepare_image
+from app.common import StageTimer, guarded, image_upload, load_image, plot_output
 from app.inputs import NumberField, choice
-from app.plots import diagram_figure, heatmap_grid
+from app.plots import diagram_spec, heatmap_grid_spec, window_counts
 from tgd_core.core.errors import TGDError
 from tgd_core.topology import PaperPIConfig, schema
 from tgd_core.topology.representation import (
@@ -26,7 +25,6 @@ MODES = tuple(schema.MODES)  # the mode radio's choices, the first is the defaul
 #: (a photo at full size has ~300,000 diagram points and takes seconds).
 ANALYSIS_SIZE = NumberField("Analysis size (longest side, px)", integer=True, ge=16, le=1024)
 DEFAULT_ANALYSIS_SIZE = 128
-MAX_UPLOAD_PIXELS = 40_000_000  # a decoded upload larger than this is refused, not downscaled
 
 
 @dataclass(frozen=True)
@@ -74,9 +72,11 @@ class TopologyControl:
         """``{param key: engine value}`` for a control value; TGDError naming the control when
         the value is not one it offers."""
         p, label = self.params[0], self.control.label
-        if p.shape == "subset":  # none ticked: the first choice
+        if p.shape == "subset":
             picked = [self.options.index(choice(v, self.options, label)) for v in value or ()]
-            engine = tuple(p.choices[i] for i in picked) or p.choices[:1]
+            if not picked:
+                raise TGDError(f"{label}: tick at least one of {', '.join(self.options)}")
+            engine = tuple(p.choices[i] for i in sorted(set(picked)))
         elif p.choices:
             engine = p.choices[self.options.index(choice(value, self.options, label))]
         else:
@@ -143,45 +143,13 @@ def _settings_line(rep: Representation) -> list[str]:
             f"σ = {rep.spread}, {cols}×{rows} pixels."]
 
 
-def analysis_shape(width: int, height: int, longest: int) -> tuple[int, int]:
-    """(width, height) with the longest side at most ``longest``, the aspect kept (a short
-    side never below :data:`MIN_SIDE` unless it was already)."""
-    scale = min(1.0, longest / max(width, height))
-    return tuple(max(round(side * scale), min(side, MIN_SIDE)) for side in (width, height))
-
-
-def downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``image`` (H×W or H×W×C, any numeric dtype) resized to ``size`` = (width, height) with
-    Lanczos, channel by channel, in its own dtype and value range."""
-    planes = image[..., None] if image.ndim == 2 else image
-    resized = np.stack([np.asarray(Image.fromarray(planes[..., c].astype(np.float32))
-                                   .resize(size, Image.LANCZOS, reducing_gap=3.0))
-                        for c in range(planes.shape[-1])], axis=-1)
-    resized = np.clip(resized, image.min(), image.max())
-    if not np.issubdtype(image.dtype, np.floating):
-        resized = np.round(resized)
-    resized = resized.astype(image.dtype)
-    return resized[..., 0] if image.ndim == 2 else resized
-
-
 def analysis_image(image: Any, longest: int) -> tuple[np.ndarray, list[str]]:
-    """An upload checked (:func:`prepare_image`) after downscaling it to at most ``longest``
-    pixels per side, with notes on every conversion; TGDError for an upload over
-    :data:`MAX_UPLOAD_PIXELS`."""
-    arr = None if image is None else np.asarray(image)
-    if arr is None or arr.ndim not in (2, 3) or not (
-            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        return prepare_image(arr)  # refuses what is not an image, with its message
-    h, w = arr.shape[:2]
-    if h * w > MAX_UPLOAD_PIXELS:
-        raise TGDError(f"image of {w}×{h} pixels is too large to analyse (at most "
-                       f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels)")
-    size = analysis_shape(w, h, longest)
-    if size == (w, h):
-        return prepare_image(arr)
-    rgb, notes = prepare_image(downscale(arr, size))
-    return rgb, [f"Analysed at {size[0]}×{size[1]} (original {w}×{h}); "
-                 f"*{ANALYSIS_SIZE.label}* sets the size.", *notes]
+    """An upload (file path or array) decoded and checked (:func:`app.common.load_image`),
+    downscaled to at most ``longest`` pixels per side, with notes on every conversion."""
+    rgb, notes = load_image(image, longest)
+    if notes and notes[0].startswith("Downscaled"):
+        notes[0] += f" *{ANALYSIS_SIZE.label}* sets the size."
+    return rgb, notes
 
 
 def _split_arguments(values: tuple) -> tuple[tuple, int]:
@@ -197,71 +165,139 @@ def _split_arguments(values: tuple) -> tuple[tuple, int]:
     return values[:-1], ANALYSIS_SIZE.check(values[-1])
 
 
-def explore(image, *values):
-    """Handler: (diagram figure, PI figure, Markdown summary) for one image; ``values``: the
-    mode, the :data:`CONTROLS` values (see :func:`control_values`), then optionally the
-    analysis size — the /explore API order."""
-    try:
-        controls, longest = _split_arguments(values)
-        rep = representation(*controls)
-        rgb, notes = analysis_image(image, longest)
-        summary = summarise(rgb, rep)
-    except TGDError as exc:
-        raise gr.Error(str(exc)) from None
-    mode = controls[0]
+def _grid_order(rep: Representation, n: int) -> list[int]:
+    """The PIs' order in the two-column grid: paper mode one row per channel (row scan, column
+    scan); cubical mode as computed (one row per channel: H0, H1)."""
+    if isinstance(rep, PaperPIConfig) and n == 6:
+        return [0, 3, 1, 4, 2, 5]
+    return list(range(n))
+
+
+def _summary_lines(rgb: np.ndarray, summary, rep: Representation, notes: list[str],
+                   timer: StageTimer) -> list[str]:
+    """The Markdown beside the plots: size, points, window, settings, stage times, notes."""
     h, w = rgb.shape[:2]
+    counts = ", ".join(f"{label}: {len(d):,}" for label, _, d in summary.diagrams)
+    inside, finite = window_counts(summary.diagrams, summary.extent)
+    lines = [f"**{w}×{h} image** — diagrams and {len(summary.diagrams)} PIs in "
+             f"**{summary.seconds * 1000:.1f} ms**.", "", f"Points per diagram: {counts}.",
+             f"Inside the PI window (dotted outline): **{inside:,} of {finite:,}** finite points "
+             "— the others add only Gaussian tails (≈ 0) to the PIs."]
+    lines += _settings_line(rep)
+    lines += [f"Time: {timer.line()}."]
+    return lines + [f"> {n}" for n in notes]
+
+
+def analyse(image, *values) -> tuple[dict, dict, tuple, StageTimer]:
+    """The work of :func:`explore`, timed stage by stage: (diagram spec, PI grid spec, what
+    :func:`_summary_lines` reads, the timer); TGDError for bad input."""
+    timer = StageTimer()
+    controls, longest = _split_arguments(values)
+    rep = representation(*controls)
+    with timer("decode"):
+        rgb, notes = analysis_image(image, longest)
+    with timer("topology"):
+        summary = summarise(rgb, rep)
+    mode = controls[0]
     title = ("paper mode: H0 of row/column scans" if mode == "paper"
              else f"cubical mode: {rep.cubical.filtration} persistence")
-    dfig = diagram_figure(summary.diagrams, f"Persistence diagrams — {title}")
-    titles = [label for label, _, _ in summary.diagrams]
-    pfig = heatmap_grid(summary.pi_raw, titles, "Persistence images (before max normalisation)",
-                        extent=summary.extent)
-    counts = ", ".join(f"{label}: {len(d):,}" for label, _, d in summary.diagrams)
-    lines = [f"**{w}×{h} image** — diagrams and {len(titles)} PIs in "
-             f"**{summary.seconds * 1000:.1f} ms**.", "", f"Points per diagram: {counts}."]
-    lines += _settings_line(rep)
-    lines += [f"> {n}" for n in notes]
-    return dfig, pfig, "\n".join(lines)
+    with timer("figures"):
+        dspec = diagram_spec(summary.diagrams, f"Persistence diagrams — {title}",
+                             window=summary.extent)
+        order = _grid_order(rep, len(summary.diagrams))
+        pspec = heatmap_grid_spec(summary.pi_raw[order],
+                                  [summary.diagrams[i][0] for i in order],
+                                  "Persistence images (before max normalisation)",
+                                  extent=summary.extent)
+    return dspec, pspec, (rgb, summary, rep, notes), timer
+
+
+@guarded
+def explore(image, *values):
+    """Handler: (diagram plot, PI plot, Markdown summary) for one image; ``values``: the mode,
+    the :data:`CONTROLS` values (see :func:`control_values`), then optionally the analysis
+    size — the /explore API order. The plots are serialised here (:func:`plot_output`), so the
+    summary's times include it."""
+    dspec, pspec, (rgb, summary, rep, notes), timer = analyse(image, *values)
+    with timer("JSON"):
+        dplot, pplot = plot_output(dspec), plot_output(pspec)
+    return dplot, pplot, "\n".join(_summary_lines(rgb, summary, rep, notes, timer))
+
+
+def explore_if_image(image, *values):
+    """:func:`explore` when there is an image, else nothing (a control moved before any
+    upload)."""
+    return (None, None, "") if image is None else explore(image, *values)
+
+
+#: The controls both modes read (each shows its mode's default while that mode is chosen).
+SHARED = tuple(c for c in CONTROLS if len(c.modes) > 1)
+
+
+def mode_defaults(mode: str, values: tuple) -> list[Any]:
+    """``values`` (the :data:`CONTROLS` values) with the shared controls at ``mode``'s
+    defaults."""
+    return [c.default(mode) if c in SHARED else v for c, v in zip(CONTROLS, values, strict=True)]
+
+
+def default_view(examples: list[str]) -> tuple[Any, Any, str]:
+    """What the explorer shows on load: the first example analysed with the default controls
+    (computed once, when the app is built), or nothing without examples."""
+    if not examples:
+        return None, None, ""
+    return explore(examples[0], *control_values())
 
 
 def build(examples: list[str]) -> None:
-    """The view's components and events (call inside a ``gr.Blocks`` context): the mode
-    radio, the controls of both modes, then one group per mode shown while it is chosen."""
+    """The view's components and events (call inside a ``gr.Blocks`` context): the image with
+    Compute under it (within view at 1440×900), the examples (a click analyses one), the
+    analysis size, the mode radio, the controls of both modes, then one group per mode shown
+    while it is chosen; the first example's result on load."""
+    first = (examples or [None])[0]
+    first_diagrams, first_pis, first_info = default_view(examples)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            image = gr.Image(label="Image", type="numpy", image_mode=None, height=260,
-                             elem_id="topology-image")
+            image = image_upload(value=first, label="Image", height=260, elem_id="topology-image")
+            run = gr.Button("Compute", variant="primary", elem_id="topology-run")
             if examples:
-                gr.Examples(examples, inputs=image, label="CIFAR-10 test images")
+                gr.Examples(examples, inputs=image, label="CIFAR-10 test images (click one)",
+                            examples_per_page=12)
             analysis_size = ANALYSIS_SIZE.slider(
                 DEFAULT_ANALYSIS_SIZE, 16, elem_id="topology-analysis-size",
                 info="larger images are downscaled to this before the topology is computed")
-            mode = gr.Radio(list(MODES), value=MODES[0], label=MODE,
+            mode = gr.Radio(list(MODES), value=MODES[0], label=MODE, elem_id="topology-mode",
                             info="paper: the authors' 1-D row/column H0; cubical: 2-D H0/H1")
-            components = {c.key: c.component() for c in CONTROLS if len(c.modes) > 1}
+            components = {c.key: c.component() for c in SHARED}
             groups = {}
             for m in MODES:
                 with gr.Group(visible=m == MODES[0]) as groups[m]:
                     components.update({c.key: c.component() for c in CONTROLS
                                        if c.modes == (m,)})
-            run = gr.Button("Compute", variant="primary", elem_id="topology-run")
         with gr.Column(scale=2):
-            info = gr.Markdown(elem_id="topology-info")
-            diagram_plot = gr.Plot(label="Persistence diagrams", elem_id="topology-diagrams")
-            pi_plot = gr.Plot(label="Persistence images", elem_id="topology-pis")
+            info = gr.Markdown(first_info, elem_id="topology-info")
+            diagram_plot = gr.Plot(first_diagrams, label="Persistence diagrams",
+                                   elem_id="topology-diagrams")
+            pi_plot = gr.Plot(first_pis, label="Persistence images", elem_id="topology-pis")
 
-    shared = [c for c in CONTROLS if len(c.modes) > 1]
-
-    def toggle(m):
-        """Show the chosen mode's group; shared controls take that mode's defaults."""
-        return ([gr.update(visible=m == g) for g in groups]
-                + [gr.update(value=c.default(m)) for c in shared])
-
-    mode.change(toggle, mode, [*groups.values(), *(components[c.key] for c in shared)])
-    inputs = [image, mode, *(components[c.key] for c in CONTROLS), analysis_size]
+    controls = [components[c.key] for c in CONTROLS]
+    inputs = [image, mode, *controls, analysis_size]
     outputs = [diagram_plot, pi_plot, info]
+
+    @guarded
+    def switch_mode(image_value, mode_value, *values):
+        """Show the chosen mode's group, put the shared controls at its defaults and explore
+        once with them (one event: no second computation from the controls' updates)."""
+        mode_value = choice(mode_value, MODES, MODE)
+        values = mode_defaults(mode_value, values[:len(CONTROLS)]) + list(values[len(CONTROLS):])
+        return ([gr.update(visible=mode_value == g) for g in groups]
+                + [gr.update(value=values[CONTROLS.index(c)]) for c in SHARED]
+                + list(explore_if_image(image_value, mode_value, *values)))
+
     run.click(explore, inputs, outputs, api_name="explore")
-    image.upload(explore, inputs, outputs, api_name=False)
-    for control in inputs[1:]:
-        control.change(lambda *a: explore(*a) if a[0] is not None else (None, None, ""),
-                       inputs, outputs, api_name=False, show_progress="hidden")
+    image.change(explore_if_image, inputs, outputs, api_name=False)  # upload, example click
+    mode.input(switch_mode, inputs, [*groups.values(), *(components[c.key] for c in SHARED),
+                                     *outputs], api_name=False, trigger_mode="always_last")
+    for control in [*controls, analysis_size]:
+        event = control.release if isinstance(control, gr.Slider) else control.input
+        event(explore_if_image, inputs, outputs, api_name=False, show_progress="hidden",
+              trigger_mode="always_last")

@@ -17,8 +17,9 @@ from app.topology_view import (  # noqa: E402
     DEFAULT_ANALYSIS_SIZE,
     analysis_image,
     control_values,
-    explore,
 )
+import app.topology_view as view  # noqa: E402
+from tests.test_app_topology import explore, figure, shown_points  # noqa: E402
 
 
 def synthetic_photo(width: int = 500, height: int = 375, seed: int = 0) -> np.ndarray:
@@ -27,11 +28,6 @@ def synthetic_photo(width: int = 500, height: int = 375, seed: int = 0) -> np.nd
     y, x = np.mgrid[0:height, 0:width] / max(width, height)
     base = np.stack([np.sin(3 * x + 1), np.cos(4 * y), np.sin(2 * (x + y))], -1) * 0.35 + 0.5
     return np.clip(base * 255 + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
-
-
-def shown_points(fig) -> list:
-    """The diagram traces of a figure (not the diagonal)."""
-    return [t for t in fig.data if t.name != "diagonal"]
 
 
 @pytest.fixture(scope="module")
@@ -44,22 +40,22 @@ def test_a_photo_is_analysed_at_the_default_size_and_named_with_both_sizes(photo
     dfig, pfig, info = explore(photo, *control_values(mode))
     assert DEFAULT_ANALYSIS_SIZE == 128
     assert "**128×96 image**" in info
-    assert "Analysed at 128×96 (original 500×375)" in info
+    assert "Downscaled to 128×96 (original 500×375)" in info
     assert len(pfig.data) == 6
 
 
 @pytest.mark.parametrize("size", [DEFAULT_ANALYSIS_SIZE, 1024])
 def test_the_diagram_figure_stays_small_whatever_the_analysis_size(photo, size):
-    dfig, _, _ = explore(photo, *control_values("paper"), size)
-    assert len(dfig.to_json()) < 1_000_000
-    traces = shown_points(dfig)
-    assert all(t.type == "scattergl" for t in dfig.data)
+    dplot, _, _ = view.explore(photo, *control_values("paper"), size)
+    assert len(dplot.plot) < 1_000_000  # the JSON the browser gets
+    traces = shown_points(figure(dplot))
+    assert all(t.type == "scattergl" for t in traces)
     assert sum(len(t.x) for t in traces) <= MAX_DIAGRAM_POINTS
 
 
 def test_at_full_size_the_title_and_legend_say_how_many_points_are_shown(photo):
     dfig, _, info = explore(photo, *control_values("paper"), 1024)
-    assert "**500×375 image**" in info and "Analysed at" not in info  # nothing to downscale
+    assert "**500×375 image**" in info and "Downscaled" not in info  # nothing to downscale
     title = dfig.layout.title.text
     assert f"showing the {MAX_DIAGRAM_POINTS:,} most persistent of" in title
     total = int(title.split(" of ")[-1].split(" points")[0].replace(",", ""))
@@ -100,7 +96,7 @@ def test_a_large_photo_is_downscaled_not_refused():
     assert "**128×96 image**" in info and "original 2000×1500" in info
     rgb, notes = analysis_image(big, 1024)
     assert rgb.shape == (768, 1024, 3) and rgb.dtype == np.uint8
-    assert "Analysed at 1024×768 (original 2000×1500)" in notes[0]
+    assert "Downscaled to 1024×768 (original 2000×1500)" in notes[0]
 
 
 def test_downscaling_keeps_the_aspect_grey_floats_and_thin_images():
@@ -117,7 +113,7 @@ def test_an_absurd_upload_is_refused_with_one_line():
     with pytest.raises(gr.Error) as caught:
         explore(absurd, *control_values("paper"))
     message = str(caught.value)
-    assert "image of 20000×20000 pixels is too large to analyse" in message
+    assert "Image: 20000×20000 pixels is too large" in message
     assert "megapixels" in message and "\n" not in message
 
 
@@ -132,14 +128,14 @@ def test_analysis_sizes_outside_the_control_are_refused_naming_it(photo, size, m
 
 def test_the_analysis_size_is_optional_and_the_argument_count_checked(photo):
     _, _, info = explore(photo, *control_values("paper"))
-    assert "Analysed at 128×96" in info
+    assert "Downscaled to 128×96" in info
     with pytest.raises(gr.Error, match="expected the mode, 10 control values and"):
         explore(photo, *control_values("paper")[:-1])
 
 
 def test_through_the_http_api(tmp_path, monkeypatch):
     """A 2000×1500 PNG through /explore is downscaled; an analysis size outside the slider is
-    refused before the handler runs."""
+    refused by the handler, naming the field (not gradio's "Value ... greater than maximum")."""
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
     from PIL import Image
@@ -155,9 +151,9 @@ def test_through_the_http_api(tmp_path, monkeypatch):
         client = Client(url, verbose=False)
         dfig, _, info = client.predict(handle_file(str(path)), *control_values("paper"),
                                        api_name="/explore")
-        assert "Analysed at 128×96 (original 2000×1500)" in info
+        assert "Downscaled to 128×96 (original 2000×1500)" in info
         assert len(json.dumps(dfig)) < 1_000_000
-        with pytest.raises(AppError, match="greater than maximum value 1024"):
+        with pytest.raises(AppError, match=r"Analysis size \(longest side, px\): must be ≤ 1024"):
             client.predict(handle_file(str(path)), *control_values("paper"), 5000,
                            api_name="/explore")
     finally:

@@ -11,7 +11,29 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
 
-from app.topology_view import control_values, explore  # noqa: E402
+import app.topology_view as view  # noqa: E402
+from app.topology_view import control_values  # noqa: E402
+
+
+def figure(plot):
+    """A /explore plot payload (gradio's PlotData: plotly JSON) as a validated plotly figure."""
+    import json
+
+    import plotly.graph_objects as go
+
+    return go.Figure(json.loads(plot.plot))
+
+
+def explore(image, *values):
+    """The explorer handler with its plots as plotly figures (validated: the JSON the browser
+    gets is a well-formed plotly figure)."""
+    dplot, pplot, info = view.explore(image, *values)
+    return figure(dplot), figure(pplot), info
+
+
+def shown_points(fig) -> list:
+    """The diagram traces of a figure (not the diagonal nor the PI window's outline)."""
+    return [t for t in fig.data if t.name != "diagonal" and not t.name.startswith("PI window")]
 
 
 @pytest.fixture
@@ -21,8 +43,8 @@ def rgb():
 
 def test_paper_mode_figures(rgb):
     dfig, pfig, info = explore(rgb, *control_values("paper"))
-    assert len(pfig.data) == 6 and pfig.data[0].z.shape == (50, 50)
-    names = [t.name for t in dfig.data if t.name != "diagonal"]
+    assert len(pfig.data) == 6 and np.shape(pfig.data[0].z) == (50, 50)
+    names = [t.name for t in shown_points(dfig)]
     assert len(names) == 6 and names[0].startswith("row-R H0")
     assert "32×32 image" in info and "ms" in info
 
@@ -30,8 +52,8 @@ def test_paper_mode_figures(rgb):
 def test_cubical_mode_figures(rgb):
     dfig, pfig, info = explore(rgb, *control_values("cubical", resolution=20,
                                                    homology=["H0", "H1"], channels="grey"))
-    assert len(pfig.data) == 2 and pfig.data[0].z.shape == (20, 20)
-    assert {t.name.split(" (")[0] for t in dfig.data if t.name != "diagonal"} == \
+    assert len(pfig.data) == 2 and np.shape(pfig.data[0].z) == (20, 20)
+    assert {t.name.split(" (")[0] for t in shown_points(dfig)} == \
         {"grey H0", "grey H1"}
 
 
@@ -46,7 +68,7 @@ def test_grey_and_rgba_uploads_are_converted_with_a_note(rgb):
 @pytest.mark.parametrize("image, message", [
     (None, "upload an image"),
     (np.zeros((1, 40, 3), np.uint8), "too small"),
-    (np.broadcast_to(np.uint8(0), (8000, 5001)), "too large to analyse"),
+    (np.broadcast_to(np.uint8(0), (8000, 5001)), "Image: 5001×8000 pixels is too large"),
 ])
 def test_bad_uploads_raise_gradio_errors(image, message):
     with pytest.raises(gr.Error, match=message):
@@ -70,7 +92,7 @@ def test_controls_outside_what_the_view_offers_are_refused(rgb, controls, messag
 
 def test_the_analysis_size_comes_last_in_the_api_order(rgb):
     _, _, info = explore(rgb, *control_values("paper"), 16)
-    assert "Analysed at 16×16 (original 32×32)" in info
+    assert "Downscaled to 16×16 (original 32×32)" in info
     with pytest.raises(gr.Error, match=r"Analysis size \(longest side, px\): must be ≤ 1024"):
         explore(rgb, *control_values("paper"), 4096)
 
