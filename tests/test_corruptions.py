@@ -16,6 +16,7 @@ from tgd_core.data.corruptions import (
     CIFAR10C_STANDARD,
     CORRUPTIONS,
     FAMILIES,
+    GROUPS,
     METHOD_SWEEP,
     NEEDS_RGB,
     SEVERITIES,
@@ -94,8 +95,11 @@ def test_corruption_set_expands_groups() -> None:
     assert corruption_set(["contrast", "noise", "gaussian_noise"]) == (
         "contrast", "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
     assert corruption_set([]) == ()
+    assert set(GROUPS) == {"all", "standard", "extra", "method", *FAMILIES}
     with pytest.raises(TGDError, match="'rain'"):
         corruption_set(["fog", "rain"])
+    with pytest.raises(TGDError, match="unknown corruption or group"):
+        corruption_set([["fog"]])
 
 
 def test_constants_are_make_cifar_c() -> None:

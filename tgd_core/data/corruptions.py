@@ -115,14 +115,12 @@ def corruption_set(names: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Corruption names from names or group names, groups expanded in place, duplicates dropped:
     ``method`` (:data:`METHOD_SWEEP`), ``standard`` (15), ``extra`` (4), ``all`` (19) or a family
     (``noise``, ``blur``, ``weather``, ``digital``); e.g. ``["standard", "saturate"]``."""
-    groups = {"method": METHOD_SWEEP, "standard": CIFAR10C_STANDARD, "extra": CIFAR10C_EXTRA,
-              "all": tuple(CORRUPTIONS), **FAMILIES}
     chosen: dict[str, None] = {}
     for name in [names] if isinstance(names, str) else names:
-        if name not in groups and name not in CORRUPTIONS:
+        if not isinstance(name, str) or (name not in GROUPS and name not in CORRUPTIONS):
             raise TGDError(f"unknown corruption or group {name!r}; choose from "
-                           f"{sorted(groups)} or {sorted(CORRUPTIONS)}")
-        chosen.update(dict.fromkeys(groups.get(name, (name,))))
+                           f"{sorted(GROUPS)} or {sorted(CORRUPTIONS)}")
+        chosen.update(dict.fromkeys(GROUPS.get(name, (name,))))
     return tuple(chosen)
 
 
@@ -624,6 +622,11 @@ CORRUPTIONS: dict[str, Callable[[np.ndarray, object, Rng], np.ndarray]] = {
     "spatter": _spatter,
     "saturate": _saturate,
 }
+# named sets for sweeps (:func:`corruption_set`): the published groups, the method's default
+# sweep, everything, and the four families
+GROUPS: dict[str, tuple[str, ...]] = {
+    "all": tuple(CORRUPTIONS), "standard": CIFAR10C_STANDARD, "extra": CIFAR10C_EXTRA,
+    "method": METHOD_SWEEP, **FAMILIES}
 
 
 def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
