@@ -216,14 +216,23 @@ def _layout(fig: go.Figure, title: str, height: int, **kw) -> go.Figure:
     return fig
 
 
+TRUE_CLASS_FILL = "rgba(44, 160, 44, 0.15)"
+
+
 def probability_bars(probs: dict[str, np.ndarray], classes: list[str] | tuple[str, ...],
-                     title: str) -> go.Figure:
-    """Grouped bars: each model's class probabilities (one 1-D array per model)."""
+                     title: str, true_class: str | None = None) -> go.Figure:
+    """Grouped bars: each model's class probabilities (one 1-D array per model); the
+    ``true_class``, when known, shaded and labelled "true class"."""
     fig = go.Figure()
     for i, (name, p) in enumerate(probs.items()):
         fig.add_trace(go.Bar(x=list(classes), y=np.asarray(p, float), name=name,
                              marker_color=PALETTE[i % len(PALETTE)],
                              hovertemplate="%{x}: %{y:.3f}<extra>" + name + "</extra>"))
+    if true_class is not None:
+        k = list(classes).index(true_class)
+        fig.add_vrect(x0=k - 0.5, x1=k + 0.5, fillcolor=TRUE_CLASS_FILL, line_width=0,
+                      layer="below", annotation_text="true class",
+                      annotation_position="top left")
     fig.update_yaxes(range=[0, 1], title="probability")
     return _layout(fig, title, 380, barmode="group", legend=dict(orientation="h", y=-0.2))
 

@@ -226,12 +226,18 @@ def test_similarity_loss_is_explained_in_words(zoo):
     assert all(r[2] == pytest.approx(r[1] * 1000, abs=1e-3) for r in rows)
 
 
-def _dependencies(build):
-    """(component, event name, handler, trigger mode) of each event a view's build wires."""
+def _wiring(build):
+    """The events a view's ``build`` wires, as gradio records them (BlockFunction)."""
     with gr.Blocks() as demo:
         build()
+    return demo, list(demo.fns.values())
+
+
+def _dependencies(build):
+    """(component, event name, handler, trigger mode) of each event a view's build wires."""
+    demo, deps = _wiring(build)
     return [(demo.blocks[block_id], event, dep.fn, dep.trigger_mode)
-            for dep in demo.fns.values() for block_id, event in dep.targets]
+            for dep in deps for block_id, event in dep.targets]
 
 
 def test_the_alpha_box_redraws_the_maps_as_it_changes(zoo):
@@ -242,3 +248,73 @@ def test_the_alpha_box_redraws_the_maps_as_it_changes(zoo):
              and fn is teachers_view.maps]
     # "change" fires for the number box as for the handle; "release" only for the handle
     assert wired == [("change", "always_last")]
+
+
+# -- noise robustness ----------------------------------------------------------------------------
+
+def _verdicts(info: str) -> dict[str, tuple[str, str]]:
+    """model -> (its top-1 class, its mark) from the summary's "- model: **class** (p) ✓"."""
+    import re
+
+    return {m[1]: (m[2], m[3]) for m in re.finditer(r"^- (\S+): \*\*(\w+)\*\* \([^)]*\)"
+                                                   r"( [✓✗])?$", info, re.M)}
+
+
+def test_noise_prediction_shows_the_true_class_and_marks(zoo, cifar_test_images):
+    from app import noise_view
+    from tgd_core.data.datasets import CIFAR10_CLASSES, load_cifar10
+
+    images, labels = load_cifar10(noise_view.RECOGNISED_SPLIT)
+    truth = CIFAR10_CLASSES[int(labels[0])]
+    _, _, fig, info = noise_view.predict(images[0], "contrast", 0)
+    assert f"true class: **{truth}** (CIFAR-10 test label)" in info
+    verdicts = _verdicts(info)
+    assert set(verdicts) == {t.name for t in fig.data}
+    for trace in fig.data:  # each mark agrees with the model's bars
+        top = CIFAR10_CLASSES[int(np.argmax(trace.y))]
+        assert verdicts[trace.name] == (top, " ✓" if top == truth else " ✗")
+    (shade,) = fig.layout.shapes
+    k = CIFAR10_CLASSES.index(truth)
+    assert (shade.x0, shade.x1) == (k - 0.5, k + 0.5)
+
+
+def test_noise_true_class_of_an_upload_is_optional(zoo):
+    from app import noise_view
+    from tests.test_app_views import RNG_IMAGE
+
+    _, _, fig, info = noise_view.predict(RNG_IMAGE, "contrast", 2)
+    assert "true class: not known" in info and not fig.layout.shapes
+    assert all(mark is None for _, mark in _verdicts(info).values())
+    _, _, fig, info = noise_view.predict(RNG_IMAGE, "contrast", 2, 0, "cat")
+    assert "true class: **cat** (given)" in info and len(fig.layout.shapes) == 1
+    assert all(mark in (" ✓", " ✗") for _, mark in _verdicts(info).values())
+    with pytest.raises(gr.Error, match=r"True class \(optional\): not one of the offered"):
+        noise_view.predict(RNG_IMAGE, "contrast", 2, 0, "unicorn")
+
+
+def test_the_reliability_plot_has_its_own_severity_control(zoo, cifar_test_images):
+    from app import noise_view
+
+    demo, deps = _wiring(lambda: noise_view.build([]))
+    (dep,) = [d for d in deps if d.fn is noise_view.sweep]
+    labels = [getattr(c, "label", None) for c in dep.inputs]
+    assert noise_view.RELIABILITY_SEVERITY.label in labels
+    assert noise_view.SEVERITY.label not in labels
+    _, rel, _ = noise_view.sweep("contrast", 10, 0, 2, progress=NO_PROGRESS)
+    assert [a.text for a in rel.layout.annotations] == ["clean", "contrast 2"]
+    with pytest.raises(gr.Error, match="Reliability diagram: severity beside clean: must be ≥ 1"):
+        noise_view.sweep("contrast", 10, 0, 0, progress=NO_PROGRESS)
+
+
+def test_the_corruption_choice_lists_every_engine_corruption_by_family():
+    from app import noise_view
+    from tgd_core.data.corruptions import CORRUPTIONS, family_of
+
+    offered = noise_view.corruption_choices()
+    names = [name for _, name in offered]
+    assert sorted(names) == sorted(CORRUPTIONS) and len(names) == len(set(names))
+    assert all(label.startswith(family_of(name) + " · ") for label, name in offered)
+    demo, _ = _wiring(lambda: noise_view.build([]))
+    (dropdown,) = [b for b in demo.blocks.values()
+                   if getattr(b, "label", None) == noise_view.CORRUPTION]
+    assert [tuple(c) for c in dropdown.choices] == offered
