@@ -21,6 +21,10 @@ MAX_BATCH_SIZE = 8_192
 MAX_IMAGES = 10_000_000
 MAX_SEED = 2**32 - 1  # numpy's seed range
 
+# How live teachers run (tgd_core.nets.teacher_inference): the exact network, BatchNorm folded
+# into the convolutions, or int8 post-training quantised (CPU).
+TeacherInference = Literal["exact", "folded", "int8"]
+
 # What a field says about a run (declared with each field, read by ``fields_of_kind``):
 # "placement" — where or how fast it runs, never what is learned (a run may resume elsewhere);
 # "bookkeeping" — how it evaluates, checkpoints or caches along the way (a finished run's
@@ -52,6 +56,9 @@ class TrainConfig(BaseModel):
     fixed_batches: bool = Field(False, description="draw the batches' composition once")
     teacher_cache: bool = Field(True, description="cache teacher targets (no augmentation)",
                                 json_schema_extra=BOOKKEEPING)
+    teacher_inference: TeacherInference = Field(
+        "exact", description="how the teachers run: exact float32, 'folded' (BatchNorm folded "
+        "into the convolutions, exact up to rounding) or 'int8' (post-training quantised, CPU)")
 
     # optimisation
     epochs: int = Field(200, ge=1, le=MAX_EPOCHS)

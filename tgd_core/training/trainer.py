@@ -193,8 +193,12 @@ class Trainer:
             atomic_write(self.out / "config.json", self.cfg.model_dump_json(indent=2) + "\n")
 
     def load_teachers(self) -> dict[str, Network]:
-        """The teachers by role, each checkpoint read once; a PI teacher must be fed the PI
+        """The teachers by role, each checkpoint read once, run as ``teacher_inference``
+        (int8: calibrated on the first training images); a PI teacher must be fed the PI
         representation it was trained on."""
+        from tgd_core.data.datasets import load_dataset
+        from tgd_core.nets.teacher_inference import CALIBRATION_IMAGES, prepare_networks
+
         cfg, teachers = self.cfg, {}
         for role, path in cfg.teachers.items():
             ckpt = load_checkpoint(path)
@@ -203,7 +207,8 @@ class Trainer:
                 raise TGDError(f"teacher {role} ({path}) was trained on PIs {pi}, but "
                                f"this run feeds it {cfg.pi}: set pi to the teacher's")
             teachers[role] = Network.from_checkpoint(ckpt, self.device)
-        return teachers
+        return prepare_networks(teachers, cfg.teacher_inference, lambda: load_dataset(
+            cfg.dataset, "train", cfg.data_dir, limit=CALIBRATION_IMAGES)[0])
 
     def load_data(self) -> TrainData:
         """The inputs the student and the teachers need (rank 0 fills the PI cache first,
