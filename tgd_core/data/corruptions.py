@@ -179,37 +179,6 @@ def _grey(x: np.ndarray) -> np.ndarray:
     return (x @ GREY_WEIGHTS)[..., None]
 
 
-def rgb_to_hsv(x: np.ndarray) -> np.ndarray:
-    """RGB → HSV on [0, 1] floats (…×3), as ``colorsys``/skimage: H in [0, 1), S = Δ/V, V = max;
-    grey pixels get H = S = 0."""
-    v = x.max(-1)
-    delta = v - x.min(-1)
-    safe = np.where(delta > 0, delta, 1.0)
-    r, g, b = np.moveaxis(x, -1, 0)
-    hue = np.where(v == r, (g - b) / safe, np.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    hue = np.where(delta > 0, (hue / 6) % 1.0, 0.0)
-    sat = np.where(v > 0, delta / np.where(v > 0, v, 1.0), 0.0)
-    return np.stack([hue, sat, v], -1)
-
-
-def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """HSV → RGB on [0, 1] floats (…×3), the inverse of :func:`rgb_to_hsv` (``colorsys``)."""
-    h, s, v = np.moveaxis(hsv, -1, 0)
-    sector = np.floor(h * 6)
-    f = h * 6 - sector
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    choices = np.stack([np.stack(c, -1) for c in
-                        ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
-    return np.take_along_axis(choices, (sector.astype(int) % 6)[None, ..., None], 0)[0]
-
-
-def _map_hsv(x: np.ndarray, channel: int, scale: float, shift: float) -> np.ndarray:
-    """``x`` with HSV ``channel`` replaced by clip(channel·scale + shift, 0, 1)."""
-    hsv = rgb_to_hsv(x)
-    hsv[..., channel] = np.clip(hsv[..., channel] * scale + shift, 0, 1)
-    return hsv_to_rgb(hsv)
-
-
 def _clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
     """Zoom the centre ⌈side/factor⌉ pixels of N×H×W(×C) images by ``factor`` and crop the middle
     H×W (make_cifar_c.py's ``clipped_zoom``), as scipy ``zoom(order=1)`` does it, per axis."""
@@ -535,9 +504,19 @@ def _equalize(u8: np.ndarray) -> np.ndarray:
     return np.take_along_axis(lut, u8.reshape(n, -1).astype(int), 1).reshape(u8.shape)
 
 
+def _value_and_saturation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HSV value V = max(R, G, B) and saturation S = (V − min)/V (0 where V = 0), N×H×W×1."""
+    value = x.max(-1, keepdims=True)
+    spread = value - x.min(-1, keepdims=True)
+    return value, np.divide(spread, value, out=np.zeros_like(value), where=value > 0)
+
+
 def _brightness(x: np.ndarray, c: float, rng: Rng) -> np.ndarray:
-    """HSV value + c, clipped."""
-    return _map_hsv(x, 2, 1.0, c)
+    """HSV value + c, clipped (skimage rgb2hsv → V + c → hsv2rgb). With hue and saturation
+    fixed every channel is V·(1 − S·k(H)), so the channels scale by V'/V; black becomes grey V'."""
+    value, _ = _value_and_saturation(x)
+    brighter = np.minimum(value + c, 1.0)
+    return np.where(value > 0, x * brighter / np.where(value > 0, value, 1.0), brighter)
 
 
 # ----------------------------------------------------------------------------------- digital
@@ -597,8 +576,15 @@ def _jpeg(x: np.ndarray, quality: int, rng: Rng) -> np.ndarray:
 
 
 def _saturate(x: np.ndarray, params: tuple[float, float], rng: Rng) -> np.ndarray:
-    """HSV saturation · scale + shift, clipped."""
-    return _map_hsv(x, 1, *params)
+    """HSV saturation · scale + shift, clipped (skimage rgb2hsv → S' → hsv2rgb). With hue and
+    value fixed V − channel = V·S·k(H), so it scales by S'/S; grey pixels (S = 0) have hue 0 (red)
+    and become (V, V·(1 − S'), V·(1 − S'))."""
+    scale, shift = params
+    value, saturation = _value_and_saturation(x)
+    target = np.clip(saturation * scale + shift, 0, 1)
+    coloured = value - (value - x) * target / np.where(saturation > 0, saturation, 1.0)
+    grey = value * np.concatenate([np.ones_like(target), 1 - target, 1 - target], -1)
+    return np.where(saturation > 0, coloured, grey)
 
 
 CORRUPTIONS: dict[str, Callable[[np.ndarray, object, Rng], np.ndarray]] = {
