@@ -33,7 +33,7 @@ from tgd_core.topology.representation import (
     representation_key,
 )
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: paper-mode PIs bit-identical to persim (1: within 1e-15)
 PART_ROWS = 5000
 _PART = re.compile(r"part-(\d+)-(\d+)\.npy$")
 
