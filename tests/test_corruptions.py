@@ -22,7 +22,9 @@ from tgd_core.data.corruptions import (
     SEVERITIES,
     SEVERITY_PARAMS,
     _clipped_zoom,
+    _fold,
     _motion_blur_batch,
+    _sample_bilinear,
     add_gaussian_noise,
     corrupt,
     corruption_set,
@@ -433,6 +435,28 @@ def test_elastic_transform_warps_more_locally_with_severity() -> None:
     bend = [curvature(s) for s in SEVERITIES]
     assert bend[0] < 1e-3 and all(a < b for a, b in zip(bend[1:], bend[2:], strict=False)), bend
     assert not np.allclose(corrupt(ramp, "elastic_transform", 1, seed=3), ramp)
+
+
+@pytest.mark.parametrize("mode, numpy_pad", [("mirror", "reflect"), ("reflect", "symmetric")])
+def test_border_folding_matches_numpy_pad(mode: str, numpy_pad: str) -> None:
+    for size in (2, 5, 32):
+        index = np.arange(-3 * size - 2, 4 * size + 3)
+        padded = np.pad(np.arange(size), 8 * size, mode=numpy_pad)
+        assert np.array_equal(_fold(index, size, mode), padded[index + 8 * size])
+
+
+def test_bilinear_sampling_matches_map_coordinates() -> None:
+    rng = np.random.default_rng(12)
+    x = rng.random((2, 32, 32, 3))
+    rows, cols = rng.uniform(0, 31, (2, 2, 32, 32))
+    expected = np.stack([np.stack([ndimage.map_coordinates(x[i, :, :, k], [rows[i], cols[i]],
+                                                           order=1) for k in range(3)], -1)
+                         for i in range(2)])
+    assert np.allclose(_sample_bilinear(x, rows, cols, "mirror"), expected, atol=1e-12)
+    # on the grid it returns the pixels themselves, folded at the borders
+    grid_rows, grid_cols = np.meshgrid(np.arange(-1, 33), np.arange(32), indexing="ij")
+    picked = _sample_bilinear(x, np.stack([grid_rows] * 2), np.stack([grid_cols] * 2), "mirror")
+    assert np.array_equal(picked[:, 0], x[:, 1]) and np.array_equal(picked[:, -1], x[:, 30])
 
 
 # ------------------------------------------------------------------------ noise σ and errors

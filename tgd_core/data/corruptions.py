@@ -268,28 +268,32 @@ def _plasma_for(x: np.ndarray, decay: float, rng: Rng) -> np.ndarray:
 
 def _fold(index: np.ndarray, size: int, mode: str) -> np.ndarray:
     """Integer pixel indices folded into [0, size) by the border rule: "mirror" (reflect-101,
-    cv2's default) or "reflect" (half-sample symmetric)."""
+    cv2's default) or "reflect" (half-sample symmetric). Folds the range the indices span once
+    and looks them up."""
+    low = min(int(index.min()), 0)
+    span = np.arange(low, max(int(index.max()), size - 1) + 1)
     period = max(2 * size - 2, 1) if mode == "mirror" else 2 * size
-    index = np.abs(index) % period if mode == "mirror" else np.mod(index, period)
     if mode == "mirror":
-        return np.where(index >= size, period - index, index)
-    return np.where(index >= size, period - 1 - index, index)
+        span = np.abs(span) % period
+        table = np.where(span >= size, period - span, span)
+    else:
+        span = np.mod(span, period)
+        table = np.where(span >= size, period - 1 - span, span)
+    return table[index - low]
 
 
 def _sample_bilinear(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, mode: str) -> np.ndarray:
     """N×H×W×C images sampled bilinearly at per-image N×H×W coordinates (row, col)."""
     n, h, w = x.shape[:3]
     r0, c0 = np.floor(rows), np.floor(cols)
-    fr, fc = (rows - r0)[..., None], (cols - c0)[..., None]
+    fr, fc = ((t - t0)[..., None].astype(x.dtype) for t, t0 in ((rows, r0), (cols, c0)))
     r0, c0 = r0.astype(int), c0.astype(int)
+    top, bottom = _fold(r0, h, mode), _fold(r0 + 1, h, mode)
+    left, right = _fold(c0, w, mode), _fold(c0 + 1, w, mode)
     images = np.arange(n)[:, None, None]
-
-    def at(r: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return x[images, _fold(r, h, mode), _fold(c, w, mode)]
-
-    top = at(r0, c0) * (1 - fc) + at(r0, c0 + 1) * fc
-    bottom = at(r0 + 1, c0) * (1 - fc) + at(r0 + 1, c0 + 1) * fc
-    return top * (1 - fr) + bottom * fr
+    upper = x[images, top, left] * (1 - fc) + x[images, top, right] * fc
+    lower = x[images, bottom, left] * (1 - fc) + x[images, bottom, right] * fc
+    return upper * (1 - fr) + lower * fr
 
 
 def _per_image_pil(x: np.ndarray, transform: Callable[[Image.Image], Image.Image]) -> np.ndarray:
@@ -531,9 +535,10 @@ def _contrast(x: np.ndarray, c: float, rng: Rng) -> np.ndarray:
 def _elastic_transform(x: np.ndarray, params: tuple[float, float, float], rng: Rng) -> np.ndarray:
     """A random affine warp (three points around the centre jittered uniformly by ±a, bilinear,
     reflect-101 borders), then a displacement field α·G_σ(U(−1, 1)) per axis (Gaussian with
-    reflect borders, truncate 3; bilinear, reflect borders). α, σ, a are fractions of the side."""
+    reflect borders, truncate 3; bilinear, reflect borders). α, σ, a are fractions of the side.
+    Pixels in float32 as published."""
     alpha, sigma, jitter = (p * min(x.shape[1:3]) for p in params)
-    x = _sample_bilinear(x, *_affine_source(x.shape, jitter, rng), mode="mirror")
+    x = _sample_bilinear(x.astype(np.float32), *_affine_source(x.shape, jitter, rng), "mirror")
     n, h, w = x.shape[:3]
     dx, dy = (_spatial_gaussian(rng.uniform(-1, 1, size=(n, h, w)), sigma, "reflect", 3) * alpha
               for _ in range(2))
