@@ -176,3 +176,58 @@ def test_experiment_job_runs_through_a_worker(tmp_path):
     assert [r["method"] for r in done.result["rows"]] == ["scratch", "tgd"]
     rows = store.read_metrics(job.id)
     assert {r["run"] for r in rows} >= {"teacher t1", "tgd seed 0"}
+
+
+def test_parallel_runs_in_processes_after_their_teachers_and_resumes_a_stop(tmp_path, capsys):
+    """``--parallel 2``: the two teachers start at once in worker processes, each student once
+    the runs it needs are done, with the weights an in-process run gives; ``--stop-after``
+    stops every running run at a step boundary (exit 3) and the same command resumes them."""
+    import os
+
+    import torch
+
+    from tgd_core.experiments.runner import needed_runs
+    from tgd_core.nets.checkpoints import load_checkpoint
+    from tgd_core.training import run_training
+
+    spec = {**TINY, "methods": {"kd_t1": TINY["methods"]["kd_t1"],
+                                "tgd": {"teachers": {"t1": "t1", "t2": "t2"}, "init": True}}}
+    recipe = tmp_path / "par.yaml"
+    recipe.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = tmp_path / "exp"
+    assert needed_runs(plan(Recipe(**spec), out)) == {
+        "teacher t1": [], "teacher t2": [], "init (scratch student)": [],
+        "kd_t1 seed 0": ["teacher t1"], "tgd seed 0": ["teacher t1", "teacher t2",
+                                                       "init (scratch student)"]}
+    cli = ["experiment", str(recipe), "--out", str(out), "--no-progress", "--parallel", "2"]
+
+    assert main([*cli, "--stop-after", "1e-9"]) == 3  # past the deadline at the first step
+    log = capsys.readouterr().err
+    assert "[stopped] teacher t1: stopped at epoch 1, step 1" in log
+    assert "kd_t1" not in log and "run the same command again to resume" in log
+
+    assert main(cli) == 0
+    log = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("[resume] teacher t2 ") and line.endswith("(2 running)")
+               for line in log)
+    done = [line for line in log if line.startswith("[done] ")]
+    pids = {int(line.split("(process ")[1].rstrip(")")) for line in done}
+    assert len(done) == 5 and os.getpid() not in pids
+
+    def index(prefix: str) -> int:
+        return next(i for i, line in enumerate(log) if line.startswith(prefix))
+
+    assert index("[train] kd_t1 seed 0") > index("[done] teacher t1")
+    assert index("[train] tgd seed 0") > max(index("[done] teacher t2"), index("[done] init"))
+    assert [r["method"] for r in json.loads((out / "summary.json").read_text())["rows"]] == [
+        "kd_t1", "tgd"]
+
+    # the run a worker process trained is the run this process trains
+    cfg = dict(plan(Recipe(**spec), out))["kd_t1 seed 0"]
+    again = cfg.model_copy(update={"out_dir": str(tmp_path / "again")})
+    run_training(again, progress=False)
+    mine, theirs = (load_checkpoint(f"{c.out_dir}/latest.pt").state_dict for c in (again, cfg))
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+    assert main(cli) == 0  # everything finished: nothing trains
+    assert "[train]" not in capsys.readouterr().err

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from tgd_core.commands import check_output_folder
+
+STOPPED = 3  # exit status of an experiment stopped by --stop-after (resumable)
 
 
 def register(sub) -> None:
@@ -18,6 +21,12 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-report", action="store_true",
                    help="train and evaluate only (e.g. parallel --only runs); report later")
+    p.add_argument("--parallel", type=positive_int, default=1, metavar="N",
+                   help="train up to N runs at once, each in its own process (one GPU "
+                        "shared); a run starts once its teachers and init student are done")
+    p.add_argument("--stop-after", type=positive_float, metavar="SECONDS",
+                   help="stop every run at its next step boundary after SECONDS (latest.pt "
+                        "saved; exit status 3): the same command resumes")
     p.set_defaults(func=run)
 
 
@@ -25,6 +34,7 @@ def run(args) -> int:
     from tgd_core.experiments.plan import finished, plan, reused_teachers
     from tgd_core.experiments.recipe import Recipe
     from tgd_core.experiments.runner import main_log, run_experiment
+    from tgd_core.training import Stopped
 
     recipe = Recipe.load(args.recipe)
     out = Path(args.out or f"runs/experiments/{recipe.name}")
@@ -39,6 +49,28 @@ def run(args) -> int:
             print(f"{state:8} {label:28} {cfg.student}/{cfg.student_input} {cfg.epochs} epochs "
                   f"-> {cfg.out_dir}")
         return 0
-    run_experiment(recipe, out, only=args.only, progress=False if args.no_progress else None,
-                   log=main_log, report=not args.no_report)
+    try:
+        run_experiment(recipe, out, only=args.only,
+                       progress=False if args.no_progress else None, log=main_log,
+                       report=not args.no_report, parallel=args.parallel,
+                       stop_after=args.stop_after)
+    except Stopped as exc:
+        main_log(f"[stopped] {exc}; run the same command again to resume")
+        return STOPPED
     return 0
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value

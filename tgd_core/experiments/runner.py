@@ -5,16 +5,24 @@ a kill, finished runs are skipped, under ``torchrun`` every run trains data-para
 evaluates each student (clean accuracy/NLL/ECE of the best and last epochs on the full test
 split, and the last epoch under every corruption and severity; cached in the run's
 ``eval.json``) and writes the reports (:mod:`.report`).
+
+With ``parallel=N`` up to N runs train at once, each in its own process (sharing one GPU: at
+the paper's batch of 128 one run leaves most of an accelerator idle); a run starts once the
+runs it needs (its teachers, the init student) are finished. With ``stop_after`` every run
+stops at its next step boundary after that many seconds, saving ``latest.pt``: running the same
+command again resumes (finished runs are skipped).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from tgd_core.core.errors import TGDError
 from tgd_core.experiments.job import ScaledContext
 from tgd_core.experiments.plan import finished, plan
 from tgd_core.experiments.recipe import EvalSpec, Recipe
@@ -22,17 +30,22 @@ from tgd_core.experiments.report import summarise, write_reports
 
 
 def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = None,
-                   progress: bool | None = None, log=print, report: bool = True, ctx=None
+                   progress: bool | None = None, log=print, report: bool = True, ctx=None,
+                   parallel: int = 1, stop_after: float | None = None
                    ) -> list[dict[str, Any]]:
     """Train what is missing, evaluate, write the reports (unless ``report=False``, e.g. for
     parallel partial runs); returns the summary rows. ``ctx`` (a job context) sees each run's
     progress scaled to the whole experiment and can stop it at a step boundary. Under
     ``torchrun`` every run trains data-parallel; rank 0 evaluates and reports (the other ranks
-    return no rows)."""
+    return no rows). ``parallel``, ``stop_after``: see the module doc (a stop raises
+    :class:`~tgd_core.training.Stopped` once every run has stopped)."""
     from tgd_core.core import distributed
 
     out = Path(out)
     dist, _ = distributed.setup(recipe.common.get("device", "auto"))
+    if parallel > 1 and (dist.enabled or ctx is not None):
+        raise TGDError("parallel runs are separate processes: not under torchrun or in a job")
+    deadline = time.time() + stop_after if stop_after is not None else None
     if not dist.is_main:
         log = _quiet
     else:
@@ -41,7 +54,10 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
     selected = [(label, cfg) for label, cfg in plan(recipe, out)
                 if not only or label.startswith(("teacher", "init"))
                 or label.split(" seed ")[0] in only]
-    durations = _train(selected, progress=progress, log=log, ctx=ctx)
+    if parallel > 1:
+        durations = _train_parallel(selected, parallel, log=log, deadline=deadline)
+    else:
+        durations = _train(selected, progress=progress, log=log, ctx=ctx, deadline=deadline)
     if not dist.is_main:
         return []
     evals = _evaluate(selected, recipe.evaluation, log)
@@ -52,12 +68,11 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
     return rows
 
 
-def _train(runs: list[tuple[str, Any]], *, progress: bool | None, log, ctx
-           ) -> dict[str, float]:
+def _train(runs: list[tuple[str, Any]], *, progress: bool | None, log, ctx,
+           deadline: float | None = None) -> dict[str, float]:
     """Train (or resume) each unfinished run in order; the training seconds of every run."""
     from tgd_core.training import run_training
 
-    durations: dict[str, float] = {}
     for i, (label, cfg) in enumerate(runs):
         if finished(cfg):
             log(f"[done] {label}")
@@ -65,12 +80,107 @@ def _train(runs: list[tuple[str, Any]], *, progress: bool | None, log, ctx
             resume = (Path(cfg.out_dir) / "latest.pt").exists()
             log(f"[{'resume' if resume else 'train'}] {label} -> {cfg.out_dir}")
             t0 = time.perf_counter()
-            run_training(cfg, resume=resume, progress=progress,
-                         ctx=ScaledContext(ctx, i, len(runs), label) if ctx else None)
+            run_ctx = (ScaledContext(ctx, i, len(runs), label) if ctx is not None
+                       else Deadline(deadline) if deadline is not None else None)
+            run_training(cfg, resume=resume, progress=progress, ctx=run_ctx)
             log(f"[done] {label} in {time.perf_counter() - t0:.0f} s")
-        durations[label] = json.loads((Path(cfg.out_dir) / "result.json").read_text()).get(
-            "train_seconds", 0.0)
-    return durations
+    return _train_seconds(runs)
+
+
+def _train_seconds(runs: list[tuple[str, Any]]) -> dict[str, float]:
+    """The training seconds of every run (from its result.json)."""
+    return {label: json.loads((Path(cfg.out_dir) / "result.json").read_text()).get(
+        "train_seconds", 0.0) for label, cfg in runs}
+
+
+class Deadline:
+    """A run context that asks the run to stop once the clock passes ``deadline`` (epoch
+    seconds); the run then saves ``latest.pt`` and raises ``Stopped``."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def should_stop(self) -> bool:
+        return time.time() >= self.deadline
+
+
+def needed_runs(runs: list[tuple[str, Any]]) -> dict[str, list[str]]:
+    """For each run, the labels of the runs it needs: those whose folder holds one of its
+    teacher checkpoints or its ``init_student``."""
+    folders = {Path(cfg.out_dir).resolve(): label for label, cfg in runs}
+    needs = {}
+    for label, cfg in runs:
+        inputs = [*cfg.teachers.values(), *([cfg.init_student] if cfg.init_student else [])]
+        needs[label] = [folders[p] for p in (Path(i).resolve().parent for i in inputs)
+                        if p in folders]
+    return needs
+
+
+def _train_parallel(runs: list[tuple[str, Any]], workers: int, *, log,
+                    deadline: float | None) -> dict[str, float]:
+    """Train the unfinished runs, up to ``workers`` at once in separate processes (spawned:
+    each its own CUDA context), each started once the runs it needs are finished. A failed
+    run lets the running ones end, starts no more, and is raised; a stop (``deadline``)
+    likewise raises ``Stopped`` once every running run has saved its state."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from tgd_core.training import Stopped
+
+    configs, needs = dict(runs), needed_runs(runs)
+    todo = []
+    for label, cfg in runs:
+        if finished(cfg):
+            log(f"[done] {label}")
+        else:
+            todo.append(label)
+    failure: BaseException | None = None
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        running: dict[Any, str] = {}
+        while todo or running:
+            for label in [lb for lb in todo if failure is None
+                          and all(finished(configs[n]) for n in needs[lb])]:
+                if len(running) >= workers:
+                    break
+                todo.remove(label)
+                cfg = configs[label]
+                resume = (Path(cfg.out_dir) / "latest.pt").exists()
+                running[pool.submit(train_in_process, cfg.model_dump_json(), resume,
+                                    deadline)] = label
+                log(f"[{'resume' if resume else 'train'}] {label} -> {cfg.out_dir} "
+                    f"({len(running)} running)")
+            if not running:
+                break  # what is left waits for a run that failed or stopped
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                label = running.pop(future)
+                try:
+                    pid, seconds = future.result()
+                    log(f"[done] {label} in {seconds:.0f} s (process {pid})")
+                except Stopped as exc:
+                    log(f"[stopped] {label}: {exc}")
+                    failure = failure or exc
+                except Exception as exc:  # noqa: BLE001 — raised once the others have ended
+                    log(f"[failed] {label}: {exc}")
+                    failure = failure or exc
+    if failure is not None:
+        raise failure
+    if todo:
+        raise TGDError(f"runs {todo} could not start: the runs they need did not finish")
+    return _train_seconds(runs)
+
+
+def train_in_process(config_json: str, resume: bool, deadline: float | None
+                     ) -> tuple[int, float]:
+    """One run in a worker process of :func:`_train_parallel`; (process id, seconds)."""
+    from tgd_core.training import TrainConfig, run_training
+
+    cfg = TrainConfig.build(**json.loads(config_json))
+    t0 = time.perf_counter()
+    run_training(cfg, resume=resume, progress=False,
+                 ctx=Deadline(deadline) if deadline is not None else None)
+    return os.getpid(), time.perf_counter() - t0
 
 
 def _evaluate(runs: list[tuple[str, Any]], spec: EvalSpec, log) -> dict[str, list[dict]]:
