@@ -39,8 +39,7 @@ from tgd_core.core.errors import TGDError  # noqa: E402 (pure Python: no torch)
 
 FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
          "test_batch", "test_batch_lossless_1k", "batches.meta")
-ARCHIVE = "cifar10.tar.xz"
-MANIFEST = "cifar10.manifest.json"
+NAME = "cifar10"  # the parts are cifar10.tar.xz.NNN, the manifest cifar10.manifest.json
 MiB = 2**20
 CHUNK = 4 * MiB
 
@@ -113,37 +112,48 @@ class PartReader(io.RawIOBase):
             self.file = None
 
 
-def pack(src: Path, stage: Path, part_bytes: int, preset: int = 6) -> dict:
-    """Write the parts and the manifest of the CIFAR-10 files in ``src`` into ``stage``."""
-    missing = [name for name in FILES if not (src / name).is_file()]
+def pack_files(root: Path, names: list[str], stage: Path, name: str, part_bytes: int,
+               preset: int = 6) -> dict:
+    """Write ``names`` (paths relative to ``root``) as one tar, xz-compressed, in parts
+    ``<stage>/<name>.tar.xz.NNN`` of ``part_bytes`` at most, and ``<name>.manifest.json``
+    with the size and sha256 of every part and file; returns the manifest."""
+    missing = [n for n in names if not (root / n).is_file()]
     if missing:
-        raise TGDError(f"{src}: missing CIFAR-10 file(s) {missing}")
+        raise TGDError(f"{root}: missing file(s) {missing}")
     if part_bytes < 1:
         raise TGDError(f"part size must be positive, got {part_bytes} bytes")
     stage.mkdir(parents=True, exist_ok=True)
-    for old in stage.glob(f"{ARCHIVE}.*"):
+    for old in stage.glob(f"{name}.tar.xz.*"):
         old.unlink()
-    files = {name: {"bytes": (src / name).stat().st_size, "sha256": sha256_of(src / name)}
-             for name in FILES}
-    parts = PartWriter(stage / ARCHIVE, part_bytes)
+    files = {n: {"bytes": (root / n).stat().st_size, "sha256": sha256_of(root / n)}
+             for n in names}
+    parts = PartWriter(stage / f"{name}.tar.xz", part_bytes)
     with parts, lzma.LZMAFile(parts, "w", preset=preset) as xz, \
             tarfile.open(fileobj=xz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for name in FILES:
-            info = tar.gettarinfo(str(src / name), arcname=name)
+        for n in names:
+            info = tar.gettarinfo(str(root / n), arcname=n)
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             info.mode = 0o644
-            with open(src / name, "rb") as f:
+            with open(root / n, "rb") as f:
                 tar.addfile(info, f)
-    manifest = {"archive": ARCHIVE, "files": files,
+    manifest = {"archive": f"{name}.tar.xz", "files": files,
                 "parts": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_of(p)}
                           for p in parts.paths]}
-    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (stage / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
-def read_manifest(stage: Path) -> dict:
-    path = stage / MANIFEST
+def pack(src: Path, stage: Path, part_bytes: int, preset: int = 6) -> dict:
+    """The CIFAR-10 files of ``src`` as parts ``cifar10.tar.xz.NNN`` in ``stage``."""
+    if not all((src / n).is_file() for n in FILES):
+        missing = [n for n in FILES if not (src / n).is_file()]
+        raise TGDError(f"{src}: missing CIFAR-10 file(s) {missing}")
+    return pack_files(src, list(FILES), stage, NAME, part_bytes, preset)
+
+
+def read_manifest(stage: Path, name: str = "cifar10") -> dict:
+    path = stage / f"{name}.manifest.json"
     try:
         manifest = json.loads(path.read_text())
         parts, files = manifest["parts"], manifest["files"]
@@ -163,7 +173,7 @@ def verified_parts(stage: Path, manifest: dict) -> list[Path]:
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise TGDError(f"{stage}: part(s) {missing} of {len(paths)} not here yet; carry "
-                         "them in the next calls while the machine is warm")
+                       "them in the next calls while the machine is warm")
     for part, path in zip(manifest["parts"], paths, strict=True):
         if path.stat().st_size != part["bytes"] or sha256_of(path) != part["sha256"]:
             raise TGDError(f"{path}: damaged (size or sha256 differs from the manifest)")
@@ -178,22 +188,28 @@ def members(tar: tarfile.TarFile, wanted: set[str]) -> Iterator[tarfile.TarInfo]
         yield info
 
 
-def unpack(stage: Path, dest: Path) -> Path:
-    """Verify, reassemble and extract the parts into ``dest/cifar10``; returns that folder."""
-    manifest = read_manifest(stage)
+def unpack_files(stage: Path, name: str, dest: Path) -> dict:
+    """Verify the parts of ``name`` in ``stage`` and extract their files under ``dest``
+    (each then checked against its sha256); returns the manifest."""
+    manifest = read_manifest(stage, name)
     paths = verified_parts(stage, manifest)
-    folder = dest / "cifar10"
-    folder.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
     files = manifest["files"]
     with lzma.LZMAFile(io.BufferedReader(PartReader(paths), CHUNK)) as xz, \
             tarfile.open(fileobj=xz, mode="r|") as tar:
         for info in members(tar, set(files)):
-            tar.extract(info, folder, filter="data")
-    for name, meta in files.items():
-        path = folder / name
+            tar.extract(info, dest, filter="data")
+    for n, meta in files.items():
+        path = dest / n
         if not path.is_file() or sha256_of(path) != meta["sha256"]:
             raise TGDError(f"{path}: missing or its sha256 differs from the manifest")
-    return folder
+    return manifest
+
+
+def unpack(stage: Path, dest: Path) -> Path:
+    """Verify, reassemble and extract the CIFAR-10 parts into ``dest/cifar10``; returns it."""
+    unpack_files(stage, NAME, dest / "cifar10")
+    return dest / "cifar10"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,13 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.unpack:
             folder = unpack(args.stage, args.dest)
-            print(f"unpacked {len(read_manifest(args.stage)['files'])} files into {folder}; "
+            print(f"unpacked {len(FILES)} files into {folder}; "
                   f"export TGD_DATA_DIR={folder.parent.resolve()}")
         else:
             manifest = pack(args.src, args.stage, int(args.part_mib * MiB), args.preset)
             for part in manifest["parts"]:
                 print(f"{args.stage / part['name']}: {part['bytes'] / MiB:.1f} MiB")
-            print(f"{args.stage / MANIFEST}: {len(manifest['parts'])} parts")
+            print(f"{args.stage / (NAME + '.manifest.json')}: {len(manifest['parts'])} parts")
     except (TGDError, OSError, lzma.LZMAError, tarfile.TarError) as exc:
         print(f"stage_cifar10: error: {exc}", file=sys.stderr)
         return 2

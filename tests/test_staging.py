@@ -71,3 +71,36 @@ def test_unpack_names_a_missing_or_damaged_part(tmp_path, fake_cifar, capsys):
     (fake_cifar / "test_batch").unlink()
     with pytest.raises(TGDError, match=r"missing CIFAR-10 file\(s\) \['test_batch'\]"):
         stage_cifar10.pack(fake_cifar, stage, 64 * 1024)
+
+
+def test_device_paper_packs_small_files_first_and_restores_them(tmp_path):
+    """scripts/device_paper.py: what fits the budget comes back (small files, then finished
+    runs' checkpoints, then the others), the rest is named; a later session restores it."""
+    spec = importlib.util.spec_from_file_location("device_paper",
+                                                  PROJECT_ROOT / "scripts/device_paper.py")
+    device_paper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(device_paper)
+    rng = np.random.default_rng(1)
+    out = tmp_path / "paper"
+    sizes = {"teachers/t1/result.json": 10, "teachers/t1/latest.pt": 3000,
+             "scratch/seed0/latest.pt": 2000, "scratch/seed0/metrics.jsonl": 50,
+             "results.md": 20}
+    for name, size in sizes.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+    assert device_paper.pack_order(out) == [
+        "teachers/t1/result.json", "results.md", "scratch/seed0/metrics.jsonl",
+        "teachers/t1/latest.pt", "scratch/seed0/latest.pt"]
+    manifest = device_paper.pack_runs(out, tmp_path / "OUT", budget_bytes=4000)
+    assert manifest["left_out"] == ["scratch/seed0/latest.pt"]
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    for f in (tmp_path / "OUT").iterdir():  # what a later session carries back
+        (stage / f.name).write_bytes(f.read_bytes())
+    restored = tmp_path / "restored"
+    assert device_paper.restore_runs(stage, restored)
+    assert sorted(str(p.relative_to(restored)) for p in restored.rglob("*") if p.is_file()) \
+        == sorted(set(sizes) - {"scratch/seed0/latest.pt"})
+    assert (restored / "teachers/t1/latest.pt").read_bytes() == (
+        out / "teachers/t1/latest.pt").read_bytes()
+    assert not device_paper.restore_runs(stage, restored)  # never over an existing folder

@@ -1,0 +1,149 @@
+"""The prepared device command for the paper protocol (issue #14): data, resume, train within
+a time budget, pack the runs into ``$OUT``.
+
+    python3 scripts/device_paper.py [--budget 540] [--parallel 6] [--recipe recipes/paper.yaml]
+                                    [--out runs/experiments/paper] [--only METHOD ...]
+
+On the device machine, in the repository root (docs/device.md gives the whole sequence of
+calls):
+
+1. **Data.** Unless ``.stage/data/cifar10`` was unpacked by an earlier call on this (warm)
+   machine, verify and unpack the carried CIFAR-10 parts (scripts/stage_cifar10.py); then
+   ``TGD_DATA_DIR=.stage/data`` for everything below.
+2. **Earlier runs.** When the experiment folder is not here but ``.stage/runs.manifest.json``
+   and its parts are (the ``$OUT`` of an earlier session, carried back), unpack them into it:
+   the runner then skips finished runs and resumes the others from their ``latest.pt``.
+3. **Train.** ``tgd experiment RECIPE --parallel N --stop-after S``, S = the budget less the
+   time spent so far and a reserve for packing: every run stops at a step boundary in time,
+   saving ``latest.pt`` (exit 3), so the command ends inside the device's 10-minute limit.
+4. **Pack.** The experiment folder into ``$OUT`` as ``runs.tar.xz.NNN`` parts of at most 15 MiB
+   (at most 7, beside ``runs.manifest.json``: the device returns 8 files of 16 MiB at most):
+   every small file (configs, metrics, results, evaluations, reports) first, then the
+   checkpoints of finished runs, then those of unfinished ones; what does not fit is named in
+   the manifest's ``left_out`` (a later call, e.g. with ``--budget 0``, packs again). The log
+   comes back as the call's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+import stage_cifar10  # noqa: E402
+
+from tgd_core.core.errors import TGDError  # noqa: E402
+
+MiB = 2**20
+PART_BYTES = 15 * MiB
+MAX_PARTS = 7
+STOPPED = 3  # tgd experiment's exit status when --stop-after stopped it (resumable)
+
+
+def ensure_data(stage: Path) -> Path:
+    """``TGD_DATA_DIR`` with CIFAR-10 unpacked (once per machine: a marker records it)."""
+    data = stage / "data"
+    marker = data / "cifar10" / ".verified"
+    if not marker.exists():
+        stage_cifar10.unpack(stage, data)
+        marker.write_text("unpacked and verified against the manifest\n")
+    return data
+
+
+def restore_runs(stage: Path, out: Path) -> bool:
+    """Unpack runs carried back from an earlier session into ``out`` (when it is absent)."""
+    if out.exists() or not (stage / "runs.manifest.json").exists():
+        return False
+    stage_cifar10.unpack_files(stage, "runs", out)
+    return True
+
+
+def pack_order(out: Path) -> list[str]:
+    """The experiment folder's files, most needed first: small files, then the checkpoints
+    of finished runs (result.json present), then the others."""
+    files = sorted(p for p in out.rglob("*") if p.is_file() and ".tmp" not in p.name)
+
+    def rank(path: Path) -> tuple[int, int, str]:
+        if path.suffix != ".pt":
+            return 0, path.stat().st_size, str(path)
+        done = (path.parent / "result.json").exists()
+        return (1 if done else 2), path.stat().st_size, str(path)
+
+    return [str(p.relative_to(out)) for p in sorted(files, key=rank)]
+
+
+def pack_runs(out: Path, dest: Path, budget_bytes: int) -> dict:
+    """Pack the files of ``out`` that fit ``budget_bytes`` (uncompressed, in
+    :func:`pack_order`) into ``dest``; the manifest's ``left_out`` lists the others."""
+    chosen, left_out, total = [], [], 0
+    for name in pack_order(out):
+        size = (out / name).stat().st_size
+        if total + size <= budget_bytes:
+            chosen.append(name)
+            total += size
+        else:
+            left_out.append(name)
+    manifest = stage_cifar10.pack_files(out, chosen, dest, "runs", PART_BYTES, preset=3)
+    manifest["left_out"] = left_out
+    (dest / "runs.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def train(args, data: Path, deadline: float) -> int:
+    """``tgd experiment`` with ``--parallel`` and ``--stop-after`` (exit 0: done; 3: stopped)."""
+    stop_after = deadline - time.time()
+    if stop_after < 60:
+        print(f"device_paper: only {stop_after:.0f} s left: not starting", flush=True)
+        return STOPPED
+    cmd = [sys.executable, "-m", "tgd_core", "experiment", args.recipe, "--out", str(args.out),
+           "--parallel", str(args.parallel), "--no-progress", "--stop-after", f"{stop_after:.0f}"]
+    if args.only:
+        cmd += ["--only", *args.only]
+    env = {**os.environ, "TGD_DATA_DIR": str(data.resolve()), "PYTHONUNBUFFERED": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    print("device_paper: " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    start = time.time()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=540.0,
+                        help="seconds for the whole command (the device allows 600)")
+    parser.add_argument("--pack-reserve", type=float, default=60.0,
+                        help="seconds kept for packing the runs")
+    parser.add_argument("--parallel", type=int, default=6)
+    parser.add_argument("--recipe", default="recipes/paper.yaml")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs/experiments/paper")
+    parser.add_argument("--only", nargs="+", metavar="METHOD")
+    parser.add_argument("--stage", type=Path, default=ROOT / ".stage")
+    args = parser.parse_args(argv)
+    out_dir = Path(os.environ.get("OUT", ROOT / ".stage/out"))
+    try:
+        data = ensure_data(args.stage)
+        if restore_runs(args.stage, args.out):
+            print(f"device_paper: restored earlier runs into {args.out}", flush=True)
+        status = train(args, data, start + args.budget - args.pack_reserve)
+        if args.out.exists():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            manifest = pack_runs(args.out, out_dir, MAX_PARTS * PART_BYTES)
+            print(f"device_paper: packed {len(manifest['files'])} files in "
+                  f"{len(manifest['parts'])} parts into {out_dir}", flush=True)
+    except TGDError as exc:
+        print(f"device_paper: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"device_paper: {'finished' if status == 0 else 'stopped (resumable)'} "
+          f"after {time.time() - start:.0f} s", flush=True)
+    return 0 if status in (0, STOPPED) else status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
