@@ -1,10 +1,14 @@
 """Topology engine benchmark: our PIs against the reference pipelines, in one run.
 
     .venv/bin/python benchmarks/bench_topology.py [--images 20000] [--reference-images 30]
-        [--full-cache] [--write docs/benchmarks.md]
+        [--profile-images 1000] [--repeats 3] [--full-cache] [--write docs/benchmarks.md]
 
-- Paper mode: ours (uint8 PIs, as the dataset cache computes them; and with the float64 PIs)
-  vs the authors' pipeline (ripser + persim.PersImage, one image at a time).
+- Paper mode, through the public API ``paper_persistence_images`` (uint8 PIs only, as the
+  dataset cache computes them; and float64 + uint8 PIs) vs the authors' pipeline (ripser +
+  persim.PersImage, one image at a time), whose float64 PIs ours must equal bit for bit on
+  every reference image (checked here too).
+- Where the time goes: each stage of the paper-mode kernel timed alone on one thread (CPU
+  time per image), the threads' speed-up, and the per-call overhead of the public API.
 - Cubical mode (H0 + H1, 3 channels, 32×32 integrated PIs): ours vs gudhi.CubicalComplex +
   persim.PersistenceImager.
 - ``--full-cache``: time to fill the PI cache of all 60,000 CIFAR-10 images from scratch.
@@ -33,19 +37,78 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from report import cpu_name, publish  # noqa: E402
 
 from tgd_core.data.datasets import load_cifar10  # noqa: E402
-from tgd_core.topology import paper_persistence_images  # noqa: E402
+from tgd_core.topology import PaperPIConfig, paper_persistence_images  # noqa: E402
+from tgd_core.topology import _kernels  # noqa: E402
 from tgd_core.topology.cubical import CubicalConfig, cubical_persistence_images  # noqa: E402
+from tgd_core.topology.paper import _tables  # noqa: E402
 from tgd_core.topology.pimage import PersistenceImageConfig  # noqa: E402
 from tgd_core.topology.reference import reference_paper_pis  # noqa: E402
 
 
-def best_of(fn, repeats: int = 3) -> float:
+def best_of(fn, repeats: int = 3, clock=time.perf_counter) -> float:
+    """The shortest of ``repeats`` runs of ``fn``, in seconds of ``clock``."""
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return min(times)
+
+
+STAGES = ("read the six scans", "H0 bars in ripser's order", "PI sums (persim's terms)",
+          "uint8 quantisation")
+
+
+def _stage_loop():
+    """A one-thread loop over the paper-mode kernel's stages, up to ``upto`` (compiled once)."""
+    import numba
+
+    @numba.njit(cache=False)
+    def loop(images, tables, upto):
+        keep, pers, tx, cols, yid, ty, rows = tables
+        length = images.shape[1] * images.shape[2]
+        levels = np.empty(length, np.int64)
+        scratch = np.empty((5, length), np.int64)
+        bucket = np.empty(257, np.int64)
+        kb = np.empty(length, np.int64)
+        kd = np.empty(length, np.int64)
+        img = np.empty(ty.shape[1] * tx.shape[1])
+        out = np.empty((ty.shape[1], tx.shape[1]), np.uint8)
+        points = 0
+        for n in range(images.shape[0]):
+            for s in range(6):
+                _kernels._load_scan(images[n], s, levels)
+                if upto >= 1:
+                    k = _kernels._kept_bars_in_order(levels, length, keep, scratch, bucket, kb, kd)
+                    points += k
+                if upto >= 2:
+                    img[:] = 0.0
+                    if k > 0:
+                        _kernels._accumulate_pi(kb, kd, k, pers, tx, cols, yid, ty, rows, img)
+                if upto >= 3:
+                    _kernels._uint8_image(img.reshape(out.shape), out)
+        return points
+
+    return loop
+
+
+def profile_paper(images: np.ndarray, repeats: int) -> tuple[list[tuple[str, float]], float]:
+    """(stage, µs of one thread's CPU time per image) for each stage of the kernel, measured
+    as the difference between running up to it and up to the stage before; and the mean
+    number of PI points per image."""
+    loop = _stage_loop()
+    tables = tuple(_tables(PaperPIConfig()))
+    loop(images[:2], tables, 3)  # compile
+    cumulative = []
+    for upto in range(len(STAGES)):
+        times = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            points = loop(images, tables, upto)
+            times.append(time.process_time() - t0)
+        cumulative.append(min(times) / len(images) * 1e6)
+    per_stage = [cumulative[0]] + [max(b - a, 0.0) for a, b in zip(cumulative, cumulative[1:])]
+    return list(zip(STAGES, per_stage)), points / len(images)
 
 
 def reference_cubical(images: np.ndarray, pi: PersistenceImageConfig) -> None:
@@ -72,6 +135,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=20000, help="images for our timings")
     ap.add_argument("--reference-images", type=int, default=30, help="images for the references")
+    ap.add_argument("--profile-images", type=int, default=1000,
+                    help="images for the per-stage profile (one thread)")
+    ap.add_argument("--repeats", type=int, default=3, help="our timings: best of this many runs")
     ap.add_argument("--full-cache", action="store_true", help="also time caching all 60k images")
     ap.add_argument("--write", help="update this Markdown file's benchmark section")
     args = ap.parse_args()
@@ -84,25 +150,36 @@ def main() -> None:
     threads = numba.get_num_threads()
     rows = []
 
-    # paper mode
+    # paper mode, through the public API
     paper_persistence_images(images[:64])  # compile
-    t_u8 = best_of(lambda: paper_persistence_images(images, raw=False))
-    t_raw = best_of(lambda: paper_persistence_images(images, raw=True))
+    t_u8 = best_of(lambda: paper_persistence_images(images, raw=False), args.repeats)
+    t_raw = best_of(lambda: paper_persistence_images(images, raw=True), args.repeats)
+    numba.set_num_threads(1)
+    t_one = best_of(lambda: paper_persistence_images(images[: args.profile_images], raw=False),
+                    args.repeats, time.process_time)  # one thread: CPU time, as the profile
+    t_call = best_of(lambda: paper_persistence_images(images[:1], raw=False), 50)
+    numba.set_num_threads(threads)
+    ours_raw, ours_u8 = paper_persistence_images(ref_images)
     t0 = time.perf_counter()
-    for image in ref_images:
-        reference_paper_pis(image)
+    identical = 0
+    for i, image in enumerate(ref_images):
+        ref_raw, ref_u8, _ = reference_paper_pis(image)
+        identical += bool((ours_raw[i].view(np.uint64) == ref_raw.view(np.uint64)).all()
+                          and (ours_u8[i] == ref_u8).all())
     t_ref = time.perf_counter() - t0
     ref_rate = len(ref_images) / t_ref
     for name, t in (("ours, uint8 PIs (cache path)", t_u8), ("ours, float64 + uint8 PIs", t_raw)):
         rate = len(images) / t
         rows.append(("paper", name, len(images), rate, rate / ref_rate))
     rows.append(("paper", "reference: ripser + persim.PersImage", len(ref_images), ref_rate, 1.0))
+    stages, points = profile_paper(images[: args.profile_images], args.repeats)
+    one_thread_us = t_one / min(args.profile_images, len(images)) * 1e6
 
     # cubical mode
     cub, pi = CubicalConfig(), PersistenceImageConfig(resolution=(32, 32), sigma=0.02)
     cubical_persistence_images(images[:64], cub, pi)  # compile
     n_cub = min(len(images), 10000)
-    t_cub = best_of(lambda: cubical_persistence_images(images[:n_cub], cub, pi))
+    t_cub = best_of(lambda: cubical_persistence_images(images[:n_cub], cub, pi), args.repeats)
     t0 = time.perf_counter()
     reference_cubical(ref_images, pi)
     t_cref = time.perf_counter() - t0
@@ -114,7 +191,6 @@ def main() -> None:
 
     full = None
     if args.full_cache:
-        from tgd_core.topology import PaperPIConfig
         from tgd_core.topology.cache import PICache
 
         test, _ = load_cifar10("test")
@@ -131,7 +207,8 @@ def main() -> None:
         f"{threads} numba threads, Python {platform.python_version()}, numba {numba.__version__}.",
         "",
         "Command: `.venv/bin/python benchmarks/bench_topology.py "
-        f"--images {args.images} --reference-images {args.reference_images}"
+        f"--images {args.images} --reference-images {args.reference_images} "
+        f"--profile-images {args.profile_images} --repeats {args.repeats}"
         + (" --full-cache" if args.full_cache else "") + "`",
         "",
         "| mode | pipeline | images | images/s | × reference |",
@@ -139,6 +216,29 @@ def main() -> None:
     ]
     for mode, name, n, rate, ratio in rows:
         lines.append(f"| {mode} | {name} | {n:,} | {rate:,.1f} | {ratio:,.0f}× |")
+    lines += [
+        "",
+        f"Paper-mode PIs equal persim's bit for bit (float64) and as uint8 on {identical} of "
+        f"{len(ref_images)} reference images.",
+        "",
+        f"Where the paper-mode time goes (one thread, CPU time per image, "
+        f"{min(args.profile_images, len(images)):,} images, {points:.0f} PI points per image; "
+        "each stage timed as the difference to the stages before it):",
+        "",
+        "| stage | µs / image | share |",
+        "|---|---:|---:|",
+    ]
+    total = sum(us for _, us in stages)
+    for stage, us in stages:
+        lines.append(f"| {stage} | {us:,.1f} | {us / total:.0%} |")
+    lines += [
+        f"| kernel, all stages | {total:,.1f} | 100% |",
+        f"| public API (uint8 PIs), one thread | {one_thread_us:,.1f} | |",
+        "",
+        f"{threads} threads: {len(images) / t_u8 * one_thread_us * 1e-6:.2f}× one thread's "
+        f"speed (uint8 PIs; wall time against one thread's CPU time, so contention from other "
+        f"processes shows here). One call on one image: {t_call * 1e3:.2f} ms.",
+    ]
     if full is not None:
         lines += ["", f"Filling the paper-mode PI cache for all 60,000 CIFAR-10 images "
                       f"(train + test, from scratch, including loading and writing): "
