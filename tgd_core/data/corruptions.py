@@ -464,7 +464,8 @@ def _mud(x: np.ndarray, drops: np.ndarray, sigma: float) -> np.ndarray:
 
 def _water(x: np.ndarray, liquid: np.ndarray, intensity: float) -> np.ndarray:
     """Water: the uint8 liquid layer times an embossed, equalised map of the distance (≤ 20 px)
-    to the drops' edges, normalised per image to ``intensity``, adds pale turquoise."""
+    to the drops' edges, normalised per image to ``intensity``, adds pale turquoise. The layer
+    is clipped to [0, 1] before the uint8 cast (the published cast wraps values above 1)."""
     layer = (np.clip(liquid, 0, 1) * 255).astype(np.uint8)
     edges = _edges(layer.astype(np.float64), low=50, high=150)
     # images are 1e6 px apart, so each pixel's nearest edge lies in its own image (or > 20 px)
