@@ -372,7 +372,7 @@ def _glass_blur(x: np.ndarray, params: tuple[float, int, int], rng: Rng) -> np.n
     shifts = rng.integers(-delta, delta, size=(iterations, len(positions), 2, n))
     images = np.arange(n)
     for it in range(iterations):
-        for (r, c), (dx, dy) in zip(positions, shifts[it], strict=False):
+        for (r, c), (dx, dy) in zip(positions, shifts[it], strict=True):
             here = u8[:, r, c].copy()
             u8[:, r, c] = u8[images, r + dy, c + dx]
             u8[images, r + dy, c + dx] = here
