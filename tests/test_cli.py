@@ -11,10 +11,11 @@ import pytest
 
 
 def test_evaluate_choices_mirror_the_engine():
-    from tgd_core.commands.evaluate import CORRUPTION_NAMES, SEVERITY_LEVELS
-    from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES
+    from tgd_core.commands.evaluate import CORRUPTION_GROUPS, CORRUPTION_NAMES, SEVERITY_LEVELS
+    from tgd_core.data.corruptions import CORRUPTIONS, GROUPS, SEVERITIES
 
     assert CORRUPTION_NAMES == tuple(sorted(CORRUPTIONS))
+    assert CORRUPTION_GROUPS == tuple(GROUPS)
     assert SEVERITY_LEVELS == tuple(SEVERITIES)
 
 

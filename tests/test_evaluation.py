@@ -161,7 +161,7 @@ def test_cli_corruption_and_sweep(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert sum(b["count"] for b in noisy["reliability"]) == 200
     table = tmp_path / "sweep.csv"
     assert cli.main(["evaluate", "--checkpoint", path, "--limit", "20", "--sweep",
-                     "--output", str(table)]) == 0
+                     "--sweep-corruptions", "method", "--output", str(table)]) == 0
     assert "jpeg_compression" in capsys.readouterr().out
     with open(table) as f:
         assert len(list(csv.DictReader(f))) == 1 + 7 * 5
@@ -218,7 +218,7 @@ def test_evaluate_job_and_recipe_use_the_same_conditions() -> None:
 
     job = EvaluateJob(checkpoint="m.pt", sweep=True, sweep_sigmas=[0.2])
     assert job.conditions() == conditions(CORRUPTIONS, SEVERITIES, (0.2,))
-    assert len(job.conditions()) == 1 + 7 * 5 + 1
+    assert len(job.conditions()) == 1 + len(CORRUPTIONS) * 5 + 1
     assert EvaluateJob(checkpoint="m.pt", corruption="contrast", severity=3).conditions() == [
         Condition("contrast", 3, None)]
     assert EvaluateJob(checkpoint="m.pt", noise_sigma=0.1).conditions() == [

@@ -121,7 +121,7 @@ def test_severity_sweep_rows_reliability_and_progress(nets, images):
                                     (5, result.rows[2]["accuracy"])]
     assert calls == sorted(calls) and calls[0] == 0 and calls[-1] == 1.0 and len(calls) == 5
     with pytest.raises(TGDError, match="unknown corruption"):
-        inspection.severity_sweep({"s": nets["student"]}, images, labels, "fog")
+        inspection.severity_sweep({"s": nets["student"]}, images, labels, "rain")
     with pytest.raises(TGDError, match="labels"):
         inspection.severity_sweep({"s": nets["student"]}, images, labels[:2], "contrast")
 

@@ -17,8 +17,11 @@ from tgd_core.core.fileio import json_text
 from tgd_core.data.datasets import CIFAR10_SPLITS, DATASETS, dataset_splits
 
 # the corruption names and severities, without importing the (numpy/scipy/PIL) corruption code
-CORRUPTION_NAMES = ("contrast", "defocus_blur", "gaussian_blur", "gaussian_noise",
-                    "impulse_noise", "jpeg_compression", "shot_noise")
+CORRUPTION_NAMES = ("brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost",
+                    "gaussian_blur", "gaussian_noise", "glass_blur", "impulse_noise",
+                    "jpeg_compression", "motion_blur", "pixelate", "saturate", "shot_noise", "snow",
+                    "spatter", "speckle_noise", "zoom_blur")
+CORRUPTION_GROUPS = ("all", "standard", "extra", "method", "noise", "blur", "weather", "digital")
 SEVERITY_LEVELS = (1, 2, 3, 4, 5)
 
 
@@ -40,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--sweep", action="store_true",
                       help="all corruptions × severities 1–5 (plus clean and --sweep-sigmas)")
     p.add_argument("--severity", type=int, choices=SEVERITY_LEVELS, help="with --corruption")
+    p.add_argument("--sweep-corruptions", nargs="+", default=["all"],
+                   choices=CORRUPTION_GROUPS + CORRUPTION_NAMES, metavar="NAME",
+                   help="with --sweep: corruptions or groups (all, standard, extra, method, noise, "
+                        "blur, weather, digital; default all)")
     p.add_argument("--sweep-sigmas", type=float, nargs="*", default=(),
                    help="with --sweep: additive-noise σ values to add as rows")
     p.add_argument("--output", default=None, help="with --sweep: write the table (.csv or .json)")
@@ -66,7 +73,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tgd_core.core.devices import select_device
-    from tgd_core.data.corruptions import add_gaussian_noise, corrupt
+    from tgd_core.data.corruptions import add_gaussian_noise, corrupt, corruption_set
     from tgd_core.data.datasets import load_dataset
     from tgd_core.evaluation.metrics import (
         evaluate_model,
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sweep:
         rows = robustness_sweep(model, images, labels, ckpt.normalization,
+                                corruptions=corruption_set(args.sweep_corruptions),
                                 noise_sigmas=args.sweep_sigmas, seed=args.seed, **inference)
         if args.output:
             write_table(rows, args.output)
