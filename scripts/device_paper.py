@@ -14,8 +14,10 @@ calls):
    and its parts are (the ``$OUT`` of an earlier session, carried back), unpack them into it:
    the runner then skips finished runs and resumes the others from their ``latest.pt``.
 3. **Train.** ``tgd experiment RECIPE --parallel N --stop-after S``, S = the budget less the
-   time spent so far and a reserve for packing: every run stops at a step boundary in time,
-   saving ``latest.pt`` (exit 3), so the command ends inside the device's 10-minute limit.
+   time spent so far and ``--pack-reserve``: every run stops at a step boundary in time, saving
+   ``latest.pt`` (exit 3), so the command ends inside the device's 10-minute limit; an
+   experiment still busy half a reserve later (the evaluation of a finished recipe) is killed —
+   its files are crash-safe — so that the packing always happens.
 4. **Pack.** The experiment folder into ``$OUT`` as ``runs.tar.xz.NNN`` parts of at most 15 MiB
    (at most 7, beside ``runs.manifest.json``: the device returns 8 files of 16 MiB at most):
    every small file (configs, metrics, results, evaluations, reports) first, then the
@@ -110,7 +112,13 @@ def train(args, data: Path, deadline: float) -> int:
     env = {**os.environ, "TGD_DATA_DIR": str(data.resolve()), "PYTHONUNBUFFERED": "1",
            "GRADIO_ANALYTICS_ENABLED": "False"}
     print("device_paper: " + " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
+    try:  # the runs stop by themselves at S; the evaluation after them is cut at the grace
+        return subprocess.run(cmd, cwd=ROOT, env=env, check=False,
+                              timeout=stop_after + args.pack_reserve / 2).returncode
+    except subprocess.TimeoutExpired:
+        print("device_paper: the experiment outran its budget and was killed (its runs are "
+              "crash-safe: the next call resumes them)", flush=True)
+        return STOPPED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=540.0,
                         help="seconds for the whole command (the device allows 600)")
-    parser.add_argument("--pack-reserve", type=float, default=60.0,
-                        help="seconds kept for packing the runs")
+    parser.add_argument("--pack-reserve", type=float, default=90.0,
+                        help="seconds kept after the runs' stop: half as grace for their last "
+                             "checkpoint (and the evaluation), half for packing")
     parser.add_argument("--parallel", type=int, default=6)
     parser.add_argument("--recipe", default="recipes/paper.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/experiments/paper")
