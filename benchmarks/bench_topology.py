@@ -68,7 +68,7 @@ def _stage_loop():
         keep, pers, tx, cols, yid, ty, rows = tables
         length = images.shape[1] * images.shape[2]
         levels = np.empty(length, np.int64)
-        scratch = np.empty((5, length), np.int64)
+        scratch = np.empty((7, length), np.int64)
         bucket = np.empty(257, np.int64)
         kb = np.empty(length, np.int64)
         kd = np.empty(length, np.int64)

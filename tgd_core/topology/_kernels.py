@@ -47,8 +47,9 @@ _NONE = 1 << 30  # "no value" for the stack minima (above every level)
 
 
 @njit(cache=True, nogil=True)
-def h0_path_bars(levels, n, left_min, stack_val, stack_min, births, deaths):
-    """Finite H0 bars of the sublevel filtration of ``levels[:n]`` on the path graph, in O(n).
+def h0_path_bars(levels, n, keep, stack_val, stack_min, stack_pos, births, deaths, edges):
+    """Finite H0 bars of the sublevel filtration of ``levels[:n]`` on the path graph, in O(n),
+    those that ``keep[birth, death]`` passes; returns their count.
 
     Vertex i enters at levels[i], edge (i-1, i) at max(levels[i-1], levels[i]). ripser
     processes the edges by increasing value, ties by decreasing index; on a path every edge
@@ -56,50 +57,42 @@ def h0_path_bars(levels, n, left_min, stack_val, stack_min, births, deaths):
     vertices below D that ends at v-1 (the edges inside it came earlier: smaller values) with
     the run of vertices at most D that starts at v (equal-valued edges to its right came
     earlier: larger indices); the younger component, whose minimum is the larger of the two
-    run minima, dies at D (elder rule). Edges with levels[v-1] >= levels[v] give no bar (the
-    left run is {v-1} at value >= D, or the bar has zero length). Both run minima come from
-    monotonic stacks, one pass each way.
+    run minima, dies at D (elder rule). Other edges give no bar (or a zero-length one).
 
-    Writes the bars as (birth, death) levels in decreasing v (zero-length bars skipped) and
-    returns their count; :func:`ripser_order` then sorts them as ripser emits them. The other
-    arrays are scratch of at least n entries.
+    One monotonic stack: vertex i pops the vertices of lower value; ``stack_min`` holds, per
+    vertex, the minimum of the run below it on its left, and what a vertex pops is the run at
+    or below it on its right, complete when a higher vertex pops it. Bars are written as
+    (birth, death) levels with their edge index in ``edges``, in no particular order (see
+    :func:`ripser_order`). The ``stack_*`` arrays are scratch of at least n entries.
     """
     top = -1
-    for i in range(n):  # left_min[i]: min of the run of values < levels[i] ending at i-1
-        v = levels[i]
-        m = _NONE
-        while top >= 0 and stack_val[top] < v:
-            m = min(m, stack_min[top], stack_val[top])
-            top -= 1
-        left_min[i] = m
-        top += 1
-        stack_val[top] = v
-        stack_min[top] = m
     count = 0
-    top = -1
-    for i in range(n - 1, -1, -1):  # m: min of the run of values <= levels[i] after i
-        v = levels[i]
-        m = _NONE
-        while top >= 0 and stack_val[top] <= v:
-            m = min(m, stack_min[top], stack_val[top])
-            top -= 1
-        lm = left_min[i]
-        if m != _NONE and lm != _NONE:
-            b = max(lm, m)
-            if b < v:
+    for i in range(n + 1):
+        v = levels[i] if i < n else _NONE
+        m = _NONE  # minimum of what i pops: values < v between the vertex below and i
+        while top >= 0 and stack_val[top] < v:
+            d = stack_val[top]
+            b = max(stack_min[top], m)  # _NONE when either run is empty
+            if b < d and keep[b, d]:
                 births[count] = b
-                deaths[count] = v
+                deaths[count] = d
+                edges[count] = stack_pos[top] - 1
                 count += 1
-        top += 1
-        stack_val[top] = v
-        stack_min[top] = m
+            m = min(m, stack_min[top], d)
+            top -= 1
+        if i < n:
+            top += 1
+            stack_val[top] = v
+            stack_min[top] = m
+            stack_pos[top] = i
     return count
 
 
 @njit(cache=True, nogil=True)
-def ripser_order(births, deaths, count, bucket, out_b, out_d):
-    """Stable counting sort of bars given in decreasing edge index by death level: ripser's
-    order (increasing edge value, ties by decreasing index). ``bucket``: 257 int64 scratch."""
+def ripser_order(births, deaths, edges, count, bucket, out_b, out_d, out_e):
+    """Sort bars as ripser emits them: by death level (a counting sort), ties by decreasing
+    edge index (insertion sort within each death level: few bars share one). ``bucket``: 257
+    int64 scratch."""
     bucket[:] = 0
     for j in range(count):
         bucket[deaths[j] + 1] += 1
@@ -110,6 +103,14 @@ def ripser_order(births, deaths, count, bucket, out_b, out_d):
         bucket[deaths[j]] += 1
         out_b[pos] = births[j]
         out_d[pos] = deaths[j]
+        out_e[pos] = edges[j]
+    for j in range(1, count):
+        b, d, e = out_b[j], out_d[j], out_e[j]
+        i = j - 1
+        while i >= 0 and out_d[i] == d and out_e[i] < e:
+            out_b[i + 1], out_d[i + 1], out_e[i + 1] = out_b[i], out_d[i], out_e[i]
+            i -= 1
+        out_b[i + 1], out_d[i + 1], out_e[i + 1] = b, d, e
 
 
 @njit(cache=True, nogil=True)
@@ -133,16 +134,11 @@ def _load_scan(image, scan, levels):
 
 @njit(cache=True, nogil=True)
 def _kept_bars_in_order(levels, n, keep, scratch, bucket, kb, kd):
-    """The bars of ``levels[:n]`` that ``keep`` passes, in ripser's order; returns how many."""
-    m = h0_path_bars(levels, n, scratch[0], scratch[1], scratch[2], scratch[3], scratch[4])
-    births, deaths = scratch[3], scratch[4]
-    k = 0
-    for j in range(m):
-        if keep[births[j], deaths[j]]:
-            births[k] = births[j]
-            deaths[k] = deaths[j]
-            k += 1
-    ripser_order(births, deaths, k, bucket, kb, kd)
+    """The bars of ``levels[:n]`` that ``keep`` passes, in ripser's order, into kb/kd; returns
+    how many. ``scratch``: 7 rows of at least n int64."""
+    k = h0_path_bars(levels, n, keep, scratch[0], scratch[1], scratch[2], scratch[3],
+                     scratch[4], scratch[5])
+    ripser_order(scratch[3], scratch[4], scratch[5], k, bucket, kb, kd, scratch[6])
     return k
 
 
@@ -200,7 +196,7 @@ def paper_pis_kernel(images, keep, pers, tx, cols, yid, ty, rows, write_raw, raw
     n_chunks = (n_img + PAPER_CHUNK - 1) // PAPER_CHUNK
     for chunk in prange(n_chunks):
         levels = np.empty(length, np.int64)
-        scratch = np.empty((5, length), np.int64)
+        scratch = np.empty((7, length), np.int64)
         bucket = np.empty(257, np.int64)
         kb = np.empty(length, np.int64)
         kd = np.empty(length, np.int64)

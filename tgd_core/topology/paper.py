@@ -67,6 +67,7 @@ class PaperPIConfig:
 # Filtration values exactly as the reference computes them: float64 pixel / 255.0, cast to
 # float32 by ripser. Diagram coordinates are these float32 values (held in float64).
 LEVEL_VALUES = (np.arange(256) / 255.0).astype(np.float32).astype(np.float64)
+_ALL_BARS = np.ones((256, 256), np.bool_)  # keep-table of paper_diagrams(thresholded=False)
 
 
 def persim_grid(config: PaperPIConfig):
@@ -203,20 +204,16 @@ def paper_diagrams(image, config: PaperPIConfig | None = None, *, thresholded: b
     batch = _as_uint8_rgb(image)
     if len(batch) != 1:
         raise TGDError(f"paper_diagrams takes one image, got {len(batch)}")
-    keep = _tables(config).keep
+    keep = _tables(config).keep if thresholded else _ALL_BARS
     signals = scan_signals(batch)[0]
     length = signals.shape[1]
-    scratch = [np.empty(length, np.int64) for _ in range(7)]
+    scratch = np.empty((7, length), np.int64)
     bucket = np.empty(257, np.int64)
+    b, d = np.empty(length, np.int64), np.empty(length, np.int64)
     diagrams = []
     for sig in signals:
-        m = _kernels.h0_path_bars(sig, length, *scratch[:5])
-        _kernels.ripser_order(scratch[3], scratch[4], m, bucket, scratch[5], scratch[6])
-        b, d = scratch[5][:m], scratch[6][:m]
-        if thresholded:
-            mask = keep[b, d]
-            b, d = b[mask], d[mask]
-        diagrams.append(np.stack([LEVEL_VALUES[b], LEVEL_VALUES[d]], axis=1))
+        m = _kernels._kept_bars_in_order(sig, length, keep, scratch, bucket, b, d)
+        diagrams.append(np.stack([LEVEL_VALUES[b[:m]], LEVEL_VALUES[d[:m]]], axis=1))
     return diagrams
 
 
