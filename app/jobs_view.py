@@ -30,9 +30,10 @@ NONE = "(none)"
 PLACEHOLDER = "Select a job in the table to see its curves and files."
 TABLE_COLUMNS = ["id", "kind", "method", "status", "progress", "epoch", "ETA", "message",
                  "created"]
-# widths that fit each column's longest usual value ("stopping…", "estimating…", "12-05 07:31:02");
-# the message column takes the rest and wraps
-TABLE_WIDTHS = ["5%", "8%", "8%", "11%", "9%", "7%", "11%", "27%", "14%"]
+# pixel widths that fit each column's header and longest usual value ("succeeded",
+# "estimating…", "12-05 07:31:02") on one line; the message wraps, and a narrow window scrolls
+# the table sideways instead of squeezing its columns
+TABLE_WIDTHS = ["44px", "64px", "76px", "104px", "84px", "60px", "100px", "140px", "124px"]
 SELECTED_STYLE = "background-color: #ffe9a8; font-weight: 600"
 ESTIMATING = "estimating…"
 FILE_SUFFIXES = (".pt", ".log", ".jsonl", ".json")
@@ -160,10 +161,11 @@ def job_config(method: str, network: str, student_input: str, t1: str | None, t2
 
 
 def _eta(job: Job) -> str:
-    """The job's ETA; "estimating…" for a running job before its first progress report."""
-    if job.status == "running" and not job.stopping and not job.eta_text:
-        return ESTIMATING
-    return job.eta_text
+    """The job's ETA; "estimating…" for a running job before its first progress report, ""
+    for one that is stopping."""
+    if job.stopping:
+        return ""
+    return job.eta_text or (ESTIMATING if job.status == "running" else "")
 
 
 def jobs_rows() -> list[list]:

@@ -19,6 +19,7 @@ COLUMNS = ["name", "role", "method", "architecture", "input", "accuracy (%)", "E
 # and a narrow window scrolls the table sideways instead of squeezing it
 COLUMN_WIDTHS = ["150px", "130px", "90px", "120px", "70px", "120px", "80px", "240px", "110px",
                  "280px"]
+MAX_CELL_CHARS = 80  # a cell shows this much of a long recipe; its card has it in full
 MAX_CARD_CHARS = 100_000  # a model card is a page of Markdown; more is not a card
 CARD_LABEL = "Model card"
 
@@ -62,6 +63,15 @@ def card_markdown(entry: model_zoo.ModelEntry) -> str:
             f"); its recorded fields are in the table above.")
 
 
+def first_with_card() -> str | None:
+    """The network whose card the view opens with: the last (a student) with a Markdown card,
+    else the last; None without networks."""
+    entries = zoo()
+    carded = [e for e in entries if (p := card_path(e)) is not None and p.is_file()]
+    chosen = carded or entries
+    return chosen[-1].name if chosen else None
+
+
 @guarded
 def model_card(name: str) -> str:
     """Handler: the selected network's model card (Markdown)."""
@@ -91,14 +101,13 @@ def build() -> None:
     info = gr.Markdown(summary, elem_id="models-info")
     grid = gr.Dataframe(rows, headers=COLUMNS, label="Checkpoints (click a row for its card)",
                         interactive=False, wrap=True, column_widths=COLUMN_WIDTHS,
-                        elem_id="models-table")
+                        max_chars=MAX_CELL_CHARS, elem_id="models-table")
     refresh = gr.Button("Refresh", elem_id="models-refresh")
     refresh.click(table, None, [grid, info], api_name="models")
-    names = [r[0] for r in rows]
+    names, first = [r[0] for r in rows], first_with_card()
     with gr.Accordion(CARD_LABEL, open=True):
-        picked = gr.Dropdown(names, value=names[-1] if names else None, label=CARD_LABEL,
-                             elem_id="models-card-name")
-        card = gr.Markdown(model_card(names[-1]) if names else "", elem_id="models-card")
+        picked = gr.Dropdown(names, value=first, label=CARD_LABEL, elem_id="models-card-name")
+        card = gr.Markdown(model_card(first) if first else "", elem_id="models-card")
     picked.change(model_card, picked, card, api_name="model_card")
     refresh.click(lambda: gr.update(choices=[e.name for e in zoo()]), None, picked,
                   api_name=False)

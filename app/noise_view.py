@@ -7,7 +7,7 @@ from functools import lru_cache
 import gradio as gr
 import numpy as np
 
-from app.common import guarded, missing_teachers_note, network_image, zoo
+from app.common import guarded, image_upload, missing_teachers_note, network_image, zoo
 from app.inputs import NumberField, choice
 from app.plots import accuracy_vs_severity, probability_bars, reliability_diagrams
 from tgd_core.core.errors import TGDError
@@ -97,10 +97,9 @@ def predict(image, corruption: str = "gaussian_noise", severity: int = 3, seed: 
     condition = "clean" if severity == 0 else f"{corruption}, severity {severity}"
     fig = probability_bars(probs, CIFAR10_CLASSES, f"Class probabilities — {condition}",
                            true_class=label)
-    lines = [f"**{condition}** — true class: "
+    lines = [f"**{condition}** — top-1 per model; true class: "
              + (f"**{label}** ({source})" if label else "not known (pick it to mark the "
-                                                          "predictions right or wrong)"),
-             "", "Top-1 per model:", ""]
+                                                          "predictions right or wrong)"), ""]
     for name, p in probs.items():
         top = CIFAR10_CLASSES[int(np.argmax(p))]
         lines.append(f"- {name}: **{top}** ({p.max():.1%}){_verdict(top, label)}")
@@ -139,8 +138,8 @@ def build(examples: list[str]) -> None:
                 "random test subset for accuracy and calibration.")
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            image = gr.Image(label="Image", type="numpy", image_mode=None, height=220,
-                             value=examples[0] if examples else None, elem_id="noise-image")
+            image = image_upload(label="Image", height=220,
+                                 value=examples[0] if examples else None, elem_id="noise-image")
             if examples:
                 gr.Examples(examples, inputs=image, label="CIFAR-10 test images")
             corruption = gr.Dropdown(corruption_choices(), value="gaussian_noise",

@@ -52,8 +52,10 @@ def test_a_cancelled_running_job_reads_stopping_until_it_stops(zoo, kinds):
     job = _running_job(job_id)
     row = table_rows(jobs_view.jobs_table())[0]
     assert (row[3], row[6]) == ("running", jobs_view.ESTIMATING)  # no progress report yet
+    jobs_view.store().heartbeat(job_id, job.attempt, {"progress": 0.5, "eta_s": 30.0})
+    assert table_rows(jobs_view.jobs_table())[0][6] == "0:00:30"
     row = table_rows(jobs_view.cancel(job_id))[0]
-    assert (row[3], row[6]) == ("stopping…", "")
+    assert (row[3], row[4], row[6]) == ("stopping…", "50 %", "")  # no ETA while stopping
     assert "**stopping…**" in jobs_view.details(job_id)[1]
     assert jobs_view.store().finish(job_id, job.attempt, "cancelled", message="stopped")
     assert table_rows(jobs_view.jobs_table())[0][3] == "cancelled"
@@ -318,3 +320,19 @@ def test_the_corruption_choice_lists_every_engine_corruption_by_family():
     (dropdown,) = [b for b in demo.blocks.values()
                    if getattr(b, "label", None) == noise_view.CORRUPTION]
     assert [tuple(c) for c in dropdown.choices] == offered
+
+
+def test_the_models_view_opens_on_a_network_with_a_card(zoo):
+    from app import models_view
+
+    assert models_view.first_with_card() == "student_tgd"  # the last network: no card, yet
+    (zoo / "t1_raw.md").write_text("# t1_raw\n")
+    assert models_view.first_with_card() == "t1_raw"
+
+
+def test_jobs_table_columns_fit_their_headers():
+    assert len(jobs_view.TABLE_WIDTHS) == len(jobs_view.TABLE_COLUMNS)
+    for header, width in zip(jobs_view.TABLE_COLUMNS, jobs_view.TABLE_WIDTHS, strict=True):
+        # ~8 px per character of a 14 px font plus the cell's padding
+        assert int(width.removesuffix("px")) >= 8 * len(header) + 16, header
+    assert int(jobs_view.TABLE_WIDTHS[3].removesuffix("px")) >= 8 * len("succeeded") + 16
