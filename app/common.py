@@ -42,18 +42,30 @@ def guarded(fn: F) -> F:
 
 
 def pass_through(component: C) -> C:
-    """``component`` with a preprocess that hands the handler what was sent, unchecked: the
-    handler checks it with a message naming the field and the fix. gradio's own checks answer
-    "Value -5 is less than minimum value 1." or "Could not preprocess input component ...
-    UnidentifiedImageError" with temp paths. (Set on the instance: a subclass would make
-    gradio write a ``.pyi`` stub beside this module.)"""
+    """``component`` with a preprocess that hands the handler what was sent, unchecked (an
+    upload: its file path, undecoded): the handler checks it with a sentence naming the field
+    and the fix, where gradio answers "Value -5 is less than minimum value 1." or "Could not
+    preprocess input component ... UnidentifiedImageError" with temp paths. Set on the
+    instance (a subclass would make gradio write a ``.pyi`` stub beside this module), so it
+    lasts until a handler returns an update of the component, which gradio rebuilds: events
+    whose handlers must see every value raw take ``preprocess=False`` (see
+    :func:`upload_path`)."""
 
     def preprocess(payload: Any) -> Any:
-        path = getattr(payload, "path", None)  # an upload: its file path, undecoded
-        return path if path is not None or payload is None else payload
+        return upload_path(payload) if getattr(payload, "path", None) else payload
 
     component.preprocess = preprocess  # type: ignore[method-assign]
     return component
+
+
+def upload_path(upload: Any) -> Any:
+    """The file path of an upload as an event without preprocessing passes it (gradio's
+    ``FileData`` or its dict, ``{"path": ...}``), or ``upload`` itself (a path, an array,
+    None)."""
+    if isinstance(upload, dict) and "path" in upload:
+        return upload["path"]
+    path = getattr(upload, "path", None)
+    return str(path) if path is not None else upload
 
 
 def image_upload(**kwargs: Any) -> gr.Image:
@@ -122,6 +134,7 @@ def prepare_image(image: Any) -> tuple[np.ndarray, list[str]]:
     """Check an image array (or an upload: decoded by :func:`load_image`); return it as
     H×W×3 uint8 with notes on any conversion. Sides between :data:`MIN_SIDE` and
     :data:`MAX_SIDE` pixels."""
+    image = upload_path(image)
     if image is None:
         raise TGDError(f"{IMAGE_FIELD}: upload an image, or pick one of the examples")
     if isinstance(image, (str, Path)):
@@ -154,6 +167,7 @@ def load_image(image: Any, longest: int = MAX_SIDE) -> tuple[np.ndarray, list[st
     """An upload (file path, as :func:`image_upload` passes it, or an array) as H×W×3 uint8,
     downscaled to at most ``longest`` pixels per side (≤ :data:`MAX_SIDE`) with a note saying
     so, checked by :func:`prepare_image`; notes on every conversion."""
+    image = upload_path(image)
     if image is None:
         return prepare_image(None)
     arr, notes = _decode(image) if isinstance(image, (str, Path)) else (np.asarray(image), [])

@@ -5,10 +5,10 @@ declare, but the HTTP API (``gradio_client``, curl) can send anything. So each h
 its choices through :func:`choice` / :func:`pick` and its numbers through a
 :class:`NumberField`, whose messages name the field as the user sees it ("Epochs: must be
 ≤ 10000"). Bounds that the engine's config schemas declare are read from those schemas
-(:meth:`NumberField.of`), so the form, its components and the engine agree. The components
-(:meth:`NumberField.number`, :meth:`NumberField.slider`) pass what was sent on unchecked:
-gradio's own bound check would answer "Value -5 is less than minimum value 1." before the
-handler, without the field's name.
+(:meth:`NumberField.of`), so the form, its components and the engine agree. Gradio's own bound
+check would answer "Value -5 is less than minimum value 1." before the handler, without the
+field's name: :meth:`NumberField.number` gives gradio no bounds, :meth:`NumberField.slider`
+passes what was sent on unchecked (:func:`app.common.pass_through`).
 """
 
 from __future__ import annotations
@@ -95,15 +95,12 @@ class NumberField:
         return int(number) if self.integer else float(number)
 
     def number(self, value: float | None, **kwargs: Any):
-        """A ``gr.Number`` showing this field (label, whole or not, bounds); the handler checks
-        the value (:meth:`check`)."""
+        """A ``gr.Number`` showing this field (label, whole or not); the handler checks the
+        value and its bounds (:meth:`check`), so gradio is not given them."""
         import gradio as gr
 
-        from app.common import pass_through
-
-        return pass_through(gr.Number(value, label=self.label,
-                                      precision=0 if self.integer else None,
-                                      minimum=self.minimum, maximum=self.maximum, **kwargs))
+        return gr.Number(value, label=self.label, precision=0 if self.integer else None,
+                         **kwargs)
 
     def slider(self, value: float, step: float, **kwargs: Any):
         """A ``gr.Slider`` over this field's bounds; the handler checks the value."""

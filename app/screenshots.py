@@ -1,5 +1,6 @@
-"""Drive the app in Debian's Chromium with Playwright; ``python -m app.screenshots`` saves a
-screenshot of each view to ``docs/screenshots/<view>.png``. The browser tests use the same
+"""Drive the app in Debian's Chromium with Playwright; ``python -m app.screenshots [--phone]``
+saves a screenshot of each view at 1440×900 to ``docs/screenshots/<view>.png`` (``--phone``:
+also ``<view>_phone.png`` at 390×844). The browser tests use the same
 helpers (:func:`browser`, :func:`open_tab`, the ``show_*`` actions)."""
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-TABS = {"topology": "Topology explorer", "teachers": "Teachers & similarity maps",
-        "jobs": "Distillation jobs", "noise": "Noise robustness", "models": "Models"}
+#: An element each view shows once its tab is open.
+VIEW_MARKERS = {"topology": "#topology-run", "teachers": "#teachers-run", "jobs": "#job-submit",
+                "noise": "#noise-run", "models": "#models-table"}
+DESKTOP, PHONE = (1440, 900), (390, 844)
+SCREENSHOT_EXAMPLE = 3  # the explorer's screenshot: this example clicked (0 shows on load)
 TIMEOUT_MS = 60_000
 POLL_MS = 2_000
 
 
 @contextmanager
-def browser(width: int = 1400, height: int = 1000) -> Iterator[object]:
+def browser(width: int = DESKTOP[0], height: int = DESKTOP[1]) -> Iterator[object]:
     """A Playwright page in headless Debian Chromium (never downloads a browser)."""
     from playwright.sync_api import sync_playwright
 
@@ -55,15 +59,53 @@ def running_app() -> Iterator[str]:
 
 
 def open_tab(page, view: str) -> None:
-    page.get_by_role("tab", name=TABS[view]).click()
+    """Click the view's tab (its label from :data:`app.ui.TAB_LABELS`) and wait for the view."""
+    from app.ui import TAB_LABELS
+
+    page.get_by_role("tab", name=TAB_LABELS[view]).click()
+    page.locator(VIEW_MARKERS[view]).wait_for()
 
 
-def show_topology(page, image: str | Path) -> None:
-    """Upload ``image`` in the explorer; wait for the diagram plot (WebGL points, its legend
-    drawn last)."""
-    open_tab(page, "topology")
+def topology_info(page) -> str:
+    """The explorer's summary text (without gradio's progress overlay)."""
+    return page.locator("#topology-info [data-testid=markdown]").inner_text()
+
+
+def wait_for_new_topology(page, before: str, timeout_ms: float = TIMEOUT_MS) -> str:
+    """Wait until the explorer's summary differs from ``before`` and names an image, with
+    the diagram drawn (its legend: WebGL points have no SVG traces); returns the summary."""
+    page.wait_for_function(
+        """(before) => {
+             const box = document.querySelector('#topology-info');
+             const text = box.querySelector('[data-testid=markdown]').innerText;
+             const status = box.querySelector('[data-testid=status-tracker]');
+             return text !== before && text.includes(' image — diagrams')
+                    && (!status || status.classList.contains('hide')); }""",
+        arg=before, timeout=timeout_ms)
+    page.locator("#topology-diagrams .legend .traces").first.wait_for(timeout=timeout_ms)
+    return topology_info(page)
+
+
+def upload_topology(page, image: str | Path) -> None:
+    """Put ``image`` in the explorer's upload box (the handler runs on the change)."""
     page.locator("#topology-image input[type=file]").set_input_files(str(image))
-    page.locator("#topology-diagrams .legend .traces").first.wait_for()
+
+
+def show_topology(page, image: str | Path, timeout_ms: float = TIMEOUT_MS) -> str:
+    """Upload ``image`` in the explorer; wait for its result (a new summary, the diagram
+    drawn); returns the summary."""
+    open_tab(page, "topology")
+    before = topology_info(page)
+    upload_topology(page, image)
+    return wait_for_new_topology(page, before, timeout_ms)
+
+
+def click_example(page, index: int) -> str:
+    """Click the explorer's ``index``-th example image; returns the summary of its result."""
+    open_tab(page, "topology")
+    before = topology_info(page)
+    page.locator("#topology-examples button.gallery-item").nth(index).click()
+    return wait_for_new_topology(page, before)
 
 
 def noise_summary(page) -> str:
@@ -169,13 +211,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m app.screenshots", description=__doc__)
     ap.add_argument("--out", default=str(paths.PROJECT_ROOT / "docs" / "screenshots"))
     ap.add_argument("--image", help="image for the topology explorer (default: an example)")
+    ap.add_argument("--phone", action="store_true",
+                    help=f"also save phone-sized ({PHONE[0]}×{PHONE[1]}) shots of each view")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from app.ui import example_images
 
-    image = args.image or (example_images() or [None])[0]
-    if image is None:
+    if not (args.image or example_images()):
         ap.error("no example images (CIFAR-10 missing): pass --image")
     from tgd_core.jobs import available_kinds
 
@@ -183,7 +226,10 @@ def main() -> None:
     os.environ["TGD_STATE_DIR"] = state
     with running_app() as url, browser() as page:
         page.goto(url)
-        show_topology(page, image)
+        if args.image:
+            show_topology(page, args.image)
+        else:
+            click_example(page, SCREENSHOT_EXAMPLE)
         page.screenshot(path=str(out / "topology.png"), full_page=True)
         show_teachers(page)
         page.screenshot(path=str(out / "teachers.png"), full_page=True)
@@ -200,6 +246,12 @@ def main() -> None:
         page.screenshot(path=str(out / "noise.png"), full_page=True)
         show_export(page)
         page.screenshot(path=str(out / "models.png"), full_page=True)
+        if args.phone:
+            with browser(*PHONE) as phone:
+                phone.goto(url)
+                for view in VIEW_MARKERS:
+                    open_tab(phone, view)
+                    phone.screenshot(path=str(out / f"{view}_phone.png"))
     print(f"screenshots in {out}")
 
 

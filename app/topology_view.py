@@ -180,11 +180,11 @@ def _summary_lines(rgb: np.ndarray, summary, rep: Representation, notes: list[st
     counts = ", ".join(f"{label}: {len(d):,}" for label, _, d in summary.diagrams)
     inside, finite = window_counts(summary.diagrams, summary.extent)
     lines = [f"**{w}×{h} image** — diagrams and {len(summary.diagrams)} PIs in "
-             f"**{summary.seconds * 1000:.1f} ms**.", "", f"Points per diagram: {counts}.",
-             f"Inside the PI window (dotted outline): **{inside:,} of {finite:,}** finite points "
-             "— the others add only Gaussian tails (≈ 0) to the PIs."]
-    lines += _settings_line(rep)
-    lines += [f"Time: {timer.line()}."]
+             f"**{summary.seconds * 1000:.1f} ms**.", "", f"- Points per diagram: {counts}.",
+             f"- Inside the PI window (dotted outline): **{inside:,} of {finite:,}** finite "
+             "points — the others add only Gaussian tails (≈ 0) to the PIs."]
+    lines += [f"- {line}" for line in _settings_line(rep)]
+    lines += [f"- Time: {timer.line()}.", ""]
     return lines + [f"> {n}" for n in notes]
 
 
@@ -261,7 +261,7 @@ def build(examples: list[str]) -> None:
             run = gr.Button("Compute", variant="primary", elem_id="topology-run")
             if examples:
                 gr.Examples(examples, inputs=image, label="CIFAR-10 test images (click one)",
-                            examples_per_page=12)
+                            examples_per_page=12, elem_id="topology-examples")
             analysis_size = ANALYSIS_SIZE.slider(
                 DEFAULT_ANALYSIS_SIZE, 16, elem_id="topology-analysis-size",
                 info="larger images are downscaled to this before the topology is computed")
@@ -293,11 +293,14 @@ def build(examples: list[str]) -> None:
                 + [gr.update(value=values[CONTROLS.index(c)]) for c in SHARED]
                 + list(explore_if_image(image_value, mode_value, *values)))
 
-    run.click(explore, inputs, outputs, api_name="explore")
-    image.change(explore_if_image, inputs, outputs, api_name=False)  # upload, example click
+    # preprocess=False: the handlers read every value as sent and check it themselves
+    # (app.common.load_image, NumberField): one-sentence errors naming the field
+    raw = dict(preprocess=False)
+    run.click(explore, inputs, outputs, api_name="explore", **raw)
+    image.change(explore_if_image, inputs, outputs, api_name=False, **raw)  # upload, example
     mode.input(switch_mode, inputs, [*groups.values(), *(components[c.key] for c in SHARED),
-                                     *outputs], api_name=False, trigger_mode="always_last")
+                                     *outputs], api_name=False, trigger_mode="always_last", **raw)
     for control in [*controls, analysis_size]:
         event = control.release if isinstance(control, gr.Slider) else control.input
         event(explore_if_image, inputs, outputs, api_name=False, show_progress="hidden",
-              trigger_mode="always_last")
+              trigger_mode="always_last", **raw)

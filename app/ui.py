@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,31 @@ import gradio as gr
 from app import jobs_view, models_view, noise_view, teachers_view, topology_view
 from tgd_core.core import paths
 
-INTRO = """# TGD — Topological Guidance-based Knowledge Distillation
-Inspect the topology of images (persistence diagrams and images), the teachers, distillation
-jobs and the robustness of students. Method: Jeon et al., *Leveraging Topological Guidance for
-Improved Knowledge Distillation* (GRaM @ ICML 2024)."""
+#: The views' tab labels, by tab id.
+TAB_LABELS = {"topology": "Topology explorer", "teachers": "Teachers & similarity maps",
+              "jobs": "Distillation jobs", "noise": "Noise robustness", "models": "Models"}
+PAPER_URL = "https://arxiv.org/abs/2407.05316"
+AUTHORS_CODE_URL = "https://github.com/jeunsom/TGD"
+INTRO = f"""## TGD — Topological Guidance-based Knowledge Distillation
+**What:** the topology of an image — persistence diagrams and persistence images (PIs) — that TGD
+distils, with two teachers, into one small student. **Try:** the first example is analysed
+below; click another or upload a photo, move a control, or switch to *cubical* mode.
+**Paper:** [Jeon et al., GRaM @ ICML 2024 (arXiv 2407.05316)]({PAPER_URL}) · **Code:**
+[the authors' release]({AUTHORS_CODE_URL}) · this engine: `tgd_core/`."""
+
+#: Phone layout (≤ 640 px): every tab stays in the tab bar, which wraps onto a second line.
+#: gradio moves the tabs whose measured widths (buttons of a hidden copy of the bar) exceed
+#: the bar's width into a "⋯" menu; measured at 1 px they all fit, and the bar wraps.
+CSS = """
+@media (max-width: 640px) {
+  .tab-container.visually-hidden button { width: 1px !important; min-width: 0 !important;
+                                          padding: 0 !important; overflow: hidden; }
+  .tab-wrapper { height: auto !important; }
+  .tab-container[role=tablist] { flex-wrap: wrap !important; height: auto !important;
+                                 row-gap: 4px; }
+  .tab-container[role=tablist] button { padding: 4px 8px !important; }
+}
+"""
 
 
 def example_images(n: int = 12) -> list[str]:
@@ -39,7 +61,8 @@ def example_images(n: int = 12) -> list[str]:
 
 
 def warm_up() -> None:
-    """Load the compiled kernels and tables now, so the first request is fast."""
+    """Load the compiled kernels and tables now, so the first request is fast (run in a
+    background thread by :func:`build_app`: the server answers meanwhile)."""
     import numpy as np
 
     from tgd_core.topology.representation import CubicalPIConfig, summarise
@@ -50,20 +73,22 @@ def warm_up() -> None:
 
 
 def build_app() -> gr.Blocks:
-    warm_up()
+    """The five views; the explorer's default result is computed here (paper mode), the
+    cubical kernels load in the background."""
+    threading.Thread(target=warm_up, name="tgd-warm-up", daemon=True).start()
     examples = example_images()
     with gr.Blocks(title="TGD research app") as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
-            with gr.Tab("Topology explorer", id="topology"):
+            with gr.Tab(TAB_LABELS["topology"], id="topology"):
                 topology_view.build(examples)
-            with gr.Tab("Teachers & similarity maps", id="teachers"):
+            with gr.Tab(TAB_LABELS["teachers"], id="teachers"):
                 teachers_view.build()
-            with gr.Tab("Distillation jobs", id="jobs"):
+            with gr.Tab(TAB_LABELS["jobs"], id="jobs"):
                 jobs_view.build()
-            with gr.Tab("Noise robustness", id="noise"):
+            with gr.Tab(TAB_LABELS["noise"], id="noise"):
                 noise_view.build(examples)
-            with gr.Tab("Models", id="models"):
+            with gr.Tab(TAB_LABELS["models"], id="models"):
                 models_view.build()
     return demo
 
@@ -81,4 +106,5 @@ def launch_options() -> dict[str, Any]:
     """Keyword arguments of ``demo.launch`` that every way of starting the app shares. Files
     reach the browser only as copies that views return (:func:`app.common.offer_files`);
     example images are copied into gradio's cache when the app is built."""
-    return {"allowed_paths": [], "blocked_paths": blocked_paths(), "max_file_size": "20mb"}
+    return {"allowed_paths": [], "blocked_paths": blocked_paths(), "max_file_size": "20mb",
+            "css": CSS}

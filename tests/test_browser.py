@@ -38,21 +38,82 @@ def state(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(state):
-    with drive.running_app() as url, drive.browser() as page:
-        page.goto(url)
+def app_url(state):
+    with drive.running_app() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    """A desktop-sized (1440×900) page on the app."""
+    with drive.browser() as page:
+        page.goto(app_url)
         yield page
+
+
+def test_the_landing_shows_a_result_and_compute_above_the_fold(page):
+    drive.open_tab(page, "topology")
+    page.locator("#topology-diagrams .legend .traces").nth(5).wait_for()  # six diagrams
+    assert "32×32 image — diagrams" in drive.topology_info(page)
+    assert page.locator("#topology-pis .main-svg").count() >= 1
+    box = page.locator("#topology-run").bounding_box()
+    assert box["y"] + box["height"] <= drive.DESKTOP[1]  # Compute within view at 1440×900
+    assert page.get_by_role("link", name=re.compile("arXiv 2407.05316")).count() == 1
 
 
 def test_upload_renders_the_persistence_diagrams(page, tmp_path):
     from PIL import Image
 
     path = tmp_path / "upload.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(path)
-    drive.show_topology(page, path)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8)).save(path)
+    info = drive.show_topology(page, path)
     page.locator("#topology-diagrams .legend .traces").nth(5).wait_for()  # six diagrams
     assert page.locator("#topology-diagrams canvas").count() >= 1  # the WebGL points
-    assert "32×32 image" in page.locator("#topology-info").inner_text()
+    assert "40×30 image" in info and "Time: decode" in info
+
+
+def test_a_500x375_photo_renders_its_diagram_within_10_s(page, tmp_path):
+    from PIL import Image
+
+    from tests.test_app_photos import synthetic_photo
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(synthetic_photo(500, 375, seed=2)).save(path)
+    info = drive.show_topology(page, path, timeout_ms=10_000)
+    assert "128×96 image" in info and "original 500×375" in info
+
+
+def test_clicking_an_example_shows_its_result(page):
+    info = drive.click_example(page, 5)
+    assert "32×32 image — diagrams" in info
+
+
+@pytest.mark.parametrize("content", [b"this is not a PNG", b""], ids=["text", "empty"])
+def test_a_bad_upload_shows_a_sentence_naming_the_field_and_the_fix(page, tmp_path, content):
+    path = tmp_path / "holiday.png"
+    path.write_bytes(content)
+    drive.open_tab(page, "topology")
+    drive.upload_topology(page, path)
+    toast = page.get_by_text(re.compile(r"Image: the file is (not an image|empty)")).first
+    toast.wait_for(timeout=20_000)
+    text = toast.inner_text()
+    assert "upload a PNG or JPEG" in text
+    assert "UnidentifiedImageError" not in text and "preprocess" not in text
+    assert str(tmp_path) not in text
+
+
+def test_on_a_phone_every_view_is_reachable(app_url):
+    with drive.browser(*drive.PHONE) as phone:
+        phone.goto(app_url)
+        tabs = phone.get_by_role("tab")
+        tabs.first.wait_for()
+        assert tabs.count() == len(drive.VIEW_MARKERS)  # none hidden in a "⋯" menu
+        for view in drive.VIEW_MARKERS:
+            drive.open_tab(phone, view)
+            assert phone.locator(drive.VIEW_MARKERS[view]).is_visible()
+        drive.open_tab(phone, "topology")
+        panel = phone.locator("#topology-pis .main-svg").first.bounding_box()
+        assert panel["width"] >= 300  # the PI grid fills the phone's width, not ~60 px
 
 
 def test_moving_the_noise_slider_changes_the_predictions(page):
