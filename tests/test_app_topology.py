@@ -127,3 +127,128 @@ def test_twenty_concurrent_requests_through_gradio_client(tmp_path, monkeypatch)
         assert all("32×32 image" in r[2] for r in results)
     finally:
         demo.close()
+
+
+# --- readability (issue #17, item 4) -------------------------------------------------------
+
+def test_the_pi_window_is_outlined_on_the_diagram_and_its_points_counted(rgb):
+    from app.plots import window_counts
+
+    dfig, _, info = explore(rgb, *control_values("paper"))
+    (window,) = [t for t in dfig.data if t.name.startswith("PI window")]
+    # birth in [0, 0.3], persistence in [0, 0.3]: death = birth + persistence
+    assert list(window.x) == [0, 0.3, 0.3, 0, 0] and list(window.y) == [0, 0.3, 0.6, 0.3, 0]
+    assert "add only Gaussian tails" in window.hovertemplate
+    dgm = [("a", "R", np.array([[0.1, 0.2], [0.1, 0.5], [0.4, 0.45], [0.0, np.inf]]))]
+    assert window_counts(dgm, (0.0, 0.3, 0.0, 0.3)) == (1, 3)  # (0.1, 0.2) only
+    assert "Inside the PI window (dotted outline): **" in view.explore(
+        rgb, *control_values("paper"))[2]
+
+
+def test_pi_panels_name_their_axes_and_share_one_scale_from_zero(rgb):
+    _, pfig, _ = explore(rgb, *control_values("paper"))
+    layout = pfig.layout
+    assert layout.xaxis5.title.text == "birth (intensity, 0–1)"  # bottom row
+    assert layout.yaxis.title.text == "persistence"  # left column
+    assert layout.coloraxis.cmin == 0
+    assert layout.coloraxis.cmax == pytest.approx(max(np.max(t.z) for t in pfig.data), rel=1e-6)
+    # one row per channel: row scan left, column scan right
+    assert [a.text for a in layout.annotations][:2] == ["row-R H0", "col-R H0"]
+
+
+def test_an_empty_pi_is_the_lowest_colour_and_says_empty():
+    from app.plots import heatmap_grid
+
+    fig = heatmap_grid(np.stack([np.zeros((4, 4)), np.eye(4) * 0.5]), ["a", "b"], "t",
+                       extent=(0, 0.3, 0, 0.3))
+    assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 0.5
+    assert [a.text for a in fig.layout.annotations] == ["a — empty (all zero)", "b"]
+    alone = heatmap_grid(np.zeros((1, 4, 4)), ["a"], "t")
+    assert (alone.layout.coloraxis.cmin, alone.layout.coloraxis.cmax) == (0, 1)
+
+
+def test_unticking_every_homology_dimension_names_the_field(rgb):
+    with pytest.raises(gr.Error, match="homology: tick at least one of H0, H1"):
+        explore(rgb, *control_values("cubical", homology=[]))
+
+
+def test_the_summary_times_each_stage(rgb):
+    import re
+
+    _, _, info = explore(rgb, *control_values("paper"))
+    assert re.search(r"Time: decode [\d.]+ ms · topology [\d.]+ ms · figures [\d.]+ ms · "
+                     r"JSON [\d.]+ ms\.", info)
+
+
+def test_switching_mode_is_one_event_and_controls_fire_on_user_input_only(tmp_path, monkeypatch):
+    """A mode switch runs one handler (it sets the shared controls and explores once); the
+    controls' programmatic updates fire no event (.input/.release, never .change)."""
+    from app.ui import build_app
+
+    monkeypatch.setenv("TGD_STATE_DIR", str(tmp_path))
+    config = build_app().get_config_file()
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    triggers = [t for d in config["dependencies"] for t in d["targets"]]
+    mode_events = [name for target, name in triggers if target == ids["topology-mode"]]
+    assert mode_events == ["input"]
+    explorer_inputs = next(d["inputs"] for d in config["dependencies"]
+                           if d["api_name"] == "explore")
+    for target, name in triggers:
+        if target in explorer_inputs[1:]:
+            assert name in ("input", "release"), name
+
+
+# --- errors (issue #17, item 3) -------------------------------------------------------------
+
+@pytest.mark.parametrize("content, message", [
+    (b"GIF89a? not really", "Image: the file is not an image (cannot identify its format); "
+                            "upload a PNG or JPEG"),
+    (b"", "Image: the file is empty; upload a PNG or JPEG"),
+])
+def test_an_upload_that_is_not_an_image_gets_one_sentence(tmp_path, content, message):
+    path = tmp_path / "photo.png"
+    path.write_bytes(content)
+    with pytest.raises(gr.Error) as caught:
+        view.explore({"path": str(path)}, *control_values("paper"))  # as the event sends it
+    assert message in str(caught.value) and str(tmp_path) not in str(caught.value)
+
+
+def test_an_upload_is_decoded_from_its_path_with_exif_and_modes(tmp_path):
+    from PIL import Image
+
+    from app.common import load_image
+
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (40, 20), (0, 255, 0, 0)).save(path)
+    rgb, notes = load_image(str(path))
+    assert rgb.shape == (20, 40, 3) and "CMYK image converted to RGB" in notes
+    big = tmp_path / "big.png"
+    Image.new("RGB", (3000, 1500), (9, 9, 9)).save(big)
+    rgb, notes = load_image(str(big))
+    assert rgb.shape == (512, 1024, 3) and notes[0] == "Downscaled to 1024×512 (original 3000×1500)."
+
+
+def test_a_network_view_downscales_a_large_upload_instead_of_refusing_it(tmp_path):
+    from PIL import Image
+
+    from app.common import network_image
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (2048, 1536), (200, 10, 10)).save(path)
+    img, notes = network_image(str(path))
+    assert img.shape == (32, 32, 3) and "Downscaled to 1024×768 (original 2048×1536)." in notes
+
+
+def test_number_fields_leave_bounds_to_the_handler():
+    """gradio is given no bounds, so "Epochs: must be ≥ 1" (the handler's) is the message,
+    not gradio's "Value -5 is less than minimum value 1."."""
+    from app.inputs import NumberField
+
+    field = NumberField("Epochs", integer=True, ge=1, le=10)
+    number = field.number(3)
+    assert number.minimum is None and number.maximum is None
+    assert number.preprocess(-5) == -5
+    with pytest.raises(Exception, match="Epochs: must be ≥ 1"):
+        field.check(number.preprocess(-5))
+    slider = field.slider(3, 1)
+    assert slider.preprocess(50) == 50  # unchecked: the handler says "Epochs: must be ≤ 10"
