@@ -18,7 +18,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
 
 from app import jobs_view  # noqa: E402
-from tests.test_app_views import FORM, kinds, table_rows, zoo  # noqa: E402, F401 (fixtures)
+from tests import test_app_views as views  # noqa: E402
+
+FORM, table_rows = views.FORM, views.table_rows
+zoo, kinds = views.zoo, views.kinds  # the tiny zoo and the train/distill kinds (fixtures)
 
 SLOW = 300.0  # seconds: a bound for hangs only, never for speed
 
@@ -134,7 +137,7 @@ def test_job_progress_and_eta_move_within_the_first_epoch(zoo):
     finally:
         ctx.close()
     assert probe.calls == pytest.approx([1 / 3, 2 / 3, 1.0])  # after every step
-    row = dict(zip(jobs_view.TABLE_COLUMNS, probe.seen["row"]))
+    row = dict(zip(jobs_view.TABLE_COLUMNS, probe.seen["row"], strict=True))
     assert probe.seen["metrics"] == []  # the first epoch had not ended
     assert row["status"] == "running" and row["progress"] == "33 %" and row["epoch"] == 1
     assert row["ETA"] not in ("", jobs_view.ESTIMATING)
@@ -282,16 +285,14 @@ def test_noise_prediction_shows_the_true_class_and_marks(zoo, cifar_test_images)
 
 def test_noise_true_class_of_an_upload_is_optional(zoo):
     from app import noise_view
-    from tests.test_app_views import RNG_IMAGE
-
-    _, _, fig, info = noise_view.predict(RNG_IMAGE, "contrast", 2)
+    _, _, fig, info = noise_view.predict(views.RNG_IMAGE, "contrast", 2)
     assert "true class: not known" in info and not fig.layout.shapes
     assert all(mark is None for _, mark in _verdicts(info).values())
-    _, _, fig, info = noise_view.predict(RNG_IMAGE, "contrast", 2, 0, "cat")
+    _, _, fig, info = noise_view.predict(views.RNG_IMAGE, "contrast", 2, 0, "cat")
     assert "true class: **cat** (given)" in info and len(fig.layout.shapes) == 1
     assert all(mark in (" ✓", " ✗") for _, mark in _verdicts(info).values())
     with pytest.raises(gr.Error, match=r"True class \(optional\): not one of the offered"):
-        noise_view.predict(RNG_IMAGE, "contrast", 2, 0, "unicorn")
+        noise_view.predict(views.RNG_IMAGE, "contrast", 2, 0, "unicorn")
 
 
 def test_the_reliability_plot_has_its_own_severity_control(zoo, cifar_test_images):
