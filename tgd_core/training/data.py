@@ -177,6 +177,19 @@ class TrainData:
                                  keep_raw=self.on_the_fly)
         self.test = self._split(test_x, test_y, test_pi)
 
+    @classmethod
+    def from_splits(cls, cfg: TrainConfig, train: Split, test: Split,
+                    normalizations: dict[str, Normalization], num_classes: int) -> TrainData:
+        """Data already held as splits on their device (e.g. synthetic images for
+        ``benchmarks/bench_gpu.py``), instead of the dataset ``cfg`` names; no on-the-fly PIs."""
+        data = cls.__new__(cls)
+        data.cfg, data.device = cfg, train.labels.device
+        data.kinds = {k for k in ("raw", "pi") if getattr(train, k) is not None}
+        data.on_the_fly, data.rep = False, None
+        data.train, data.test = train, test
+        data.normalizations, data.num_classes = normalizations, num_classes
+        return data
+
     def _split(self, images: np.ndarray, labels: np.ndarray, pis: np.ndarray | None,
                keep_raw: bool = False) -> Split:
         to = dict(device=self.device)

@@ -118,22 +118,9 @@ class FastTrainer(Trainer):
         self.fill_target_cache()
         self.reset_totals()
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        """SGD over the method's trainable parameters, fused on CUDA."""
-        optimizer = super().build_optimizer()
-        if self.device.type == "cuda":
-            for group in optimizer.param_groups:
-                group["fused"], group["foreach"] = True, False
-        return optimizer
-
-    def load_latest(self) -> None:
-        """As the standard loop; the resumed optimizer keeps this loop's fused setting (a
-        checkpoint's param groups carry the flags of the loop that wrote it)."""
-        fused = [g.get("fused") for g in self.optimizer.param_groups]
-        foreach = [g.get("foreach") for g in self.optimizer.param_groups]
-        super().load_latest()
-        for group, f, fe in zip(self.optimizer.param_groups, fused, foreach, strict=True):
-            group["fused"], group["foreach"] = f, fe
+    def optimizer_options(self) -> dict:
+        """Fused SGD on CUDA (one kernel for the whole update)."""
+        return {"fused": True} if self.device.type == "cuda" else {}
 
     def fill_target_cache(self) -> None:
         """Fill the teacher-target cache from the first epoch's batches (what the standard
@@ -205,7 +192,7 @@ class FastTrainer(Trainer):
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """(logits, loss terms, training loss) of a batch: the standard loop's forward (the
         part torch.compile compiles)."""
-        with self.amp:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
             logits, losses = self.model(inputs, labels, targets)
             loss = sum(v if k in self.distiller.batch_level_terms else v * share
                        for k, v in losses.items())
@@ -239,8 +226,8 @@ class FastTrainer(Trainer):
         step_totals = torch.cat([values * n, (logits.argmax(1) == b.labels).sum().double()[None],
                                  bad.double()[None]])
         self.totals = step_totals if self.totals is None else self.totals + step_totals
-        here = torch.cat([torch.tensor([b.step], dtype=torch.float64, device=values.device),
-                          values])
+        here = torch.cat([torch.full((1,), b.step, dtype=torch.float64, device=values.device),
+                          values])  # torch.full: no host->device copy (which would sync)
         if self.first_bad is None:
             self.first_bad = torch.where(bad, here, torch.full_like(here, -1.0))
         else:

@@ -247,11 +247,17 @@ class Trainer:
         return distiller
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """SGD over the method's trainable parameters."""
+        """SGD over the method's trainable parameters (implementation per
+        :meth:`optimizer_options`)."""
         cfg = self.cfg
         return torch.optim.SGD(list(self.distiller.trainable_parameters()), lr=cfg.lr,
                                momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               nesterov=cfg.nesterov)
+                               nesterov=cfg.nesterov, **self.optimizer_options())
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """How SGD computes its update (``foreach``/``fused``), not what it computes: PyTorch's
+        default here."""
+        return {}
 
     def load_latest(self) -> None:
         """Weights, method state, optimizer and loop state from ``latest.pt``."""
@@ -261,7 +267,11 @@ class Trainer:
             raise TGDError(f"{self.latest_path}: holds no training state to resume from")
         self.distiller.load_state_dict({**self.distiller.state_dict(),
                                         **ckpt.training_state["method"]})
+        implementation = [{k: g[k] for k in ("foreach", "fused") if k in g}
+                          for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt.optimizer)
+        for group, flags in zip(self.optimizer.param_groups, implementation, strict=True):
+            group.update(flags)  # this loop's foreach/fused, not those of the loop that saved
         self.state = LoopState.from_payload(ckpt.training_state["loop"])
         self.last_good = f"{self.latest_path} ({self.state.position()})"
 

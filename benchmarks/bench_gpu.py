@@ -1,0 +1,248 @@
+"""Training throughput on an accelerator: the standard loop against the fast loop, in one run.
+
+    python3 benchmarks/bench_gpu.py [--device cuda] [--steps 60] [--batch 128] [--parallel 4]
+                                    [--peak-tflops 790] [--no-compile] [--write docs/benchmarks.md]
+    .venv/bin/python benchmarks/bench_gpu.py --device cpu --steps 2 --parallel 2   # smoke check
+
+For WRN16-1 and WRN16-3 on raw 32×32 images and WRN16-3 on 6×50×50 PI stacks, at the paper's
+batch of 128 (issue #14, item 2):
+
+1. images/s of one run with the standard loop (:class:`~tgd_core.training.trainer.Trainer`:
+   host-made batches, one host↔device sync a step) and with the fast loop
+   (:class:`~tgd_core.training.fast.FastTrainer`), both with the paper recipe's bf16 autocast
+   (on CUDA) and channels_last, and their ratio;
+2. the aggregate images/s of ``--parallel`` fast runs at once, each in its own process (as
+   ``tgd experiment --parallel`` runs them), timed from a common barrier to the last finish;
+3. TFLOP/s: the FLOPs of one training step (forward and backward, counted by
+   ``torch.utils.flop_counter.FlopCounterMode``: matrix products and convolutions) per image ×
+   images/s, and that as a fraction of the bf16 peak (``--peak-tflops``; default 790, the
+   8192³ bf16 matrix product measured on an H200 here, /work/.library/device/KINDS.md).
+
+Each loop trains a scratch student on synthetic data resident on the device (``--steps``
+batches an epoch; the pixels do not change the speed): one epoch to warm up (cuDNN autotuning,
+torch.compile), then one timed epoch ending with a device synchronisation. The JSON of every
+figure goes to ``--json`` and, when ``$OUT`` is set (the device machine), to
+``$OUT/bench_gpu.json``; ``--write`` publishes the table as the ``gpu`` section of
+docs/benchmarks.md (benchmarks/report.py), also from a JSON brought back from the device
+(``--publish-json $OUT/bench_gpu.json --write docs/benchmarks.md``, measuring nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from report import cpu_name, publish  # noqa: E402
+
+from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW  # noqa: E402
+from tgd_core.training import TrainConfig  # noqa: E402
+from tgd_core.training.data import Split, TrainData  # noqa: E402
+from tgd_core.training.fast import FastTrainer  # noqa: E402
+from tgd_core.training.loop_state import LoopState  # noqa: E402
+from tgd_core.training.trainer import Trainer  # noqa: E402
+
+# (label, model, input kind, input shape C×H×W)
+CASES = (("WRN16-1 raw", "wrn16_1", "raw", (3, 32, 32)),
+         ("WRN16-3 raw", "wrn16_3", "raw", (3, 32, 32)),
+         ("WRN16-3 PI 6×50×50", "wrn16_3", "pi", (6, 50, 50)))
+ENGINES = {"standard": Trainer, "fast": FastTrainer}
+TEST_IMAGES = 256
+
+
+def synthetic_data(cfg: TrainConfig, kind: str, shape: tuple[int, ...], n: int,
+                   device: torch.device) -> TrainData:
+    """``n`` random uint8 training inputs (and a small test split) on ``device``."""
+    gen = torch.Generator().manual_seed(0)
+
+    def split(count: int) -> Split:
+        x = torch.randint(0, 256, (count, *shape), generator=gen, dtype=torch.uint8)
+        return Split(torch.randint(0, 10, (count,), generator=gen).to(device),
+                     **{kind: x.to(device)})
+
+    norm = {"raw": CIFAR10_RAW, "pi": CIFAR10_PI}[kind]
+    return TrainData.from_splits(cfg, split(n), split(TEST_IMAGES), {kind: norm}, 10)
+
+
+def make_trainer(engine: str, model: str, kind: str, shape, args, out: Path) -> Trainer:
+    """A set-up trainer of ``engine`` on synthetic data (scratch, paper recipe settings)."""
+    cuda = args.device.startswith("cuda")
+    cfg = TrainConfig.build(student=model, student_input=kind, batch_size=args.batch,
+                            epochs=2, milestones=[1], amp=cuda, channels_last=True,
+                            device=args.device, engine=engine, compile=args.compile and cuda,
+                            sync_every_steps=max(args.steps, 1), out_dir=str(out))
+
+    class OnSyntheticData(ENGINES[engine]):
+        def load_data(self) -> TrainData:
+            return synthetic_data(self.cfg, kind, shape, args.steps * args.batch, self.device)
+
+    trainer = OnSyntheticData(cfg, progress=False)
+    trainer.setup(resume=False)
+    return trainer
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_epoch(trainer: Trainer, barrier=None) -> tuple[float, float]:
+    """Warm-up epoch, then (start, end) wall-clock times of a timed epoch (after ``barrier``)."""
+    trainer.train_epoch(0)
+    synchronize(trainer.device)
+    trainer.state = LoopState(epoch=1)
+    if barrier is not None:
+        barrier.wait()
+    start = time.time()
+    trainer.train_epoch(1)
+    synchronize(trainer.device)
+    return start, time.time()
+
+
+def step_flops(trainer: Trainer) -> float:
+    """FLOPs of one training step (forward and backward) of the trainer's student, per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b = next(iter(trainer.data.train_batches(0)))
+    with FlopCounterMode(display=False) as counter:
+        with trainer.amp:
+            _, losses = trainer.distiller(b.inputs, b.labels)
+        sum(losses.values()).backward()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / len(b.labels)
+
+
+def measure(engine: str, case, args, barrier=None) -> dict:
+    """images/s (and FLOPs per image) of one run of ``case`` with ``engine``."""
+    _, model, kind, shape = case
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(engine, model, kind, shape, args, Path(tmp) / "run")
+        flops = step_flops(trainer)
+        start, end = timed_epoch(trainer, barrier)
+    images = args.steps * args.batch
+    return {"images": images, "start": start, "end": end, "flops_per_image": flops,
+            "images_per_second": images / (end - start)}
+
+
+def worker(case, args, barrier, results) -> None:
+    """One of the concurrent runs (a spawned process)."""
+    results.put(measure("fast", case, args, barrier))
+
+
+def concurrent(case, args) -> dict:
+    """Aggregate images/s of ``args.parallel`` fast runs in separate processes."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(args.parallel), ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(case, args, barrier, results))
+             for _ in range(args.parallel)]
+    for p in procs:
+        p.start()
+    runs = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise SystemExit(f"a concurrent run failed (exit {p.exitcode})")
+    images = sum(r["images"] for r in runs)
+    seconds = max(r["end"] for r in runs) - min(r["start"] for r in runs)
+    return {"runs": args.parallel, "images_per_second": images / seconds,
+            "per_run": [r["images_per_second"] for r in runs]}
+
+
+def tflops(images_per_second: float, flops_per_image: float) -> float:
+    return images_per_second * flops_per_image / 1e12
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return cpu_name()
+
+
+def run(args) -> dict:
+    results = {"device": device_name(args.device), "torch": torch.__version__,
+               "python": platform.python_version(), "batch": args.batch, "steps": args.steps,
+               "parallel": args.parallel, "peak_tflops": args.peak_tflops,
+               "compile": args.compile and args.device.startswith("cuda"), "cases": []}
+    for case in CASES:
+        row = {"case": case[0]}
+        for engine in ENGINES:
+            m = measure(engine, case, args)
+            row[engine] = m["images_per_second"]
+            row["flops_per_image"] = m["flops_per_image"]
+        row["speedup"] = row["fast"] / row["standard"]
+        if args.parallel > 1:
+            agg = concurrent(case, args)
+            row["aggregate"], row["aggregate_per_run"] = (agg["images_per_second"],
+                                                          agg["per_run"])
+        for key in ("standard", "fast", "aggregate"):
+            if key in row:
+                row[f"{key}_tflops"] = tflops(row[key], row["flops_per_image"])
+                row[f"{key}_peak_fraction"] = row[f"{key}_tflops"] / args.peak_tflops
+        results["cases"].append(row)
+        print(json.dumps(row), flush=True)
+    return results
+
+
+def table(results: dict, command: str) -> list[str]:
+    n = results["parallel"]
+    lines = [f"Measured on {results['device']} (torch {results['torch']}), batch "
+             f"{results['batch']}, {results['steps']} timed steps per loop, compile "
+             f"{'on' if results['compile'] else 'off'}; peak taken as "
+             f"{results['peak_tflops']:.0f} TFLOP/s (bf16). Command: `{command}`", "",
+             f"| network | GFLOP/image (train step) | standard img/s | fast img/s | fast / "
+             f"standard | fast TFLOP/s | {n} runs at once: img/s | TFLOP/s | % of peak |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["cases"]:
+        agg = (f"{r['aggregate']:,.0f} | {r['aggregate_tflops']:.1f} | "
+               f"{100 * r['aggregate_peak_fraction']:.1f} %" if "aggregate" in r else "— | — | —")
+        lines.append(f"| {r['case']} | {r['flops_per_image'] / 1e9:.2f} | "
+                     f"{r['standard']:,.0f} | {r['fast']:,.0f} | {r['speedup']:.1f}× | "
+                     f"{r['fast_tflops']:.2f} | {agg} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=60, help="batches per (timed) epoch")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--parallel", type=int, default=4, help="concurrent runs (1: none)")
+    parser.add_argument("--peak-tflops", type=float, default=790.0)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--write", help="publish the table into this docs/benchmarks.md")
+    parser.add_argument("--publish-json", type=Path, metavar="JSON",
+                        help="measure nothing: publish the figures a device run wrote")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.batch < 1 or args.parallel < 1 or args.peak_tflops <= 0:
+        parser.error("--steps, --batch, --parallel and --peak-tflops must be positive")
+    if args.publish_json:
+        results = json.loads(args.publish_json.read_text())
+    else:
+        results = run(args)
+        results["command"] = "python3 benchmarks/bench_gpu.py " + " ".join(
+            argv if argv is not None else sys.argv[1:])
+        text = json.dumps(results, indent=2) + "\n"
+        for path in [args.json, Path(os.environ["OUT"]) / "bench_gpu.json"
+                     if os.environ.get("OUT") else None]:
+            if path is not None:
+                path.write_text(text)
+    publish(table(results, results.get("command", "(not recorded)").strip()), args.write, "gpu",
+            "GPU training throughput: standard vs fast loop (issue #14)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
