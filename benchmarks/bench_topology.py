@@ -9,6 +9,8 @@
   every reference image (checked here too).
 - Where the time goes: each stage of the paper-mode kernel timed alone on one thread (CPU
   time per image), the threads' speed-up, and the per-call overhead of the public API.
+- ``--before REV``: the paper-mode engine of git revision REV (its ``_kernels.py`` and
+  ``paper.py``, loaded from git into a temporary module) timed in the same run, before/after.
 - Cubical mode (H0 + H1, 3 channels, 32×32 integrated PIs): ours vs gudhi.CubicalComplex +
   persim.PersistenceImager.
 - ``--full-cache``: time to fill the PI cache of all 60,000 CIFAR-10 images from scratch.
@@ -111,6 +113,32 @@ def profile_paper(images: np.ndarray, repeats: int) -> tuple[list[tuple[str, flo
     return list(zip(STAGES, per_stage)), points / len(images)
 
 
+def engine_at(rev: str):
+    """The paper-mode module (``paper.py`` with its own ``_kernels.py``) of git revision
+    ``rev``, imported under private names from a temporary directory."""
+    import importlib.util
+    import subprocess
+
+    tmp = Path(tempfile.mkdtemp(prefix="tgd-before-"))
+    modules = {}
+    for name in ("_kernels", "paper"):
+        try:
+            text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:tgd_core/topology/"
+                                   f"{name}.py"], check=True, capture_output=True,
+                                  text=True).stdout
+        except subprocess.CalledProcessError as exc:
+            raise SystemExit(f"--before {rev}: {exc.stderr.strip()}") from None
+        text = text.replace("from tgd_core.topology import _kernels, schema",
+                            "from tgd_core.topology import schema\nimport _before__kernels as _kernels")
+        path = tmp / f"_before_{name}.py"
+        path.write_text(text.replace("cache=True", "cache=False"))
+        spec = importlib.util.spec_from_file_location(f"_before_{name}", path)
+        modules[name] = importlib.util.module_from_spec(spec)
+        sys.modules[f"_before_{name}"] = modules[name]
+        spec.loader.exec_module(modules[name])
+    return modules["paper"]
+
+
 def reference_cubical(images: np.ndarray, pi: PersistenceImageConfig) -> None:
     import gudhi
     from persim import PersistenceImager
@@ -138,6 +166,8 @@ def main() -> None:
     ap.add_argument("--profile-images", type=int, default=1000,
                     help="images for the per-stage profile (one thread)")
     ap.add_argument("--repeats", type=int, default=3, help="our timings: best of this many runs")
+    ap.add_argument("--before", metavar="REV", help="also time the paper-mode engine of this "
+                    "git revision (before/after in one run)")
     ap.add_argument("--full-cache", action="store_true", help="also time caching all 60k images")
     ap.add_argument("--write", help="update this Markdown file's benchmark section")
     args = ap.parse_args()
@@ -174,6 +204,21 @@ def main() -> None:
     rows.append(("paper", "reference: ripser + persim.PersImage", len(ref_images), ref_rate, 1.0))
     stages, points = profile_paper(images[: args.profile_images], args.repeats)
     one_thread_us = t_one / min(args.profile_images, len(images)) * 1e6
+    before = []
+    if args.before:
+        old = engine_at(args.before)
+        old.paper_persistence_images(images[:64])  # compile
+        for raw, t_now in ((False, t_u8), (True, t_raw)):
+            t_old = best_of(lambda raw=raw: old.paper_persistence_images(images, raw=raw),
+                            args.repeats)
+            before.append(("float64 + uint8 PIs" if raw else "uint8 PIs", len(images) / t_old,
+                           len(images) / t_now))
+        numba.set_num_threads(1)
+        t_old_one = best_of(lambda: old.paper_persistence_images(
+            images[: args.profile_images], raw=False), args.repeats, time.process_time)
+        numba.set_num_threads(threads)
+        before.append(("uint8 PIs, one thread, CPU µs / image",
+                       t_old_one / min(args.profile_images, len(images)) * 1e6, one_thread_us))
 
     # cubical mode
     cub, pi = CubicalConfig(), PersistenceImageConfig(resolution=(32, 32), sigma=0.02)
@@ -239,6 +284,13 @@ def main() -> None:
         f"speed (uint8 PIs; wall time against one thread's CPU time, so contention from other "
         f"processes shows here). One call on one image: {t_call * 1e3:.2f} ms.",
     ]
+    if before:
+        lines += ["", f"Before/after: the paper-mode engine of `{args.before}` against this one, "
+                      "in the same run:", "", f"| paper mode | {args.before} | now | speed, now / before |",
+                  "|---|---:|---:|---:|"]
+        for name, old_value, new_value in before:
+            ratio = new_value / old_value if "µs" not in name else old_value / new_value
+            lines.append(f"| {name} | {old_value:,.1f} | {new_value:,.1f} | {ratio:.2f}× |")
     if full is not None:
         lines += ["", f"Filling the paper-mode PI cache for all 60,000 CIFAR-10 images "
                       f"(train + test, from scratch, including loading and writing): "
