@@ -7,6 +7,12 @@ a time budget, pack the runs into ``$OUT``.
 On the device machine, in the repository root (docs/device.md gives the whole sequence of
 calls):
 
+0. **Packages.** The device image lacks pydantic (and its pydantic-core, annotated-types,
+   typing-inspection) and plotly (the final report's plots): ``--fetch-wheels``, run here,
+   downloads their pinned x86-64/CPython 3.12 wheels into ``.stage/wheels`` (ignored, carried);
+   there they are installed once into ``.stage/site`` (``--packages-only`` does only this), put
+   on the ``PYTHONPATH`` of the experiment; export it for other commands
+   (``PYTHONPATH=$PWD/.stage/site``).
 1. **Data.** Unless ``.stage/data/cifar10`` was unpacked by an earlier call on this (warm)
    machine, verify and unpack the carried CIFAR-10 parts (scripts/stage_cifar10.py); then
    ``TGD_DATA_DIR=.stage/data`` for everything below.
@@ -48,6 +54,39 @@ MiB = 2**20
 PART_BYTES = 15 * MiB
 MAX_PARTS = 7
 STOPPED = 3  # tgd experiment's exit status when --stop-after stopped it (resumable)
+
+
+WHEELS = ("pydantic", "pydantic_core", "annotated_types", "typing_inspection", "plotly")
+
+
+def fetch_wheels(stage: Path) -> list[Path]:
+    """Here: download the wheels of :data:`WHEELS`, at the versions this environment runs,
+    for the device's CPython 3.12 on x86-64 (pip, no dependencies: the others are there)."""
+    from importlib.metadata import version
+
+    dest = stage / "wheels"
+    dest.mkdir(parents=True, exist_ok=True)
+    platforms = [arg for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
+                               "manylinux2014_x86_64") for arg in ("--platform", p)]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                    "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+                    *platforms, "-d", str(dest), *(f"{n}=={version(n)}" for n in WHEELS)],
+                   check=True)
+    return sorted(dest.glob("*.whl"))
+
+
+def ensure_packages(stage: Path) -> Path:
+    """There: install the carried wheels not yet installed into ``stage/site``; returns it."""
+    site = stage / "site"
+    new = [w for w in sorted((stage / "wheels").glob("*.whl"))
+           if not (site / f".{w.name}.installed").exists()]
+    if new:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                        "--no-compile", "--upgrade", "--target", str(site), *map(str, new)],
+                       check=True)
+        for wheel in new:
+            (site / f".{wheel.name}.installed").write_text("")
+    return site
 
 
 def ensure_data(stage: Path) -> Path:
@@ -99,7 +138,7 @@ def pack_runs(out: Path, dest: Path, budget_bytes: int) -> dict:
     return manifest
 
 
-def train(args, data: Path, deadline: float) -> int:
+def train(args, data: Path, site: Path, deadline: float) -> int:
     """``tgd experiment`` with ``--parallel`` and ``--stop-after`` (exit 0: done; 3: stopped)."""
     stop_after = deadline - time.time()
     if stop_after < 60:
@@ -109,8 +148,10 @@ def train(args, data: Path, deadline: float) -> int:
            "--parallel", str(args.parallel), "--no-progress", "--stop-after", f"{stop_after:.0f}"]
     if args.only:
         cmd += ["--only", *args.only]
+    path = os.pathsep.join(p for p in (str(site.resolve()), os.environ.get("PYTHONPATH"))
+                           if p)
     env = {**os.environ, "TGD_DATA_DIR": str(data.resolve()), "PYTHONUNBUFFERED": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False"}
+           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": path}
     print("device_paper: " + " ".join(cmd), flush=True)
     try:  # the runs stop by themselves at S; the evaluation after them is cut at the grace
         return subprocess.run(cmd, cwd=ROOT, env=env, check=False,
@@ -134,19 +175,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs/experiments/paper")
     parser.add_argument("--only", nargs="+", metavar="METHOD")
     parser.add_argument("--stage", type=Path, default=ROOT / ".stage")
+    parser.add_argument("--fetch-wheels", action="store_true",
+                        help="here: download the wheels the device lacks, then stop")
+    parser.add_argument("--packages-only", action="store_true",
+                        help="there: install the carried wheels, then stop")
     args = parser.parse_args(argv)
     out_dir = Path(os.environ.get("OUT", ROOT / ".stage/out"))
     try:
+        if args.fetch_wheels:
+            for wheel in fetch_wheels(args.stage):
+                print(f"{wheel}: {wheel.stat().st_size / MiB:.1f} MiB")
+            return 0
+        site = ensure_packages(args.stage)
+        if args.packages_only:
+            return 0
         data = ensure_data(args.stage)
         if restore_runs(args.stage, args.out):
             print(f"device_paper: restored earlier runs into {args.out}", flush=True)
-        status = train(args, data, start + args.budget - args.pack_reserve)
+        status = train(args, data, site, start + args.budget - args.pack_reserve)
         if args.out.exists():
             out_dir.mkdir(parents=True, exist_ok=True)
             manifest = pack_runs(args.out, out_dir, MAX_PARTS * PART_BYTES)
             print(f"device_paper: packed {len(manifest['files'])} files in "
                   f"{len(manifest['parts'])} parts into {out_dir}", flush=True)
-    except TGDError as exc:
+    except (TGDError, subprocess.CalledProcessError) as exc:
         print(f"device_paper: error: {exc}", file=sys.stderr)
         return 2
     print(f"device_paper: {'finished' if status == 0 else 'stopped (resumable)'} "
