@@ -45,6 +45,18 @@ def browser(width: int = DESKTOP[0], height: int = DESKTOP[1]) -> Iterator[objec
 
 
 @contextmanager
+def sibling_page(page, width: int, height: int) -> Iterator[object]:
+    """Another page of ``page``'s browser at ``width``×``height`` (one Playwright per thread:
+    a second :func:`browser` inside the first fails)."""
+    other = page.context.browser.new_page(viewport={"width": width, "height": height})
+    other.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield other
+    finally:
+        other.close()
+
+
+@contextmanager
 def running_app() -> Iterator[str]:
     """The app, launched in this process on a free local port; yields its URL."""
     from app.ui import build_app, launch_options
@@ -247,7 +259,7 @@ def main() -> None:
         show_export(page)
         page.screenshot(path=str(out / "models.png"), full_page=True)
         if args.phone:
-            with browser(*PHONE) as phone:
+            with sibling_page(page, *PHONE) as phone:
                 phone.goto(url)
                 for view in VIEW_MARKERS:
                     open_tab(phone, view)

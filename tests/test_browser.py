@@ -102,8 +102,8 @@ def test_a_bad_upload_shows_a_sentence_naming_the_field_and_the_fix(page, tmp_pa
     assert str(tmp_path) not in text
 
 
-def test_on_a_phone_every_view_is_reachable(app_url):
-    with drive.browser(*drive.PHONE) as phone:
+def test_on_a_phone_every_view_is_reachable(page, app_url):
+    with drive.sibling_page(page, *drive.PHONE) as phone:
         phone.goto(app_url)
         tabs = phone.get_by_role("tab")
         tabs.first.wait_for()
