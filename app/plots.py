@@ -174,9 +174,10 @@ def heatmap_grid_spec(images: np.ndarray, titles: list[str], title: str,
     for i, (img, name) in enumerate(zip(images, titles, strict=True)):
         r, c = divmod(i, cols)
         ax = "" if i == 0 else str(i + 1)
-        trace = dict(type="heatmap", z=img.astype(np.float32), coloraxis="coloraxis", xaxis=f"x{ax}",
-                     yaxis=f"y{ax}", hovertemplate="birth %{x:.3f}<br>persistence %{y:.3f}<br>"
-                                                   "value %{z:.4g}<extra>" + name + "</extra>")
+        trace = dict(type="heatmap", z=img.astype(np.float32), coloraxis="coloraxis",
+                     xaxis=f"x{ax}", yaxis=f"y{ax}",
+                     hovertemplate="birth %{x:.3f}<br>persistence %{y:.3f}<br>value %{z:.4g}"
+                                   "<extra>" + name + "</extra>")
         if extent is not None:
             x0, x1, y0, y1 = extent
             h, w = img.shape

@@ -55,7 +55,7 @@ def example_images(n: int = 12) -> list[str]:
     except TGDError:
         return []
     folder.mkdir(parents=True, exist_ok=True)
-    for f, img in zip(files, images):
+    for f, img in zip(files, images[:n], strict=True):
         Image.fromarray(img).save(f)
     return [str(f) for f in files]
 

@@ -11,7 +11,9 @@ and measures, with ``gradio_client`` as a browser-less user:
   the first ``make app``);
 - **single**: ``--single`` explorer calls one after the other (median, p95);
 - **concurrent**: ``--concurrent`` users (one client each, connected beforehand) calling at
-  once, ``--rounds`` times; p50/p95 over every call of every round.
+  once, ``--rounds`` times; p50/p95 over every call of every round, and the server process's
+  CPU time per call (/proc: independent of other work on the machine), and gradio's
+  per-phase profile of those calls (upload, queue wait, preprocess, handler, postprocess).
 
 Each call analyses the first CIFAR-10 example image in paper mode with the default controls
 (upload included: a fresh ``handle_file`` each call, as a browser uploads). ``--before-root``
@@ -117,6 +119,13 @@ def first_call(url: str, image: str, t0: float) -> float:
     raise SystemExit(f"no successful explorer call within {START_TIMEOUT_S:.0f} s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used (Linux /proc): what a
+    call costs the server whatever else runs on the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def profile(url: str, action: str) -> dict:
     """gradio's request profiler (``GRADIO_PROFILING=1``): ``clear`` it or read its
     ``summary`` (per-phase percentiles of the calls since the last clear)."""
@@ -154,15 +163,18 @@ def measure(root: Path, single: int, concurrent: int, rounds: int) -> dict:
             clients = [Client(url, verbose=False) for _ in range(concurrent)]
             together: list[float] = []
             profile(url, "clear")
+            cpu0 = cpu_seconds(proc.pid)
             with ThreadPoolExecutor(concurrent) as pool:
                 for _ in range(rounds):
                     together += pool.map(lambda c: call(c, image, args), clients)
+            cpu_per_call = (cpu_seconds(proc.pid) - cpu0) / len(together)
             phases = profile(url, "summary")
         finally:
             proc.terminate()
             proc.wait(timeout=30)
     return {"root": str(root), "to_root_s": to_root, "to_first_call_s": to_first,
             "single": singles, "concurrent": together, "users": concurrent, "phases": phases,
+            "server_cpu_per_call_s": cpu_per_call,
             "load": os.getloadavg()[0]}
 
 
@@ -170,7 +182,8 @@ def row(label: str, run: dict) -> str:
     s, c = run["single"], run["concurrent"]
     return (f"| {label} | {run['to_root_s']:.1f} | {run['to_first_call_s']:.1f} | "
             f"{statistics.median(s) * 1000:,.0f} | {percentile(s, 95) * 1000:,.0f} | "
-            f"{percentile(c, 50) * 1000:,.0f} | {percentile(c, 95) * 1000:,.0f} |")
+            f"{percentile(c, 50) * 1000:,.0f} | {percentile(c, 95) * 1000:,.0f} | "
+            f"{run['server_cpu_per_call_s'] * 1000:,.0f} |")
 
 
 def phase_row(label: str, summary: dict) -> str:
@@ -209,18 +222,21 @@ def main() -> None:
         "",
         "One /explore call: the first CIFAR-10 example, paper mode, default controls, upload "
         "included (`gradio_client`). *Start*: from `python -m app` to the first HTTP 200 of `/` "
-        "and to the first successful explorer call.",
+        "and to the first successful explorer call. *Server CPU per call*: the app process's "
+        "user + system CPU time over the concurrent calls divided by their number — what a "
+        "call costs whatever else runs on the machine.",
         "",
         f"| code | start → `/` (s) | start → first explorer answer (s) | single p50 (ms) | "
         f"single p95 (ms) | {args.concurrent} concurrent p50 (ms) | "
-        f"{args.concurrent} concurrent p95 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"{args.concurrent} concurrent p95 (ms) | server CPU per call (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [row(label, r) for label, r in runs.items()]
     if "before" in runs:
         b, a = runs["before"]["concurrent"], runs["after"]["concurrent"]
-        lines += ["", f"{args.concurrent}-concurrent p95 **{percentile(b, 95) / percentile(a, 95):.1f}×** "
-                      "lower than before (both measured in this run)."]
+        ratio = percentile(b, 95) / percentile(a, 95)
+        lines += ["", f"{args.concurrent}-concurrent p95 **{ratio:.1f}×** lower than before "
+                      "(both measured in this run)."]
     lines += ["", f"Server side of the {args.concurrent}-concurrent calls (gradio's profiler, "
                   "`GRADIO_PROFILING=1`), p50 / p95 in ms:", "",
               "| code | upload | queue wait | preprocess | handler | postprocess | total |",

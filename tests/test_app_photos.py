@@ -12,13 +12,13 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
 
+import app.topology_view as view  # noqa: E402
 from app.plots import MAX_DIAGRAM_POINTS, diagram_figure, most_persistent  # noqa: E402
 from app.topology_view import (  # noqa: E402
     DEFAULT_ANALYSIS_SIZE,
     analysis_image,
     control_values,
 )
-import app.topology_view as view  # noqa: E402
 from tests.test_app_topology import explore, figure, shown_points  # noqa: E402
 
 

@@ -225,7 +225,8 @@ def test_an_upload_is_decoded_from_its_path_with_exif_and_modes(tmp_path):
     big = tmp_path / "big.png"
     Image.new("RGB", (3000, 1500), (9, 9, 9)).save(big)
     rgb, notes = load_image(str(big))
-    assert rgb.shape == (512, 1024, 3) and notes[0] == "Downscaled to 1024×512 (original 3000×1500)."
+    assert rgb.shape == (512, 1024, 3)
+    assert notes[0] == "Downscaled to 1024×512 (original 3000×1500)."
 
 
 def test_a_network_view_downscales_a_large_upload_instead_of_refusing_it(tmp_path):
