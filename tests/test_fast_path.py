@@ -169,3 +169,14 @@ def test_tgd_with_cached_teacher_targets_matches_the_standard_loop(tmp_path):
     assert trainer.cache is not None and trainer.cache_full
     assert trainer.cache.misses == 3 and len(calls) == 2 * 3  # 2 teachers × 3 batches, once
     assert_same_run(standard, fast)
+
+
+def test_on_the_fly_pis_come_from_the_host_and_match_the_standard_loop(tmp_path):
+    """A PI student with augmentation: its PIs are computed from each augmented view on the
+    host (the standard batches), the rest of the step is the fast loop's."""
+    common = dict(student_input="pi", pi_on_the_fly=True, train_subset=40, batch_size=16)
+    standard = tiny(tmp_path, "standard", engine="standard", **common)
+    fast = tiny(tmp_path, "fast", engine="fast", **common)
+    run_training(standard, progress=False)
+    run_training(fast, progress=False)
+    assert_same_run(standard, fast)
