@@ -1,14 +1,14 @@
 """Stage CIFAR-10 for the device machine: xz parts small enough to travel, one per call.
 
     .venv/bin/python scripts/stage_cifar10.py [--src ../shared/data/cifar10] [--stage .stage]
-                                              [--part-mib 44] [--preset 6]
+                                              [--part-mib 48] [--preset 6]
     python3 scripts/stage_cifar10.py --unpack [--stage .stage] [--dest .stage/data]
 
 The device tool sends only the working tree (at most 64 MiB, the repository included, ignored
 paths only when a call's ``carry`` names them) and ``../shared`` stays behind, while CIFAR-10
 is about 186 MB (the five training batches, ``test_batch``, ``test_batch_lossless_1k``,
 ``batches.meta``). Packing writes them as one tar, xz-compressed and split into parts of at
-most ``--part-mib`` MiB (the default leaves room for the ~12 MiB tree beside one part), into the
+most ``--part-mib`` MiB (48: room for the ~12 MiB tree beside one part; 3 parts), into the
 ignored folder ``.stage/``: ``cifar10.tar.xz.001``, ``.002``, … and ``cifar10.manifest.json``
 (the sha256 and size of every part and of every file). A warm device machine keeps the ignored
 files earlier calls brought, so consecutive calls each carry the manifest and one part
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", type=Path, default=ROOT / ".stage")
     parser.add_argument("--dest", type=Path, default=ROOT / ".stage/data",
                         help="unpack: TGD_DATA_DIR (the files go to DEST/cifar10)")
-    parser.add_argument("--part-mib", type=float, default=44.0)
+    parser.add_argument("--part-mib", type=float, default=48.0)
     parser.add_argument("--preset", type=int, default=6, choices=range(10))
     args = parser.parse_args(argv)
     try:
