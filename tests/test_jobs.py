@@ -522,7 +522,8 @@ def test_cli_list_show_logs(store: JobStore, start_worker, capsys) -> None:
     assert cli.main(["jobs", "logs", str(done.id), "--metrics"]) == 0
     assert [json.loads(x)["step"] for x in capsys.readouterr().out.splitlines()] == [0, 1]
     assert cli.main(["jobs", "list"]) == 0
-    assert "succeeded" in capsys.readouterr().out
+    table = capsys.readouterr().out  # the same status and progress texts as the app's table
+    assert "succeeded" in table and store.get(done.id).progress_text in table
     assert cli.main(["jobs", "cancel", str(queued.id)]) == 0
     assert cli.main(["jobs", "retry", str(queued.id)]) == 0
     assert cli.main(["jobs", "delete", str(queued.id), "--files"]) == 0

@@ -106,7 +106,7 @@ def _list(args: argparse.Namespace) -> int:
     for j in jobs:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created_at))
         epoch = "" if j.epoch is None else j.epoch
-        print(f"{j.id:>5}  {j.kind:<11}{j.status:<12}{j.progress:>8.0%}{epoch:>7}"
+        print(f"{j.id:>5}  {j.kind:<11}{j.status_text:<12}{j.progress_text:>8}{epoch:>7}"
               f"{j.eta_text:>10}  {created:<17} "
               f"{j.error or j.message or ''}")
     return 0
