@@ -14,9 +14,9 @@ from tgd_core.core.errors import TGDError
 from tgd_core.nets.models import build_model
 from tgd_core.nets.teacher_inference import (
     GraphTeacher,
-    calibration_inputs,
     fold_conv_bn,
     folded_teacher,
+    normalized_batches,
     prepare_teacher,
 )
 from tgd_core.training.config import TrainConfig
@@ -102,9 +102,9 @@ def test_int8_teacher_keeps_top1_but_is_a_different_computation(shipped_teacher,
     agrees with the float teacher's top-1 on ≥ 90 % of 256 test images, returns the same
     feature shapes, and its logits differ (the int8 path is really taken)."""
     net = shipped_teacher
-    int8 = prepare_teacher(net.model, "int8", calibration_inputs(net, cifar_train_images[:256]))
+    int8 = prepare_teacher(net.model, "int8", normalized_batches(net, cifar_train_images[:256]))
     assert isinstance(int8, GraphTeacher)
-    x = calibration_inputs(net, cifar_test_images[:256])
+    x = normalized_batches(net, cifar_test_images[:256])
     with torch.no_grad():
         want, want_features = net.model(torch.cat(x), return_features=True)
         got, got_features = int8(torch.cat(x), return_features=True)

@@ -15,7 +15,7 @@ forward pass in every step; on a CPU that dominates the step (docs/benchmarks.md
   rounding (tests/test_teacher_inference.py bounds the logits' difference).
 - ``"int8"`` — static post-training quantisation (FX graph mode, PyTorch's ``x86`` backend:
   fbgemm/oneDNN int8 kernels; Jacob et al. 2018): BatchNorms folded, weights int8 per channel,
-  activations uint8 with ranges calibrated on training images (:func:`calibration_inputs`).
+  activations uint8 with ranges calibrated on training images (:func:`prepare_networks`).
   CPU only; an approximation whose effect on accuracy is measured in docs/benchmarks.md.
 
 :func:`prepare_teacher` returns a module with the teacher's interface
@@ -124,8 +124,11 @@ def int8_teacher(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.Mo
         raise TGDError("teacher_inference 'int8': no calibration batches")
     torch.backends.quantized.engine = QUANTIZED_ENGINE
     float_model = _AllOutputs(copy.deepcopy(model).cpu().eval())
-    prepared = prepare_fx(float_model, get_default_qconfig_mapping(QUANTIZED_ENGINE),
-                          example_inputs=(batches[0].cpu(),))
+    # the stem stays float32: it reads the network's input, whose range (sparse PI peaks on
+    # a near-constant background) one uint8 scale covers badly (first layer in float, as in
+    # Jacob et al. 2018 §3 practice); it is 1 of 13 convolutions
+    qconfig = get_default_qconfig_mapping(QUANTIZED_ENGINE).set_module_name("model.conv1", None)
+    prepared = prepare_fx(float_model, qconfig, example_inputs=(batches[0].cpu(),))
     with torch.no_grad():
         for x in batches:
             prepared(x.cpu())
@@ -152,10 +155,10 @@ def prepare_teacher(model: nn.Module, inference: str,
     return int8_teacher(model, calibration)
 
 
-def calibration_inputs(network: Network, images: np.ndarray) -> list[torch.Tensor]:
+def normalized_batches(network: Network, images: np.ndarray) -> list[torch.Tensor]:
     """What ``network`` (a :class:`~tgd_core.nets.network.Network`) reads for uint8
-    N×H×W×3 ``images``, normalised, in batches of :data:`CALIBRATION_BATCH`: the int8
-    calibration set."""
+    N×H×W×3 ``images`` (its PIs for a PI network), normalised, in batches of
+    :data:`CALIBRATION_BATCH`: an int8 calibration set, or an evaluation set."""
     from tgd_core.data.normalization import to_model_input
 
     x = to_model_input(network.input_for(images), network.normalization)
@@ -169,5 +172,5 @@ def prepare_networks(teachers: Mapping[str, Network], inference: str,
     only, and each teacher is calibrated on what it reads of them."""
     images = calibration_images() if inference == "int8" else None
     return {role: dataclasses.replace(net, model=prepare_teacher(
-        net.model, inference, None if images is None else calibration_inputs(net, images)))
+        net.model, inference, None if images is None else normalized_batches(net, images)))
             for role, net in teachers.items()}
