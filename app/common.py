@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from abc import ABCMeta
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,20 +42,28 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _pass_through_preprocess(self: Any, payload: Any) -> Any:
+    return upload_path(payload) if getattr(payload, "path", None) else payload
+
+
+@functools.cache
+def _pass_through_class(base: type) -> type:
+    """``base`` (a gradio component class) with :func:`pass_through`'s preprocess, drawn by the
+    frontend as ``base`` (``is_template``). Made with ``ABCMeta.__new__``: gradio's
+    ``ComponentMeta`` would write a ``.pyi`` stub beside this module for a class statement
+    (its events and wrapped ``__init__`` are inherited from ``base``)."""
+    attrs = {"is_template": True, "preprocess": _pass_through_preprocess,
+             "__module__": __name__, "__doc__": f"{base.__name__} that passes values on raw."}
+    return ABCMeta.__new__(type(base), f"PassThrough{base.__name__}", (base,), attrs)
+
+
 def pass_through(component: C) -> C:
-    """``component`` with a preprocess that hands the handler what was sent, unchecked (an
+    """``component`` as a class whose preprocess hands the handler what was sent, unchecked (an
     upload: its file path, undecoded): the handler checks it with a sentence naming the field
     and the fix, where gradio answers "Value -5 is less than minimum value 1." or "Could not
-    preprocess input component ... UnidentifiedImageError" with temp paths. Set on the
-    instance (a subclass would make gradio write a ``.pyi`` stub beside this module), so it
-    lasts until a handler returns an update of the component, which gradio rebuilds: events
-    whose handlers must see every value raw take ``preprocess=False`` (see
-    :func:`upload_path`)."""
-
-    def preprocess(payload: Any) -> Any:
-        return upload_path(payload) if getattr(payload, "path", None) else payload
-
-    component.preprocess = preprocess  # type: ignore[method-assign]
+    preprocess input component ... UnidentifiedImageError" with temp paths. A class, not an
+    attribute: gradio rebuilds a component from its class when a handler updates it."""
+    component.__class__ = _pass_through_class(type(component))
     return component
 
 

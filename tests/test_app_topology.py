@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,3 +254,23 @@ def test_number_fields_leave_bounds_to_the_handler():
         field.check(number.preprocess(-5))
     slider = field.slider(3, 1)
     assert slider.preprocess(50) == 50  # unchecked: the handler says "Epochs: must be ≤ 10"
+    assert slider.get_block_name() == "slider"  # drawn as a gr.Slider
+
+
+def test_an_image_upload_stays_undecoded_after_gradio_rebuilds_it(tmp_path):
+    """gradio rebuilds a component from its class and constructor arguments when a handler
+    updates it (an example click): the rebuilt one still passes the upload on undecoded."""
+    from gradio.data_classes import FileData
+
+    from app.common import image_upload
+
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"not an image")
+    upload = image_upload(label="Image")
+    rebuilt = type(upload)(**{**upload.constructor_args, "render": False})
+    for component in (upload, rebuilt):
+        assert component.preprocess(FileData(path=str(bad))) == str(bad)
+        assert component.get_block_name() == "image"
+    import app.common
+
+    assert not Path(app.common.__file__).with_suffix(".pyi").exists()  # no stub written
