@@ -45,6 +45,18 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from report import cpu_name, publish  # noqa: E402
 
 START_TIMEOUT_S = 180.0
+#: What the profile showed and what changed (issue #17, item 10), printed under the tables.
+WHERE_THE_TIME_WENT = [
+    "Where an explorer call's time went before (the topology itself is ~5 ms): building the "
+    "two plotly figures (`make_subplots`, validated traces, the `plotly_white` template set "
+    "through `update_layout`) ~100–200 ms of handler time on a quiet core, then plotly's "
+    "`to_json` in gradio's postprocess ~25 ms, then PIL decoding in gradio's preprocess; all of "
+    "it holds the GIL, so 20 calls queue behind each other (queue wait). Now the figures are "
+    "plain plotly JSON serialised once with orjson (`app.common.plot_output`, ~1 ms), the "
+    "upload reaches the handler undecoded (`preprocess=False`), and the handler's own stages "
+    "are shown in its summary. What remains per call is gradio's HTTP work (upload, queue "
+    "join, SSE) and the client's.",
+]
 
 
 def free_port() -> int:
@@ -155,6 +167,7 @@ def measure(root: Path, single: int, concurrent: int, rounds: int) -> dict:
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             to_root = wait_for_root(url, proc, t0)
+            cpu_to_root = cpu_seconds(proc.pid)
             to_first = first_call(url, image, t0)
             client = Client(url, verbose=False)
             args = explorer_arguments(client)
@@ -173,6 +186,7 @@ def measure(root: Path, single: int, concurrent: int, rounds: int) -> dict:
             proc.terminate()
             proc.wait(timeout=30)
     return {"root": str(root), "to_root_s": to_root, "to_first_call_s": to_first,
+            "cpu_to_root_s": cpu_to_root,
             "single": singles, "concurrent": together, "users": concurrent, "phases": phases,
             "server_cpu_per_call_s": cpu_per_call,
             "load": os.getloadavg()[0]}
@@ -180,7 +194,8 @@ def measure(root: Path, single: int, concurrent: int, rounds: int) -> dict:
 
 def row(label: str, run: dict) -> str:
     s, c = run["single"], run["concurrent"]
-    return (f"| {label} | {run['to_root_s']:.1f} | {run['to_first_call_s']:.1f} | "
+    return (f"| {label} | {run['to_root_s']:.1f} | {run['cpu_to_root_s']:.1f} | "
+            f"{run['to_first_call_s']:.1f} | "
             f"{statistics.median(s) * 1000:,.0f} | {percentile(s, 95) * 1000:,.0f} | "
             f"{percentile(c, 50) * 1000:,.0f} | {percentile(c, 95) * 1000:,.0f} | "
             f"{run['server_cpu_per_call_s'] * 1000:,.0f} |")
@@ -222,14 +237,17 @@ def main() -> None:
         "",
         "One /explore call: the first CIFAR-10 example, paper mode, default controls, upload "
         "included (`gradio_client`). *Start*: from `python -m app` to the first HTTP 200 of `/` "
-        "and to the first successful explorer call. *Server CPU per call*: the app process's "
+        "and to the first successful explorer call; *its CPU time*: the CPU seconds the app "
+        "process used until `/` answered (about its time on an idle machine). "
+        "*Server CPU per call*: the app process's "
         "user + system CPU time over the concurrent calls divided by their number — what a "
         "call costs whatever else runs on the machine.",
         "",
-        f"| code | start → `/` (s) | start → first explorer answer (s) | single p50 (ms) | "
+        f"| code | start → `/` (s) | its CPU time (s) | start → first explorer answer (s) | "
+        "single p50 (ms) | "
         f"single p95 (ms) | {args.concurrent} concurrent p50 (ms) | "
         f"{args.concurrent} concurrent p95 (ms) | server CPU per call (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [row(label, r) for label, r in runs.items()]
     if "before" in runs:
@@ -242,6 +260,7 @@ def main() -> None:
               "| code | upload | queue wait | preprocess | handler | postprocess | total |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [phase_row(label, r["phases"]) for label, r in runs.items()]
+    lines += ["", *WHERE_THE_TIME_WENT]
     publish(lines, args.write, "bench_app", "App latency: topology explorer")
 
 
