@@ -254,6 +254,7 @@ def main() -> None:
         "Command: `.venv/bin/python benchmarks/bench_topology.py "
         f"--images {args.images} --reference-images {args.reference_images} "
         f"--profile-images {args.profile_images} --repeats {args.repeats}"
+        + (f" --before {args.before}" if args.before else "")
         + (" --full-cache" if args.full_cache else "") + "`",
         "",
         "| mode | pipeline | images | images/s | × reference |",
