@@ -1,7 +1,7 @@
 """Compiled kernels (numba) behind ``tgd_core.topology``.
 
 - H0 of the sublevel filtration of a 1-D signal on the path graph (paper mode), on uint8 levels:
-  O(L) per signal with monotonic stacks, the bars in ripser's order (a counting sort by death),
+  O(L) per signal with one monotonic stack, the bars in ripser's order (a counting sort by death),
   and their persistence images summed exactly as persim sums them (bit-for-bit equal).
 - H0 and H1 of the 2-D cubical sublevel filtration: H0 by union-find over pixels in increasing
   order with the elder rule; H1 by Alexander duality, as the H0 of the superlevel filtration of
