@@ -1,7 +1,9 @@
 """The recipe of an experiment (YAML): teachers, the scratch student used as TGD's "annealing"
-start, the methods, the seeds and the evaluation, with TrainConfig fields shared by all runs
-(``common``) or set per stage. Loading a recipe file fails with one line naming the file and the
-problem.
+start, the methods, the seeds (any number, distinct), the evaluation and the ``baseline`` row
+the others are compared with (:mod:`.significance`), with TrainConfig fields shared by all runs
+(``common``) or set per stage. A teacher entry may be another recipe's teacher
+(:class:`TeacherReference`, ``{from_recipe: paper, name: t1}``). Loading a recipe file fails
+with one line naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tgd_core.core.errors import TGDError
+from tgd_core.core.paths import PROJECT_ROOT
 from tgd_core.core.validation import validated
 from tgd_core.evaluation.sweep import Condition, conditions
 
@@ -59,14 +62,114 @@ class Recipe(BaseModel):
     init: dict[str, Any] | None = None
     student: dict[str, Any] = Field(default_factory=dict)
     methods: dict[str, MethodSpec]
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
+    baseline: str | None = Field("kd_t1", description="the row every other row is compared "
+                                 "with (significance); by default kd_t1, if the recipe has it; "
+                                 "None: no comparison")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+    @field_validator("teachers")
+    @classmethod
+    def _resolve_references(cls, teachers: dict[str, dict[str, Any]], info: ValidationInfo
+                            ) -> dict[str, dict[str, Any]]:
+        """Teacher entries ``{from_recipe: ..., name: ...}`` become that recipe's teacher."""
+        common = info.data.get("common", {})
+        resolved = {}
+        for role, spec in teachers.items():
+            try:
+                resolved[role] = (TeacherReference.resolve(spec, common)
+                                  if "from_recipe" in spec else spec)
+            except ValueError as exc:
+                raise ValueError(f"teacher {role}: {exc}") from None
+        return resolved
+
+    @model_validator(mode="after")
+    def _known_baseline(self) -> Recipe:
+        """An explicitly named baseline must be a row; without the default one (kd_t1) the
+        recipe has none (``baseline`` becomes None, so a dumped recipe loads again)."""
+        if self.baseline is not None and self.baseline not in self.methods:
+            if "baseline" in self.model_fields_set:
+                raise ValueError(f"baseline: no method row named {self.baseline!r} (rows: "
+                                 f"{', '.join(self.methods)})")
+            self.baseline = None
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         """The recipe in the YAML file ``path``; TGDError naming the file and the problem."""
         data = _read_yaml_mapping(path)
         return validated(cls, data, f"{path}: invalid recipe", show_input=False)
+
+
+class TeacherReference(BaseModel):
+    """A teacher entry that reuses teacher ``name`` of another recipe (``from_recipe``: a bare
+    name is ``recipes/<name>.yaml`` of this project, anything else a path): it takes that
+    recipe's settings for it — its ``common`` and its entry, with this recipe's ``common``
+    unable to change them — and, once that recipe's experiment (``experiment``, by default
+    ``runs/experiments/<its name>``, the CLI's default) has trained it, its checkpoint, which
+    the runner checks as any ``checkpoint:``. Until then this recipe trains the same teacher."""
+
+    model_config = ConfigDict(extra="forbid")
+    from_recipe: str
+    name: str
+    experiment: str | None = None
+
+    @classmethod
+    def resolve(cls, spec: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
+        """The teacher spec that ``spec`` (a reference) stands for, under ``common``."""
+        ref = validated(cls, spec, "teacher reference", show_input=False)
+        other = ref._recipe()
+        if ref.name not in other.teachers:
+            raise ValueError(f"recipe {other.name!r} has no teacher {ref.name!r} (it has "
+                             f"{', '.join(other.teachers) or 'none'})")
+        learned = {k: v for k, v in other.common.items() if k not in _unlearned()}
+        resolved = {**_defaults(common), **learned, **other.teachers[ref.name]}
+        trained = Path(ref.experiment or f"runs/experiments/{other.name}") / "teachers" \
+            / ref.name / "latest.pt"
+        if "checkpoint" not in resolved and trained.is_file():
+            resolved["checkpoint"] = str(trained)
+        return resolved
+
+    def _recipe(self) -> Recipe:
+        """The referenced recipe (a cycle of references is refused)."""
+        name = self.from_recipe
+        path = (PROJECT_ROOT / "recipes" / f"{name}.yaml" if "/" not in name
+                and not name.endswith((".yaml", ".yml")) else Path(name)).resolve()
+        if path in _LOADING:
+            raise ValueError(f"from_recipe: {name} refers back to a recipe that refers to it")
+        _LOADING.add(path)
+        try:
+            return Recipe.load(path)
+        finally:
+            _LOADING.discard(path)
+
+
+_LOADING: set[Path] = set()  # the recipe files being loaded through references (cycle check)
+
+
+def _defaults(common: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig's defaults of the learned settings in ``common``: what keeps a referenced
+    teacher's settings from being changed by the referencing recipe's ``common``."""
+    from tgd_core.training.config import TrainConfig
+
+    fields = TrainConfig.model_fields
+    return {k: fields[k].get_default(call_default_factory=True) for k in common
+            if k in fields and k not in _unlearned()}
+
+
+def _unlearned() -> frozenset[str]:
+    """TrainConfig fields that do not change what a run learns (placement, bookkeeping): a
+    referenced teacher takes these from the referencing recipe."""
+    from tgd_core.training.config import TrainConfig
+
+    return TrainConfig.fields_of_kind("placement", "bookkeeping")
 
 
 def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:

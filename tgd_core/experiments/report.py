@@ -1,20 +1,26 @@
-"""Reports of an experiment: per-method statistics over seeds (mean ± std) of the evaluations,
-written as ``results.csv``, ``results.md``, ``summary.json`` and plotly HTML plots (accuracy vs
-severity per method; reliability diagrams)."""
+"""Reports of an experiment: per-method statistics over seeds (mean ± std) of the evaluations and
+each method's difference from the recipe's baseline with a confidence interval and a p-value
+(:mod:`.significance`), written as ``results.csv``, ``results.md``, ``summary.json`` and plotly
+HTML plots (accuracy vs severity per method; reliability diagrams)."""
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 from tgd_core.evaluation.sweep import Condition
 from tgd_core.experiments.recipe import Recipe
+from tgd_core.experiments.significance import COMPARED, LEVEL, compare
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
+    """Mean and sample standard deviation (0 for a single value); NaN if a value is NaN (a
+    diverged run shows in the table; the significance columns leave it out and say so)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
@@ -32,36 +38,87 @@ def _accuracy(run: dict, condition: Condition) -> float:
     return next(s["accuracy"] for s in run["sweep"] if Condition.from_row(s) == condition)
 
 
+def per_seed(runs: list[dict]) -> dict[str, list[float]]:
+    """Every reported number of one method's evaluated runs, per seed (in seed order): best and
+    last accuracy, last ECE and NLL, the accuracy under each sweep condition, and its means over
+    the corruptions × severities (``corrupted_mean``) and over the noise σ (``noise_mean``)."""
+    numbers = {"best_accuracy": [r["best"]["accuracy"] for r in runs],
+               "last_accuracy": [r["last"]["accuracy"] for r in runs],
+               "last_ece": [r["last"]["ece"] for r in runs],
+               "last_nll": [r["last"]["nll"] for r in runs]}
+    for sweep_row in runs[0]["sweep"]:
+        condition = Condition.from_row(sweep_row)
+        numbers[_column(condition)] = [_accuracy(r, condition) for r in runs]
+    for mean_key, prefix in (("corrupted_mean", None), ("noise_mean", "noise@")):
+        keys = [k for k in numbers if "@" in k and
+                (k.startswith(prefix) if prefix else not k.startswith("noise@"))]
+        if keys:
+            numbers[mean_key] = [statistics.fmean(numbers[k][i] for k in keys)
+                                 for i in range(len(runs))]
+    return numbers
+
+
 def summarise(recipe: Recipe, evals: dict[str, list[dict]]) -> list[dict[str, Any]]:
-    """One row per method: mean and std over seeds of every reported number."""
+    """One row per method: mean and std over seeds of every reported number, and (if the
+    baseline row was evaluated) its difference from the baseline's (:mod:`.significance`)."""
+    numbers = {name: per_seed(runs) for name, runs in evals.items()}
+    baseline = recipe.baseline
+    compared = compare(recipe, numbers, baseline) if baseline in numbers else {}
     rows = []
     for name, runs in evals.items():
         row: dict[str, Any] = {"method": name, "seeds": len(runs)}
-        metrics = {"best_accuracy": [r["best"]["accuracy"] for r in runs],
-                   "last_accuracy": [r["last"]["accuracy"] for r in runs],
-                   "last_ece": [r["last"]["ece"] for r in runs],
-                   "last_nll": [r["last"]["nll"] for r in runs]}
-        for sweep_row in runs[0]["sweep"]:
-            condition = Condition.from_row(sweep_row)
-            metrics[_column(condition)] = [_accuracy(r, condition) for r in runs]
-        for key, values in metrics.items():
+        for key, values in numbers[name].items():
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std(values)
-        corr = [k for k in metrics if "@" in k and not k.startswith("noise@")]
-        if corr:
-            per_seed = [statistics.fmean(metrics[k][i] for k in corr) for i in range(len(runs))]
-            row["corrupted_mean_mean"], row["corrupted_mean_std"] = mean_std(per_seed)
-        rows.append(row)
+        rows.append({**row, **compared.get(name, {})})
     return rows
 
 
 def write_reports(recipe: Recipe, out: Path, rows: list[dict], evals: dict[str, list[dict]],
                   durations: dict[str, float]) -> None:
     """``results.csv``, ``summary.json``, ``results.md`` and the plots, under ``out``."""
+    teachers = teacher_accuracies(recipe, out)
     _write_csv(rows, out / "results.csv")
-    (out / "summary.json").write_text(json.dumps({"recipe": recipe.model_dump(), "rows": rows,
-                                                  "train_seconds": durations}, indent=2) + "\n")
-    (out / "results.md").write_text(_markdown(recipe, rows, evals))
+    (out / "summary.json").write_text(json.dumps({
+        "recipe": recipe.model_dump(), "teachers": teachers,
+        "significance": _significance_note(rows), "rows": rows, "train_seconds": durations},
+        indent=2) + "\n")
+    (out / "results.md").write_text(_markdown(recipe, rows, evals) + _teacher_table(teachers))
     _plots(recipe, out, evals)
+
+
+def teacher_accuracies(recipe: Recipe, out: Path) -> dict[str, dict[str, Any]]:
+    """Each teacher's network, input and test accuracy at its best and last epoch, from the
+    ``result.json`` of its training run (this experiment's, or the one beside a reused
+    checkpoint; None where there is none, e.g. a shipped checkpoint)."""
+    from tgd_core.experiments.plan import _resolve_checkpoint
+
+    teachers = {}
+    for role, spec in recipe.teachers.items():
+        settings = {**recipe.common, **spec}
+        run = (_resolve_checkpoint(str(spec["checkpoint"])).parent if "checkpoint" in spec
+               else out / "teachers" / role)
+        result = json.loads((run / "result.json").read_text()) \
+            if (run / "result.json").is_file() else None
+        pi = settings.get("pi", {}).get("mode", "paper")
+        teachers[role] = {
+            "network": settings.get("student", "wrn16_1"),
+            "input": "raw" if settings.get("student_input", "raw") == "raw" else f"PI ({pi})",
+            "best_accuracy": (result or {}).get("best", {}).get("test_accuracy"),
+            "last_accuracy": (result or {}).get("last", {}).get("test_accuracy")}
+    return teachers
+
+
+def _teacher_table(teachers: dict[str, dict[str, Any]]) -> str:
+    """results.md's table of the teachers and their own test accuracy."""
+    def cell(value):
+        return "–" if value is None else f"{value:.2f}"
+
+    lines = ["", "Teachers: their own test accuracy (%) in their training run (`result.json`; its "
+             "`test_split`/`test_subset`):", "",
+             "| teacher | network | input | best acc | last acc |", "|---|---|---|---:|---:|"]
+    lines += [f"| {role} | {t['network']} | {t['input']} | {cell(t['best_accuracy'])} | "
+              f"{cell(t['last_accuracy'])} |" for role, t in teachers.items()]
+    return "\n".join(lines) + "\n" if teachers else ""
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
@@ -108,9 +165,64 @@ def _markdown(recipe: Recipe, rows: list[dict], evals: dict[str, list[dict]]) ->
             m, sd = mean_std(per_seed)
             cells.append(f"{m:.2f} ± {sd:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _significance_table(rows)
     lines += ["", "Plots: `accuracy_vs_severity.html`, `reliability.html`. Full table: "
               "`results.csv`.", ""]
     return "\n".join(lines)
+
+
+def _baseline(rows: list[dict]) -> str | None:
+    """The baseline the rows were compared with (None if they were not)."""
+    return next((r["baseline"] for r in rows if "baseline" in r), None)
+
+
+def _significance_note(rows: list[dict]) -> dict[str, Any] | None:
+    """summary.json's description of the significance columns (None without a baseline)."""
+    baseline = _baseline(rows)
+    if baseline is None:
+        return None
+    return {"baseline": baseline, "level": LEVEL, "interval": "Student t",
+            "difference": f"method - {baseline}, mean over seeds",
+            "tests": {"paired": "paired t-test over seeds (scipy.stats.ttest_rel)",
+                      "welch": "Welch's t-test (scipy.stats.ttest_ind, equal_var=False)"},
+            "columns": {f"{k}_delta": v for k, v in COMPARED.items()},
+            "undefined": "null: fewer than two values on a side (e.g. one seed), or no spread"}
+
+
+def _significance_table(rows: list[dict]) -> list[str]:
+    """results.md's table of differences from the baseline: Δ [95 % CI], p per number."""
+    baseline = _baseline(rows)
+    if baseline is None:
+        return []
+    level = f"{LEVEL * 100:g} %"
+    lines = ["", f"**Δ vs {baseline} [{level} CI], p**: method − {baseline}, mean over seeds "
+             f"[{level} Student-t confidence interval], two-sided p-value of a paired "
+             "t-test over seeds (*paired*: the rows share seeds, data, training settings and "
+             f"{baseline}'s teachers) or of Welch's t-test (*welch*: the others), "
+             "scipy.stats. n/a: undefined (fewer than two seeds on a side, or no spread). "
+             "Seeds with a NaN are left out (then `n=` says how many were used). Accuracy in "
+             "points of %; Gaussian-noise acc is the mean over the noise σ.", "",
+             "| method | test | " + " | ".join(f"Δ {label} [{level} CI], p"
+                                               for label in COMPARED.values()) + " |",
+             "|---|---|" + "---:|" * len(COMPARED)]
+    for r in rows:
+        if r.get("baseline") == baseline:
+            cells = [_delta_cell(r, key) for key in COMPARED]
+            lines.append(f"| {r['method']} | {r['test']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _delta_cell(row: dict, key: str) -> str:
+    """``+0.52 [-0.31, +1.35], p = 0.18`` (ECE with 4 decimals; `, n=2/3` if a NaN seed was
+    left out); ``–`` if not measured."""
+    if row.get(f"{key}_delta") is None:
+        return "–"
+    digits = 4 if key.endswith("_ece") else 2
+    delta, low, high, p = (row[f"{key}_delta{s}"] for s in ("", "_low", "_high", "_p"))
+    ci = "n/a" if low is None else f"{low:+.{digits}f}, {high:+.{digits}f}"
+    used = ("" if row[f"{key}_delta_n"] == row[f"{key}_delta_n_baseline"] == row["seeds"]
+            else f", n={row[f'{key}_delta_n']}/{row[f'{key}_delta_n_baseline']}")
+    return f"{delta:+.{digits}f} [{ci}], p {'n/a' if p is None else f'= {p:.3g}'}{used}"
 
 
 def _plots(recipe: Recipe, out: Path, evals: dict[str, list[dict]]) -> None:

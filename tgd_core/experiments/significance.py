@@ -1,0 +1,145 @@
+"""Is a method's difference from the baseline real? Mean difference over seeds with a 95 %
+Student-t confidence interval and a two-sided t-test p-value (``scipy.stats``).
+
+Two rows of a recipe are compared **paired by seed** (paired t-test on the per-seed differences
+d_k = m_k − b_k: Δ = mean(d), CI Δ ± t_{0.975, n−1}·sd(d)/√n) when their runs share everything
+but the method: the same seeds, the same data and training settings, and the baseline's teachers
+in the same roles (the method may add teachers, parameters, a PI representation for its PI
+teacher or TGD's annealing start). Otherwise they are compared **unpaired** (Welch's t-test:
+Δ = mean(m) − mean(b), CI Δ ± t_{0.975, ν}·√(s_m²/n_m + s_b²/n_b) with the
+Welch–Satterthwaite ν).
+
+Seeds whose value is NaN (a diverged run) are left out — in a paired comparison the whole pair —
+and the numbers of values used are reported. With fewer than two values on a side (e.g. one
+seed) the interval and the p-value are undefined (``None``), never 0; with no spread at all
+(every difference identical) the interval is the point and the p-value undefined.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from tgd_core.experiments.recipe import Recipe
+
+LEVEL = 0.95
+
+#: the per-seed numbers compared with the baseline: key -> label in results.md
+COMPARED = {"best_accuracy": "best acc", "last_accuracy": "last acc",
+            "corrupted_mean": "mean corrupted acc", "noise_mean": "Gaussian-noise acc",
+            "last_ece": "last ECE", "last_nll": "last NLL"}
+
+#: training settings a method may change and still be paired with its baseline (what the method
+#: is: its loss, parameters, teachers, the PI representation its PI teacher reads, its start)
+METHOD_FIELDS = frozenset({"method", "method_params", "teachers", "init_student", "pi"})
+
+
+@dataclass(frozen=True)
+class Difference:
+    """mean(method) − mean(baseline) over seeds, its t-interval and two-sided p-value.
+    ``delta`` is None when a side has no value; ``low``/``high``/``p`` when undefined."""
+
+    test: str  # "paired" or "welch"
+    delta: float | None
+    low: float | None
+    high: float | None
+    p: float | None
+    n: int  # values of the method used (pairs, if paired)
+    n_baseline: int
+
+    def columns(self, key: str) -> dict[str, Any]:
+        """The difference as summary columns ``<key>_delta``, ``_delta_low``, ``_delta_high``,
+        ``_delta_p``, ``_delta_n``, ``_delta_n_baseline``."""
+        return {f"{key}_delta": self.delta, f"{key}_delta_low": self.low,
+                f"{key}_delta_high": self.high, f"{key}_delta_p": self.p,
+                f"{key}_delta_n": self.n, f"{key}_delta_n_baseline": self.n_baseline}
+
+
+def paired_difference(method: list[float], baseline: list[float], level: float = LEVEL
+                      ) -> Difference:
+    """Paired t-test of ``method`` against ``baseline`` (the k-th values share seed k); pairs
+    with a NaN are left out."""
+    if len(method) != len(baseline):
+        raise ValueError(f"paired values differ in number ({len(method)} vs {len(baseline)})")
+    pairs = [(m, b) for m, b in zip(method, baseline, strict=True) if _finite(m) and _finite(b)]
+    diffs = [m - b for m, b in pairs]
+    n = len(diffs)
+    if n < 2:
+        return Difference("paired", diffs[0] if diffs else None, None, None, None, n, n)
+    delta, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(n)
+    if _no_spread(se, delta):
+        return Difference("paired", delta, delta, delta, None, n, n)
+    from scipy import stats
+
+    result = stats.ttest_rel([m for m, _ in pairs], [b for _, b in pairs])
+    ci = result.confidence_interval(level)
+    return Difference("paired", delta, float(ci.low), float(ci.high), float(result.pvalue), n, n)
+
+
+def welch_difference(method: list[float], baseline: list[float], level: float = LEVEL
+                     ) -> Difference:
+    """Welch's unequal-variance t-test of ``method`` against ``baseline`` (NaNs left out)."""
+    m = [v for v in method if _finite(v)]
+    b = [v for v in baseline if _finite(v)]
+    delta = statistics.fmean(m) - statistics.fmean(b) if m and b else None
+    if len(m) < 2 or len(b) < 2:
+        return Difference("welch", delta, None, None, None, len(m), len(b))
+    se = math.sqrt(statistics.variance(m) / len(m) + statistics.variance(b) / len(b))
+    if _no_spread(se, delta):
+        return Difference("welch", delta, delta, delta, None, len(m), len(b))
+    from scipy import stats
+
+    result = stats.ttest_ind(m, b, equal_var=False)
+    ci = result.confidence_interval(level)
+    return Difference("welch", delta, float(ci.low), float(ci.high), float(result.pvalue),
+                      len(m), len(b))
+
+
+def _finite(value: float) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _no_spread(se: float, delta: float) -> bool:
+    """Whether the standard error is zero (up to rounding of values of ``delta``'s size)."""
+    return se <= 1e-12 * max(1.0, abs(delta))
+
+
+def paired_by_seed(recipe: Recipe, method: str, baseline: str) -> bool:
+    """Whether rows ``method`` and ``baseline`` of ``recipe`` share everything but the method
+    (see the module docstring): then their runs of the same seed are a pair."""
+    a, b = recipe.methods[method], recipe.methods[baseline]
+    same_teachers = all(a.teachers.get(role) == t for role, t in b.teachers.items())
+    return same_teachers and _training_settings(recipe, a) == _training_settings(recipe, b)
+
+
+def _training_settings(recipe: Recipe, spec) -> dict[str, Any]:
+    """What a row's runs learn from, apart from the method: every learned TrainConfig field
+    (defaults filled in) except :data:`METHOD_FIELDS`."""
+    from tgd_core.training.config import TrainConfig
+
+    values = {**recipe.common, **recipe.student, **spec.overrides}
+    ignored = METHOD_FIELDS | TrainConfig.fields_of_kind("placement", "bookkeeping")
+    return {name: values.get(name, info.get_default(call_default_factory=True))
+            for name, info in TrainConfig.model_fields.items() if name not in ignored}
+
+
+def compare(recipe: Recipe, per_seed: dict[str, dict[str, list[float]]], baseline: str
+            ) -> dict[str, dict[str, Any]]:
+    """For every method but ``baseline``: its test ("paired"/"welch") and the
+    :class:`Difference` columns of each :data:`COMPARED` number present in ``per_seed``
+    (method -> number -> values in seed order)."""
+    out = {}
+    for name, values in per_seed.items():
+        if name == baseline:
+            continue
+        paired = (paired_by_seed(recipe, name, baseline)
+                  and len(values["last_accuracy"]) == len(per_seed[baseline]["last_accuracy"]))
+        difference = paired_difference if paired else welch_difference
+        row: dict[str, Any] = {"baseline": baseline, "test": "paired" if paired else "welch"}
+        for key in COMPARED:
+            if key in values and key in per_seed[baseline]:
+                row.update(difference(values[key], per_seed[baseline][key]).columns(key))
+        out[name] = row
+    return out
