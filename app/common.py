@@ -43,7 +43,10 @@ def guarded(fn: F) -> F:
 
 
 def _pass_through_preprocess(self: Any, payload: Any) -> Any:
-    return upload_path(payload) if getattr(payload, "path", None) else payload
+    try:
+        return upload_path(payload)
+    except TGDError as exc:
+        raise gr.Error(str(exc)) from None
 
 
 @functools.cache
@@ -68,13 +71,19 @@ def pass_through(component: C) -> C:
 
 
 def upload_path(upload: Any) -> Any:
-    """The file path of an upload as an event without preprocessing passes it (gradio's
-    ``FileData`` or its dict, ``{"path": ...}``), or ``upload`` itself (a path, an array,
-    None)."""
-    if isinstance(upload, dict) and "path" in upload:
-        return upload["path"]
-    path = getattr(upload, "path", None)
-    return str(path) if path is not None else upload
+    """The file path of an upload (gradio's ``FileData``/``ImageData``, or its dict as an event
+    without preprocessing passes it), or ``upload`` itself (a path given by Python code, an
+    array, None). The path a client sends must lie in gradio's upload folder (where uploads
+    and the examples' copies land): gradio does not check every payload, and any other path
+    would read this server's files. TGDError otherwise."""
+    from gradio.utils import get_upload_folder, is_in_or_equal
+
+    if isinstance(upload, dict) or hasattr(upload, "path"):
+        path = upload.get("path") if isinstance(upload, dict) else upload.path
+        if not path or not is_in_or_equal(str(path), get_upload_folder()):
+            raise TGDError(f"{IMAGE_FIELD}: not an uploaded file; {IMAGE_FIX}")
+        return str(path)
+    return upload
 
 
 def image_upload(**kwargs: Any) -> gr.Image:

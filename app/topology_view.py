@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
-from app.common import StageTimer, guarded, image_upload, load_image, plot_output
+from app.common import (
+    IMAGE_FIELD,
+    StageTimer,
+    guarded,
+    image_upload,
+    load_image,
+    plot_output,
+)
 from app.inputs import NumberField, choice
 from app.plots import diagram_spec, heatmap_grid_spec, window_counts
 from tgd_core.core.errors import TGDError
@@ -214,10 +222,19 @@ def analyse(image, *values) -> tuple[dict, dict, tuple, StageTimer]:
 
 @guarded
 def explore(image, *values):
-    """Handler: (diagram plot, PI plot, Markdown summary) for one image; ``values``: the mode,
-    the :data:`CONTROLS` values (see :func:`control_values`), then optionally the analysis
-    size — the /explore API order. The plots are serialised here (:func:`plot_output`), so the
-    summary's times include it."""
+    """Handler: (diagram plot, PI plot, Markdown summary) for one image (an upload or an
+    array; never a path a client names); ``values``: the mode, the :data:`CONTROLS` values
+    (see :func:`control_values`), then optionally the analysis size — the /explore API order."""
+    if isinstance(image, (str, Path)):
+        raise TGDError(f"{IMAGE_FIELD}: send the image as an uploaded file, not a path")
+    return explore_file(image, *values)
+
+
+@guarded
+def explore_file(image, *values):
+    """:func:`explore` for this server's own files too (``image`` may be a path: the
+    examples). The plots are serialised here (:func:`plot_output`), so the summary's times
+    include it."""
     dspec, pspec, (rgb, summary, rep, notes), timer = analyse(image, *values)
     with timer("JSON"):
         dplot, pplot = plot_output(dspec), plot_output(pspec)
@@ -245,7 +262,7 @@ def default_view(examples: list[str]) -> tuple[Any, Any, str]:
     (computed once, when the app is built), or nothing without examples."""
     if not examples:
         return None, None, ""
-    return explore(examples[0], *control_values())
+    return explore_file(examples[0], *control_values())
 
 
 def build(examples: list[str]) -> None:

@@ -207,11 +207,16 @@ def test_switching_mode_is_one_event_and_controls_fire_on_user_input_only(tmp_pa
     (b"", "Image: the file is empty; upload a PNG or JPEG"),
 ])
 def test_an_upload_that_is_not_an_image_gets_one_sentence(tmp_path, content, message):
+    from gradio.processing_utils import save_file_to_cache
+    from gradio.utils import get_upload_folder
+
     path = tmp_path / "photo.png"
     path.write_bytes(content)
+    uploaded = save_file_to_cache(path, get_upload_folder())  # where an upload lands
     with pytest.raises(gr.Error) as caught:
-        view.explore({"path": str(path)}, *control_values("paper"))  # as the event sends it
-    assert message in str(caught.value) and str(tmp_path) not in str(caught.value)
+        view.explore({"path": uploaded, "meta": {"_type": "gradio.FileData"}},  # as sent
+                     *control_values("paper"))
+    assert message in str(caught.value) and "/" not in str(caught.value)
 
 
 def test_an_upload_is_decoded_from_its_path_with_exif_and_modes(tmp_path):
@@ -261,16 +266,61 @@ def test_an_image_upload_stays_undecoded_after_gradio_rebuilds_it(tmp_path):
     """gradio rebuilds a component from its class and constructor arguments when a handler
     updates it (an example click): the rebuilt one still passes the upload on undecoded."""
     from gradio.data_classes import FileData
+    from gradio.processing_utils import save_file_to_cache
+    from gradio.utils import get_upload_folder
 
     from app.common import image_upload
 
     bad = tmp_path / "x.png"
     bad.write_bytes(b"not an image")
+    uploaded = save_file_to_cache(bad, get_upload_folder())
     upload = image_upload(label="Image")
     rebuilt = type(upload)(**{**upload.constructor_args, "render": False})
     for component in (upload, rebuilt):
-        assert component.preprocess(FileData(path=str(bad))) == str(bad)
+        assert component.preprocess(FileData(path=uploaded)) == uploaded
         assert component.get_block_name() == "image"
+        with pytest.raises(gr.Error, match="Image: not an uploaded file"):
+            component.preprocess(FileData(path=str(bad)))  # a server path a client names
     import app.common
 
     assert not Path(app.common.__file__).with_suffix(".pyi").exists()  # no stub written
+
+
+def test_the_raw_explore_api_reads_only_uploaded_files(tmp_path, monkeypatch):
+    """/explore takes its values raw (preprocess=False), yet a path the client names is never
+    read: gradio validates the file payload and keeps it to its upload folder first."""
+    import json
+    import urllib.request
+
+    from gradio.processing_utils import save_file_to_cache
+    from gradio.utils import get_upload_folder
+    from PIL import Image
+
+    from app.ui import build_app
+
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(secret)
+    monkeypatch.setenv("TGD_STATE_DIR", str(tmp_path / "state"))
+    demo = build_app().queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        def call(payload) -> str:
+            body = json.dumps({"data": [payload, *control_values("paper"), 128]}).encode()
+            req = urllib.request.Request(f"{url}gradio_api/call/explore", data=body,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                event = json.loads(resp.read())["event_id"]
+            with urllib.request.urlopen(f"{url}gradio_api/call/explore/{event}",
+                                        timeout=60) as resp:
+                kind, data = resp.read().decode().split("\n", 1)
+            return f"{kind}\n{json.loads(data.removeprefix('data: '))}"
+
+        meta = {"_type": "gradio.FileData"}
+        for payload in ({"path": str(secret)}, {"path": str(secret), "meta": meta},
+                        str(secret)):
+            stream = call(payload)
+            assert "event: error" in stream and "8×8 image" not in stream, payload
+        uploaded = save_file_to_cache(secret, get_upload_folder())  # as an upload lands
+        assert "8×8 image" in call({"path": uploaded, "meta": meta})
+    finally:
+        demo.close()
