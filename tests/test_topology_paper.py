@@ -99,7 +99,7 @@ def test_path_bars_follow_ripsers_edge_loop(levels):
         scratch, bucket = np.empty((7, n), np.int64), np.empty(257, np.int64)
         b, d = np.empty(n, np.int64), np.empty(n, np.int64)
         k = _kept_bars_in_order(signal, n, keep, scratch, bucket, b, d)
-        assert list(zip(b[:k].tolist(), d[:k].tolist())) == ripser_h0_by_edges(signal)
+        assert list(zip(b[:k].tolist(), d[:k].tolist(), strict=True)) == ripser_h0_by_edges(signal)
 
 
 def test_diagrams_in_ripser_order_on_plateaus():
@@ -212,3 +212,83 @@ def test_transformer_and_teacher_input(cifar_test_images):
     assert x.shape == (4, 6, 50, 50) and x.dtype == np.float32
     np.testing.assert_allclose(x[0, 0, 0, 0], (u8[0, 0, 0, 0] / 255.0 - 0.05165074) / 0.12468914,
                                rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# summation="grouped": the same PIs summed by birth level, equal up to rounding
+# ---------------------------------------------------------------------------------------------
+
+#: grouped float64 PIs differ from persim's by at most this fraction of each PI's maximum
+GROUPED_RTOL = 1e-13
+
+
+def assert_grouped_close(images: np.ndarray, config: PaperPIConfig | None = None):
+    """Grouped float64 PIs within GROUPED_RTOL × each PI's max of the bitwise (persim) path
+    (terms near float64's underflow may round to zero in one order and not the other), and the
+    grouped uint8 PIs the same with raw=False."""
+    exact, _ = paper_persistence_images(images, config)
+    grouped, grouped_u8 = paper_persistence_images(images, config, summation="grouped")
+    none, u8_only = paper_persistence_images(images, config, raw=False, summation="grouped")
+    assert none is None
+    np.testing.assert_array_equal(u8_only, grouped_u8)
+    peak = exact.reshape(*exact.shape[:2], -1).max(axis=-1)[..., None, None]
+    error = np.abs(grouped - exact) / np.where(peak > 0, peak, 1.0)
+    assert error.max() <= GROUPED_RTOL, f"relative error {error.max():.3g}"
+    return grouped_u8
+
+
+def test_grouped_close_to_persim_on_cifar_and_noise(cifar_test_images, cifar_train_images):
+    rng = np.random.default_rng(5)
+    noise = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    coarse = (rng.integers(0, 4, size=(4, 32, 32, 3)) * 60).astype(np.uint8)
+    for images in (cifar_test_images[:64], cifar_train_images[:64], noise, coarse):
+        assert_grouped_close(images)
+    assert_grouped_close(cifar_test_images[20:28],
+                         PaperPIConfig(resolution=(20, 30), spread=0.02, max_bd=0.5,
+                                       threshold=0.05))
+
+
+def test_grouped_close_to_the_authors_pipeline(cifar_test_images):
+    """Against ripser + persim themselves, not only the bitwise path."""
+    images = cifar_test_images[100:104]
+    grouped, u8 = paper_persistence_images(images, summation="grouped")
+    for i, image in enumerate(images):
+        ref_raw, ref_u8, _ = reference_paper_pis(image)
+        peak = ref_raw.reshape(6, -1).max(axis=1)[:, None, None]
+        assert (np.abs(grouped[i] - ref_raw) <= GROUPED_RTOL * peak).all()
+        np.testing.assert_array_equal(u8[i], ref_u8)
+
+
+def test_grouped_uint8_identical_on_hundreds_of_cifar_images(cifar_test_images,
+                                                              cifar_train_images):
+    images = np.concatenate([cifar_test_images[:300], cifar_train_images[:300]])
+    _, exact = paper_persistence_images(images, raw=False)
+    _, grouped = paper_persistence_images(images, raw=False, summation="grouped")
+    assert int((grouped != exact).sum()) == 0
+
+
+def test_grouped_tail_only_and_empty_pis():
+    """PIs of Gaussian tails only (max below 1e-30) keep full contrast; empty PIs stay zero."""
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[::2] = 130
+    u8 = assert_grouped_close(np.stack([image, np.full((32, 32, 3), 77, np.uint8)]))
+    assert u8[0].reshape(6, -1).max(axis=1).tolist() == [255] * 6 and not u8[1].any()
+
+
+def test_grouped_batches_and_chunks_agree(cifar_train_images):
+    images = cifar_train_images[:2 * PAPER_CHUNK + 3]
+    raw, _ = paper_persistence_images(images, summation="grouped")
+    part, _ = paper_persistence_images(images[PAPER_CHUNK - 1:], summation="grouped")
+    np.testing.assert_array_equal(part, raw[PAPER_CHUNK - 1:])
+
+
+def test_summation_defaults_to_persim_and_is_validated(cifar_test_images):
+    import inspect
+
+    default = inspect.signature(paper_persistence_images).parameters["summation"].default
+    assert default == "persim"
+    raw, _ = paper_persistence_images(cifar_test_images[:3])
+    exact, _ = paper_persistence_images(cifar_test_images[:3], summation="persim")
+    np.testing.assert_array_equal(raw.view(np.uint64), exact.view(np.uint64))
+    with pytest.raises(TGDError, match="summation must be 'persim' or 'grouped', got 'fast'"):
+        paper_persistence_images(cifar_test_images[:1], summation="fast")

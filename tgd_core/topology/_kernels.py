@@ -3,12 +3,14 @@
 - H0 of the sublevel filtration of a 1-D signal on the path graph (paper mode), on uint8 levels:
   O(L) per signal with one monotonic stack, the bars in ripser's order (a counting sort by death),
   and their persistence images summed exactly as persim sums them (bit-for-bit equal).
+  Optionally (``grouped``) the same PI summed with the points grouped by birth level: equal
+  up to rounding, several times less work.
 - H0 and H1 of the 2-D cubical sublevel filtration: H0 by union-find over pixels in increasing
   order with the elder rule; H1 by Alexander duality, as the H0 of the superlevel filtration of
   the complement with the dual connectivity and one extra "outside" node (Garin et al., "Duality
   in persistent homology of images", 2020).
 - Persistence images as sums of separable Gaussians: per point, a birth factor times a
-  persistence factor, accumulated with the points grouped by birth.
+  persistence factor.
 
 Everything is batched over images with ``prange`` (threads) and written for exactness first:
 diagrams are exact, paper-mode PIs equal persim's bit for bit, and the cubical PIs follow the
@@ -172,23 +174,83 @@ def _accumulate_pi(kb, kd, k, pers, tx, cols, yid, ty, rows, img):
                 pixels[c] += (xs[c] * y) * wgt
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _accumulate_grouped(births, deaths, k, pers, tx, cols, yid, ty, rows, acc, lo, hi, used,
+                        img_t, img):
+    """``img`` (rows×cols flat, overwritten) = the PI of the k points, grouped by birth level:
+    PI = sum over birth levels b of tx[b] ⊗ (sum over points p born at b of w_p · ty[p]).
+
+    The same terms as persim's, with x_b factored out of each birth's points
+    (``(y · w) · x`` instead of ``(x · y) · w``): equal up to rounding (all terms are
+    non-negative, so no cancellation), in float64 with fused multiply-adds. Work: points ×
+    rows + births × rows × cols instead of points × rows × cols (117 points but 68 birth
+    levels per CIFAR-10 scan). The
+    outer products go to ``img_t`` (cols×rows: each birth's column of rows is contiguous, the
+    longer inner loop), transposed into ``img`` at the end. Per-thread scratch: ``acc`` (256 ×
+    rows, all zero on entry and on return), ``lo``/``hi`` (256 each, lo = rows and hi = 0 on
+    entry and on return: the row span of birth b's sum), ``used`` (256: the birth levels met),
+    ``img_t`` (rows × cols).
+    """
+    n_cols = tx.shape[1]
+    n_rows = acc.shape[1]
+    maxp = 0.0
+    for j in range(k):
+        maxp = max(maxp, pers[births[j], deaths[j]])
+    inv = 1.0 / maxp
+    n_used = 0
+    for j in range(k):
+        b = births[j]
+        yi = yid[b, deaths[j]]
+        r0, r1 = rows[yi, 0], rows[yi, 1]
+        if cols[b, 1] <= cols[b, 0] or r1 <= r0:
+            continue  # a factor is zero everywhere: the point adds nothing
+        if hi[b] == 0:
+            used[n_used] = b
+            n_used += 1
+        lo[b] = min(lo[b], r0)
+        hi[b] = max(hi[b], r1)
+        wgt = inv * pers[b, deaths[j]]
+        yrow = ty[yi, r0:r1]
+        group = acc[b, r0:r1]
+        for r in range(yrow.shape[0]):
+            group[r] += yrow[r] * wgt
+    img_t[:] = 0.0
+    for u in range(n_used):
+        b = used[u]
+        r0, r1 = lo[b], hi[b]
+        group = acc[b, r0:r1]
+        for c in range(cols[b, 0], cols[b, 1]):
+            x = tx[b, c]
+            pixels = img_t[c * n_rows + r0:c * n_rows + r1]
+            for r in range(group.shape[0]):  # zero-based over slices: LLVM vectorises it
+                pixels[r] += group[r] * x
+        group[:] = 0.0
+        lo[b] = n_rows
+        hi[b] = 0
+    for r in range(n_rows):
+        for c in range(n_cols):
+            img[r * n_cols + c] = img_t[c * n_rows + r]
+
+
 #: Images per task of the parallel loop (each task allocates its scratch once).
 PAPER_CHUNK = 16
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def paper_pis_kernel(images, keep, pers, tx, cols, yid, ty, rows, write_raw, raw, out_u8):
+def paper_pis_kernel(images, keep, pers, tx, cols, yid, ty, rows, grouped, write_raw, raw,
+                     out_u8):
     """Persistence images of the six H0 diagrams (see :func:`_load_scan`) of each N×H×W×3
     uint8 image: ``raw`` (N×6×R×C float64, when ``write_raw``) and ``out_u8`` (N×6×R×C,
     :func:`_uint8_image`).
 
-    Per image and scan: the diagram in ripser's order (:func:`h0_path_bars`,
-    :func:`ripser_order`), the bars ``keep`` passes, and persim's sum (:func:`_accumulate_pi`)
-    written straight into ``raw`` (or into a per-task scratch image without ``write_raw``),
-    then quantised. Tables: ``keep[b, d]``, ``pers[b, d]`` over birth/death levels;
-    ``tx[b]`` the birth factor over columns, nonzero in ``cols[b]`` = [c0, c1); ``ty[yid[b,
-    d]]`` the persistence factor over rows (top row = largest persistence), nonzero in
-    ``rows[yid[b, d]]``.
+    Per image and scan: the bars ``keep`` passes (:func:`h0_path_bars`) and their PI written
+    straight into ``raw`` (or into a per-task scratch image without ``write_raw``), then
+    quantised. The PI is persim's sum (:func:`_accumulate_pi`, the bars first put in ripser's
+    order by :func:`ripser_order`: bit for bit) or, with ``grouped``, the same sum grouped by
+    birth (:func:`_accumulate_grouped`: equal up to rounding, in any bar order). Tables:
+    ``keep[b, d]``, ``pers[b, d]`` over birth/death levels; ``tx[b]`` the birth factor over
+    columns, nonzero in ``cols[b]`` = [c0, c1); ``ty[yid[b, d]]`` the persistence factor over
+    rows (top row = largest persistence), nonzero in ``rows[yid[b, d]]``.
     """
     n_img, h, w, _ = images.shape
     length = h * w
@@ -201,14 +263,27 @@ def paper_pis_kernel(images, keep, pers, tx, cols, yid, ty, rows, write_raw, raw
         kb = np.empty(length, np.int64)
         kd = np.empty(length, np.int64)
         own = np.empty(n_rows * n_cols, np.float64)
+        acc = np.zeros((256 if grouped else 0, n_rows), np.float64)
+        lo = np.full(256, n_rows, np.int64)
+        hi = np.zeros(256, np.int64)
+        used = np.empty(256, np.int64)
+        img_t = np.empty(n_rows * n_cols if grouped else 0, np.float64)
         for n in range(chunk * PAPER_CHUNK, min(n_img, (chunk + 1) * PAPER_CHUNK)):
             for s in range(6):
                 img = raw[n, s].reshape(n_rows * n_cols) if write_raw else own
-                img[:] = 0.0
                 _load_scan(images[n], s, levels)
-                k = _kept_bars_in_order(levels, length, keep, scratch, bucket, kb, kd)
-                if k > 0:
-                    _accumulate_pi(kb, kd, k, pers, tx, cols, yid, ty, rows, img)
+                if grouped:
+                    k = h0_path_bars(levels, length, keep, scratch[0], scratch[1], scratch[2],
+                                     kb, kd, scratch[3])
+                else:
+                    k = _kept_bars_in_order(levels, length, keep, scratch, bucket, kb, kd)
+                if k > 0 and grouped:
+                    _accumulate_grouped(kb, kd, k, pers, tx, cols, yid, ty, rows, acc, lo, hi,
+                                        used, img_t, img)
+                else:
+                    img[:] = 0.0
+                    if k > 0:
+                        _accumulate_pi(kb, kd, k, pers, tx, cols, yid, ty, rows, img)
                 _uint8_image(img.reshape(n_rows, n_cols), out_u8[n, s])
 
 
