@@ -45,6 +45,24 @@ def test_cache_fills_once_and_reuses(images, tmp_path):
     assert meta["n"] == 30 and meta["representation"]["mode"] == "paper"
 
 
+def test_paper_entries_use_the_grouped_summation(images, tmp_path, monkeypatch):
+    """Paper-mode parts are summed by birth level (uint8-identical on CIFAR-10, see
+    benchmarks/check_grouped_uint8.py), and meta.json says so."""
+    summations = []
+    real = cache_mod.paper_persistence_images
+
+    def spy(*args, **kwargs):
+        summations.append(kwargs["summation"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "paper_persistence_images", spy)
+    cached = cached_pis(images, PaperPIConfig(), "toy", "train", cache_dir=tmp_path)
+    assert set(summations) == {"grouped"} and len(summations) == 5  # a probe and 4 parts
+    np.testing.assert_array_equal(cached, compute_pis(images, PaperPIConfig())[1])
+    meta = json.loads(next(tmp_path.glob("pi/toy-train-*/meta.json")).read_text())
+    assert meta["summation"] == "grouped"
+
+
 def test_key_depends_on_parameters_and_content(images, tmp_path):
     a = PICache.for_images(images, PaperPIConfig(), "toy", "train", tmp_path)
     b = PICache.for_images(images, PaperPIConfig(spread=0.02), "toy", "train", tmp_path)

@@ -7,6 +7,13 @@ parameters, the images' content and the engine's cache version. Work is written 
 stopped (the temporary files of killed writers are removed when the entry is opened again);
 ``shard=(i, n)`` computes only the i-th of n equal row ranges, for a cluster scheduler.
 :meth:`PICache.load` reads the parts into one array once every part exists.
+
+Paper-mode entries are computed with ``summation="grouped"`` (:data:`PAPER_SUMMATION`, recorded
+in ``meta.json``): the same uint8 PIs as the bitwise (persim) summation on all 61,000 CIFAR-10
+images (train, test and test_lossless_1k, default parameters; ``benchmarks/check_grouped_uint8.py``
+counts 0 differing pixels), in less time. Elsewhere the float64 PIs agree within 1e-13 of each
+PI's maximum, so a uint8 pixel could differ by one only where PI / max × 255 falls within that of
+an integer.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from tgd_core.core import paths
 from tgd_core.core.errors import TGDError
 from tgd_core.core.fileio import atomic_write, remove_stale_temps
 from tgd_core.data.images import content_hash
+from tgd_core.topology.paper import PaperPIConfig, paper_persistence_images
 from tgd_core.topology.representation import (
     Representation,
     compute_pis,
@@ -34,6 +42,8 @@ from tgd_core.topology.representation import (
 )
 
 CACHE_VERSION = 2  # 2: paper-mode PIs bit-identical to persim (1: within 1e-15)
+#: How paper-mode cache entries are summed (see the module doc).
+PAPER_SUMMATION = "grouped"
 PART_ROWS = 5000
 _PART = re.compile(r"part-(\d+)-(\d+)\.npy$")
 
@@ -48,6 +58,13 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+def _uint8_pis(images: np.ndarray, rep: Representation) -> np.ndarray:
+    """The uint8 PIs a cache entry stores (paper mode with :data:`PAPER_SUMMATION`)."""
+    if isinstance(rep, PaperPIConfig):
+        return paper_persistence_images(images, rep, raw=False, summation=PAPER_SUMMATION)[1]
+    return compute_pis(images, rep, raw=False)[1]
+
+
 def _compute_part(args) -> tuple[int, int]:
     """Worker: PIs of rows [start, stop) written to their part file (runs in a subprocess)."""
     images, rep_dict, start, stop, path, threads = args
@@ -55,7 +72,7 @@ def _compute_part(args) -> tuple[int, int]:
         import numba
 
         numba.set_num_threads(threads)
-    _, u8 = compute_pis(images, representation_from_dict(rep_dict), raw=False)
+    u8 = _uint8_pis(images, representation_from_dict(rep_dict))
     atomic_write(path, lambda f: np.save(f, u8), fault="pi-cache-part")
     return start, stop
 
@@ -76,7 +93,7 @@ class PICache:
             .encode()).hexdigest()[:16]
         base = Path(cache_dir) if cache_dir else paths.cache_dir()
         root = base / "pi" / f"{dataset}-{split}-{key}"
-        probe = compute_pis(images[:1], rep, raw=False)[1]
+        probe = _uint8_pis(images[:1], rep)
         entry = cls(root, len(images), tuple(probe.shape[1:]))
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(root)  # parts and meta of writers killed mid-write
@@ -86,6 +103,7 @@ class PICache:
                 "dataset": dataset, "split": split, "n": len(images),
                 "representation": rep.to_dict(), "maps": n_maps(rep), "shape": list(entry.shape),
                 "images_blake2b": content_hash(images), "cache_version": CACHE_VERSION,
+                **({"summation": PAPER_SUMMATION} if isinstance(rep, PaperPIConfig) else {}),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }, indent=2), fault="pi-cache-meta")
         return entry
