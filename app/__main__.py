@@ -96,12 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     if warning:
         print(warning, file=sys.stderr, flush=True)
 
-    from app.ui import build_app, launch_options
+    from app.ui import build_app, launch_options, warm_up_in_background
 
     demo = build_app()
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                show_error=True, **launch_options())
+                show_error=True, prevent_thread_lock=True, **launch_options())
+    warm_up_in_background()  # the cubical kernels, once the server answers
+    demo.block_thread()
 
 
 if __name__ == "__main__":

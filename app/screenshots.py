@@ -59,11 +59,12 @@ def sibling_page(page, width: int, height: int) -> Iterator[object]:
 @contextmanager
 def running_app() -> Iterator[str]:
     """The app, launched in this process on a free local port; yields its URL."""
-    from app.ui import build_app, launch_options
+    from app.ui import build_app, launch_options, warm_up_in_background
 
     demo = build_app().queue(default_concurrency_limit=4)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
                             **launch_options())
+    warm_up_in_background()
     try:
         yield url
     finally:

@@ -61,8 +61,8 @@ def example_images(n: int = 12) -> list[str]:
 
 
 def warm_up() -> None:
-    """Load the compiled kernels and tables now, so the first request is fast (run in a
-    background thread by :func:`build_app`: the server answers meanwhile)."""
+    """Load the compiled kernels and tables now, so the first request is fast (the paper-mode
+    ones also load when :func:`build_app` computes the explorer's default result)."""
     import numpy as np
 
     from tgd_core.topology.representation import CubicalPIConfig, summarise
@@ -72,10 +72,16 @@ def warm_up() -> None:
     summarise(tiny, CubicalPIConfig())
 
 
+def warm_up_in_background() -> threading.Thread:
+    """:func:`warm_up` in a daemon thread: call it once the server answers, so it does not
+    delay the first page."""
+    thread = threading.Thread(target=warm_up, name="tgd-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def build_app() -> gr.Blocks:
-    """The five views; the explorer's default result is computed here (paper mode), the
-    cubical kernels load in the background."""
-    threading.Thread(target=warm_up, name="tgd-warm-up", daemon=True).start()
+    """The five views; the explorer's default result is computed here (paper mode)."""
     examples = example_images()
     with gr.Blocks(title="TGD research app") as demo:
         gr.Markdown(INTRO)
