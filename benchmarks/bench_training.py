@@ -1,6 +1,7 @@
 """Training and distillation speed on this machine, in one run.
 
-    .venv/bin/python benchmarks/bench_training.py [--steps 6] [--batch 128] [--write docs/benchmarks.md]
+    .venv/bin/python benchmarks/bench_training.py [--steps 6] [--batch 128]
+        [--accuracy 2000] [--distill-images 5000 --distill-epochs 3] [--write docs/benchmarks.md]
 
 1. Training throughput (images/s, SGD step with backward) for WRN16-1 and WRN16-3 on raw
    32×32 images and WRN16-3 on 6×50×50 PI stacks, with and without channels_last.
@@ -10,10 +11,18 @@
 3. A TGD step with live teachers whose PI input is read from the PI cache, computed on the fly
    in the step, or computed for the next batch in a background thread as the training loop
    does with augmentation (issue #9); timed in interleaved rounds.
+4. Augmented TGD on a CPU (issue #18): a TGD step with live teachers run as each
+   ``teacher_inference`` option (exact, BatchNorm folded, int8), and measured-only variants (the
+   PI teacher under bf16 autocast, the PI teacher on 2×2-average-pooled 25×25 PIs, one teachers'
+   forward shared by the 3 students of a recipe's seeds), against the scratch step, all timed in
+   interleaved rounds in one run. With ``--accuracy N``: each option's effect on the shipped
+   teachers' accuracy on the first N CIFAR-10 test images; with ``--distill-images``: a short
+   augmented TGD run per option (shipped teachers, same seed; see ``distill_runs``).
 
-Random inputs (speed does not depend on the pixels); best of three timings of ``--steps``
-steps after a warm-up step. The scratch step is timed again right before the TGD steps, in the
-memory format that was fastest for it.
+Random inputs and random-weight teachers for the timings (speed does not depend on the pixels
+or the weights; int8 is calibrated on the random images); best of three timings of ``--steps``
+steps after a warm-up step. The scratch step is timed again beside the TGD steps, in the memory
+format that was fastest for it.
 """
 
 from __future__ import annotations
@@ -22,11 +31,14 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,26 +50,34 @@ from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW  # noqa: E402
 from tgd_core.distill import get_method  # noqa: E402
 from tgd_core.nets.models import build_model  # noqa: E402
 from tgd_core.nets.network import Network  # noqa: E402
+from tgd_core.nets.teacher_inference import TEACHER_INFERENCE, prepare_networks  # noqa: E402
 from tgd_core.topology.representation import compute_pis  # noqa: E402
 from tgd_core.training.data import ON_THE_FLY_CHUNK, prefetch  # noqa: E402
 from tgd_core.training.targets import TargetCache  # noqa: E402
 
 
-def step_seconds(distiller, inputs, labels, steps: int, cache=None, make_inputs=None,
+def step_seconds(distillers, inputs, labels, steps: int, cache=None, make_inputs=None,
                  repeats: int = 3) -> float:
-    """Best of ``repeats`` timings of ``steps`` SGD steps (one warm-up step first);
-    ``make_inputs`` rebuilds the inputs inside each step (e.g. PIs computed on the fly)."""
-    opt = torch.optim.SGD(list(distiller.trainable_parameters()), lr=0.01, momentum=0.9)
-    distiller.train()
+    """Best of ``repeats`` timings of ``steps`` SGD steps (one warm-up step first), per
+    student. ``distillers``: one distiller, or several sharing their teachers, whose students
+    all train on the same batch with one teachers' forward; ``make_inputs`` rebuilds the inputs
+    inside each step (e.g. PIs computed on the fly)."""
+    group = distillers if isinstance(distillers, list | tuple) else [distillers]
+    opts = [torch.optim.SGD(list(d.trainable_parameters()), lr=0.01, momentum=0.9)
+            for d in group]
+    for d in group:
+        d.train()
     idx = torch.arange(len(labels))
 
     def one():
         x = make_inputs() if make_inputs else inputs
-        targets = cache.targets(distiller, x, idx, 0) if cache else None
-        _, terms = distiller.forward_train(x, labels, targets)
-        opt.zero_grad(set_to_none=True)
-        sum(terms.values()).backward()
-        opt.step()
+        targets = (cache.targets(group[0], x, idx, 0) if cache
+                   else group[0].teacher_targets(x))
+        for d, opt in zip(group, opts, strict=True):
+            _, terms = d.forward_train(x, labels, targets)
+            opt.zero_grad(set_to_none=True)
+            sum(terms.values()).backward()
+            opt.step()
 
     one()
     best = float("inf")
@@ -65,8 +85,134 @@ def step_seconds(distiller, inputs, labels, steps: int, cache=None, make_inputs=
         t0 = time.perf_counter()
         for _ in range(steps):
             one()
-        best = min(best, (time.perf_counter() - t0) / steps)
+        best = min(best, (time.perf_counter() - t0) / steps / len(group))
     return best
+
+
+def forward_seconds(model: nn.Module, x: torch.Tensor, repeats: int = 2) -> float:
+    """Best of ``repeats`` + 1 no-grad forward passes (logits and features; the first one
+    also warms up)."""
+    with torch.no_grad():
+        return min(_timed(lambda: model(x, return_features=True))
+                   for _ in range(repeats + 1))
+
+
+def interleaved(timers: dict, rounds: int = 3) -> dict[str, float]:
+    """Best time of each ``timers[name]()`` over ``rounds`` interleaved rounds, so drift on a
+    shared machine hits them alike."""
+    best = dict.fromkeys(timers, float("inf"))
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            best[name] = min(best[name], timer())
+    return best
+
+
+class Bf16Teacher(nn.Module):
+    """A teacher run under CPU bf16 autocast (measured only: this CPU has no native bf16)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, return_features: bool = False):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.model(x, return_features=return_features)
+        if return_features:
+            return out[0].float(), [f.float() for f in out[1]]
+        return out.float()
+
+
+class PooledInput(nn.Module):
+    """A teacher fed its input 2×2-average-pooled (6×50×50 PIs → 6×25×25; a cheaper PI input,
+    measured only: the teacher was trained on full-size PIs)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, return_features: bool = False):
+        return self.model(F.avg_pool2d(x, 2), return_features=return_features)
+
+
+# measured-only variants of the PI teacher ("t2"), beside the teacher_inference options
+PI_VARIANTS = {"exact, PI teacher under bf16 autocast": Bf16Teacher,
+               "exact, PI teacher on 2×2-pooled PIs (25×25)": PooledInput}
+
+
+def with_pi_variant(teachers: dict[str, Network], wrap) -> dict[str, Network]:
+    t2 = teachers["t2"]
+    return {**teachers, "t2": Network(wrap(t2.model), t2.input_kind, t2.normalization,
+                                      t2.representation)}
+
+
+SHIPPED = {"t1": ROOT / "checkpoints" / "t1_wrn16_3_raw.pt",
+           "t2": ROOT / "checkpoints" / "t2_wrn16_1_pi.pt"}
+
+
+def paper_teachers(inference: str, views: np.ndarray) -> dict[str, Network]:
+    """The paper's teachers, WRN16-3 on raw images and WRN16-3 on 6×50×50 PIs (random
+    weights, eval mode), run as ``inference`` (int8: calibrated on ``views`` and their PIs)."""
+    torch.manual_seed(0)
+    nets = {"t1": Network(build_model("wrn16_3").eval(), "raw", CIFAR10_RAW),
+            "t2": Network(build_model("wrn16_3", in_channels=6).eval(), "pi", CIFAR10_PI)}
+    return prepare_networks(nets, inference, lambda: views)
+
+
+def teacher_accuracy(n: int) -> list[str]:
+    """Table rows: the shipped teachers run as each option and variant, on the first ``n``
+    CIFAR-10 test images: test accuracy, top-1 agreement with the exact teacher, largest
+    |logit difference| (int8 calibrated on the first training images, as the trainer does)."""
+    from tgd_core.data.datasets import load_dataset
+    from tgd_core.nets.checkpoints import load_checkpoint
+    from tgd_core.nets.teacher_inference import CALIBRATION_IMAGES, normalized_batches
+
+    images, labels = load_dataset("cifar10", "test", limit=n)
+    labels = torch.as_tensor(labels)
+    shipped = {r: Network.from_checkpoint(load_checkpoint(p)) for r, p in SHIPPED.items()}
+    batches = {r: normalized_batches(net, images) for r, net in shipped.items()}
+    train = load_dataset("cifar10", "train", limit=CALIBRATION_IMAGES)[0]
+    runs = {name: prepare_networks(shipped, name, lambda: train) for name in TEACHER_INFERENCE}
+    runs |= {name: with_pi_variant(shipped, wrap) for name, wrap in PI_VARIANTS.items()}
+    with torch.no_grad():
+        logits = {name: {r: torch.cat([net.model(x) for x in batches[r]]) for r, net in t.items()}
+                  for name, t in runs.items()}
+    rows = []
+    for name, out in logits.items():
+        cells = []
+        for r in SHIPPED:
+            pred, exact = out[r].argmax(1), logits["exact"][r]
+            cells += [f"{100 * (pred == labels).float().mean():.2f}",
+                      f"{100 * (pred == exact.argmax(1)).float().mean():.2f}",
+                      f"{(out[r] - exact).abs().max():.2g}"]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def distill_runs(images: int, epochs: int, test_images: int) -> list[str]:
+    """Table rows: a short augmented run per ``teacher_inference`` option (TGD, shipped
+    teachers) and a scratch run beside them, all with the same protocol and seed: the first
+    ``images`` training images, ``epochs`` epochs, cosine LR from 0.1, batch 128, SGD 0.9,
+    crop + flip, on-the-fly PIs, channels_last, seed 1234; test accuracy on the first
+    ``test_images`` test images after the last epoch; training seconds and their ratio to
+    the scratch run's (the real loop: augmentation, PIs, teachers, student)."""
+    from tgd_core.training.config import TrainConfig
+    from tgd_core.training.trainer import run_training
+
+    common = dict(train_subset=images, test_subset=test_images, epochs=epochs,
+                  schedule="cosine", augment=True, pi_on_the_fly=True, channels_last=True,
+                  seed=1234, threads=torch.get_num_threads(), eval_every=epochs)
+    runs = {"scratch (CE only)": {"method": "scratch"}}
+    runs |= {f"TGD, teacher_inference={name}": {
+        "method": "tgd", "teachers": {r: str(p) for r, p in SHIPPED.items()},
+        "teacher_inference": name} for name in TEACHER_INFERENCE}
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, extra) in enumerate(runs.items()):
+            cfg = TrainConfig.build(**common, **extra, out_dir=f"{tmp}/{i}")
+            results[name] = run_training(cfg, progress=False)
+    reference = results["scratch (CE only)"]["train_seconds"]
+    return [f"| {name} | {r['last']['test_accuracy']:.2f} | {r['train_seconds']:.0f} | "
+            f"{r['train_seconds'] / reference:.2f} |" for name, r in results.items()]
 
 
 def _timed(fn) -> float:
@@ -84,6 +230,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--write", help="update this Markdown file's section")
+    ap.add_argument("--accuracy", type=int, default=0, metavar="N",
+                    help="shipped teachers' accuracy per option on N test images (0: skip)")
+    ap.add_argument("--distill-images", type=int, default=0, metavar="N",
+                    help="short augmented TGD run per option on N training images (0: skip)")
+    ap.add_argument("--distill-epochs", type=int, default=3)
     args = ap.parse_args()
     torch.manual_seed(0)
     b = args.batch
@@ -106,12 +257,12 @@ def main() -> None:
             rows.append((f"{model} on {kind}" + (" (6×50×50)" if kind == "pi" else " (3×32×32)"),
                          "channels_last" if cl else "contiguous", t, b / t))
 
-    def tgd(cl: bool):
+    views = (raw["raw"] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+    def tgd(cl: bool, teachers: dict[str, Network] | None = None):
         torch.manual_seed(0)
         student = Network(build_model("wrn16_1"), "raw", CIFAR10_RAW)
-        teachers = {"t1": Network(build_model("wrn16_3"), "raw", CIFAR10_RAW),
-                    "t2": Network(build_model("wrn16_3", in_channels=6), "pi", CIFAR10_PI)}
-        d = get_method("tgd")(student, teachers)
+        d = get_method("tgd")(student, teachers or paper_teachers("exact", views))
         return d.to(memory_format=torch.channels_last) if cl else d
 
     best_cl = min((r for r in rows if r[0].startswith("wrn16_1")), key=lambda r: r[2])
@@ -120,19 +271,40 @@ def main() -> None:
     torch.manual_seed(0)
     d = scratch(Network(build_model("wrn16_1"), "raw", CIFAR10_RAW))
     d = d.to(memory_format=torch.channels_last) if cl else d
-    t_scratch = step_seconds(d, inputs, labels, args.steps)  # again, beside the TGD timings
-    d = tgd(cl)
-    t_live = step_seconds(d, inputs, labels, max(2, args.steps // 2))
-    d = tgd(cl)
-    cache = TargetCache.create(d, b, inputs, augment=False, fixed_batches=True)
-    t_cached = step_seconds(d, inputs, labels, args.steps, cache=cache)
+    d_cached = tgd(cl)
+    cache = TargetCache.create(d_cached, b, inputs, augment=False, fixed_batches=True)
+
+    # Teachers live (augmentation): each teacher_inference option, the measured-only PI
+    # teacher variants, and the 3 students of a recipe's seeds sharing one teachers' forward
+    # (per student); with the scratch and cached steps, timed in interleaved rounds.
+    shared = {name: paper_teachers(name, views) for name in ("exact", "int8")}
+    live = {f"teachers live, teacher_inference={name}": tgd(cl, paper_teachers(name, views))
+            for name in TEACHER_INFERENCE}
+    live |= {f"teachers live, {name} (measured only)": tgd(cl, with_pi_variant(
+        paper_teachers("exact", views), wrap)) for name, wrap in PI_VARIANTS.items()
+        if wrap is not Bf16Teacher}  # bf16 is timed alone below: a step would take minutes
+    live |= {f"3 students sharing one teachers' forward, teacher_inference={name} (per "
+             f"student; measured only)": [tgd(cl, t) for _ in range(3)]
+             for name, t in shared.items()}
+    n_live = max(2, args.steps // 2)
+    timers = {"scratch (CE only)": lambda: step_seconds(d, inputs, labels, args.steps, repeats=1),
+              "cached teacher targets (fixed batches)": lambda: step_seconds(
+                  d_cached, inputs, labels, args.steps, cache=cache, repeats=1)}
+    timers |= {f"TGD, {name}": lambda g=g: step_seconds(g, inputs, labels, n_live, repeats=1)
+               for name, g in live.items()}
+    t_dist = interleaved(timers)
+    t_scratch = t_dist["scratch (CE only)"]
+    del live, shared
+    pi_teacher = paper_teachers("exact", views)["t2"].model
+    pi_input = CIFAR10_PI.apply(inputs["pi"])
+    t_pi_teacher = {name: forward_seconds(model, pi_input)
+                    for name, model in (("fp32", pi_teacher), ("bf16", Bf16Teacher(pi_teacher)))}
 
     # The PI input of each step: read from the PI cache (uint8 rows → float), computed on the
     # fly from the batch's uint8 views in each step, or computed for ON_THE_FLY_CHUNK steps in
     # one call (the training loop on a CPU), or for the next batch in a background thread (the
     # training loop on an accelerator). Timed in interleaved rounds (best of each), so drift
     # on a shared machine hits them alike.
-    views = (raw["raw"] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
     cached_pis = torch.from_numpy(compute_pis(views, raw=False)[1])  # also compiles
     raw_u8 = torch.from_numpy(views).permute(0, 3, 1, 2).contiguous()
 
@@ -153,11 +325,8 @@ def main() -> None:
                "chunk": lambda: next(chunked),
                "ahead": lambda: next(ahead)}
     d = tgd(cl)
-    t_src = dict.fromkeys(sources, float("inf"))
-    for _ in range(3):
-        for name, make in sources.items():
-            t_src[name] = min(t_src[name], step_seconds(d, inputs, labels, max(2, args.steps // 2),
-                                                        make_inputs=make, repeats=1))
+    t_src = interleaved({name: lambda make=make: step_seconds(
+        d, inputs, labels, n_live, make_inputs=make, repeats=1) for name, make in sources.items()})
     ahead.close()
     t_read, t_fly, t_chunk, t_ahead = (t_src[k] for k in ("cache", "fly", "chunk", "ahead"))
 
@@ -167,7 +336,9 @@ def main() -> None:
         f"Python {platform.python_version()}.",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_training.py --steps {args.steps} "
-        f"--batch {b}`",
+        f"--batch {b}" + (f" --accuracy {args.accuracy}" if args.accuracy else "")
+        + (f" --distill-images {args.distill_images} --distill-epochs {args.distill_epochs}"
+           if args.distill_images else "") + "`",
         "",
         "| network | memory format | s / step | images / s |",
         "|---|---|---:|---:|",
@@ -175,12 +346,16 @@ def main() -> None:
     lines += [f"| {n} | {m} | {t:.3f} | {r:,.0f} |" for n, m, t, r in rows]
     lines += [
         "",
-        "| distillation step (WRN16-1 student) | s / step | × scratch |",
+        "| distillation step (WRN16-1 student; teachers WRN16-3 raw + WRN16-3 on 6×50×50 PIs) "
+        "| s / step | × scratch |",
         "|---|---:|---:|",
-        f"| scratch (CE only) | {t_scratch:.3f} | 1.00 |",
-        f"| TGD, teachers live (no_grad) | {t_live:.3f} | {t_live / t_scratch:.2f} |",
-        f"| TGD, cached teacher targets (fixed batches) | {t_cached:.3f} | "
-        f"{t_cached / t_scratch:.2f} |",
+    ]
+    lines += [f"| {name} | {t:.3f} | {t / t_scratch:.2f} |" for name, t in t_dist.items()]
+    lines += [
+        "",
+        f"The PI teacher (WRN16-3 on 6×50×50) alone, one no-grad forward of the batch: float32 "
+        f"{t_pi_teacher['fp32']:.3f} s, under bf16 autocast {t_pi_teacher['bf16']:.3f} s "
+        f"({t_pi_teacher['bf16'] / t_pi_teacher['fp32']:.1f}×; this CPU has no native bf16).",
         "",
         "| TGD step, teachers live: where the PI input comes from | s / step | × cache |",
         "|---|---:|---:|",
@@ -196,6 +371,31 @@ def main() -> None:
         f"= {100 * t_pi / t_read:.1f} % of a TGD step with live teachers (needed with "
         f"augmentation, when nothing can be cached).",
     ]
+    if args.accuracy:
+        lines += [
+            "",
+            f"Shipped teachers run as each option, on the first {args.accuracy:,} CIFAR-10 test "
+            f"images (`--accuracy {args.accuracy}`): accuracy (%), top-1 agreement with the "
+            "exact teacher (%), largest |logit difference|.",
+            "",
+            "| teachers run as | T1 WRN16-3 raw: acc. | agree | max Δ | T2 WRN16-1 PI: acc. "
+            "| agree | max Δ |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *teacher_accuracy(args.accuracy),
+        ]
+    if args.distill_images:
+        n, e = args.distill_images, args.distill_epochs
+        lines += [
+            "",
+            f"Short augmented runs, shipped teachers, same seed (`--distill-images {n} "
+            f"--distill-epochs {e}`): {n:,} training images × {e} epochs, cosine LR from 0.1, "
+            "batch 128, crop + flip, on-the-fly PIs, channels_last, seed 1234; test accuracy on "
+            "the first 2,000 test images after the last epoch.",
+            "",
+            "| run | test accuracy (%) | training s | × scratch run |",
+            "|---|---:|---:|---:|",
+            *distill_runs(n, e, 2000),
+        ]
     publish(lines, args.write, "bench_training", "Training and distillation")
 
 if __name__ == "__main__":
