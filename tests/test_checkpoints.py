@@ -79,6 +79,21 @@ def test_pi_checkpoint(tmp_path: Path) -> None:
     assert ck.normalization.channels == 6
 
 
+def test_loading_never_moves_the_global_random_state(tmp_path: Path) -> None:
+    """A run seeds torch, then loads its teachers: their shape check must not draw random
+    numbers, or the student's init would depend on what the process loaded before."""
+    from tgd_core.nets.checkpoints import _expected_shapes
+
+    path = save_checkpoint(tmp_path / "w.pt", build_model("wrn16_2"), input_kind="raw",
+                           normalization=CIFAR10_RAW)
+    _expected_shapes.cache_clear()  # the first load of an architecture builds the model
+    for _ in range(2):
+        torch.manual_seed(7)
+        before = torch.random.get_rng_state()
+        load_checkpoint(path)
+        assert torch.equal(torch.random.get_rng_state(), before)
+
+
 def test_atomic_overwrite_and_failed_save_keeps_old_file(tmp_path: Path) -> None:
     net = build_model("wrn16_1")
     path = save_checkpoint(tmp_path / "latest.pt", net, input_kind="raw",

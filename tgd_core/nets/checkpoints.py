@@ -269,9 +269,12 @@ def _read(path: Path) -> Any:
 def _expected_shapes(model: str, in_channels: int, num_classes: int) -> dict[str, tuple]:
     """Key -> shape of the state dict of the architecture, from a model built once on the CPU
     (~20 ms for a WRN16-3; the meta device would cost ~1.5 s on first use, importing torch's
-    decompositions, which the app pays at start-up)."""
-    return {k: tuple(v.shape) for k, v in build_model(model, in_channels, num_classes)
-            .state_dict().items()}
+    decompositions, which the app pays at start-up). The model's random init runs on a forked
+    RNG: loading a checkpoint never moves the global random state (a run's seeding would
+    otherwise depend on whether this cache was already filled in the process)."""
+    with torch.random.fork_rng(devices=[]):
+        sd = build_model(model, in_channels, num_classes).state_dict()
+    return {k: tuple(v.shape) for k, v in sd.items()}
 
 
 def _check_state_dict(path: Path, sd: Any, model: str, in_channels: int,
