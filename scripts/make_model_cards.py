@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tgd_core.nets.checkpoints import load_checkpoint  # noqa: E402
 from tgd_core.cli import main as tgd  # noqa: E402
+from tgd_core.nets.checkpoints import load_checkpoint  # noqa: E402
 
 RECIPE = ("recipes/cpu.yaml (10,000 CIFAR-10 training images, 15 epochs, cosine LR from 0.1, "
           "batch 128, SGD 0.9, weight decay 1e-4, no augmentation), run with "

@@ -17,7 +17,6 @@ content). Neither saving nor loading accepts NaN or infinite weights (:class:`No
 from __future__ import annotations
 
 import functools
-
 import io
 import pickle
 import platform
