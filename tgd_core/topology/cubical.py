@@ -10,6 +10,16 @@ diagrams are reported in the image's values, so births lie above deaths.
 Diagrams: H0 includes the essential bar (minimum, inf) (for superlevel: (maximum, -inf)), as
 GUDHI reports it; zero-length bars are dropped (GUDHI's ``min_persistence=0``). Persistence
 images drop the essential bar and use :mod:`tgd_core.topology.pimage`.
+
+Patches (``patches=g`` > 1) keep the spatial layout that a whole-image diagram loses: each image
+is cut into a g×g grid of equal h×w patches (H = g·h, W = g·w; :func:`patch_images`), each patch
+is a cubical complex of its own (same filtration, construction and channels), and the PIs of the
+patches (rows × cols each) are tiled in the grid's layout into one (g·rows) × (g·cols) map per
+channel and homology dimension: patch (i, j) — image rows i·h.., columns j·w.. — fills map rows
+i·rows.., columns j·cols.. (the top-left patch's PI is the top-left tile, and within each tile
+the PI's own orientation is kept). Each tiled map is max-normalised as a whole for uint8, so
+the patches' relative magnitudes are kept. The diagrams of patches are those of the images
+:func:`patch_images` cuts (``patches=1``).
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from typing import Literal
 
 import numpy as np
 
+from tgd_core.core.errors import TGDError
 from tgd_core.data.images import as_image_batch, to_grey
 from tgd_core.topology import _kernels, schema
 from tgd_core.topology.estimator import SchemaTransformer
@@ -38,6 +49,7 @@ class CubicalConfig:
     channels: Literal["rgb", "grey"] = schema.default("cubical", "channels")
     construction: Literal["top", "vertex"] = schema.default("cubical", "construction")
     scale: float = schema.default("cubical", "scale")
+    patches: int = schema.default("cubical", "patches")
 
     def __post_init__(self):
         schema.validate(self, "cubical")
@@ -47,7 +59,12 @@ class CubicalConfig:
         return 3 if self.channels == "rgb" else 1
 
     def to_dict(self) -> dict:
-        return {"mode": "cubical", **asdict(self)}
+        """The fields, ``patches`` only when it is not 1: configs, caches and checkpoints saved
+        before it existed keep their dicts and cache keys."""
+        d = {"mode": "cubical", **asdict(self)}
+        if self.patches == 1:
+            del d["patches"]
+        return d
 
 
 def channel_images(images, config: CubicalConfig) -> np.ndarray:
@@ -57,6 +74,28 @@ def channel_images(images, config: CubicalConfig) -> np.ndarray:
     if config.channels == "grey":
         values = to_grey(values)[..., None]
     return np.ascontiguousarray(values.transpose(0, 3, 1, 2))
+
+
+def patch_images(images, g: int) -> np.ndarray:
+    """Images (any shape :func:`~tgd_core.data.images.as_image_batch` accepts) → the
+    (N·g·g)×h×w×C patches of a g×g grid (h = H/g, w = W/g), image-major and row-major within an
+    image: patch (i, j) of image n, its pixels rows i·h.., columns j·w.., at index n·g² + i·g + j.
+    TGDError when H or W is not a multiple of g."""
+    batch = as_image_batch(images, channels=None)
+    n, h, w, c = batch.shape
+    if h % g or w % g:
+        raise TGDError(f"patches={g}: an image of {h}×{w} pixels (H×W) does not split into a "
+                       f"{g}×{g} grid of equal patches; H and W must be multiples of {g}")
+    grid = batch.reshape(n, g, h // g, g, w // g, c).transpose(0, 1, 3, 2, 4, 5)
+    return np.ascontiguousarray(grid.reshape(n * g * g, h // g, w // g, c))
+
+
+def tile_patches(maps: np.ndarray, g: int) -> np.ndarray:
+    """Inverse layout of :func:`patch_images` for per-patch maps: (N·g·g)×K×r×c →
+    N×K×(g·r)×(g·c), patch (i, j)'s map at rows i·r.., columns j·c.."""
+    m, k, r, c = maps.shape
+    grid = maps.reshape(m // (g * g), g, g, k, r, c).transpose(0, 3, 1, 4, 2, 5)
+    return np.ascontiguousarray(grid.reshape(m // (g * g), k, g * r, g * c))
 
 
 def _bars(values: np.ndarray, config: CubicalConfig):
@@ -78,8 +117,13 @@ def _bars(values: np.ndarray, config: CubicalConfig):
 
 def cubical_diagrams(images, config: CubicalConfig | None = None, *, chunk: int = 1024):
     """Diagrams of each image: ``result[n][c][k]`` is the (bars, 2) array of (birth, death) of
-    channel c in homology dimension ``config.homology_dimensions[k]``."""
+    channel c in homology dimension ``config.homology_dimensions[k]``. With ``patches`` > 1 a
+    TGDError: the diagrams of patches are those of the images :func:`patch_images` cuts."""
     config = config or CubicalConfig()
+    if config.patches != 1:
+        raise TGDError(f"cubical diagrams are of whole images (patches=1, got "
+                       f"{config.patches}): for the diagrams of patches, cut the images with "
+                       "tgd_core.topology.cubical.patch_images first")
     values = channel_images(images, config)
     n, c, h, w = values.shape
     ess_death = -np.inf if config.filtration == "superlevel" else np.inf
@@ -107,10 +151,21 @@ def cubical_persistence_images(images, config: CubicalConfig | None = None,
                                pi: PersistenceImageConfig | None = None, *,
                                chunk: int = 1024) -> np.ndarray:
     """Persistence images N × (C·D) × rows × cols, ordered channel-major: for each channel, one
-    image per homology dimension (essential bars dropped)."""
+    image per homology dimension (essential bars dropped). With ``patches=g``: N × (C·D) ×
+    (g·rows) × (g·cols), the patches' PIs tiled in the grid's layout (module doc), computed in
+    one batch of N·g² patch images."""
     config = config or CubicalConfig()
     pi = pi or PersistenceImageConfig()
-    values = channel_images(images, config)
+    g = config.patches
+    if g == 1:
+        return _persistence_images(channel_images(images, config), config, pi, chunk)
+    patches = channel_images(patch_images(images, g), config)
+    return tile_patches(_persistence_images(patches, config, pi, chunk), g)
+
+
+def _persistence_images(values: np.ndarray, config: CubicalConfig, pi: PersistenceImageConfig,
+                        chunk: int) -> np.ndarray:
+    """The whole-image PIs of N×C×H×W filtration values (:func:`cubical_persistence_images`)."""
     n, c, h, w = values.shape
     dims = config.homology_dimensions
     cols, rows = pi.resolution
@@ -135,20 +190,22 @@ _DEFAULTS = schema.defaults("cubical")
 
 
 class CubicalPersistence(SchemaTransformer):
-    """scikit-learn transformer: images → diagrams (``output="diagrams"``) or persistence
-    images (``output="images"``, with ``pi`` a :class:`PersistenceImageConfig`)."""
+    """scikit-learn transformer: images → diagrams (``output="diagrams"``, whole images only)
+    or persistence images (``output="images"``, with ``pi`` a :class:`PersistenceImageConfig`;
+    tiled patch PIs with ``patches`` > 1)."""
 
     section, config_class, outputs = "cubical", CubicalConfig, ("diagrams", "images")
 
     def __init__(self, homology_dimensions=_DEFAULTS["homology_dimensions"],
                  filtration=_DEFAULTS["filtration"], channels=_DEFAULTS["channels"],
                  construction=_DEFAULTS["construction"], scale=_DEFAULTS["scale"],
-                 output="diagrams", pi=None):
+                 patches=_DEFAULTS["patches"], output="diagrams", pi=None):
         self.homology_dimensions = homology_dimensions
         self.filtration = filtration
         self.channels = channels
         self.construction = construction
         self.scale = scale
+        self.patches = patches
         self.output = output
         self.pi = pi
 

@@ -2,8 +2,10 @@
 
 A representation is a frozen config: :class:`PaperPIConfig` (the authors' 1-D row/column H0
 PIs, 6 per RGB image) or :class:`CubicalPIConfig` (2-D cubical H0/H1 PIs per channel or of the
-grey image). Both give ``(pi_raw float64 N×K×rows×cols, pi_uint8)``, where the uint8 images are
-each PI divided by its maximum × 255 (the authors' normalisation, computed in float64).
+grey image; with ``cubical.patches=g`` the PIs of a g×g grid of patches, tiled in the grid's
+layout into (g·rows)×(g·cols) maps: :mod:`tgd_core.topology.cubical`). Both give ``(pi_raw
+float64 N×K×rows×cols, pi_uint8)``, where the uint8 images are each PI (each tiled map) divided
+by its maximum × 255 (the authors' normalisation, computed in float64).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -133,8 +135,10 @@ class TopologySummary:
     """Everything a viewer shows of one image: labelled diagrams and PIs, and the timing.
 
     ``diagrams``: (label, channel, (k, 2) birth/death array) — one per scan (paper) or per
-    channel and homology dimension (cubical), in the order of the PIs. ``extent``: the PIs'
-    (birth min, birth max, persistence min, persistence max).
+    channel and homology dimension (cubical), in the order of the PIs; with patches (g > 1) each
+    pools the points of the g×g patches' diagrams (label "R H0, 4×4 patches"), whose PIs are the
+    tiles of its PI. ``extent``: the (birth min, birth max, persistence min, persistence max) of
+    a PI (of each tile with patches).
     """
 
     diagrams: list[tuple[str, str, np.ndarray]]
@@ -148,7 +152,6 @@ def summarise(image, rep: Representation | None = None) -> TopologySummary:
     """Diagrams and PIs of one image (H×W, H×W×C) under ``rep``."""
     import time
 
-    from tgd_core.topology.cubical import cubical_diagrams
     from tgd_core.topology.paper import SCANS, paper_diagrams
 
     rep = rep if rep is not None else PaperPIConfig()
@@ -159,10 +162,20 @@ def summarise(image, rep: Representation | None = None) -> TopologySummary:
         labelled = [(f"{scan} H0", scan[-1], d) for scan, d in zip(SCANS, dgms, strict=True)]
         extent = (min(rep.min_bd, 0.0), rep.max_bd, 0.0, rep.max_bd)
     else:
-        per_channel = cubical_diagrams(image, rep.cubical)[0]
-        names = ["R", "G", "B"] if rep.cubical.channels == "rgb" else ["grey"]
-        labelled = [(f"{name} H{dim}", name, d)
-                    for name, dgms in zip(names, per_channel, strict=True)
-                    for dim, d in zip(rep.cubical.homology_dimensions, dgms, strict=True)]
+        labelled = _cubical_diagrams_per_pi(image, rep.cubical)
         extent = (*rep.image.birth_range, *rep.image.pers_range)
     return TopologySummary(labelled, raw[0], u8[0], extent, time.perf_counter() - t0)
+
+
+def _cubical_diagrams_per_pi(image, config: CubicalConfig) -> list[tuple[str, str, np.ndarray]]:
+    """One image's labelled cubical diagrams, one per PI (channel-major, then homology
+    dimension); with patches, each the points of every patch's diagram together."""
+    from tgd_core.topology.cubical import cubical_diagrams, patch_images
+
+    g = config.patches
+    patches = cubical_diagrams(patch_images(image, g)[:g * g], replace(config, patches=1))
+    names = ["R", "G", "B"] if config.channels == "rgb" else ["grey"]
+    where = f", {g}×{g} patches" if g > 1 else ""
+    return [(f"{name} H{dim}{where}", name, np.vstack([p[ch][k] for p in patches]))
+            for ch, name in enumerate(names)
+            for k, dim in enumerate(config.homology_dimensions)]

@@ -109,7 +109,17 @@ class Param:
                 raise TGDError(f"{self.name} must be {_alternatives(self.choices)}, got {value!r}")
         elif self.type is float:
             self._check_number(value)
+        elif self.type is int:
+            return self._check_integer(value)
         return value
+
+    def _check_integer(self, value) -> int:
+        """An integer (not a bool, not a float) of at least ``ge``, as a Python int."""
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TGDError(f"{self.name} must be an integer, got {value!r}")
+        if self.ge is not None and value < self.ge:
+            raise TGDError(f"{self.name} must be >= {self.ge:g}, got {value}")
+        return int(value)
 
     def _check_number(self, value) -> None:
         """Finite, and above ``gt`` / at least ``ge``."""
@@ -180,6 +190,10 @@ PARAMETERS: tuple[Param, ...] = (
           "vertices", choices=("top", "vertex"), flag="--construction",
           control=Control("construction", "pixels as cubes (top) or vertices")),
     Param("cubical", "scale", float, 255.0, "uint8 pixels are divided by this", gt=0),
+    # spatial layout: PIs of a g×g grid of patches, tiled in the grid's layout (not an explorer
+    # control: most uploads' sizes are not multiples of g, and the /explore API order stays)
+    Param("cubical", "patches", int, 1, "split each image into a g×g grid of equal patches "
+          "and tile their PIs in that layout (1: the whole image)", ge=1, flag="--patches"),
     # cubical mode: the persistence images of the diagrams (Adams et al. 2017)
     Param("image", "resolution", int, (32, 32), "PI pixels per side", "per_side", ge=1,
           le=MAX_PIXELS, flag="--pi-resolution", control=_RESOLUTION),
