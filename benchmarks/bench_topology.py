@@ -45,7 +45,7 @@ from tgd_core.data.datasets import load_cifar10  # noqa: E402
 from tgd_core.topology import PaperPIConfig, _kernels, paper_persistence_images  # noqa: E402
 from tgd_core.topology.cache import PAPER_SUMMATION  # noqa: E402
 from tgd_core.topology.cubical import CubicalConfig, cubical_persistence_images  # noqa: E402
-from tgd_core.topology.paper import _tables  # noqa: E402
+from tgd_core.topology.paper import _tables, _tiles  # noqa: E402
 from tgd_core.topology.pimage import PersistenceImageConfig  # noqa: E402
 from tgd_core.topology.reference import reference_paper_pis  # noqa: E402
 
@@ -73,10 +73,11 @@ def _stage_loop():
     import numba
 
     @numba.njit(cache=False)
-    def loop(images, tables, upto, grouped):
+    def loop(images, tables, tiles, upto, grouped):
         keep, pers, tx, cols, yid, ty, rows = tables
         length = images.shape[1] * images.shape[2]
         n_rows, n_cols = ty.shape[1], tx.shape[1]
+        n_ct = tiles.xmax.shape[1]
         levels = np.empty(length, np.int64)
         scratch = np.empty((7, length), np.int64)
         bucket = np.empty(257, np.int64)
@@ -85,6 +86,8 @@ def _stage_loop():
         img = np.empty(n_rows * n_cols)
         img_t = np.empty(n_rows * n_cols)
         acc = np.zeros((256, n_rows))
+        acc_t = np.empty(n_ct * tiles.ymax.shape[1] * _kernels.TILE_ROWS * _kernels.TILE_COLS)
+        lower = np.empty(n_ct * tiles.ymax.shape[1])
         lo, hi = np.full(256, n_rows, np.int64), np.zeros(256, np.int64)
         used = np.empty(256, np.int64)
         out = np.empty((n_rows, n_cols), np.uint8)
@@ -102,12 +105,16 @@ def _stage_loop():
                 if upto >= 2 and grouped and k > 0:
                     _kernels._accumulate_grouped(kb, kd, k, pers, tx, cols, yid, ty, rows, acc,
                                                  lo, hi, used, img_t, img)
-                elif upto >= 2:
+                elif upto >= 2 and grouped:
                     img[:] = 0.0
+                elif upto >= 2:
+                    acc_t[:] = 0.0
                     if k > 0:
-                        _kernels._accumulate_pi(kb, kd, k, pers, tx, cols, yid, ty, rows, img)
-                if upto >= 3:
+                        _kernels._accumulate_pi(kb, kd, k, pers, yid, tiles, acc_t, lower)
+                if upto >= 3 and grouped:
                     _kernels._uint8_image(img.reshape(out.shape), out)
+                elif upto >= 3:
+                    _kernels._untile(acc_t, n_ct, False, img, out)
         return points
 
     return loop
@@ -119,16 +126,16 @@ def profile_paper(images: np.ndarray, repeats: int
     stage of the kernel, measured as the difference between running up to it and up to the
     stage before; and the mean number of PI points per image."""
     loop = _stage_loop()
-    tables = tuple(_tables(PaperPIConfig()))
+    tables, tiles = tuple(_tables(PaperPIConfig())), _tiles(PaperPIConfig())
     per_stage = {}
     for grouped in (False, True):
-        loop(images[:2], tables, 3, grouped)  # compile
+        loop(images[:2], tables, tiles, 3, grouped)  # compile
         cumulative = []
         for upto in range(len(STAGES)):
             times = []
             for _ in range(repeats):
                 t0 = time.process_time()
-                points = loop(images, tables, upto, grouped)
+                points = loop(images, tables, tiles, upto, grouped)
                 times.append(time.process_time() - t0)
             cumulative.append(min(times) / len(images) * 1e6)
         per_stage[grouped] = [cumulative[0]] + [

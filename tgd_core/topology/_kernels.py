@@ -22,7 +22,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 # ---------------------------------------------------------------------------------------------
 # Union-find
@@ -144,34 +146,90 @@ def _kept_bars_in_order(levels, n, keep, scratch, bucket, kb, kd):
     return k
 
 
+#: Register tile of the persim-order sums: TILE_ROWS × TILE_COLS PI pixels (4 × 8 = eight AVX2
+#: registers of four float64), stored contiguously; TILE_COLS is a multiple of 4.
+TILE_ROWS, TILE_COLS = 4, 8
+#: Scale of a tile's lower bound to a threshold below half an ulp of every pixel sum in it.
+_HALF_ULP_SCALE = 2.0 ** -54
+
+
+@intrinsic
+def _tile_add_terms(typingctx, tile, t_off, tx, x_off, ty, y_off, w):
+    """tile[t_off + r·TILE_COLS + c] += (tx[x_off + c] · ty[y_off + r]) · w for every r <
+    TILE_ROWS, c < TILE_COLS: persim's term of one point on one tile, as explicit 4-wide
+    float64 vectors (IEEE multiplies and adds, no contraction: the same bits as the scalar
+    expression). 1-D C-contiguous float64 arrays; the caller keeps the offsets in bounds."""
+    sig = types.void(tile, t_off, tx, x_off, ty, y_off, w)
+
+    def codegen(context, builder, signature, args):
+        vec = ir.VectorType(ir.DoubleType(), 4)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+
+        def data(index, offset):
+            arr = context.make_array(signature.args[index])(context, builder, args[index])
+            return builder.gep(arr.data, [args[offset]])
+
+        def splat(value):
+            one = builder.insert_element(ir.Constant(vec, ir.Undefined), value, i32(0))
+            return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, 4), [0] * 4))
+
+        def vector_at(base, index):
+            return builder.bitcast(builder.gep(base, [i64(index)]), vec.as_pointer())
+
+        tile_p, x_p, y_p = data(0, 1), data(2, 3), data(4, 5)
+        wv = splat(args[6])
+        xs = [builder.load(vector_at(x_p, 4 * j), align=8) for j in range(TILE_COLS // 4)]
+        for r in range(TILE_ROWS):
+            yv = splat(builder.load(builder.gep(y_p, [i64(r)])))
+            for j, xv in enumerate(xs):
+                ptr = vector_at(tile_p, r * TILE_COLS + 4 * j)
+                term = builder.fmul(builder.fmul(xv, yv), wv)
+                builder.store(builder.fadd(builder.load(ptr, align=8), term), ptr, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True)
-def _accumulate_pi(kb, kd, k, pers, tx, cols, yid, ty, rows, img):
-    """``img`` (zeroed, rows×cols flat) += persim's terms of the k points, in their order.
+def _accumulate_pi(kb, kd, k, pers, yid, tiles, acc, lower):
+    """``acc`` (tile-major, overwritten: tile t = (row tile, column tile) holds its TILE_ROWS ×
+    TILE_COLS pixels contiguously) = the PI of the k points, summed exactly as persim sums it.
 
     Point p at (birth b, death d) adds (tx[b, c] · ty[yid[b, d], r]) · w_p to pixel (r, c),
     with w_p = (1 / max persistence) · persistence_p: persim's ``np.outer(x_smooth,
     y_smooth) * weighting(point)`` summed point after point, the same operations in the same
-    order, hence the same bits. Outside ``cols[b]`` × ``rows[yid[b, d]]`` a factor is
-    exactly zero, so the term is +0.0 and adding it changes nothing: those pixels are skipped
-    (58 % of persim's terms for CIFAR-10 at the default parameters).
+    order per pixel, hence the same bits. A point visits only the tiles where both factors can
+    be nonzero (outside, its terms are exactly +0.0), and skips a tile whose largest term
+    T = (max tx · max ty) · w_p (rounding is monotonic, so every term is ≤ T) is below half an
+    ulp of every pixel sum s in the tile: then fl(s + t) = s. The sums only grow (all terms
+    are ≥ 0), and ``lower[t]``, the sum of each visiting point's smallest term on the tile
+    (rounded the same way), bounds them from below; if 2^e ≤ lower < 2^(e+1), every s has half
+    an ulp ≥ 2^(e-53) > fl(lower · 2^-54) (zero for subnormal bounds: no skip). 45 % of
+    persim's nonzero terms on CIFAR-10 are skipped this way. ``tiles``: :class:`PaperTiles`.
     """
-    n_cols = tx.shape[1]
+    txp, typ, xmax, xmin, ymax, ymin, ctiles, rtiles = tiles
+    n_ct = xmax.shape[1]
+    pc, pr = xmax.shape[1] * TILE_COLS, ymax.shape[1] * TILE_ROWS
+    size = TILE_ROWS * TILE_COLS
     maxp = 0.0
     for j in range(k):
         maxp = max(maxp, pers[kb[j], kd[j]])
     inv = 1.0 / maxp
+    acc[:] = 0.0
+    lower[:] = 0.0
     for j in range(k):
         b = kb[j]
-        wgt = inv * pers[b, kd[j]]
+        w = inv * pers[b, kd[j]]
         yi = yid[b, kd[j]]
-        c0, c1 = cols[b, 0], cols[b, 1]
-        xs = tx[b, c0:c1]
-        yrow = ty[yi]
-        for r in range(rows[yi, 0], rows[yi, 1]):
-            y = yrow[r]
-            pixels = img[r * n_cols + c0:r * n_cols + c1]
-            for c in range(xs.shape[0]):  # zero-based over slices: LLVM vectorises it
-                pixels[c] += (xs[c] * y) * wgt
+        for rt in range(rtiles[yi, 0], rtiles[yi, 1]):
+            y_big, y_small = ymax[yi, rt], ymin[yi, rt]
+            for ct in range(ctiles[b, 0], ctiles[b, 1]):
+                t = rt * n_ct + ct
+                if (xmax[b, ct] * y_big) * w < lower[t] * _HALF_ULP_SCALE:
+                    continue
+                _tile_add_terms(acc, t * size, txp, b * pc + ct * TILE_COLS, typ,
+                                yi * pr + rt * TILE_ROWS, w)
+                lower[t] += (xmin[b, ct] * y_small) * w
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -237,24 +295,26 @@ PAPER_CHUNK = 16
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def paper_pis_kernel(images, keep, pers, tx, cols, yid, ty, rows, grouped, write_raw, raw,
-                     out_u8):
+def paper_pis_kernel(images, keep, pers, tx, cols, yid, ty, rows, tiles, grouped, write_raw,
+                     raw, out_u8):
     """Persistence images of the six H0 diagrams (see :func:`_load_scan`) of each N×H×W×3
     uint8 image: ``raw`` (N×6×R×C float64, when ``write_raw``) and ``out_u8`` (N×6×R×C,
     :func:`_uint8_image`).
 
-    Per image and scan: the bars ``keep`` passes (:func:`h0_path_bars`) and their PI written
-    straight into ``raw`` (or into a per-task scratch image without ``write_raw``), then
-    quantised. The PI is persim's sum (:func:`_accumulate_pi`, the bars first put in ripser's
-    order by :func:`ripser_order`: bit for bit) or, with ``grouped``, the same sum grouped by
-    birth (:func:`_accumulate_grouped`: equal up to rounding, in any bar order). Tables:
-    ``keep[b, d]``, ``pers[b, d]`` over birth/death levels; ``tx[b]`` the birth factor over
-    columns, nonzero in ``cols[b]`` = [c0, c1); ``ty[yid[b, d]]`` the persistence factor over
-    rows (top row = largest persistence), nonzero in ``rows[yid[b, d]]``.
+    Per image and scan: the bars ``keep`` passes (:func:`h0_path_bars`), their PI, then its
+    uint8 image. The PI is persim's sum (:func:`_accumulate_pi` in tiles, the bars first put
+    in ripser's order by :func:`ripser_order`: bit for bit) or, with ``grouped``, the same sum
+    grouped by birth (:func:`_accumulate_grouped`, written straight into ``raw`` or a per-task
+    scratch image: equal up to rounding, in any bar order). Tables: ``keep[b, d]``,
+    ``pers[b, d]`` over birth/death levels; ``tx[b]`` the birth factor over columns, nonzero in
+    ``cols[b]`` = [c0, c1); ``ty[yid[b, d]]`` the persistence factor over rows (top row =
+    largest persistence), nonzero in ``rows[yid[b, d]]``; ``tiles`` the same factors per
+    tile (:class:`~tgd_core.topology.paper.PaperTiles`).
     """
     n_img, h, w, _ = images.shape
     length = h * w
     n_rows, n_cols = out_u8.shape[2], out_u8.shape[3]
+    n_tiles = tiles.xmax.shape[1] * tiles.ymax.shape[1]
     n_chunks = (n_img + PAPER_CHUNK - 1) // PAPER_CHUNK
     for chunk in prange(n_chunks):
         levels = np.empty(length, np.int64)
@@ -263,6 +323,8 @@ def paper_pis_kernel(images, keep, pers, tx, cols, yid, ty, rows, grouped, write
         kb = np.empty(length, np.int64)
         kd = np.empty(length, np.int64)
         own = np.empty(n_rows * n_cols, np.float64)
+        acc_t = np.empty(0 if grouped else n_tiles * TILE_ROWS * TILE_COLS, np.float64)
+        lower = np.empty(0 if grouped else n_tiles, np.float64)
         acc = np.zeros((256 if grouped else 0, n_rows), np.float64)
         lo = np.full(256, n_rows, np.int64)
         hi = np.zeros(256, np.int64)
@@ -275,16 +337,44 @@ def paper_pis_kernel(images, keep, pers, tx, cols, yid, ty, rows, grouped, write
                 if grouped:
                     k = h0_path_bars(levels, length, keep, scratch[0], scratch[1], scratch[2],
                                      kb, kd, scratch[3])
+                    if k > 0:
+                        _accumulate_grouped(kb, kd, k, pers, tx, cols, yid, ty, rows, acc, lo,
+                                            hi, used, img_t, img)
+                    else:
+                        img[:] = 0.0
+                    _uint8_image(img.reshape(n_rows, n_cols), out_u8[n, s])
                 else:
                     k = _kept_bars_in_order(levels, length, keep, scratch, bucket, kb, kd)
-                if k > 0 and grouped:
-                    _accumulate_grouped(kb, kd, k, pers, tx, cols, yid, ty, rows, acc, lo, hi,
-                                        used, img_t, img)
-                else:
-                    img[:] = 0.0
                     if k > 0:
-                        _accumulate_pi(kb, kd, k, pers, tx, cols, yid, ty, rows, img)
-                _uint8_image(img.reshape(n_rows, n_cols), out_u8[n, s])
+                        _accumulate_pi(kb, kd, k, pers, yid, tiles, acc_t, lower)
+                    else:
+                        acc_t[:] = 0.0
+                    _untile(acc_t, tiles.xmax.shape[1], write_raw, img, out_u8[n, s])
+
+
+@njit(cache=True, nogil=True, fastmath={"nnan", "nsz", "reassoc"})
+def _max(values):
+    """The largest of ``values`` (finite, not NaN: reassociating a maximum is exact)."""
+    m = 0.0
+    for v in values:
+        m = v if v > m else m
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _untile(acc, n_ct, write_raw, img, out):
+    """A tile-major PI (:func:`_accumulate_pi`) into ``img`` (flat R×C, when ``write_raw``) and
+    its uint8 image ``out`` (R×C), as :func:`_uint8_image` computes it."""
+    n_rows, n_cols = out.shape
+    m = _max(acc)
+    size = TILE_ROWS * TILE_COLS
+    for r in range(n_rows):
+        rt, rr = r // TILE_ROWS, r % TILE_ROWS
+        for c in range(n_cols):
+            v = acc[(rt * n_ct + c // TILE_COLS) * size + rr * TILE_COLS + c % TILE_COLS]
+            if write_raw:
+                img[r * n_cols + c] = v
+            out[r, c] = np.uint8((v / m) * 255.0) if m > 0.0 else 0
 
 
 @njit(cache=True, nogil=True)

@@ -107,6 +107,52 @@ class PaperTables(NamedTuple):
     rows: np.ndarray
 
 
+class PaperTiles(NamedTuple):
+    """The factors of :class:`PaperTables` per tile of the persim-order sums
+    (:func:`~tgd_core.topology._kernels._accumulate_pi`): TILE_ROWS × TILE_COLS pixels, the PI
+    padded with zero rows and columns to whole tiles.
+
+    txp: tx padded to the tiles' columns, flat (256 × padded columns); typ: ty padded to the
+    tiles' rows, flat. xmax/xmin[b, column tile], ymax/ymin[yid, row tile]: each factor's
+    largest/smallest value on the tile. ctiles[b], rtiles[yid]: [first, last + 1) of the tiles
+    spanned by the nonzero columns/rows.
+    """
+
+    txp: np.ndarray
+    typ: np.ndarray
+    xmax: np.ndarray
+    xmin: np.ndarray
+    ymax: np.ndarray
+    ymin: np.ndarray
+    ctiles: np.ndarray
+    rtiles: np.ndarray
+
+
+def _tile_factors(factors: np.ndarray, span: np.ndarray, size: int):
+    """(padded flat factors, per-tile max, per-tile min, tile span) of factors over tiles of
+    ``size`` entries along the second axis."""
+    n, width = factors.shape
+    padded = np.zeros((n, -(-width // size) * size))
+    padded[:, :width] = factors
+    per_tile = padded.reshape(n, -1, size)
+    tiles = np.stack([span[:, 0] // size, -(-span[:, 1] // size)], axis=1)
+    return padded.ravel(), per_tile.max(axis=2), per_tile.min(axis=2), tiles
+
+
+@functools.lru_cache(maxsize=8)
+def _tiles(config: PaperPIConfig) -> PaperTiles:
+    """:class:`PaperTiles` of ``config`` (read-only)."""
+    t = _tables(config)
+    if (t.tx < 0).any() or (t.ty < 0).any():  # the tile skip assumes terms >= 0
+        raise TGDError("persistence-image factors must be non-negative")
+    txp, xmax, xmin, ctiles = _tile_factors(t.tx, t.cols, _kernels.TILE_COLS)
+    typ, ymax, ymin, rtiles = _tile_factors(t.ty, t.rows, _kernels.TILE_ROWS)
+    tiles = PaperTiles(txp, typ, xmax, xmin, ymax, ymin, ctiles, rtiles)
+    for arr in tiles:
+        arr.setflags(write=False)
+    return tiles
+
+
 def _nonzero_span(factors: np.ndarray) -> np.ndarray:
     """[first, last + 1) of the nonzero entries of each row of ``factors`` ([0, 0) if none)."""
     nonzero = factors != 0
@@ -188,7 +234,7 @@ def paper_persistence_images(
     shape = (len(batch), len(SCANS), ny, nx)
     pi_raw = np.empty(shape, np.float64) if raw else np.empty((1, 1, 1, 1), np.float64)
     pi_u8 = np.empty(shape, np.uint8)
-    _kernels.paper_pis_kernel(np.ascontiguousarray(batch), *_tables(config),
+    _kernels.paper_pis_kernel(np.ascontiguousarray(batch), *_tables(config), _tiles(config),
                               summation == "grouped", raw, pi_raw, pi_u8)
     return (pi_raw if raw else None), pi_u8
 
