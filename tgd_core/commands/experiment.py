@@ -24,6 +24,11 @@ def register(sub) -> None:
     p.add_argument("--parallel", type=positive_int, default=1, metavar="N",
                    help="train up to N runs at once, each in its own process (one GPU "
                         "shared); a run starts once its teachers and init student are done")
+    p.add_argument("--group-students", action="store_true",
+                   help="train the students that see identical batches (each seed's methods) "
+                        "together in one process: each step's batch, on-the-fly PIs and "
+                        "teachers' forward computed once for all; every run's files as if "
+                        "trained alone (with --parallel N, a group is one of the N)")
     p.add_argument("--stop-after", type=positive_float, metavar="SECONDS",
                    help="stop every run at its next step boundary after SECONDS (latest.pt "
                         "saved; exit status 3): the same command resumes")
@@ -31,7 +36,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tgd_core.experiments.plan import finished, plan, reused_teachers
+    from tgd_core.experiments.plan import finished, plan, reused_teachers, student_groups
     from tgd_core.experiments.recipe import Recipe
     from tgd_core.experiments.runner import main_log, run_experiment
     from tgd_core.training import Stopped
@@ -43,17 +48,24 @@ def run(args) -> int:
         reused = reused_teachers(recipe, out)
         for role, path in reused.items():
             print(f"{'reuse':8} {'teacher ' + role:28} {path}")
-        for label, cfg in plan(recipe, out, reused):
+        runs = plan(recipe, out, reused)
+        for label, cfg in runs:
             state = ("done" if finished(cfg) else
                      "partial" if (Path(cfg.out_dir) / "latest.pt").exists() else "todo")
             print(f"{state:8} {label:28} {cfg.student}/{cfg.student_input} {cfg.epochs} epochs "
                   f"-> {cfg.out_dir}")
+        if args.group_students:
+            groups = [unit for unit in student_groups(runs) if len(unit) > 1]
+            for i, unit in enumerate(groups, 1):
+                for label, _ in unit:
+                    print(f"{'group ' + str(i):8} {label:28} shares batches and teachers "
+                          f"with {len(unit) - 1} other run(s)")
         return 0
     try:
         run_experiment(recipe, out, only=args.only,
                        progress=False if args.no_progress else None, log=main_log,
                        report=not args.no_report, parallel=args.parallel,
-                       stop_after=args.stop_after)
+                       stop_after=args.stop_after, group_students=args.group_students)
     except Stopped as exc:
         main_log(f"[stopped] {exc}; run the same command again to resume")
         return STOPPED

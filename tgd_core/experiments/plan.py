@@ -2,6 +2,10 @@
 teachers reused from trained checkpoints instead of being trained; whether a run is finished.
 
 Layout under the experiment folder: ``teachers/<role>/``, ``init/``, ``<method>/seed<k>/``.
+
+:func:`student_groups` plans ``--group-students``: which student runs see identical batches
+(and so can train in one process, sharing each step's batch, its on-the-fly PIs and each
+teacher's forward: :mod:`tgd_core.training.group`).
 """
 
 from __future__ import annotations
@@ -114,3 +118,45 @@ def finished(cfg) -> bool:
     """Whether the run of ``cfg`` trained to its last epoch (its ``result.json`` says so)."""
     result = Path(cfg.out_dir) / "result.json"
     return result.exists() and json.loads(result.read_text()).get("epochs") == cfg.epochs
+
+
+# The config fields that fix a run's stream of training batches (order, augmentation, the
+# on-the-fly PIs: functions of (seed, epoch, step), tgd_core.training.data), its test split,
+# its number of epochs, and how its networks run (device, threads, memory format, autocast,
+# loop): student runs equal in all of them see identical batches and compute identical
+# teacher outputs, whatever their method, teachers or hyper-parameters.
+SHARED_BATCH_FIELDS = ("dataset", "data_dir", "train_subset", "test_split", "test_subset", "pi",
+                       "augment", "pi_on_the_fly", "fixed_batches", "epochs", "batch_size",
+                       "seed", "device", "threads", "amp", "channels_last", "engine")
+
+
+def batch_key(cfg) -> str:
+    """What a run's batches and teacher outputs depend on (:data:`SHARED_BATCH_FIELDS`), as
+    text: runs with equal keys see identical batches."""
+    values = cfg.model_dump()
+    return json.dumps({k: values[k] for k in SHARED_BATCH_FIELDS}, sort_keys=True)
+
+
+def is_student(label: str) -> bool:
+    """Whether a planned run is a method row's student (``"<method> seed <k>"``), not a
+    teacher or the init student."""
+    return " seed " in label
+
+
+def student_groups(runs: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
+    """The units of work of ``--group-students``: the student runs of ``runs`` (plan order)
+    with equal :func:`batch_key` — e.g. every method's student of one seed — as one group
+    each, at the place of its first run; teachers and the init student alone (students
+    need them finished, and they never need a student)."""
+    units: list[list[tuple[str, Any]]] = []
+    by_key: dict[str, list[tuple[str, Any]]] = {}
+    for label, cfg in runs:
+        if not is_student(label):
+            units.append([(label, cfg)])
+            continue
+        key = batch_key(cfg)
+        if key not in by_key:
+            by_key[key] = []
+            units.append(by_key[key])
+        by_key[key].append((label, cfg))
+    return units

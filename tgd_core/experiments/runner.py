@@ -11,6 +11,13 @@ the paper's batch of 128 one run leaves most of an accelerator idle); a run star
 runs it needs (its teachers, the init student) are finished. With ``stop_after`` every run
 stops at its next step boundary after that many seconds, saving ``latest.pt``: running the same
 command again resumes (finished runs are skipped).
+
+With ``group_students=True`` (``--group-students``) the student runs that see identical batches
+(:func:`~.plan.student_groups`: e.g. every method's student of one seed) train together in one
+process, each step's batch, on-the-fly PIs and teachers' forward computed once for all of them
+(:mod:`tgd_core.training.group`); each run's files are exactly those it gets trained alone.
+A group is a unit of work (one process under ``parallel``); its runs that stand at another
+position (one finished, or stopped elsewhere) train apart (:func:`train_unit`).
 """
 
 from __future__ import annotations
@@ -24,27 +31,30 @@ from typing import Any
 
 from tgd_core.core.errors import TGDError
 from tgd_core.experiments.job import ScaledContext
-from tgd_core.experiments.plan import finished, plan
+from tgd_core.experiments.plan import finished, plan, student_groups
 from tgd_core.experiments.recipe import EvalSpec, Recipe
 from tgd_core.experiments.report import summarise, write_reports
 
 
 def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = None,
                    progress: bool | None = None, log=print, report: bool = True, ctx=None,
-                   parallel: int = 1, stop_after: float | None = None
-                   ) -> list[dict[str, Any]]:
+                   parallel: int = 1, stop_after: float | None = None,
+                   group_students: bool = False) -> list[dict[str, Any]]:
     """Train what is missing, evaluate, write the reports (unless ``report=False``, e.g. for
     parallel partial runs); returns the summary rows. ``ctx`` (a job context) sees each run's
     progress scaled to the whole experiment and can stop it at a step boundary. Under
     ``torchrun`` every run trains data-parallel; rank 0 evaluates and reports (the other ranks
     return no rows). ``parallel``, ``stop_after``: see the module doc (a stop raises
-    :class:`~tgd_core.training.Stopped` once every run has stopped)."""
+    :class:`~tgd_core.training.Stopped` once every run has stopped); ``group_students``:
+    see the module doc."""
     from tgd_core.core import distributed
 
     out = Path(out)
     dist, _ = distributed.setup(recipe.common.get("device", "auto"))
     if parallel > 1 and (dist.enabled or ctx is not None):
         raise TGDError("parallel runs are separate processes: not under torchrun or in a job")
+    if group_students and dist.enabled:
+        raise TGDError("--group-students trains a group in one process: not under torchrun")
     deadline = time.time() + stop_after if stop_after is not None else None
     if not dist.is_main:
         log = _quiet
@@ -54,10 +64,11 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
     selected = [(label, cfg) for label, cfg in plan(recipe, out)
                 if not only or label.startswith(("teacher", "init"))
                 or label.split(" seed ")[0] in only]
+    units = student_groups(selected) if group_students else [[run] for run in selected]
     if parallel > 1:
-        durations = _train_parallel(selected, parallel, log=log, deadline=deadline)
+        durations = _train_parallel(units, parallel, log=log, deadline=deadline)
     else:
-        durations = _train(selected, progress=progress, log=log, ctx=ctx, deadline=deadline)
+        durations = _train(units, progress=progress, log=log, ctx=ctx, deadline=deadline)
     if not dist.is_main:
         return []
     evals = _evaluate(selected, recipe.evaluation, log)
@@ -68,23 +79,62 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
     return rows
 
 
-def _train(runs: list[tuple[str, Any]], *, progress: bool | None, log, ctx,
-           deadline: float | None = None) -> dict[str, float]:
-    """Train (or resume) each unfinished run in order; the training seconds of every run."""
-    from tgd_core.training import run_training
+Unit = list[tuple[str, Any]]  # runs trained together (a group of students) or one run
 
-    for i, (label, cfg) in enumerate(runs):
+
+def _train(units: list[Unit], *, progress: bool | None, log, ctx,
+           deadline: float | None = None) -> dict[str, float]:
+    """Train (or resume) each unfinished run in order, unit by unit; the training seconds of
+    every run."""
+    runs = [run for unit in units for run in unit]
+    index = {label: i for i, (label, _) in enumerate(runs)}
+
+    def context(label: str):
+        if ctx is not None:
+            return ScaledContext(ctx, index[label], len(runs), label)
+        return Deadline(deadline) if deadline is not None else None
+
+    for unit in units:
+        train_unit(_unfinished(unit, log), progress=progress, log=log, context=context)
+    return _train_seconds(runs)
+
+
+def _unfinished(unit: Unit, log) -> Unit:
+    """The runs of ``unit`` still to train (the finished ones logged as done)."""
+    todo = []
+    for label, cfg in unit:
         if finished(cfg):
             log(f"[done] {label}")
         else:
-            resume = (Path(cfg.out_dir) / "latest.pt").exists()
-            log(f"[{'resume' if resume else 'train'}] {label} -> {cfg.out_dir}")
-            t0 = time.perf_counter()
-            run_ctx = (ScaledContext(ctx, i, len(runs), label) if ctx is not None
-                       else Deadline(deadline) if deadline is not None else None)
-            run_training(cfg, resume=resume, progress=progress, ctx=run_ctx)
-            log(f"[done] {label} in {time.perf_counter() - t0:.0f} s")
-    return _train_seconds(runs)
+            todo.append((label, cfg))
+    return todo
+
+
+def _resuming(cfg) -> bool:
+    return (Path(cfg.out_dir) / "latest.pt").exists()
+
+
+def train_unit(runs: Unit, *, progress: bool | None, log, context) -> None:
+    """Train (or resume) ``runs``, one unit of work: those standing at one position together
+    as a group of students (:func:`~tgd_core.training.group.groups_by_position`), the others
+    apart; ``context(label)``: the run's context."""
+    from tgd_core.training import run_training
+    from tgd_core.training.group import groups_by_position, train_group
+
+    for part in groups_by_position(runs) if len(runs) > 1 else [runs]:
+        for label, cfg in part:
+            log(f"[{'resume' if _resuming(cfg) else 'train'}] {label} -> {cfg.out_dir}")
+        labels = ", ".join(label for label, _ in part)
+        t0 = time.perf_counter()
+        if len(part) == 1:
+            label, cfg = part[0]
+            run_training(cfg, resume=_resuming(cfg), progress=progress, ctx=context(label))
+        else:
+            log(f"[group] {labels}: one process, shared batches and teachers")
+            cfgs = [cfg for _, cfg in part]
+            train_group(cfgs, resume=[_resuming(c) for c in cfgs], progress=progress,
+                        ctxs=[context(label) for label, _ in part])
+        log(f"[done] {labels} in {time.perf_counter() - t0:.0f} s")
 
 
 def _train_seconds(runs: list[tuple[str, Any]]) -> dict[str, float]:
@@ -116,70 +166,70 @@ def needed_runs(runs: list[tuple[str, Any]]) -> dict[str, list[str]]:
     return needs
 
 
-def _train_parallel(runs: list[tuple[str, Any]], workers: int, *, log,
+def _train_parallel(units: list[Unit], workers: int, *, log,
                     deadline: float | None) -> dict[str, float]:
-    """Train the unfinished runs, up to ``workers`` at once in separate processes (spawned:
-    each its own CUDA context), each started once the runs it needs are finished. A failed
-    run lets the running ones end, starts no more, and is raised; a stop (``deadline``)
-    likewise raises ``Stopped`` once every running run has saved its state."""
+    """Train the unfinished units (a run, or a group of students), up to ``workers`` at once
+    in separate processes (spawned: each its own CUDA context), each started once the runs
+    it needs are finished. A failed unit lets the running ones end, starts no more, and is
+    raised; a stop (``deadline``) likewise raises ``Stopped`` once every running unit has
+    saved its state."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from tgd_core.training import Stopped
 
+    runs = [run for unit in units for run in unit]
     configs, needs = dict(runs), needed_runs(runs)
-    todo = []
-    for label, cfg in runs:
-        if finished(cfg):
-            log(f"[done] {label}")
-        else:
-            todo.append(label)
+    todo = [left for left in (_unfinished(unit, log) for unit in units) if left]
     failure: BaseException | None = None
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         running: dict[Any, str] = {}
         while todo or running:
-            for label in [lb for lb in todo if failure is None
-                          and all(finished(configs[n]) for n in needs[lb])]:
+            for unit in [u for u in todo if failure is None and all(
+                    finished(configs[n]) for label, _ in u for n in needs[label])]:
                 if len(running) >= workers:
                     break
-                todo.remove(label)
-                cfg = configs[label]
-                resume = (Path(cfg.out_dir) / "latest.pt").exists()
-                running[pool.submit(train_in_process, cfg.model_dump_json(), resume,
-                                    deadline)] = label
-                log(f"[{'resume' if resume else 'train'}] {label} -> {cfg.out_dir} "
-                    f"({len(running)} running)")
+                todo.remove(unit)
+                labels = ", ".join(label for label, _ in unit)
+                running[pool.submit(train_in_process, [(label, cfg.model_dump_json())
+                                                       for label, cfg in unit],
+                                    deadline)] = labels
+                for label, cfg in unit:
+                    log(f"[{'resume' if _resuming(cfg) else 'train'}] {label} -> "
+                        f"{cfg.out_dir} ({len(running)} running)")
             if not running:
                 break  # what is left waits for a run that failed or stopped
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                label = running.pop(future)
+                labels = running.pop(future)
                 try:
                     pid, seconds = future.result()
-                    log(f"[done] {label} in {seconds:.0f} s (process {pid})")
+                    log(f"[done] {labels} in {seconds:.0f} s (process {pid})")
                 except Stopped as exc:
-                    log(f"[stopped] {label}: {exc}")
+                    log(f"[stopped] {labels}: {exc}")
                     failure = failure or exc
                 except Exception as exc:  # noqa: BLE001 — raised once the others have ended
-                    log(f"[failed] {label}: {exc}")
+                    log(f"[failed] {labels}: {exc}")
                     failure = failure or exc
     if failure is not None:
         raise failure
     if todo:
-        raise TGDError(f"runs {todo} could not start: the runs they need did not finish")
+        left = [label for unit in todo for label, _ in unit]
+        raise TGDError(f"runs {left} could not start: the runs they need did not finish")
     return _train_seconds(runs)
 
 
-def train_in_process(config_json: str, resume: bool, deadline: float | None
+def train_in_process(unit: list[tuple[str, str]], deadline: float | None
                      ) -> tuple[int, float]:
-    """One run in a worker process of :func:`_train_parallel`; (process id, seconds)."""
-    from tgd_core.training import TrainConfig, run_training
+    """One unit (label, config JSON) in a worker process of :func:`_train_parallel` (see
+    :func:`train_unit`); (process id, seconds)."""
+    from tgd_core.training import TrainConfig
 
-    cfg = TrainConfig.build(**json.loads(config_json))
+    runs = [(label, TrainConfig.build(**json.loads(text))) for label, text in unit]
     t0 = time.perf_counter()
-    run_training(cfg, resume=resume, progress=False,
-                 ctx=Deadline(deadline) if deadline is not None else None)
+    train_unit(runs, progress=False, log=_quiet,
+               context=lambda _: Deadline(deadline) if deadline is not None else None)
     return os.getpid(), time.perf_counter() - t0
 
 

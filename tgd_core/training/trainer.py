@@ -193,22 +193,8 @@ class Trainer:
             atomic_write(self.out / "config.json", self.cfg.model_dump_json(indent=2) + "\n")
 
     def load_teachers(self) -> dict[str, Network]:
-        """The teachers by role, each checkpoint read once, run as ``teacher_inference``
-        (int8: calibrated on the first training images); a PI teacher must be fed the PI
-        representation it was trained on."""
-        from tgd_core.data.datasets import load_dataset
-        from tgd_core.nets.teacher_inference import CALIBRATION_IMAGES, prepare_networks
-
-        cfg, teachers = self.cfg, {}
-        for role, path in cfg.teachers.items():
-            ckpt = load_checkpoint(path)
-            pi = ckpt.config.get("pi")  # None: the authors' checkpoints (paper-mode PIs)
-            if ckpt.input_kind == "pi" and pi is not None and pi != cfg.pi:
-                raise TGDError(f"teacher {role} ({path}) was trained on PIs {pi}, but "
-                               f"this run feeds it {cfg.pi}: set pi to the teacher's")
-            teachers[role] = Network.from_checkpoint(ckpt, self.device)
-        return prepare_networks(teachers, cfg.teacher_inference, lambda: load_dataset(
-            cfg.dataset, "train", cfg.data_dir, limit=CALIBRATION_IMAGES)[0])
+        """The teachers by role (:func:`load_teacher_networks`)."""
+        return load_teacher_networks(self.cfg, self.cfg.teachers, self.device)
 
     def load_data(self) -> TrainData:
         """The inputs the student and the teachers need (rank 0 fills the PI cache first,
@@ -297,9 +283,7 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> float:
         """The remaining steps of ``epoch``; returns its training seconds (all stretches)."""
-        self.distiller.train()
-        self.segment_start = time.perf_counter()  # this stretch of the epoch (resumes split it)
-        bar = self.progress_bar(epoch)
+        bar = self.begin_epoch(epoch)
         try:
             batches = self.batches(epoch)
             with contextlib.closing(batches):  # a stop or an error ends the producer too
@@ -307,7 +291,23 @@ class Trainer:
                     self.after_step(b, epoch, self.train_step(b, epoch), bar)
         finally:
             bar.close()
-        return self.state.epoch_elapsed + time.perf_counter() - self.segment_start
+        return self.epoch_seconds()
+
+    def begin_epoch(self, epoch: int) -> tqdm:
+        """Training mode, the clock of this stretch of the epoch (resumes split it), and the
+        epoch's progress bar."""
+        self.distiller.train()
+        self.segment_start = time.perf_counter()
+        return self.progress_bar(epoch)
+
+    def segment_seconds(self) -> float:
+        """Training seconds of the current stretch of the epoch (a run trained in a group of
+        students counts its share: :mod:`tgd_core.training.group`)."""
+        return time.perf_counter() - self.segment_start
+
+    def epoch_seconds(self) -> float:
+        """Training seconds of the epoch in progress (all stretches)."""
+        return self.state.epoch_elapsed + self.segment_seconds()
 
     def progress_bar(self, epoch: int) -> tqdm:
         """The epoch's tqdm bar on stderr (rank 0 only; ``progress=None``: on a terminal)."""
@@ -380,7 +380,7 @@ class Trainer:
         state.add_step(result, b.step)
         bar.update(1)
         done = epoch * steps + b.step + 1
-        epoch_time = state.epoch_elapsed + time.perf_counter() - self.segment_start
+        epoch_time = self.epoch_seconds()
         rate = done / max(state.elapsed + epoch_time, 1e-9)  # steps per second
         if self.main:
             call_context(self.ctx, "progress", done / self.total_steps, epoch=epoch + 1,
@@ -462,6 +462,29 @@ class Trainer:
         """The one-line error that stops a diverged run."""
         return TGDError(f"training diverged at {where}: {what}; last good checkpoint: "
                         f"{self.last_good}")
+
+
+def load_teacher_networks(cfg: TrainConfig, paths: dict[str, str], device: torch.device
+                          ) -> dict[str, Network]:
+    """The teachers ``paths`` (role -> checkpoint) of a run of ``cfg``, each checkpoint read
+    once, run as ``cfg.teacher_inference`` (int8: calibrated on the first training images); a
+    PI teacher must be fed the PI representation it was trained on. Built on a forked RNG:
+    loading teachers leaves torch's global random state alone, so a student's init depends
+    on its seed only (not on its teachers, nor on whether a group loaded them already)."""
+    from tgd_core.data.datasets import load_dataset
+    from tgd_core.nets.teacher_inference import CALIBRATION_IMAGES, prepare_networks
+
+    teachers = {}
+    with torch.random.fork_rng(devices=[]):  # the builds' random inits, replaced by weights
+        for role, path in paths.items():
+            ckpt = load_checkpoint(path)
+            pi = ckpt.config.get("pi")  # None: the authors' checkpoints (paper-mode PIs)
+            if ckpt.input_kind == "pi" and pi is not None and pi != cfg.pi:
+                raise TGDError(f"teacher {role} ({path}) was trained on PIs {pi}, but "
+                               f"this run feeds it {cfg.pi}: set pi to the teacher's")
+            teachers[role] = Network.from_checkpoint(ckpt, device)
+        return prepare_networks(teachers, cfg.teacher_inference, lambda: load_dataset(
+            cfg.dataset, "train", cfg.data_dir, limit=CALIBRATION_IMAGES)[0])
 
 
 @torch.no_grad()
