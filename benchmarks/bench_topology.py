@@ -74,15 +74,13 @@ def _stage_loop():
 
     @numba.njit(cache=False)
     def loop(images, tables, tiles, upto, grouped):
-        keep, pers, tx, cols, yid, ty, rows = tables
+        pers, tx, cols, yid, ty, rows = (tables.pers, tables.tx, tables.cols, tables.yid,
+                                         tables.ty, tables.rows)
         length = images.shape[1] * images.shape[2]
         n_rows, n_cols = ty.shape[1], tx.shape[1]
         n_ct = tiles.xmax.shape[1]
-        levels = np.empty(length, np.int64)
-        scratch = np.empty((7, length), np.int64)
-        bucket = np.empty(257, np.int64)
-        kb = np.empty(length, np.int64)
-        kd = np.empty(length, np.int64)
+        levels = np.empty(length, np.int32)
+        scratch, bucket, kb, kd = _kernels.bar_scratch(length)
         img = np.empty(n_rows * n_cols)
         img_t = np.empty(n_rows * n_cols)
         acc = np.zeros((256, n_rows))
@@ -96,11 +94,12 @@ def _stage_loop():
             for s in range(6):
                 _kernels._load_scan(images[n], s, levels)
                 if upto >= 1 and grouped:
-                    k = _kernels.h0_path_bars(levels, length, keep, scratch[0], scratch[1],
-                                              scratch[2], kb, kd, scratch[3])
+                    k = _kernels.h0_path_bars(levels, length, tables.min_death, scratch[0],
+                                              scratch[1], scratch[2], kb, kd, scratch[3])
                     points += k
                 elif upto >= 1:
-                    k = _kernels._kept_bars_in_order(levels, length, keep, scratch, bucket, kb, kd)
+                    k = _kernels._kept_bars_in_order(levels, length, tables.min_death, scratch,
+                                                     bucket, kb, kd)
                     points += k
                 if upto >= 2 and grouped and k > 0:
                     _kernels._accumulate_grouped(kb, kd, k, pers, tx, cols, yid, ty, rows, acc,
@@ -114,7 +113,7 @@ def _stage_loop():
                 if upto >= 3 and grouped:
                     _kernels._uint8_image(img.reshape(out.shape), out)
                 elif upto >= 3:
-                    _kernels._untile(acc_t, n_ct, False, img, out)
+                    _kernels._untile(acc_t, n_ct * _kernels.TILE_COLS, False, img, out)
         return points
 
     return loop
@@ -126,7 +125,7 @@ def profile_paper(images: np.ndarray, repeats: int
     stage of the kernel, measured as the difference between running up to it and up to the
     stage before; and the mean number of PI points per image."""
     loop = _stage_loop()
-    tables, tiles = tuple(_tables(PaperPIConfig())), _tiles(PaperPIConfig())
+    tables, tiles = _tables(PaperPIConfig()), _tiles(PaperPIConfig())
     per_stage = {}
     for grouped in (False, True):
         loop(images[:2], tables, tiles, 3, grouped)  # compile

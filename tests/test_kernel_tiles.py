@@ -44,7 +44,7 @@ def tiled_sum(births, deaths, config: PaperPIConfig) -> tuple[np.ndarray, np.nda
     _accumulate_pi(kb, kd, len(kb), t.pers, t.yid, tiles, acc, lower)
     rows, cols = t.ty.shape[1], t.tx.shape[1]
     img, u8 = np.empty(rows * cols), np.empty((rows, cols), np.uint8)
-    _untile(acc, tiles.xmax.shape[1], True, img, u8)
+    _untile(acc, tiles.xmax.shape[1] * TILE_COLS, True, img, u8)
     return img.reshape(rows, cols), u8
 
 

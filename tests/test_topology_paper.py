@@ -90,15 +90,14 @@ def ripser_h0_by_edges(levels: np.ndarray) -> list[tuple[int, int]]:
 def test_path_bars_follow_ripsers_edge_loop(levels):
     """The one-pass stack and the ordering give exactly ripser's bars in ripser's order, on
     random signals with few levels (many ties) or many, of lengths 1 to 300."""
-    from tgd_core.topology._kernels import _kept_bars_in_order
+    from tgd_core.topology._kernels import _kept_bars_in_order, bar_scratch
 
     rng = np.random.default_rng(levels)
-    keep = np.ones((256, 256), np.bool_)
+    min_death = np.zeros(256, np.int32)  # keep every bar
     for n in [1, 2, 3, *rng.integers(4, 300, size=40)]:
         signal = rng.integers(0, levels, size=n).astype(np.uint8)
-        scratch, bucket = np.empty((7, n), np.int64), np.empty(257, np.int64)
-        b, d = np.empty(n, np.int64), np.empty(n, np.int64)
-        k = _kept_bars_in_order(signal, n, keep, scratch, bucket, b, d)
+        scratch, bucket, b, d = bar_scratch(n)
+        k = _kept_bars_in_order(signal, n, min_death, scratch, bucket, b, d)
         assert list(zip(b[:k].tolist(), d[:k].tolist(), strict=True)) == ripser_h0_by_edges(signal)
 
 

@@ -51,9 +51,10 @@ _NONE = 1 << 30  # "no value" for the stack minima (above every level)
 
 
 @njit(cache=True, nogil=True)
-def h0_path_bars(levels, n, keep, stack_val, stack_min, stack_pos, births, deaths, edges):
+def h0_path_bars(levels, n, min_death, stack_val, stack_min, stack_pos, births, deaths, edges):
     """Finite H0 bars of the sublevel filtration of ``levels[:n]`` on the path graph, in O(n),
-    those that ``keep[birth, death]`` passes; returns their count.
+    those with death ≥ ``min_death[birth]`` (the threshold as a first kept death level per
+    birth level: persistence grows with the death level); returns their count.
 
     Vertex i enters at levels[i], edge (i-1, i) at max(levels[i-1], levels[i]). ripser
     processes the edges by increasing value, ties by decreasing index; on a path every edge
@@ -77,7 +78,7 @@ def h0_path_bars(levels, n, keep, stack_val, stack_min, stack_pos, births, death
         while top >= 0 and stack_val[top] < v:
             d = stack_val[top]
             b = max(stack_min[top], m)  # _NONE when either run is empty
-            if b < d and keep[b, d]:
+            if b < d and d >= min_death[b]:
                 births[count] = b
                 deaths[count] = d
                 edges[count] = stack_pos[top] - 1
@@ -96,7 +97,7 @@ def h0_path_bars(levels, n, keep, stack_val, stack_min, stack_pos, births, death
 def ripser_order(births, deaths, edges, count, bucket, out_b, out_d, out_e):
     """Sort bars as ripser emits them: by death level (a counting sort), ties by decreasing
     edge index (insertion sort within each death level: few bars share one). ``bucket``: 257
-    int64 scratch."""
+    entries of scratch."""
     bucket[:] = 0
     for j in range(count):
         bucket[deaths[j] + 1] += 1
@@ -115,6 +116,14 @@ def ripser_order(births, deaths, edges, count, bucket, out_b, out_d, out_e):
             out_b[i + 1], out_d[i + 1], out_e[i + 1] = out_b[i], out_d[i], out_e[i]
             i -= 1
         out_b[i + 1], out_d[i + 1], out_e[i + 1] = b, d, e
+
+
+@njit(cache=True, nogil=True)
+def bar_scratch(n):
+    """Scratch of :func:`_kept_bars_in_order` for signals of up to n values: (7 × n stack and
+    bar rows, 257 death buckets, n births, n deaths), int32 (levels, indices and counts)."""
+    return (np.empty((7, n), np.int32), np.empty(257, np.int32), np.empty(n, np.int32),
+            np.empty(n, np.int32))
 
 
 @njit(cache=True, nogil=True)
@@ -137,29 +146,29 @@ def _load_scan(image, scan, levels):
 
 
 @njit(cache=True, nogil=True)
-def _kept_bars_in_order(levels, n, keep, scratch, bucket, kb, kd):
-    """The bars of ``levels[:n]`` that ``keep`` passes, in ripser's order, into kb/kd; returns
-    how many. ``scratch``: 7 rows of at least n int64."""
-    k = h0_path_bars(levels, n, keep, scratch[0], scratch[1], scratch[2], scratch[3],
+def _kept_bars_in_order(levels, n, min_death, scratch, bucket, kb, kd):
+    """The bars of ``levels[:n]`` that ``min_death`` keeps, in ripser's order, into kb/kd;
+    returns how many. Scratch from :func:`bar_scratch`."""
+    k = h0_path_bars(levels, n, min_death, scratch[0], scratch[1], scratch[2], scratch[3],
                      scratch[4], scratch[5])
     ripser_order(scratch[3], scratch[4], scratch[5], k, bucket, kb, kd, scratch[6])
     return k
 
 
 #: Register tile of the persim-order sums: TILE_ROWS × TILE_COLS PI pixels (4 × 8 = eight AVX2
-#: registers of four float64), stored contiguously; TILE_COLS is a multiple of 4.
+#: registers of four float64); TILE_COLS is a multiple of 4.
 TILE_ROWS, TILE_COLS = 4, 8
 #: Scale of a tile's lower bound to a threshold below half an ulp of every pixel sum in it.
 _HALF_ULP_SCALE = 2.0 ** -54
 
 
 @intrinsic
-def _tile_add_terms(typingctx, tile, t_off, tx, x_off, ty, y_off, w):
-    """tile[t_off + r·TILE_COLS + c] += (tx[x_off + c] · ty[y_off + r]) · w for every r <
+def _tile_add_terms(typingctx, pi, offset, stride, tx, x_off, ty, y_off, w):
+    """pi[offset + r·stride + c] += (tx[x_off + c] · ty[y_off + r]) · w for every r <
     TILE_ROWS, c < TILE_COLS: persim's term of one point on one tile, as explicit 4-wide
     float64 vectors (IEEE multiplies and adds, no contraction: the same bits as the scalar
     expression). 1-D C-contiguous float64 arrays; the caller keeps the offsets in bounds."""
-    sig = types.void(tile, t_off, tx, x_off, ty, y_off, w)
+    sig = types.void(pi, offset, stride, tx, x_off, ty, y_off, w)
 
     def codegen(context, builder, signature, args):
         vec = ir.VectorType(ir.DoubleType(), 4)
@@ -176,13 +185,14 @@ def _tile_add_terms(typingctx, tile, t_off, tx, x_off, ty, y_off, w):
         def vector_at(base, index):
             return builder.bitcast(builder.gep(base, [i64(index)]), vec.as_pointer())
 
-        tile_p, x_p, y_p = data(0, 1), data(2, 3), data(4, 5)
-        wv = splat(args[6])
+        tile_p, x_p, y_p = data(0, 1), data(3, 4), data(5, 6)
+        wv = splat(args[7])
         xs = [builder.load(vector_at(x_p, 4 * j), align=8) for j in range(TILE_COLS // 4)]
         for r in range(TILE_ROWS):
             yv = splat(builder.load(builder.gep(y_p, [i64(r)])))
+            row_p = builder.gep(tile_p, [builder.mul(args[2], i64(r))])
             for j, xv in enumerate(xs):
-                ptr = vector_at(tile_p, r * TILE_COLS + 4 * j)
+                ptr = vector_at(row_p, 4 * j)
                 term = builder.fmul(builder.fmul(xv, yv), wv)
                 builder.store(builder.fadd(builder.load(ptr, align=8), term), ptr, align=8)
         return context.get_dummy_value()
@@ -192,8 +202,8 @@ def _tile_add_terms(typingctx, tile, t_off, tx, x_off, ty, y_off, w):
 
 @njit(cache=True, nogil=True)
 def _accumulate_pi(kb, kd, k, pers, yid, tiles, acc, lower):
-    """``acc`` (tile-major, overwritten: tile t = (row tile, column tile) holds its TILE_ROWS ×
-    TILE_COLS pixels contiguously) = the PI of the k points, summed exactly as persim sums it.
+    """``acc`` (overwritten; the PI padded with zeros to whole tiles, flat, row-major) = the PI
+    of the k points, summed exactly as persim sums it.
 
     Point p at (birth b, death d) adds (tx[b, c] · ty[yid[b, d], r]) · w_p to pixel (r, c),
     with w_p = (1 / max persistence) · persistence_p: persim's ``np.outer(x_smooth,
@@ -210,7 +220,6 @@ def _accumulate_pi(kb, kd, k, pers, yid, tiles, acc, lower):
     txp, typ, xmax, xmin, ymax, ymin, ctiles, rtiles = tiles
     n_ct = xmax.shape[1]
     pc, pr = xmax.shape[1] * TILE_COLS, ymax.shape[1] * TILE_ROWS
-    size = TILE_ROWS * TILE_COLS
     maxp = 0.0
     for j in range(k):
         maxp = max(maxp, pers[kb[j], kd[j]])
@@ -227,8 +236,8 @@ def _accumulate_pi(kb, kd, k, pers, yid, tiles, acc, lower):
                 t = rt * n_ct + ct
                 if (xmax[b, ct] * y_big) * w < lower[t] * _HALF_ULP_SCALE:
                     continue
-                _tile_add_terms(acc, t * size, txp, b * pc + ct * TILE_COLS, typ,
-                                yi * pr + rt * TILE_ROWS, w)
+                _tile_add_terms(acc, rt * TILE_ROWS * pc + ct * TILE_COLS, pc, txp,
+                                b * pc + ct * TILE_COLS, typ, yi * pr + rt * TILE_ROWS, w)
                 lower[t] += (xmin[b, ct] * y_small) * w
 
 
@@ -295,61 +304,80 @@ PAPER_CHUNK = 16
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def paper_pis_kernel(images, keep, pers, tx, cols, yid, ty, rows, tiles, grouped, write_raw,
-                     raw, out_u8):
+def paper_pis_kernel(images, tables, tiles, grouped, write_raw, raw, out_u8):
     """Persistence images of the six H0 diagrams (see :func:`_load_scan`) of each N×H×W×3
     uint8 image: ``raw`` (N×6×R×C float64, when ``write_raw``) and ``out_u8`` (N×6×R×C,
     :func:`_uint8_image`).
 
-    Per image and scan: the bars ``keep`` passes (:func:`h0_path_bars`), their PI, then its
-    uint8 image. The PI is persim's sum (:func:`_accumulate_pi` in tiles, the bars first put
-    in ripser's order by :func:`ripser_order`: bit for bit) or, with ``grouped``, the same sum
-    grouped by birth (:func:`_accumulate_grouped`, written straight into ``raw`` or a per-task
-    scratch image: equal up to rounding, in any bar order). Tables: ``keep[b, d]``,
-    ``pers[b, d]`` over birth/death levels; ``tx[b]`` the birth factor over columns, nonzero in
-    ``cols[b]`` = [c0, c1); ``ty[yid[b, d]]`` the persistence factor over rows (top row =
-    largest persistence), nonzero in ``rows[yid[b, d]]``; ``tiles`` the same factors per
-    tile (:class:`~tgd_core.topology.paper.PaperTiles`).
+    Per image and scan: the bars the threshold keeps (:func:`h0_path_bars`), their PI, then
+    its uint8 image. The PI is persim's sum (:func:`_accumulate_pi` in tiles, the bars first
+    put in ripser's order by :func:`ripser_order`: bit for bit) or, with ``grouped``, the same
+    sum grouped by birth (:func:`_accumulate_grouped`, written straight into ``raw`` or a
+    per-task scratch image: equal up to rounding, in any bar order). ``tables``:
+    :class:`~tgd_core.topology.paper.PaperTables`; ``tiles``: the same factors per tile
+    (:class:`~tgd_core.topology.paper.PaperTiles`). Call it under ``numba.parallel_chunksize(1)``
+    for an even load: a thread takes the next task of PAPER_CHUNK images when done.
     """
-    n_img, h, w, _ = images.shape
-    length = h * w
-    n_rows, n_cols = out_u8.shape[2], out_u8.shape[3]
-    n_tiles = tiles.xmax.shape[1] * tiles.ymax.shape[1]
+    n_img = images.shape[0]
     n_chunks = (n_img + PAPER_CHUNK - 1) // PAPER_CHUNK
     for chunk in prange(n_chunks):
-        levels = np.empty(length, np.int64)
-        scratch = np.empty((7, length), np.int64)
-        bucket = np.empty(257, np.int64)
-        kb = np.empty(length, np.int64)
-        kd = np.empty(length, np.int64)
-        own = np.empty(n_rows * n_cols, np.float64)
-        acc_t = np.empty(0 if grouped else n_tiles * TILE_ROWS * TILE_COLS, np.float64)
-        lower = np.empty(0 if grouped else n_tiles, np.float64)
-        acc = np.zeros((256 if grouped else 0, n_rows), np.float64)
-        lo = np.full(256, n_rows, np.int64)
-        hi = np.zeros(256, np.int64)
-        used = np.empty(256, np.int64)
-        img_t = np.empty(n_rows * n_cols if grouped else 0, np.float64)
-        for n in range(chunk * PAPER_CHUNK, min(n_img, (chunk + 1) * PAPER_CHUNK)):
-            for s in range(6):
-                img = raw[n, s].reshape(n_rows * n_cols) if write_raw else own
-                _load_scan(images[n], s, levels)
-                if grouped:
-                    k = h0_path_bars(levels, length, keep, scratch[0], scratch[1], scratch[2],
-                                     kb, kd, scratch[3])
-                    if k > 0:
-                        _accumulate_grouped(kb, kd, k, pers, tx, cols, yid, ty, rows, acc, lo,
-                                            hi, used, img_t, img)
-                    else:
-                        img[:] = 0.0
-                    _uint8_image(img.reshape(n_rows, n_cols), out_u8[n, s])
-                else:
-                    k = _kept_bars_in_order(levels, length, keep, scratch, bucket, kb, kd)
-                    if k > 0:
-                        _accumulate_pi(kb, kd, k, pers, yid, tiles, acc_t, lower)
-                    else:
-                        acc_t[:] = 0.0
-                    _untile(acc_t, tiles.xmax.shape[1], write_raw, img, out_u8[n, s])
+        start, stop = chunk * PAPER_CHUNK, min(n_img, (chunk + 1) * PAPER_CHUNK)
+        if grouped:
+            _grouped_task(images, tables, write_raw, raw, out_u8, start, stop)
+        else:
+            _persim_task(images, tables, tiles, write_raw, raw, out_u8, start, stop)
+
+
+@njit(cache=True, nogil=True)
+def _persim_task(images, tables, tiles, write_raw, raw, out_u8, start, stop):
+    """:func:`paper_pis_kernel` on images [start, stop) in persim's order."""
+    length = images.shape[1] * images.shape[2]
+    n_rows, n_cols = out_u8.shape[2], out_u8.shape[3]
+    padded_cols = tiles.xmax.shape[1] * TILE_COLS
+    levels = np.empty(length, np.int32)
+    scratch, bucket, kb, kd = bar_scratch(length)
+    acc = np.empty(tiles.ymax.shape[1] * TILE_ROWS * padded_cols, np.float64)
+    lower = np.empty(tiles.xmax.shape[1] * tiles.ymax.shape[1], np.float64)
+    img = np.empty(n_rows * n_cols if write_raw else 0, np.float64)
+    for n in range(start, stop):
+        for s in range(6):
+            if write_raw:
+                img = raw[n, s].reshape(n_rows * n_cols)
+            _load_scan(images[n], s, levels)
+            k = _kept_bars_in_order(levels, length, tables.min_death, scratch, bucket, kb, kd)
+            if k > 0:
+                _accumulate_pi(kb, kd, k, tables.pers, tables.yid, tiles, acc, lower)
+            else:
+                acc[:] = 0.0
+            _untile(acc, padded_cols, write_raw, img, out_u8[n, s])
+
+
+@njit(cache=True, nogil=True)
+def _grouped_task(images, tables, write_raw, raw, out_u8, start, stop):
+    """:func:`paper_pis_kernel` on images [start, stop), summed by birth level."""
+    length = images.shape[1] * images.shape[2]
+    n_rows, n_cols = out_u8.shape[2], out_u8.shape[3]
+    levels = np.empty(length, np.int32)
+    scratch, _, kb, kd = bar_scratch(length)
+    img = np.empty(n_rows * n_cols, np.float64)
+    acc = np.zeros((256, n_rows), np.float64)
+    lo = np.full(256, n_rows, np.int64)
+    hi = np.zeros(256, np.int64)
+    used = np.empty(256, np.int64)
+    img_t = np.empty(n_rows * n_cols, np.float64)
+    for n in range(start, stop):
+        for s in range(6):
+            if write_raw:
+                img = raw[n, s].reshape(n_rows * n_cols)
+            _load_scan(images[n], s, levels)
+            k = h0_path_bars(levels, length, tables.min_death, scratch[0], scratch[1],
+                             scratch[2], kb, kd, scratch[3])
+            if k > 0:
+                _accumulate_grouped(kb, kd, k, tables.pers, tables.tx, tables.cols, tables.yid,
+                                    tables.ty, tables.rows, acc, lo, hi, used, img_t, img)
+            else:
+                img[:] = 0.0
+            _uint8_image(img.reshape(n_rows, n_cols), out_u8[n, s])
 
 
 @njit(cache=True, nogil=True, fastmath={"nnan", "nsz", "reassoc"})
@@ -362,19 +390,19 @@ def _max(values):
 
 
 @njit(cache=True, nogil=True)
-def _untile(acc, n_ct, write_raw, img, out):
-    """A tile-major PI (:func:`_accumulate_pi`) into ``img`` (flat R×C, when ``write_raw``) and
-    its uint8 image ``out`` (R×C), as :func:`_uint8_image` computes it."""
+def _untile(acc, padded_cols, write_raw, img, out):
+    """A padded PI (:func:`_accumulate_pi`, rows of ``padded_cols``) into ``img`` (flat R×C,
+    when ``write_raw``) and its uint8 image ``out`` (R×C), as :func:`_uint8_image` computes
+    it (the padding is zero: it changes no maximum)."""
     n_rows, n_cols = out.shape
     m = _max(acc)
-    size = TILE_ROWS * TILE_COLS
     for r in range(n_rows):
-        rt, rr = r // TILE_ROWS, r % TILE_ROWS
+        row = acc[r * padded_cols:r * padded_cols + n_cols]
+        if write_raw:
+            img[r * n_cols:(r + 1) * n_cols] = row
+        pixels = out[r]
         for c in range(n_cols):
-            v = acc[(rt * n_ct + c // TILE_COLS) * size + rr * TILE_COLS + c % TILE_COLS]
-            if write_raw:
-                img[r * n_cols + c] = v
-            out[r, c] = np.uint8((v / m) * 255.0) if m > 0.0 else 0
+            pixels[c] = np.uint8((row[c] / m) * 255.0) if m > 0.0 else 0
 
 
 @njit(cache=True, nogil=True)

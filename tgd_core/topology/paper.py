@@ -26,6 +26,7 @@ import functools
 from dataclasses import asdict, dataclass
 from typing import Literal, NamedTuple, get_args
 
+import numba
 import numpy as np
 from scipy.stats import norm
 
@@ -67,7 +68,7 @@ class PaperPIConfig:
 # Filtration values exactly as the reference computes them: float64 pixel / 255.0, cast to
 # float32 by ripser. Diagram coordinates are these float32 values (held in float64).
 LEVEL_VALUES = (np.arange(256) / 255.0).astype(np.float32).astype(np.float64)
-_ALL_BARS = np.ones((256, 256), np.bool_)  # keep-table of paper_diagrams(thresholded=False)
+_ALL_BARS = np.zeros(256, np.int32)  # min_death of paper_diagrams(thresholded=False)
 
 
 def persim_grid(config: PaperPIConfig):
@@ -90,8 +91,9 @@ def persim_grid(config: PaperPIConfig):
 class PaperTables(NamedTuple):
     """Per-level tables of one :class:`PaperPIConfig` (read-only; see the module doc).
 
-    keep[b, d]: bar (birth level b, death level d) passes the threshold; pers[b, d]: its
-    persistence, death - birth (exact in float64). tx[b]: the birth factor of birth level b
+    keep[b, d]: bar (birth level b, death level d) passes the threshold, i.e. d ≥ min_death[b]
+    (persistence grows with d; 256 if no d passes). pers[b, d]: its persistence, death -
+    birth (exact in float64). tx[b]: the birth factor of birth level b
     over the image columns, nonzero only in columns cols[b] = [c0, c1). ty[yid[b, d]]: the
     persistence factor of bar (b, d) over the image rows (top row = largest persistence),
     nonzero only in rows rows[yid[b, d]]; bars of equal persistence share one row of ``ty``
@@ -99,6 +101,7 @@ class PaperTables(NamedTuple):
     """
 
     keep: np.ndarray
+    min_death: np.ndarray
     pers: np.ndarray
     tx: np.ndarray
     cols: np.ndarray
@@ -178,7 +181,9 @@ def _tables(config: PaperPIConfig) -> PaperTables:
     ty, inverse = np.unique(fy[:, ::-1], axis=0, return_inverse=True)  # largest pers on top
     yid = np.zeros((256, 256), np.int32)
     yid[b_idx, d_idx] = inverse.ravel()
-    tables = PaperTables(keep, pers, np.ascontiguousarray(tx), _nonzero_span(tx), yid,
+    min_death = np.where(keep.any(axis=1), np.argmax(keep, axis=1), 256).astype(np.int32)
+    assert (keep == (np.arange(256)[None, :] >= min_death[:, None])).all()  # pers grows with d
+    tables = PaperTables(keep, min_death, pers, np.ascontiguousarray(tx), _nonzero_span(tx), yid,
                          np.ascontiguousarray(ty), _nonzero_span(ty))
     for arr in tables:
         arr.setflags(write=False)
@@ -234,8 +239,9 @@ def paper_persistence_images(
     shape = (len(batch), len(SCANS), ny, nx)
     pi_raw = np.empty(shape, np.float64) if raw else np.empty((1, 1, 1, 1), np.float64)
     pi_u8 = np.empty(shape, np.uint8)
-    _kernels.paper_pis_kernel(np.ascontiguousarray(batch), *_tables(config), _tiles(config),
-                              summation == "grouped", raw, pi_raw, pi_u8)
+    with numba.parallel_chunksize(1):  # tasks handed out as threads finish (thread-local)
+        _kernels.paper_pis_kernel(np.ascontiguousarray(batch), _tables(config), _tiles(config),
+                                  summation == "grouped", raw, pi_raw, pi_u8)
     return (pi_raw if raw else None), pi_u8
 
 
@@ -265,15 +271,13 @@ def paper_diagrams(image, config: PaperPIConfig | None = None, *, thresholded: b
     batch = _as_uint8_rgb(image)
     if len(batch) != 1:
         raise TGDError(f"paper_diagrams takes one image, got {len(batch)}")
-    keep = _tables(config).keep if thresholded else _ALL_BARS
+    min_death = _tables(config).min_death if thresholded else _ALL_BARS
     signals = scan_signals(batch)[0]
     length = signals.shape[1]
-    scratch = np.empty((7, length), np.int64)
-    bucket = np.empty(257, np.int64)
-    b, d = np.empty(length, np.int64), np.empty(length, np.int64)
+    scratch, bucket, b, d = _kernels.bar_scratch(length)
     diagrams = []
     for sig in signals:
-        m = _kernels._kept_bars_in_order(sig, length, keep, scratch, bucket, b, d)
+        m = _kernels._kept_bars_in_order(sig, length, min_death, scratch, bucket, b, d)
         diagrams.append(np.stack([LEVEL_VALUES[b[:m]], LEVEL_VALUES[d[:m]]], axis=1))
     return diagrams
 
