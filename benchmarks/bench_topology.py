@@ -76,15 +76,15 @@ def _stage_loop():
     def loop(images, tables, tiles, upto, grouped):
         pers, tx, cols, yid, ty, rows = (tables.pers, tables.tx, tables.cols, tables.yid,
                                          tables.ty, tables.rows)
+        padded_cols = tiles.xmax.shape[1] * _kernels.TILE_COLS
         length = images.shape[1] * images.shape[2]
         n_rows, n_cols = ty.shape[1], tx.shape[1]
         n_ct = tiles.xmax.shape[1]
         levels = np.empty(length, np.int32)
         scratch, bucket, kb, kd = _kernels.bar_scratch(length)
-        img = np.empty(n_rows * n_cols)
-        img_t = np.empty(n_rows * n_cols)
+        img = np.empty(0)
         acc = np.zeros((256, n_rows))
-        acc_t = np.empty(n_ct * tiles.ymax.shape[1] * _kernels.TILE_ROWS * _kernels.TILE_COLS)
+        acc_t = np.empty(tiles.ymax.shape[1] * _kernels.TILE_ROWS * padded_cols)
         lower = np.empty(n_ct * tiles.ymax.shape[1])
         lo, hi = np.full(256, n_rows, np.int64), np.zeros(256, np.int64)
         used = np.empty(256, np.int64)
@@ -101,19 +101,15 @@ def _stage_loop():
                     k = _kernels._kept_bars_in_order(levels, length, tables.min_death, scratch,
                                                      bucket, kb, kd)
                     points += k
-                if upto >= 2 and grouped and k > 0:
-                    _kernels._accumulate_grouped(kb, kd, k, pers, tx, cols, yid, ty, rows, acc,
-                                                 lo, hi, used, img_t, img)
-                elif upto >= 2 and grouped:
-                    img[:] = 0.0
-                elif upto >= 2:
+                if upto >= 2:
                     acc_t[:] = 0.0
-                    if k > 0:
-                        _kernels._accumulate_pi(kb, kd, k, pers, yid, tiles, acc_t, lower)
-                if upto >= 3 and grouped:
-                    _kernels._uint8_image(img.reshape(out.shape), out)
-                elif upto >= 3:
-                    _kernels._untile(acc_t, n_ct * _kernels.TILE_COLS, False, img, out)
+                if upto >= 2 and k > 0 and grouped:
+                    _kernels._accumulate_grouped(kb, kd, k, pers, cols, yid, ty, rows,
+                                                 tiles.txp, acc, lo, hi, used, acc_t)
+                elif upto >= 2 and k > 0:
+                    _kernels._accumulate_pi(kb, kd, k, pers, yid, tiles, acc_t, lower)
+                if upto >= 3:
+                    _kernels._untile(acc_t, padded_cols, False, img, out)
         return points
 
     return loop

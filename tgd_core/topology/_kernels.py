@@ -24,6 +24,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +201,33 @@ def _tile_add_terms(typingctx, pi, offset, stride, tx, x_off, ty, y_off, w):
     return sig, codegen
 
 
+@intrinsic
+def _fma4(typingctx, dst, d_off, src, s_off, scale):
+    """dst[d_off + i] = fma(src[s_off + i], scale, dst[d_off + i]) for i < 4, one 4-wide fused
+    multiply-add (float64; 1-D C-contiguous arrays, offsets in bounds)."""
+    sig = types.void(dst, d_off, src, s_off, scale)
+
+    def codegen(context, builder, signature, args):
+        vec = ir.VectorType(ir.DoubleType(), 4)
+
+        def vector(index, offset):
+            arr = context.make_array(signature.args[index])(context, builder, args[index])
+            return builder.bitcast(builder.gep(arr.data, [args[offset]]), vec.as_pointer())
+
+        dst_p, src_p = vector(0, 1), vector(2, 3)
+        one = builder.insert_element(ir.Constant(vec, ir.Undefined), args[4], ir.IntType(32)(0))
+        scale_v = builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), 4),
+                                                                [0] * 4))
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                             "llvm.fma.v4f64")
+        total = builder.call(fma, [builder.load(src_p, align=8), scale_v,
+                                   builder.load(dst_p, align=8)])
+        builder.store(total, dst_p, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True)
 def _accumulate_pi(kb, kd, k, pers, yid, tiles, acc, lower):
     """``acc`` (overwritten; the PI padded with zeros to whole tiles, flat, row-major) = the PI
@@ -242,24 +270,25 @@ def _accumulate_pi(kb, kd, k, pers, yid, tiles, acc, lower):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _accumulate_grouped(births, deaths, k, pers, tx, cols, yid, ty, rows, acc, lo, hi, used,
-                        img_t, img):
-    """``img`` (rows×cols flat, overwritten) = the PI of the k points, grouped by birth level:
+def _accumulate_grouped(births, deaths, k, pers, cols, yid, ty, rows, txp, acc, lo, hi, used,
+                        pi):
+    """``pi`` (overwritten; the PI padded to whole tiles, flat, row-major, as
+    :func:`_accumulate_pi`'s) = the PI of the k points, grouped by birth level:
     PI = sum over birth levels b of tx[b] ⊗ (sum over points p born at b of w_p · ty[p]).
 
     The same terms as persim's, with x_b factored out of each birth's points
     (``(y · w) · x`` instead of ``(x · y) · w``): equal up to rounding (all terms are
     non-negative, so no cancellation), in float64 with fused multiply-adds. Work: points ×
     rows + births × rows × cols instead of points × rows × cols (117 points but 68 birth
-    levels per CIFAR-10 scan). The
-    outer products go to ``img_t`` (cols×rows: each birth's column of rows is contiguous, the
-    longer inner loop), transposed into ``img`` at the end. Per-thread scratch: ``acc`` (256 ×
-    rows, all zero on entry and on return), ``lo``/``hi`` (256 each, lo = rows and hi = 0 on
-    entry and on return: the row span of birth b's sum), ``used`` (256: the birth levels met),
-    ``img_t`` (rows × cols).
+    levels per CIFAR-10 scan). Each birth's outer product is added row by row in 4-wide
+    fused multiply-adds over its columns rounded out to multiples of 4 (``txp``, the padded
+    birth factors, is zero outside a birth's columns: fma(0, g, s) = s). Per-thread scratch:
+    ``acc`` (256 × rows, all zero on entry and on return), ``lo``/``hi`` (256 each, lo = rows
+    and hi = 0 on entry and on return: the row span of birth b's sum), ``used`` (256: the
+    birth levels met).
     """
-    n_cols = tx.shape[1]
     n_rows = acc.shape[1]
+    padded_cols = txp.shape[0] // 256
     maxp = 0.0
     for j in range(k):
         maxp = max(maxp, pers[births[j], deaths[j]])
@@ -281,22 +310,18 @@ def _accumulate_grouped(births, deaths, k, pers, tx, cols, yid, ty, rows, acc, l
         group = acc[b, r0:r1]
         for r in range(yrow.shape[0]):
             group[r] += yrow[r] * wgt
-    img_t[:] = 0.0
+    pi[:] = 0.0
     for u in range(n_used):
         b = used[u]
-        r0, r1 = lo[b], hi[b]
-        group = acc[b, r0:r1]
-        for c in range(cols[b, 0], cols[b, 1]):
-            x = tx[b, c]
-            pixels = img_t[c * n_rows + r0:c * n_rows + r1]
-            for r in range(group.shape[0]):  # zero-based over slices: LLVM vectorises it
-                pixels[r] += group[r] * x
-        group[:] = 0.0
+        c0 = cols[b, 0] // 4 * 4
+        n_vec = (cols[b, 1] - c0 + 3) // 4
+        for r in range(lo[b], hi[b]):
+            g = acc[b, r]
+            for q in range(n_vec):
+                _fma4(pi, r * padded_cols + c0 + 4 * q, txp, b * padded_cols + c0 + 4 * q, g)
+        acc[b, lo[b]:hi[b]] = 0.0
         lo[b] = n_rows
         hi[b] = 0
-    for r in range(n_rows):
-        for c in range(n_cols):
-            img[r * n_cols + c] = img_t[c * n_rows + r]
 
 
 #: Images per task of the parallel loop (each task allocates its scratch once).
@@ -323,7 +348,7 @@ def paper_pis_kernel(images, tables, tiles, grouped, write_raw, raw, out_u8):
     for chunk in prange(n_chunks):
         start, stop = chunk * PAPER_CHUNK, min(n_img, (chunk + 1) * PAPER_CHUNK)
         if grouped:
-            _grouped_task(images, tables, write_raw, raw, out_u8, start, stop)
+            _grouped_task(images, tables, tiles, write_raw, raw, out_u8, start, stop)
         else:
             _persim_task(images, tables, tiles, write_raw, raw, out_u8, start, stop)
 
@@ -353,18 +378,19 @@ def _persim_task(images, tables, tiles, write_raw, raw, out_u8, start, stop):
 
 
 @njit(cache=True, nogil=True)
-def _grouped_task(images, tables, write_raw, raw, out_u8, start, stop):
+def _grouped_task(images, tables, tiles, write_raw, raw, out_u8, start, stop):
     """:func:`paper_pis_kernel` on images [start, stop), summed by birth level."""
     length = images.shape[1] * images.shape[2]
     n_rows, n_cols = out_u8.shape[2], out_u8.shape[3]
+    padded_cols = tiles.xmax.shape[1] * TILE_COLS
     levels = np.empty(length, np.int32)
     scratch, _, kb, kd = bar_scratch(length)
-    img = np.empty(n_rows * n_cols, np.float64)
+    pi = np.empty(tiles.ymax.shape[1] * TILE_ROWS * padded_cols, np.float64)
+    img = np.empty(n_rows * n_cols if write_raw else 0, np.float64)
     acc = np.zeros((256, n_rows), np.float64)
     lo = np.full(256, n_rows, np.int64)
     hi = np.zeros(256, np.int64)
     used = np.empty(256, np.int64)
-    img_t = np.empty(n_rows * n_cols, np.float64)
     for n in range(start, stop):
         for s in range(6):
             if write_raw:
@@ -373,11 +399,11 @@ def _grouped_task(images, tables, write_raw, raw, out_u8, start, stop):
             k = h0_path_bars(levels, length, tables.min_death, scratch[0], scratch[1],
                              scratch[2], kb, kd, scratch[3])
             if k > 0:
-                _accumulate_grouped(kb, kd, k, tables.pers, tables.tx, tables.cols, tables.yid,
-                                    tables.ty, tables.rows, acc, lo, hi, used, img_t, img)
+                _accumulate_grouped(kb, kd, k, tables.pers, tables.cols, tables.yid, tables.ty,
+                                    tables.rows, tiles.txp, acc, lo, hi, used, pi)
             else:
-                img[:] = 0.0
-            _uint8_image(img.reshape(n_rows, n_cols), out_u8[n, s])
+                pi[:] = 0.0
+            _untile(pi, padded_cols, write_raw, img, out_u8[n, s])
 
 
 @njit(cache=True, nogil=True, fastmath={"nnan", "nsz", "reassoc"})
