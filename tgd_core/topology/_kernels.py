@@ -163,6 +163,27 @@ TILE_ROWS, TILE_COLS = 4, 8
 _HALF_ULP_SCALE = 2.0 ** -54
 
 
+_VEC4 = ir.VectorType(ir.DoubleType(), 4)
+
+
+def _splat(builder, value):
+    """LLVM IR: a 4-wide vector of ``value``."""
+    i32 = ir.IntType(32)
+    one = builder.insert_element(ir.Constant(_VEC4, ir.Undefined), value, i32(0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, 4), [0] * 4))
+
+
+def _element_ptr(context, builder, signature, args, array, offset):
+    """LLVM IR: the address of element ``args[offset]`` of the array ``args[array]``."""
+    arr = context.make_array(signature.args[array])(context, builder, args[array])
+    return builder.gep(arr.data, [args[offset]])
+
+
+def _vector_ptr(builder, pointer, index=0):
+    """LLVM IR: ``pointer + index`` (float64 elements) as a pointer to a 4-wide vector."""
+    return builder.bitcast(builder.gep(pointer, [ir.IntType(64)(index)]), _VEC4.as_pointer())
+
+
 @intrinsic
 def _tile_add_terms(typingctx, pi, offset, stride, tx, x_off, ty, y_off, w):
     """pi[offset + r·stride + c] += (tx[x_off + c] · ty[y_off + r]) · w for every r <
@@ -172,28 +193,17 @@ def _tile_add_terms(typingctx, pi, offset, stride, tx, x_off, ty, y_off, w):
     sig = types.void(pi, offset, stride, tx, x_off, ty, y_off, w)
 
     def codegen(context, builder, signature, args):
-        vec = ir.VectorType(ir.DoubleType(), 4)
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-
-        def data(index, offset):
-            arr = context.make_array(signature.args[index])(context, builder, args[index])
-            return builder.gep(arr.data, [args[offset]])
-
-        def splat(value):
-            one = builder.insert_element(ir.Constant(vec, ir.Undefined), value, i32(0))
-            return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, 4), [0] * 4))
-
-        def vector_at(base, index):
-            return builder.bitcast(builder.gep(base, [i64(index)]), vec.as_pointer())
-
-        tile_p, x_p, y_p = data(0, 1), data(3, 4), data(5, 6)
-        wv = splat(args[7])
-        xs = [builder.load(vector_at(x_p, 4 * j), align=8) for j in range(TILE_COLS // 4)]
+        i64 = ir.IntType(64)
+        tile_p, x_p, y_p = (_element_ptr(context, builder, signature, args, array, offset)
+                            for array, offset in ((0, 1), (3, 4), (5, 6)))
+        wv = _splat(builder, args[7])
+        xs = [builder.load(_vector_ptr(builder, x_p, 4 * j), align=8)
+              for j in range(TILE_COLS // 4)]
         for r in range(TILE_ROWS):
-            yv = splat(builder.load(builder.gep(y_p, [i64(r)])))
+            yv = _splat(builder, builder.load(builder.gep(y_p, [i64(r)])))
             row_p = builder.gep(tile_p, [builder.mul(args[2], i64(r))])
             for j, xv in enumerate(xs):
-                ptr = vector_at(row_p, 4 * j)
+                ptr = _vector_ptr(builder, row_p, 4 * j)
                 term = builder.fmul(builder.fmul(xv, yv), wv)
                 builder.store(builder.fadd(builder.load(ptr, align=8), term), ptr, align=8)
         return context.get_dummy_value()
@@ -208,19 +218,12 @@ def _fma4(typingctx, dst, d_off, src, s_off, scale):
     sig = types.void(dst, d_off, src, s_off, scale)
 
     def codegen(context, builder, signature, args):
-        vec = ir.VectorType(ir.DoubleType(), 4)
-
-        def vector(index, offset):
-            arr = context.make_array(signature.args[index])(context, builder, args[index])
-            return builder.bitcast(builder.gep(arr.data, [args[offset]]), vec.as_pointer())
-
-        dst_p, src_p = vector(0, 1), vector(2, 3)
-        one = builder.insert_element(ir.Constant(vec, ir.Undefined), args[4], ir.IntType(32)(0))
-        scale_v = builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), 4),
-                                                                [0] * 4))
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+        dst_p, src_p = (_vector_ptr(builder, _element_ptr(context, builder, signature, args,
+                                                          array, offset))
+                        for array, offset in ((0, 1), (2, 3)))
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC4, [_VEC4] * 3),
                                              "llvm.fma.v4f64")
-        total = builder.call(fma, [builder.load(src_p, align=8), scale_v,
+        total = builder.call(fma, [builder.load(src_p, align=8), _splat(builder, args[4]),
                                    builder.load(dst_p, align=8)])
         builder.store(total, dst_p, align=8)
         return context.get_dummy_value()
@@ -242,8 +245,9 @@ def _accumulate_pi(kb, kd, k, pers, yid, tiles, acc, lower):
     ulp of every pixel sum s in the tile: then fl(s + t) = s. The sums only grow (all terms
     are ≥ 0), and ``lower[t]``, the sum of each visiting point's smallest term on the tile
     (rounded the same way), bounds them from below; if 2^e ≤ lower < 2^(e+1), every s has half
-    an ulp ≥ 2^(e-53) > fl(lower · 2^-54) (zero for subnormal bounds: no skip). 45 % of
-    persim's nonzero terms on CIFAR-10 are skipped this way. ``tiles``: :class:`PaperTiles`.
+    an ulp ≥ 2^(e-53) > fl(lower · 2^-54) (zero for subnormal bounds: no skip). On CIFAR-10
+    the tiles computed hold ~500k terms per image (~15,500 tiles of 32) against persim's 876k
+    nonzero terms. ``tiles``: :class:`~tgd_core.topology.paper.PaperTiles`.
     """
     txp, typ, xmax, xmin, ymax, ymin, ctiles, rtiles = tiles
     n_ct = xmax.shape[1]
@@ -334,11 +338,12 @@ def paper_pis_kernel(images, tables, tiles, grouped, write_raw, raw, out_u8):
     uint8 image: ``raw`` (N×6×R×C float64, when ``write_raw``) and ``out_u8`` (N×6×R×C,
     :func:`_uint8_image`).
 
-    Per image and scan: the bars the threshold keeps (:func:`h0_path_bars`), their PI, then
-    its uint8 image. The PI is persim's sum (:func:`_accumulate_pi` in tiles, the bars first
+    Per image and scan: the bars the threshold keeps (:func:`h0_path_bars`), their PI in a
+    per-task padded scratch PI, then its uint8 image and (``write_raw``) its float64 values
+    (:func:`_untile`). The PI is persim's sum (:func:`_accumulate_pi` in tiles, the bars first
     put in ripser's order by :func:`ripser_order`: bit for bit) or, with ``grouped``, the same
-    sum grouped by birth (:func:`_accumulate_grouped`, written straight into ``raw`` or a
-    per-task scratch image: equal up to rounding, in any bar order). ``tables``:
+    sum grouped by birth (:func:`_accumulate_grouped`: equal up to rounding, in any bar
+    order). ``tables``:
     :class:`~tgd_core.topology.paper.PaperTables`; ``tiles``: the same factors per tile
     (:class:`~tgd_core.topology.paper.PaperTiles`). Call it under ``numba.parallel_chunksize(1)``
     for an even load: a thread takes the next task of PAPER_CHUNK images when done.
