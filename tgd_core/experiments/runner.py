@@ -121,6 +121,8 @@ def train_unit(runs: Unit, *, progress: bool | None, log, context) -> None:
     from tgd_core.training import run_training
     from tgd_core.training.group import groups_by_position, train_group
 
+    if not runs:
+        return
     for part in groups_by_position(runs) if len(runs) > 1 else [runs]:
         for label, cfg in part:
             log(f"[{'resume' if _resuming(cfg) else 'train'}] {label} -> {cfg.out_dir}")

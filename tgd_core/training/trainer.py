@@ -27,7 +27,9 @@ rank 0 writes every file, and checkpoints resume with any number of processes.
 
 The loop is a :class:`Trainer` (setup, :meth:`~Trainer.train`, :meth:`~Trainer.train_epoch`,
 :meth:`~Trainer.train_step`, :meth:`~Trainer.evaluate`, the epoch-end writes): a variant
-overrides the methods it changes. Its position is a :class:`~.loop_state.LoopState`.
+overrides the methods it changes (:class:`~.fast.FastTrainer`; :class:`~.group.GroupMember`,
+driven with others by a :class:`~.group.StudentGroup`). Its position is a
+:class:`~.loop_state.LoopState`.
 """
 
 from __future__ import annotations
