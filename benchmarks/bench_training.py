@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_training.py [--steps 6] [--batch 128]
         [--accuracy 2000] [--distill-images 5000 --distill-epochs 3] [--write docs/benchmarks.md]
+        [--groups-only]
 
 1. Training throughput (images/s, SGD step with backward) for WRN16-1 and WRN16-3 on raw
    32×32 images and WRN16-3 on 6×50×50 PI stacks, with and without channels_last.
@@ -13,11 +14,17 @@
    does with augmentation (issue #9); timed in interleaved rounds.
 4. Augmented TGD on a CPU (issue #18): a TGD step with live teachers run as each
    ``teacher_inference`` option (exact, BatchNorm folded, int8), and measured-only variants (the
-   PI teacher under bf16 autocast, the PI teacher on 2×2-average-pooled 25×25 PIs, one teachers'
-   forward shared by the 3 students of a recipe's seeds), against the scratch step, all timed in
-   interleaved rounds in one run. With ``--accuracy N``: each option's effect on the shipped
-   teachers' accuracy on the first N CIFAR-10 test images; with ``--distill-images``: a short
-   augmented TGD run per option (shipped teachers, same seed; see ``distill_runs``).
+   PI teacher under bf16 autocast, the PI teacher on 2×2-average-pooled 25×25 PIs), against the
+   scratch step, all timed in interleaved rounds in one run. With ``--accuracy N``: each
+   option's effect on the shipped teachers' accuracy on the first N CIFAR-10 test images; with
+   ``--distill-images``: a short augmented TGD run per option (shipped teachers, same seed; see
+   ``distill_runs``).
+5. Students trained as a group (``tgd experiment --group-students``, issue #18): the real
+   training loop (``StudentGroup``: CIFAR-10 batches, crop + flip, on-the-fly PIs, the
+   teachers' forward once per step, every student's step) for groups of 1-4 of the cpu
+   recipe's methods of one seed (TGD, scratch, KD, MTKD), teachers exact and int8: seconds per
+   step per student against a scratch run's step in the same loop, interleaved rounds
+   (``group_rows``; ``--groups-only`` runs this part alone, without ``--write``).
 
 Random inputs and random-weight teachers for the timings (speed does not depend on the pixels
 or the weights; int8 is calibrated on the random images); best of three timings of ``--steps``
@@ -56,28 +63,21 @@ from tgd_core.training.data import ON_THE_FLY_CHUNK, prefetch  # noqa: E402
 from tgd_core.training.targets import TargetCache  # noqa: E402
 
 
-def step_seconds(distillers, inputs, labels, steps: int, cache=None, make_inputs=None,
+def step_seconds(distiller, inputs, labels, steps: int, cache=None, make_inputs=None,
                  repeats: int = 3) -> float:
-    """Best of ``repeats`` timings of ``steps`` SGD steps (one warm-up step first), per
-    student. ``distillers``: one distiller, or several sharing their teachers, whose students
-    all train on the same batch with one teachers' forward; ``make_inputs`` rebuilds the inputs
-    inside each step (e.g. PIs computed on the fly)."""
-    group = distillers if isinstance(distillers, list | tuple) else [distillers]
-    opts = [torch.optim.SGD(list(d.trainable_parameters()), lr=0.01, momentum=0.9)
-            for d in group]
-    for d in group:
-        d.train()
+    """Best of ``repeats`` timings of ``steps`` SGD steps (one warm-up step first);
+    ``make_inputs`` rebuilds the inputs inside each step (e.g. PIs computed on the fly)."""
+    opt = torch.optim.SGD(list(distiller.trainable_parameters()), lr=0.01, momentum=0.9)
+    distiller.train()
     idx = torch.arange(len(labels))
 
     def one():
         x = make_inputs() if make_inputs else inputs
-        targets = (cache.targets(group[0], x, idx, 0) if cache
-                   else group[0].teacher_targets(x))
-        for d, opt in zip(group, opts, strict=True):
-            _, terms = d.forward_train(x, labels, targets)
-            opt.zero_grad(set_to_none=True)
-            sum(terms.values()).backward()
-            opt.step()
+        targets = cache.targets(distiller, x, idx, 0) if cache else None
+        _, terms = distiller.forward_train(x, labels, targets)
+        opt.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        opt.step()
 
     one()
     best = float("inf")
@@ -85,7 +85,7 @@ def step_seconds(distillers, inputs, labels, steps: int, cache=None, make_inputs
         t0 = time.perf_counter()
         for _ in range(steps):
             one()
-        best = min(best, (time.perf_counter() - t0) / steps / len(group))
+        best = min(best, (time.perf_counter() - t0) / steps)
     return best
 
 
@@ -215,6 +215,104 @@ def distill_runs(images: int, epochs: int, test_images: int) -> list[str]:
             f"{r['train_seconds'] / reference:.2f} |" for name, r in results.items()]
 
 
+# The cpu recipe's method rows of one seed a group is made of, in this order (TGD first):
+# row -> (method, teacher roles); the paper's teachers fill the roles.
+GROUP_ROWS = {"tgd": ("tgd", ("t1", "t2")), "scratch": ("scratch", ()),
+              "kd_t1": ("kd", ("t1",)), "mtkd": ("mtkd", ("t1", "t2"))}
+GROUP_INFERENCE = ("exact", "int8")
+
+
+def random_teacher_checkpoints(folder: str) -> dict[str, str]:
+    """The paper's teachers (WRN16-3 raw, WRN16-3 on 6×50×50 PIs) with random weights, saved
+    as checkpoints in ``folder``: role -> path."""
+    from tgd_core.nets.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    paths = {}
+    for role, kind, channels, norm in (("t1", "raw", 3, CIFAR10_RAW),
+                                       ("t2", "pi", 6, CIFAR10_PI)):
+        paths[role] = str(Path(folder) / f"{role}.pt")
+        save_checkpoint(paths[role], build_model("wrn16_3", in_channels=channels),
+                        input_kind=kind, normalization=norm, epoch=1)
+    return paths
+
+
+def group_rows(batch: int, steps: int, rounds: int = 3) -> list[str]:
+    """Table rows: groups of 1-4 students (:data:`GROUP_ROWS`, TGD first) trained by the real
+    group loop (``StudentGroup.train_epoch``: batches of the first ``batch`` × ``steps``
+    CIFAR-10 training images, crop + flip, on-the-fly paper-mode PIs, channels_last, the
+    random-weight paper teachers once per step as each of :data:`GROUP_INFERENCE`), against a
+    scratch run's epoch in the standard loop (``Trainer.train_epoch``, its batches cropped and
+    flipped alike); best of ``rounds`` interleaved rounds after a warm-up epoch."""
+    from tgd_core.training.config import TrainConfig
+    from tgd_core.training.group import StudentGroup
+    from tgd_core.training.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        teachers = random_teacher_checkpoints(tmp)
+        common = dict(train_subset=batch * steps, test_subset=batch, batch_size=batch,
+                      epochs=rounds + 1, schedule="cosine", augment=True, pi_on_the_fly=True,
+                      channels_last=True, seed=0, threads=torch.get_num_threads())
+
+        def config(row: str, inference: str, folder: str) -> TrainConfig:
+            method, roles = GROUP_ROWS[row]
+            return TrainConfig.build(**common, method=method, teacher_inference=inference,
+                                     teachers={r: teachers[r] for r in roles},
+                                     out_dir=f"{folder}/{row}")
+
+        scratch = Trainer(config("scratch", "exact", f"{tmp}/alone"), progress=False)
+        scratch.setup(resume=False)
+        groups = {}
+        for inference in GROUP_INFERENCE:
+            loaded: dict = {}  # the teachers, loaded (int8: calibrated) once per option
+            for n in range(1, len(GROUP_ROWS) + 1):
+                group = StudentGroup([config(row, inference, f"{tmp}/{inference}{n}")
+                                      for row in list(GROUP_ROWS)[:n]], progress=False)
+                group.teachers.update(loaded)  # each step resets their memo: groups step apart
+                group.setup([False] * n)
+                loaded = group.teachers
+                groups[inference, n] = group
+
+        def epoch_step_seconds(unit, members, epoch: int) -> float:
+            for m in members:
+                m.state.step = 0  # a fresh epoch (no checkpoint, no metrics row)
+            return _timed(lambda: unit.train_epoch(epoch)) / steps
+
+        timers = {"scratch": lambda e: epoch_step_seconds(scratch, [scratch], e)}
+        timers |= {key: lambda e, g=g: epoch_step_seconds(g, g.members, e)
+                   for key, g in groups.items()}
+        best = dict.fromkeys(timers, float("inf"))
+        for epoch in range(rounds + 1):  # epoch 0 warms up
+            for key, timer in timers.items():
+                t = timer(epoch)
+                best[key] = min(best[key], t) if epoch else best[key]
+    t_scratch = best.pop("scratch")
+    rows = [f"| scratch alone (standard loop, crop + flip) | {t_scratch:.3f} | {t_scratch:.3f} "
+            "| 1.00 |"]
+    for (inference, n), t in best.items():
+        members = " + ".join(list(GROUP_ROWS)[:n])
+        rows.append(f"| {members} (teachers {inference}) | {t:.3f} | {t / n:.3f} | "
+                    f"{t / n / t_scratch:.2f} |")
+    return rows
+
+
+def group_table(batch: int, steps: int) -> list[str]:
+    """The group section's lines (:func:`group_rows`)."""
+    return [
+        "",
+        f"Students trained as a group (`tgd experiment --group-students`): the real loop on "
+        f"{batch * steps:,} CIFAR-10 training images in batches of {batch}, crop + flip, "
+        "on-the-fly paper-mode PIs, channels_last, teachers WRN16-3 raw + WRN16-3 on 6×50×50 "
+        "PIs (random weights) run once per step for the whole group; WRN16-1 students of the "
+        "cpu recipe's rows of one seed. Per student: the group's step ÷ its students; "
+        "× scratch: against the scratch run's step in the same loop and run.",
+        "",
+        "| students in one group | s / step (group) | s / step per student | × scratch |",
+        "|---|---:|---:|---:|",
+        *group_rows(batch, steps),
+    ]
+
+
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -235,9 +333,18 @@ def main() -> None:
     ap.add_argument("--distill-images", type=int, default=0, metavar="N",
                     help="short augmented TGD run per option on N training images (0: skip)")
     ap.add_argument("--distill-epochs", type=int, default=3)
+    ap.add_argument("--groups-only", action="store_true",
+                    help="only the students-in-a-group table (printed; not with --write)")
     args = ap.parse_args()
     torch.manual_seed(0)
     b = args.batch
+    if args.groups_only:
+        if args.write:
+            ap.error("--groups-only measures one table: it cannot write the whole section")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"{os.cpu_count()} CPU cores")
+        print("\n".join(group_table(b, args.steps)))
+        return
     raw = {"raw": torch.rand(b, 3, 32, 32), "pi": torch.rand(b, 6, 50, 50)}
     labels = torch.randint(0, 10, (b,))
     scratch = get_method("scratch")
@@ -274,18 +381,13 @@ def main() -> None:
     d_cached = tgd(cl)
     cache = TargetCache.create(d_cached, b, inputs, augment=False, fixed_batches=True)
 
-    # Teachers live (augmentation): each teacher_inference option, the measured-only PI
-    # teacher variants, and the 3 students of a recipe's seeds sharing one teachers' forward
-    # (per student); with the scratch and cached steps, timed in interleaved rounds.
-    shared = {name: paper_teachers(name, views) for name in ("exact", "int8")}
+    # Teachers live (augmentation): each teacher_inference option and the measured-only PI
+    # teacher variants; with the scratch and cached steps, timed in interleaved rounds.
     live = {f"teachers live, teacher_inference={name}": tgd(cl, paper_teachers(name, views))
             for name in TEACHER_INFERENCE}
     live |= {f"teachers live, {name} (measured only)": tgd(cl, with_pi_variant(
         paper_teachers("exact", views), wrap)) for name, wrap in PI_VARIANTS.items()
         if wrap is not Bf16Teacher}  # bf16 is timed alone below: a step would take minutes
-    live |= {f"3 students sharing one teachers' forward, teacher_inference={name} (per "
-             f"student; measured only)": [tgd(cl, t) for _ in range(3)]
-             for name, t in shared.items()}
     n_live = max(2, args.steps // 2)
     timers = {"scratch (CE only)": lambda: step_seconds(d, inputs, labels, args.steps, repeats=1),
               "cached teacher targets (fixed batches)": lambda: step_seconds(
@@ -294,7 +396,7 @@ def main() -> None:
                for name, g in live.items()}
     t_dist = interleaved(timers)
     t_scratch = t_dist["scratch (CE only)"]
-    del live, shared
+    del live
     pi_teacher = paper_teachers("exact", views)["t2"].model
     pi_input = CIFAR10_PI.apply(inputs["pi"])
     t_pi_teacher = {name: forward_seconds(model, pi_input)
@@ -371,6 +473,7 @@ def main() -> None:
         f"= {100 * t_pi / t_read:.1f} % of a TGD step with live teachers (needed with "
         f"augmentation, when nothing can be cached).",
     ]
+    lines += group_table(b, args.steps)
     if args.accuracy:
         lines += [
             "",

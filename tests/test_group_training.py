@@ -163,6 +163,18 @@ def test_a_group_refuses_runs_that_do_not_share_their_batches(tmp_path, teachers
         StudentGroup([scratch, scratch])
 
 
+def test_loading_teachers_leaves_the_global_random_state_alone(tmp_path, teachers):
+    """A student's init depends on its seed only: the teachers' builds draw on a forked RNG
+    (else a group, loading them once, would start its students elsewhere)."""
+    from tgd_core.training.trainer import load_teacher_networks
+
+    cfg = students(tmp_path, teachers)[2]
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    assert set(load_teacher_networks(cfg, teachers, torch.device("cpu"))) == {"t1", "t2"}
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_shared_teacher_runs_once_per_batch_and_returns_the_teachers_outputs():
     torch.manual_seed(0)
     from tgd_core.nets.models import build_model
@@ -235,3 +247,35 @@ def test_experiment_group_students_from_the_cli_equals_the_default_path(tmp_path
     for run in ("teachers/t1", "teachers/t2", "init", "scratch/seed0", "kd/seed0",
                 "tgd/seed0"):
         assert_same_run(grouped / run, plain / run)
+    # again: every run is finished, nothing trains
+    assert main(["experiment", str(path), "--out", str(grouped), "--no-progress",
+                 "--group-students"]) == 0
+    err = capsys.readouterr().err
+    assert "[train]" not in err and "[group]" not in err and "[done] tgd seed 0" in err
+
+
+def test_parallel_groups_are_units_of_work_in_worker_processes(tmp_path, capsys):
+    """``--parallel 2 --group-students``: each seed's students are one unit, trained in a
+    worker process once their teacher is done, with the weights of a run trained alone."""
+    import os
+
+    from tgd_core.cli import main
+
+    spec = {**TINY, "teachers": {"t1": TINY["teachers"]["t1"]}, "init": None,
+            "methods": {k: TINY["methods"][k] for k in ("scratch", "kd")},
+            "evaluation": {"split": "test_lossless_1k", "subset": 32, "corruption_subset": 16,
+                           "corruptions": ["contrast"], "severities": [1],
+                           "noise_sigmas": []}}
+    path = tmp_path / "par.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = tmp_path / "exp"
+    assert main(["experiment", str(path), "--out", str(out), "--no-progress", "--parallel",
+                 "2", "--group-students"]) == 0
+    log = capsys.readouterr().err.splitlines()
+    done = [line for line in log if line.startswith("[done] ")]
+    assert any(line.startswith("[done] scratch seed 1, kd seed 1 in ") for line in done)
+    assert os.getpid() not in {int(line.split("(process ")[1].rstrip(")")) for line in done}
+    cfg = dict(plan(Recipe(**spec), out))["kd seed 1"]
+    alone = cfg.model_copy(update={"out_dir": str(tmp_path / "alone")})
+    run_training(alone, progress=False)
+    assert_same_run(out / "kd" / "seed1", tmp_path / "alone")
