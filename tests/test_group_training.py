@@ -163,16 +163,24 @@ def test_a_group_refuses_runs_that_do_not_share_their_batches(tmp_path, teachers
         StudentGroup([scratch, scratch])
 
 
-def test_loading_teachers_leaves_the_global_random_state_alone(tmp_path, teachers):
-    """A student's init depends on its seed only: the teachers' builds draw on a forked RNG
-    (else a group, loading them once, would start its students elsewhere)."""
-    from tgd_core.training.trainer import load_teacher_networks
+@pytest.mark.parametrize("inference", ["exact", "int8"])
+def test_a_members_student_starts_from_the_weights_of_the_run_alone(tmp_path, teachers,
+                                                                     inference):
+    """Loading teachers draws from torch's global RNG before the student's init (random
+    builds; folded and int8 copies): a member replays its own loading, so its student starts
+    where the run alone starts, whatever the group loaded before."""
+    from tgd_core.training.trainer import Trainer
 
-    cfg = students(tmp_path, teachers)[2]
-    torch.manual_seed(3)
-    before = torch.get_rng_state()
-    assert set(load_teacher_networks(cfg, teachers, torch.device("cpu"))) == {"t1", "t2"}
-    assert torch.equal(torch.get_rng_state(), before)
+    scratch, kd, tgd = students(tmp_path / "group", teachers, teacher_inference=inference)
+    group = StudentGroup([scratch, tgd, kd])
+    group.setup([False] * 3)
+    for member in group.members[1:]:
+        cfg = member.cfg.model_copy(update={"out_dir": str(tmp_path / "alone" /
+                                                           member.cfg.method)})
+        alone = Trainer(cfg, progress=False)
+        alone.setup(resume=False)
+        mine, theirs = member.student.state_dict(), alone.student.state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
 
 
 def test_shared_teacher_runs_once_per_batch_and_returns_the_teachers_outputs():

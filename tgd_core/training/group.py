@@ -6,17 +6,18 @@ settings agree (:data:`tgd_core.experiments.plan.SHARED_BATCH_FIELDS`: seed, ima
 augmentation, batch size, epochs, PI representation, ...) see identical batches — e.g. the
 scratch, KD, MTKD and TGD students of one seed of a recipe. A :class:`StudentGroup` trains such
 runs side by side: each step's batch (with its on-the-fly PIs) is made once, every student
-steps on it, and each teacher — loaded once for the group, per checkpoint and
+steps on it, and each teacher — one module for the group per checkpoint and
 ``teacher_inference`` — runs its forward once per step (a :class:`SharedTeacher` memoises its
 outputs for the batch it last saw, keyed by the batch's (epoch, step)). With augmentation the
 teachers and the PIs are most of a distillation step on a CPU (docs/benchmarks.md), so a
 group of N students costs little more than its N students' own forward and backward passes.
 
 Exact: every member is a :class:`~.trainer.Trainer` (:class:`GroupMember` changes only where
-its teachers and data come from, its share of the clock, and where its stop decision comes
-from), stepping on the very batch and teacher outputs it would compute alone, so its weights,
-checkpoints, metrics and ``result.json`` are those of the run trained alone, bit for bit on a
-CPU (tests/test_group_training.py), and it resumes alone or in a group alike. Timings are the
+its teachers and data come from — after the random draws its own teachers' loading makes —,
+its share of the clock, and where its stop decision comes from), stepping on the very batch
+and teacher outputs it would compute alone, so its weights, checkpoints, metrics and
+``result.json`` are those of the run trained alone, bit for bit on a CPU
+(tests/test_group_training.py), and it resumes alone or in a group alike. Timings are the
 exception: a member's seconds are its equal share of the group's wall time.
 
 A stop request of any member's context stops the whole group after the same step (each run
@@ -113,6 +114,11 @@ class GroupMember(Trainer):
         self.group = group
 
     def load_teachers(self) -> dict[str, Network]:
+        """The group's shared teachers. The member first loads its own, as the run alone
+        does, and drops them: loading draws from torch's global RNG between the seed and the
+        student's init (:func:`~.trainer.load_teacher_networks`), so this keeps the student's
+        init that of the run alone (cheap but for int8, whose calibration it repeats)."""
+        load_teacher_networks(self.cfg, self.cfg.teachers, self.device)
         return self.group.teachers_of(self.cfg)
 
     def load_data(self) -> TrainData:

@@ -470,23 +470,22 @@ def load_teacher_networks(cfg: TrainConfig, paths: dict[str, str], device: torch
                           ) -> dict[str, Network]:
     """The teachers ``paths`` (role -> checkpoint) of a run of ``cfg``, each checkpoint read
     once, run as ``cfg.teacher_inference`` (int8: calibrated on the first training images); a
-    PI teacher must be fed the PI representation it was trained on. Built on a forked RNG:
-    loading teachers leaves torch's global random state alone, so a student's init depends
-    on its seed only (not on its teachers, nor on whether a group loaded them already)."""
+    PI teacher must be fed the PI representation it was trained on. The networks' builds
+    (random inits the weights replace, folded or quantised copies) draw from torch's global
+    RNG: in :meth:`Trainer.setup` they come between the seed and the student's init."""
     from tgd_core.data.datasets import load_dataset
     from tgd_core.nets.teacher_inference import CALIBRATION_IMAGES, prepare_networks
 
     teachers = {}
-    with torch.random.fork_rng(devices=[]):  # the builds' random inits, replaced by weights
-        for role, path in paths.items():
-            ckpt = load_checkpoint(path)
-            pi = ckpt.config.get("pi")  # None: the authors' checkpoints (paper-mode PIs)
-            if ckpt.input_kind == "pi" and pi is not None and pi != cfg.pi:
-                raise TGDError(f"teacher {role} ({path}) was trained on PIs {pi}, but "
-                               f"this run feeds it {cfg.pi}: set pi to the teacher's")
-            teachers[role] = Network.from_checkpoint(ckpt, device)
-        return prepare_networks(teachers, cfg.teacher_inference, lambda: load_dataset(
-            cfg.dataset, "train", cfg.data_dir, limit=CALIBRATION_IMAGES)[0])
+    for role, path in paths.items():
+        ckpt = load_checkpoint(path)
+        pi = ckpt.config.get("pi")  # None: the authors' checkpoints (paper-mode PIs)
+        if ckpt.input_kind == "pi" and pi is not None and pi != cfg.pi:
+            raise TGDError(f"teacher {role} ({path}) was trained on PIs {pi}, but "
+                           f"this run feeds it {cfg.pi}: set pi to the teacher's")
+        teachers[role] = Network.from_checkpoint(ckpt, device)
+    return prepare_networks(teachers, cfg.teacher_inference, lambda: load_dataset(
+        cfg.dataset, "train", cfg.data_dir, limit=CALIBRATION_IMAGES)[0])
 
 
 @torch.no_grad()
