@@ -159,7 +159,8 @@ def test_a_teacher_can_be_reused_from_a_checkpoint_trained_with_its_settings(tmp
         plan(with_t1(checkpoint=str(tmp_path / "missing.pt")), tmp_path / "second")
 
 
-def test_experiment_job_runs_through_a_worker(tmp_path):
+@pytest.mark.parametrize("group_students", [False, True])
+def test_experiment_job_runs_through_a_worker(tmp_path, group_students):
     from tgd_core.jobs import JobStore
     from tgd_core.jobs.worker import Supervisor
 
@@ -169,13 +170,19 @@ def test_experiment_job_runs_through_a_worker(tmp_path):
     store = JobStore(tmp_path / "state")
     with pytest.raises(TGDError, match="recipe"):
         store.submit("experiment", {"recipe": str(tmp_path / "missing.yaml")})
-    job = store.submit("experiment", {"recipe": str(recipe)})
+    job = store.submit("experiment", {"recipe": str(recipe), "group_students": group_students})
     Supervisor(store, concurrency=1, poll=0.2, once=True).run()
     done = store.get(job.id)
     assert done.status == "succeeded", done.error
     assert [r["method"] for r in done.result["rows"]] == ["scratch", "tgd"]
     rows = store.read_metrics(job.id)
     assert {r["run"] for r in rows} >= {"teacher t1", "tgd seed 0"}
+    if group_students:  # the two students trained as one group: the same results
+        alone = tmp_path / "alone"
+        assert main(["experiment", str(recipe), "--out", str(alone), "--no-progress"]) == 0
+        rows_alone = json.loads((alone / "summary.json").read_text())["rows"]
+        assert json.dumps(done.result["rows"], sort_keys=True) == json.dumps(rows_alone,
+                                                                             sort_keys=True)
 
 
 def test_parallel_runs_in_processes_after_their_teachers_and_resumes_a_stop(tmp_path, capsys):

@@ -35,12 +35,15 @@ class ScaledContext:
 
 
 class ExperimentJob(BaseModel):
-    """Config of an ``experiment`` job: a recipe file, where to write, which rows."""
+    """Config of an ``experiment`` job: a recipe file, where to write, which rows, and whether
+    the students that see identical batches train together (``tgd experiment
+    --group-students``)."""
 
     model_config = ConfigDict(extra="forbid")
     recipe: str
     out: str | None = None
     only: list[str] | None = None
+    group_students: bool = False
 
     def model_post_init(self, _context: Any) -> None:
         Recipe.load(self.recipe)  # a bad recipe is rejected at submit time
@@ -56,7 +59,8 @@ def run_experiment_job(cfg: ExperimentJob, ctx) -> dict[str, Any]:
     out = Path(cfg.out) if cfg.out else ctx.run_dir / "experiment"
     try:
         rows = run_experiment(recipe, out, only=cfg.only, progress=False, ctx=ctx,
-                              log=lambda m: print(m, flush=True))
+                              log=lambda m: print(m, flush=True),
+                              group_students=cfg.group_students)
     except Stopped as exc:
         raise JobStopped(str(exc)) from None
     return {"results": str(out / "results.md"), "rows": rows}
