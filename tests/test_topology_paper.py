@@ -21,6 +21,14 @@ pytest.importorskip("ripser")
 pytest.importorskip("persim")
 
 
+@pytest.fixture(autouse=True, params=["c", "numba"])
+def paper_kernel(request, monkeypatch):
+    """Every test here runs on both paper-mode kernels (TGD_PAPER_KERNEL): the C one (the
+    default where a compiler is found) and the numba one (the fallback)."""
+    monkeypatch.setenv("TGD_PAPER_KERNEL", request.param)
+    return request.param
+
+
 def assert_matches_reference(images: np.ndarray, config: PaperPIConfig | None = None):
     """Diagrams identical and in ripser's order, float64 PIs identical to persim's bit for bit
     (so the uint8 PIs are identical too), for ``raw=True`` and ``raw=False``."""

@@ -34,7 +34,7 @@ from scipy.stats import norm
 from tgd_core.core.errors import TGDError
 from tgd_core.data.images import as_image_batch
 from tgd_core.data.normalization import PI_MEAN, PI_STD
-from tgd_core.topology import _kernels, schema
+from tgd_core.topology import _ckernel, _kernels, schema
 from tgd_core.topology.estimator import SchemaTransformer
 
 #: Order of the six PIs in a teacher-2 input stack.
@@ -240,10 +240,22 @@ def paper_persistence_images(
     shape = (len(batch), len(SCANS), ny, nx)
     pi_raw = np.empty(shape, np.float64) if raw else np.empty((1, 1, 1, 1), np.float64)
     pi_u8 = np.empty(shape, np.uint8)
+    batch = np.ascontiguousarray(batch)
+    lib = _ckernel.load() if summation == "persim" else None
+    if lib is not None:
+        _ckernel.paper_pis(lib, batch, _c_tables(config), pi_raw if raw else None, pi_u8,
+                           numba.get_num_threads())
+        return (pi_raw if raw else None), pi_u8
     with numba.parallel_chunksize(1):  # tasks handed out as threads finish (thread-local)
-        _kernels.paper_pis_kernel(np.ascontiguousarray(batch), _tables(config), _tiles(config),
+        _kernels.paper_pis_kernel(batch, _tables(config), _tiles(config),
                                   summation == "grouped", raw, pi_raw, pi_u8)
     return (pi_raw if raw else None), pi_u8
+
+
+@functools.lru_cache(maxsize=8)
+def _c_tables(config: PaperPIConfig):
+    """The factors of ``config`` as the C kernel reads them (:mod:`._ckernel`)."""
+    return _ckernel.tables_struct(_tables(config), _tiles(config))
 
 
 def to_uint8(pi_raw: np.ndarray) -> np.ndarray:

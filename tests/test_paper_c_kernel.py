@@ -1,0 +1,140 @@
+"""The C paper-mode kernel (tgd_core/topology/_paper_kernel.c) against the numba kernel, bit for
+bit, and how it is chosen, built and refused (TGD_PAPER_KERNEL, a missing compiler).
+
+tests/test_topology_paper.py runs every reference comparison (ripser + persim) on both kernels;
+this file covers what only the C kernel has: its vertex filter (runs, rises and falls dropped
+before the stack), its 8-wide left-pack tails, its tile-by-tile sums and skip bounds, its
+threads, and its build.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from tgd_core.core.errors import TGDError
+from tgd_core.topology import PaperPIConfig, _ckernel, paper, paper_persistence_images
+
+CONFIGS = [
+    PaperPIConfig(),
+    PaperPIConfig(resolution=(13, 7), spread=0.002),
+    PaperPIConfig(resolution=(1, 1)),
+    PaperPIConfig(resolution=(8, 4), spread=0.05, max_bd=0.6, threshold=0.0),
+    PaperPIConfig(resolution=(17, 70), spread=0.004, max_bd=1.0),  # 18 row tiles: two groups
+]
+
+
+def pis(images, config=None, *, kernel: str, monkeypatch, threads: int | None = None):
+    monkeypatch.setenv("TGD_PAPER_KERNEL", kernel)
+    if threads is not None:
+        monkeypatch.setattr(paper.numba, "get_num_threads", lambda: threads)
+    return paper_persistence_images(images, config)
+
+
+def assert_same_bits(a, b):
+    (raw_a, u8_a), (raw_b, u8_b) = a, b
+    differing = int((raw_a.view(np.uint64) != raw_b.view(np.uint64)).sum())
+    assert differing == 0, f"{differing} PI pixels differ"
+    np.testing.assert_array_equal(u8_a, u8_b)
+
+
+def signals_with_every_shape(rng) -> list[np.ndarray]:
+    """Images whose scans have every length from 1 to 40 (the vertex filter's 8-wide loops and
+    their tails, ends, n <= 2), plateaus of every length, strict rises and falls, noise."""
+    images = []
+    for h, w in [(1, 1), (1, 2), (2, 1), (1, 3), (3, 3), (1, 9), (1, 10), (1, 17), (2, 20),
+                 (5, 8), (4, 10), (40, 1)]:
+        noise = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        coarse = (rng.integers(0, 3, size=(h, w, 3)) * 100).astype(np.uint8)  # runs, ties
+        ramp = np.broadcast_to(np.arange(h * w, dtype=np.uint8).reshape(h, w, 1) * 3,
+                               (h, w, 3)).copy()  # strict rises (rows) and jumps
+        images += [noise, coarse, ramp, 255 - ramp]
+    return images
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.resolution}-{c.spread}")
+def test_c_equals_numba_on_cifar_and_noise(config, cifar_test_images, monkeypatch):
+    rng = np.random.default_rng(5)
+    images = np.concatenate([cifar_test_images[:20],
+                             rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8),
+                             (rng.integers(0, 4, size=(3, 32, 32, 3)) * 80).astype(np.uint8)])
+    assert_same_bits(pis(images, config, kernel="c", monkeypatch=monkeypatch),
+                     pis(images, config, kernel="numba", monkeypatch=monkeypatch))
+
+
+def test_c_equals_numba_on_every_signal_shape(monkeypatch):
+    for image in signals_with_every_shape(np.random.default_rng(9)):
+        for config in CONFIGS[:2]:
+            assert_same_bits(pis(image[None], config, kernel="c", monkeypatch=monkeypatch),
+                             pis(image[None], config, kernel="numba", monkeypatch=monkeypatch))
+
+
+def test_threads_and_batch_sizes_do_not_change_the_bits(cifar_train_images, monkeypatch):
+    """Images are handed out _ckernel.CHUNK at a time to however many threads run."""
+    images = cifar_train_images[:3 * _ckernel.CHUNK + 5]
+    one = pis(images, kernel="c", monkeypatch=monkeypatch, threads=1)
+    for threads in (2, 3, 8):
+        assert_same_bits(pis(images, kernel="c", monkeypatch=monkeypatch, threads=threads), one)
+    part = pis(images[7:_ckernel.CHUNK + 9], kernel="c", monkeypatch=monkeypatch, threads=2)
+    assert_same_bits(part, (one[0][7:_ckernel.CHUNK + 9], one[1][7:_ckernel.CHUNK + 9]))
+
+
+def test_raw_false_gives_the_same_uint8(cifar_test_images, monkeypatch):
+    monkeypatch.setenv("TGD_PAPER_KERNEL", "c")
+    raw, u8 = paper_persistence_images(cifar_test_images[:10])
+    none, u8_only = paper_persistence_images(cifar_test_images[:10], raw=False)
+    assert none is None and raw.dtype == np.float64
+    np.testing.assert_array_equal(u8_only, u8)
+
+
+def test_kernel_choice_is_validated(monkeypatch):
+    monkeypatch.setenv("TGD_PAPER_KERNEL", "fortran")
+    with pytest.raises(TGDError, match="TGD_PAPER_KERNEL must be one of auto, c, numba"):
+        paper_persistence_images(np.zeros((1, 4, 4, 3), np.uint8))
+    monkeypatch.setenv("TGD_PAPER_KERNEL", "numba")
+    assert _ckernel.load() is None
+
+
+@pytest.fixture
+def no_compiler(monkeypatch, tmp_path):
+    """A machine without a working C compiler and no built kernel in its cache."""
+    monkeypatch.setenv("CC", "/bin/false")
+    monkeypatch.setenv("TGD_KERNEL_CACHE", str(tmp_path / "kernels"))
+    _ckernel._load_library.cache_clear()
+    yield
+    _ckernel._load_library.cache_clear()
+
+
+def test_without_a_compiler_auto_falls_back_to_numba(no_compiler, monkeypatch, caplog,
+                                                     cifar_test_images):
+    monkeypatch.setenv("TGD_PAPER_KERNEL", "auto")
+    with caplog.at_level(logging.WARNING, logger=_ckernel.__name__):
+        fallback = paper_persistence_images(cifar_test_images[:3])
+    assert "C kernel unavailable, using numba" in caplog.text
+    monkeypatch.setenv("TGD_PAPER_KERNEL", "numba")
+    assert_same_bits(fallback, paper_persistence_images(cifar_test_images[:3]))
+
+
+def test_without_a_compiler_c_is_refused_in_one_line(no_compiler, monkeypatch):
+    monkeypatch.setenv("TGD_PAPER_KERNEL", "c")
+    with pytest.raises(TGDError, match="could not be built") as info:
+        paper_persistence_images(np.zeros((1, 4, 4, 3), np.uint8))
+    assert "\n" not in str(info.value)
+
+
+def test_the_build_is_cached_per_source_and_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv("TGD_KERNEL_CACHE", str(tmp_path))
+    _ckernel._load_library.cache_clear()
+    try:
+        assert _ckernel._load_library() is not None
+        built = list(tmp_path.glob("paper_kernel-*.so"))
+        assert len(built) == 1 and built[0] == _ckernel._library_path()
+        stamp = built[0].stat().st_mtime_ns
+        _ckernel._load_library.cache_clear()
+        assert _ckernel._load_library() is not None  # loaded, not rebuilt
+        assert built[0].stat().st_mtime_ns == stamp
+        assert list(tmp_path.iterdir()) == built  # no temporary files left
+    finally:
+        _ckernel._load_library.cache_clear()

@@ -1,0 +1,186 @@
+"""The C paper-mode kernel (``_paper_kernel.c``): built once per machine, loaded with ctypes.
+
+The numba kernel (:func:`tgd_core.topology._kernels.paper_pis_kernel`) and this one compute the
+same persim-order sums, bit for bit; the C one keeps each 4×8 tile's sums in registers while the
+points visit it (tile by tile instead of point by point), which the numba version cannot
+express. It is compiled with the system C compiler (``$CC``, default ``cc``) at first use into
+``$TGD_KERNEL_CACHE`` (default ``~/.cache/tgd/kernels``), keyed by the source, the flags, the
+compiler and the CPU, with ``-ffp-contract=off`` (no fused multiply-adds: persim's bits). Where
+no compiler works, :func:`load` returns None and paper mode runs on numba.
+
+``TGD_PAPER_KERNEL=numba`` forces the numba kernel, ``=c`` requires this one (an error if it
+cannot be built), ``auto`` (default) prefers C.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from tgd_core.core.errors import TGDError
+
+SOURCE = Path(__file__).with_name("_paper_kernel.c")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
+         "-std=c11")
+CHOICES = ("auto", "c", "numba")
+#: Images per task; equal to PAPER_CHUNK in the C source.
+CHUNK = 16
+#: Row tiles whose skip tests run together; equal to ROW_GROUP in the C source.
+ROW_GROUP = 16
+
+log = logging.getLogger(__name__)
+
+
+class _Tables(ctypes.Structure):
+    """``tables_t`` of the C source: the factors of PaperTables/PaperTiles."""
+
+    _fields_ = [(name, ctypes.c_void_p) for name in
+                ("min_death", "pers", "yid", "txp", "typ", "xmax", "xmin", "ymax", "ymin",
+                 "ctiles", "rtiles")] + [(name, ctypes.c_int64)
+                                         for name in ("n_ct", "n_rt", "n_rt_padded")]
+
+
+def choice() -> str:
+    """``$TGD_PAPER_KERNEL`` (auto, c or numba), validated."""
+    value = os.environ.get("TGD_PAPER_KERNEL", "auto").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise TGDError(f"TGD_PAPER_KERNEL must be one of {', '.join(CHOICES)}, got {value!r}")
+    return value
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("TGD_KERNEL_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tgd" / "kernels"
+
+
+def _compiler() -> list[str]:
+    return (os.environ.get("CC") or "cc").split()
+
+
+def _library_path() -> Path:
+    """Where the build of this source, flags, compiler and CPU lives."""
+    cc = _compiler()
+    version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), " ".join(FLAGS), " ".join(cc), version,
+                                    platform.machine(), _cpu_flags()]).encode()).hexdigest()
+    return _cache_dir() / f"paper_kernel-{key[:20]}.so"
+
+
+def _build(path: Path) -> None:
+    """Compile the source into ``path`` (atomically: several processes may build at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
+    try:
+        subprocess.run([*_compiler(), *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True,
+                       text=True, timeout=300, check=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_library() -> ctypes.CDLL | None:
+    try:
+        path = _library_path()
+        if not path.exists():
+            _build(path)
+        lib = ctypes.CDLL(str(path))
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or exc
+        log.warning("paper-mode C kernel unavailable, using numba: %s", str(detail).strip())
+        return None
+    lib.paper_pis.restype = ctypes.c_int
+    lib.paper_pis.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                              ctypes.POINTER(_Tables), ctypes.c_int64, ctypes.c_int64,
+                              ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)]
+    return lib
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled kernel, or None where ``TGD_PAPER_KERNEL`` or the machine rules it out."""
+    mode = choice()
+    if mode == "numba":
+        return None
+    lib = _load_library()
+    if lib is None and mode == "c":
+        raise TGDError("TGD_PAPER_KERNEL=c but the C kernel could not be built (is a C compiler "
+                       "installed? set CC); unset it to fall back to numba")
+    return lib
+
+
+def _pointer(array: np.ndarray, dtype) -> int:
+    if array.dtype != dtype or not array.flags.c_contiguous:
+        raise TGDError(f"C kernel: expected a contiguous {np.dtype(dtype)} array, got "
+                       f"{array.dtype}")
+    return array.ctypes.data
+
+
+def tables_struct(tables, tiles) -> _Tables:
+    """The C view of (PaperTables, PaperTiles) (read-only arrays), the per-row-tile bounds
+    zero-padded to whole ROW_GROUPs; it holds every array it points to, so the pointers stay
+    valid as long as it lives."""
+    i32, i64, f64 = np.int32, np.int64, np.float64
+    n_rt = tiles.ymax.shape[1]
+    n_rt_padded = -(-n_rt // ROW_GROUP) * ROW_GROUP
+    ymax, ymin = (np.pad(bound, ((0, 0), (0, n_rt_padded - n_rt)))
+                  for bound in (tiles.ymax, tiles.ymin))
+    struct = _Tables(
+        _pointer(tables.min_death, i32), _pointer(tables.pers, f64), _pointer(tables.yid, i32),
+        _pointer(tiles.txp, f64), _pointer(tiles.typ, f64), _pointer(tiles.xmax, f64),
+        _pointer(tiles.xmin, f64), _pointer(ymax, f64), _pointer(ymin, f64),
+        _pointer(tiles.ctiles, i64), _pointer(tiles.rtiles, i64),
+        tiles.xmax.shape[1], n_rt, n_rt_padded)
+    struct.arrays = (tables, tiles, ymax, ymin)
+    return struct
+
+
+def paper_pis(lib: ctypes.CDLL, images: np.ndarray, struct: _Tables, raw: np.ndarray | None,
+              out_u8: np.ndarray, threads: int) -> None:
+    """Fill ``out_u8`` (and ``raw`` unless None) with the persim-order PIs of ``images``
+    (N×H×W×3 uint8, contiguous; factors from :func:`tables_struct`), on up to ``threads``
+    threads (ctypes releases the GIL)."""
+    n, h, w, _ = images.shape
+    n_rows, n_cols = out_u8.shape[2:]
+    counter = ctypes.c_int64(0)
+    status = []
+    args = (_pointer(images, np.uint8), n, h, w, ctypes.byref(struct), n_rows, n_cols,
+            None if raw is None else _pointer(raw, np.float64), _pointer(out_u8, np.uint8),
+            ctypes.byref(counter))
+
+    def work():
+        status.append(lib.paper_pis(*args))
+
+    helpers = [threading.Thread(target=work, daemon=True)
+               for _ in range(min(threads, -(-n // CHUNK)) - 1)]
+    for thread in helpers:
+        thread.start()
+    work()
+    for thread in helpers:
+        thread.join()
+    if any(status):
+        raise TGDError("paper-mode C kernel: out of memory for its scratch")

@@ -1,0 +1,470 @@
+/* Paper-mode persistence images in C: the algorithm of tgd_core/topology/_kernels.py
+ * (persim summation), bit for bit, restructured where numba could not follow.
+ *
+ * Per image and scan (see _kernels._load_scan):
+ * 1. The vertices that can change the H0 bars (turning_points: run starts, then local extrema
+ *    and the ends; about 37 % of a natural image's scan), found 8 at a time with AVX2.
+ * 2. The bars the threshold keeps, from one monotonic stack over those vertices
+ *    (_kernels.h0_path_bars, the same bars with the same edge indices), in ripser's order
+ *    (counting sort by death, ties by decreasing edge index: _kernels.ripser_order).
+ * 3. The persistence image summed as persim sums it: pixel (r, c) += (tx[b, c] * ty[yid[b, d],
+ *    r]) * w_p, point after point, in IEEE double with no contraction (built with
+ *    -ffp-contract=off), so every pixel sees the same operations in the same order as persim's
+ *    np.outer(...) * weight sum: the same bits. The sums run tile by tile (4 x 8 pixels held
+ *    in registers while the tile's points visit it), which changes only the order in which
+ *    different pixels are summed. A point skips a tile where its largest term is below half an
+ *    ulp of every sum there (the tile's running lower bound times 2^-54; see
+ *    _kernels._accumulate_pi): fl(s + t) = s, exactly. The skip tests of 16 row tiles run
+ *    together in vector lanes (keep_bits), before the sums.
+ * 4. Its maximum, uint8 image and (optionally) float64 values (_kernels._untile).
+ *
+ * Threads: every caller thread runs paper_pis() with the same shared counter and takes the next
+ * PAPER_CHUNK images until none are left (dynamic scheduling without a runtime library).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TILE_ROWS 4
+#define TILE_COLS 8
+#define PAPER_CHUNK 16
+#define NONE_LEVEL (1 << 30)
+#define HALF_ULP_SCALE 5.551115123125783e-17 /* 2^-54 */
+
+#define ROW_GROUP 16 /* row tiles whose skip tests run together (a multiple of 4) */
+
+typedef double v4d __attribute__((vector_size(32)));
+typedef int64_t v4di __attribute__((vector_size(32)));
+
+/* The factors of PaperTables/PaperTiles (tgd_core/topology/paper.py), read-only. */
+typedef struct {
+    const int32_t *min_death; /* [256] */
+    const double *pers;       /* [256][256] */
+    const int32_t *yid;       /* [256][256] */
+    const double *txp;        /* [256][n_ct * TILE_COLS] */
+    const double *typ;        /* [n_y][n_rt * TILE_ROWS] */
+    const double *xmax, *xmin; /* [256][n_ct] */
+    const double *ymax, *ymin; /* [n_y][n_rt_padded], zero beyond n_rt */
+    const int64_t *ctiles;    /* [256][2] */
+    const int64_t *rtiles;    /* [n_y][2] */
+    int64_t n_ct, n_rt, n_rt_padded; /* n_rt_padded: n_rt rounded up to whole ROW_GROUPs */
+} tables_t;
+
+/* A point as the tile loops read it (weigh_points): weight, factors, their per-tile bounds. */
+typedef struct {
+    double w;
+    const double *x, *xmax, *xmin; /* birth factor (padded columns), per column tile */
+    const double *y, *ymax, *ymin; /* persistence factor (padded rows), per row tile */
+    int32_t c0, c1;                /* the column tiles where x is not all zero */
+} point_t;
+
+/* Per-thread scratch: signal, stack, bars and the padded PI. */
+typedef struct {
+    int32_t *levels, *run_val, *run_pos, *turn_val, *turn_pos, *stack_val, *stack_min, *stack_pos;
+    int32_t *births, *deaths, *edges, *kb, *kd, *ke;
+    int32_t bucket[257];
+    point_t *points;
+    int32_t *ids;          /* the points of a column tile */
+    uint64_t *kept;        /* per row tile: which of those it adds (keep_bits) */
+    double *acc;
+} scratch_t;
+
+static void load_scan(const uint8_t *image, int64_t h, int64_t w, int scan, int32_t *levels)
+{
+    const int ch = scan % 3;
+    int64_t k = 0;
+    if (scan < 3) {
+        for (int64_t i = 0; i < h * w; i++) levels[k++] = image[i * 3 + ch];
+    } else {
+        for (int64_t x = 0; x < w; x++)
+            for (int64_t y = 0; y < h; y++) levels[k++] = image[(y * w + x) * 3 + ch];
+    }
+}
+
+/* The two filters of turning_points run 8 vertices at a time with AVX2 where the CPU has it
+ * (flags by vector compares, then a left-pack of the kept lanes through a permutation table),
+ * one at a time (branch-free) elsewhere and for the last few. */
+#ifdef __AVX2__
+#include <immintrin.h>
+
+static int32_t pack_table[256][8]; /* [mask]: the lanes whose mask bits are set, in order */
+
+__attribute__((constructor)) static void fill_pack_table(void)
+{
+    for (int mask = 0; mask < 256; mask++) {
+        int k = 0;
+        for (int lane = 0; lane < 8; lane++)
+            if (mask >> lane & 1) pack_table[mask][k++] = lane;
+        while (k < 8) pack_table[mask][k++] = 0;
+    }
+}
+
+/* Lanes i..i+7 that start a run (differ from the lane before), as an 8-bit mask (i >= 1). */
+static inline int run_starts8(const int32_t *v, int64_t i)
+{
+    const __m256i here = _mm256_loadu_si256((const __m256i *)(v + i));
+    const __m256i prev = _mm256_loadu_si256((const __m256i *)(v + i - 1));
+    return ~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(here, prev))) & 0xff;
+}
+
+/* Lanes i..i+7 (1 <= i, i + 8 < n) that are not inside a strict rise or fall. */
+static inline int turns8(const int32_t *v, int64_t i)
+{
+    const __m256i here = _mm256_loadu_si256((const __m256i *)(v + i));
+    const __m256i left = _mm256_loadu_si256((const __m256i *)(v + i - 1));
+    const __m256i right = _mm256_loadu_si256((const __m256i *)(v + i + 1));
+    const __m256i rise = _mm256_and_si256(_mm256_cmpgt_epi32(here, left),
+                                          _mm256_cmpgt_epi32(right, here));
+    const __m256i fall = _mm256_and_si256(_mm256_cmpgt_epi32(left, here),
+                                          _mm256_cmpgt_epi32(here, right));
+    return ~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(rise, fall))) & 0xff;
+}
+
+/* Stores the lanes of (val, pos) set in mask at out + count (8 lanes written: the arrays
+ * have room); returns the new count. */
+static inline int64_t pack8(__m256i val, __m256i pos, int mask, int32_t *out_val,
+                            int32_t *out_pos, int64_t count)
+{
+    const __m256i perm = _mm256_loadu_si256((const __m256i *)pack_table[mask]);
+    _mm256_storeu_si256((__m256i *)(out_val + count), _mm256_permutevar8x32_epi32(val, perm));
+    _mm256_storeu_si256((__m256i *)(out_pos + count), _mm256_permutevar8x32_epi32(pos, perm));
+    return count + __builtin_popcount(mask);
+}
+#endif
+
+/* The first vertex of each run of equal values of levels[:n]: values and positions. */
+static int64_t run_starts(const int32_t *restrict levels, int64_t n, int32_t *restrict val,
+                          int32_t *restrict pos)
+{
+    int64_t i = 1, count = 0;
+    if (n == 0) return 0;
+    val[0] = levels[0];
+    pos[0] = 0;
+    count = 1;
+#ifdef __AVX2__
+    const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (; i + 8 <= n; i += 8)
+        count = pack8(_mm256_loadu_si256((const __m256i *)(levels + i)),
+                      _mm256_add_epi32(_mm256_set1_epi32((int32_t)i), step),
+                      run_starts8(levels, i), val, pos, count);
+#endif
+    for (; i < n; i++) {
+        val[count] = levels[i];
+        pos[count] = (int32_t)i;
+        count += levels[i] != levels[i - 1];
+    }
+    return count;
+}
+
+/* The vertices of (val, pos)[:n] (no two neighbours equal) not inside a strict rise or fall
+ * (local minima and maxima), and the two ends. */
+static int64_t extrema(const int32_t *restrict val, const int32_t *restrict pos, int64_t n,
+                       int32_t *restrict out_val, int32_t *restrict out_pos)
+{
+    if (n <= 2) {
+        memcpy(out_val, val, n * sizeof(int32_t));
+        memcpy(out_pos, pos, n * sizeof(int32_t));
+        return n;
+    }
+    out_val[0] = val[0];
+    out_pos[0] = pos[0];
+    int64_t i = 1, count = 1;
+#ifdef __AVX2__
+    for (; i + 9 <= n; i += 8)
+        count = pack8(_mm256_loadu_si256((const __m256i *)(val + i)),
+                      _mm256_loadu_si256((const __m256i *)(pos + i)), turns8(val, i), out_val,
+                      out_pos, count);
+#endif
+    for (; i < n - 1; i++) {
+        const int32_t left = val[i - 1], v = val[i], right = val[i + 1];
+        out_val[count] = v;
+        out_pos[count] = pos[i];
+        count += !(((left < v) & (v < right)) | ((left > v) & (v > right))); /* no branch */
+    }
+    out_val[count] = val[n - 1];
+    out_pos[count] = pos[n - 1];
+    return count + 1;
+}
+
+/* The values and positions of the vertices of levels[:n] that can change the bars, in order:
+ * the first vertex of each run of equal values, then of those the local minima and maxima
+ * and the two ends. Dropping a vertex leaves every bar and its edge index unchanged in the
+ * stack of h0_path_bars when (one at a time, so runs too)
+ * - it equals its left neighbour: it pops nothing (that neighbour is the top and is not
+ *   lower), and when popped it brings no bar (its run is empty) and leaves the running
+ *   minimum as popping the neighbour next would;
+ * - it lies inside a strict rise (left < v < right): it pops exactly what its right neighbour
+ *   would pop, in the same order, and that neighbour pops it first with an empty run on its
+ *   right (no bar) and the running minimum it would have reached anyway;
+ * - it lies inside a strict fall (left > v > right): it pops nothing, and popped later it
+ *   brings no bar and no smaller minimum.
+ * About 37 % of a natural image's scan is kept. Returns how many. */
+static int64_t turning_points(const int32_t *levels, int64_t n, scratch_t *s)
+{
+    const int64_t runs = run_starts(levels, n, s->run_val, s->run_pos);
+    return extrema(s->run_val, s->run_pos, runs, s->turn_val, s->turn_pos);
+}
+
+/* _kernels.h0_path_bars on the n turning points (vals, pos) of a signal: its kept finite H0
+ * bars, any order. */
+static int64_t h0_path_bars(const int32_t *vals, const int32_t *pos, int64_t n,
+                            const int32_t *min_death, scratch_t *s)
+{
+    int64_t top = -1, count = 0;
+    for (int64_t i = 0; i <= n; i++) {
+        const int32_t v = i < n ? vals[i] : NONE_LEVEL;
+        int32_t m = NONE_LEVEL;
+        while (top >= 0 && s->stack_val[top] < v) {
+            const int32_t d = s->stack_val[top];
+            const int32_t lo = s->stack_min[top];
+            const int32_t b = lo > m ? lo : m;
+            s->births[count] = b; /* written always, kept if it is a bar the threshold keeps */
+            s->deaths[count] = d;
+            s->edges[count] = s->stack_pos[top] - 1;
+            count += b < d && d >= min_death[b < 256 ? b : 0];
+            if (lo < m) m = lo;
+            if (d < m) m = d;
+            top--;
+        }
+        if (i < n) {
+            top++;
+            s->stack_val[top] = v;
+            s->stack_min[top] = m;
+            s->stack_pos[top] = pos[i];
+        }
+    }
+    return count;
+}
+
+/* _kernels.ripser_order: by death level, ties by decreasing edge index, into kb/kd/ke. */
+static void ripser_order(scratch_t *s, int64_t count)
+{
+    int32_t *bucket = s->bucket;
+    memset(bucket, 0, sizeof s->bucket);
+    for (int64_t j = 0; j < count; j++) bucket[s->deaths[j] + 1]++;
+    for (int level = 0; level < 256; level++) bucket[level + 1] += bucket[level];
+    for (int64_t j = 0; j < count; j++) {
+        const int32_t pos = bucket[s->deaths[j]]++;
+        s->kb[pos] = s->births[j];
+        s->kd[pos] = s->deaths[j];
+        s->ke[pos] = s->edges[j];
+    }
+    for (int64_t j = 1; j < count; j++) {
+        const int32_t b = s->kb[j], d = s->kd[j], e = s->ke[j];
+        int64_t i = j - 1;
+        while (i >= 0 && s->kd[i] == d && s->ke[i] < e) {
+            s->kb[i + 1] = s->kb[i];
+            s->kd[i + 1] = s->kd[i];
+            s->ke[i + 1] = s->ke[i];
+            i--;
+        }
+        s->kb[i + 1] = b;
+        s->kd[i + 1] = d;
+        s->ke[i + 1] = e;
+    }
+}
+
+static inline v4d load4(const double *p)
+{
+    v4d v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void store4(double *p, v4d v) { memcpy(p, &v, sizeof v); }
+
+/* The sums of one 4x8 tile (row tile rt, column tile ct), in order, over the points of the
+ * column tile (s->ids) whose bits are set in kept (bit q of word q / 64 for point q). */
+static void sum_tile(const scratch_t *s, const uint64_t *kept, int64_t n_words, int64_t rt,
+                     int64_t ct, double *acc, int64_t pc)
+{
+    v4d a[TILE_ROWS][2] = {{{0}}};
+    for (int64_t word = 0; word < n_words; word++) {
+        for (uint64_t bits = kept[word]; bits; bits &= bits - 1) {
+            const point_t *p = s->points + s->ids[word * 64 + __builtin_ctzll(bits)];
+            const double *x = p->x + ct * TILE_COLS, *y = p->y + rt * TILE_ROWS;
+            const v4d x0 = load4(x), x1 = load4(x + 4);
+            const v4d wv = {p->w, p->w, p->w, p->w};
+            for (int r = 0; r < TILE_ROWS; r++) {
+                const v4d yv = {y[r], y[r], y[r], y[r]};
+                a[r][0] += (x0 * yv) * wv;
+                a[r][1] += (x1 * yv) * wv;
+            }
+        }
+    }
+    for (int r = 0; r < TILE_ROWS; r++) {
+        double *row = acc + (rt * TILE_ROWS + r) * pc + ct * TILE_COLS;
+        store4(row, a[r][0]);
+        store4(row + 4, a[r][1]);
+    }
+}
+
+/* Per point j of the k ordered bars, what the tile loops read of it (point_t): its weight
+ * w_j = (1 / max persistence) * persistence_j and where its factors and their per-tile bounds
+ * are in the tables. */
+static void weigh_points(const tables_t *t, scratch_t *s, int64_t k)
+{
+    const int64_t pc = t->n_ct * TILE_COLS, pr = t->n_rt * TILE_ROWS;
+    double maxp = 0.0;
+    for (int64_t j = 0; j < k; j++) {
+        const double p = t->pers[s->kb[j] * 256 + s->kd[j]];
+        maxp = p > maxp ? p : maxp;
+    }
+    const double inv = 1.0 / maxp;
+    for (int64_t j = 0; j < k; j++) {
+        const int32_t b = s->kb[j], d = s->kd[j], yi = t->yid[b * 256 + d];
+        point_t *p = s->points + j;
+        p->w = inv * t->pers[b * 256 + d];
+        p->x = t->txp + b * pc;
+        p->xmax = t->xmax + b * t->n_ct;
+        p->xmin = t->xmin + b * t->n_ct;
+        p->y = t->typ + yi * pr;
+        p->ymax = t->ymax + yi * t->n_rt_padded;
+        p->ymin = t->ymin + yi * t->n_rt_padded;
+        p->c0 = (int32_t)t->ctiles[2 * b];
+        p->c1 = (int32_t)t->ctiles[2 * b + 1];
+    }
+}
+
+/* The points that reach column tile ct (its x factor is not all zero there), in order, into
+ * ids; returns how many. Branch-free. */
+static int64_t column_points(scratch_t *s, int64_t k, int64_t ct)
+{
+    int64_t m = 0;
+    for (int64_t j = 0; j < k; j++) {
+        s->ids[m] = (int32_t)j;
+        m += s->points[j].c0 <= ct && ct < s->points[j].c1;
+    }
+    return m;
+}
+
+/* Which of the m points of column tile ct (ids) each row tile adds, as bits (kept[rt][word],
+ * bit q of word q / 64 for point ids[q]): those whose largest term on the tile,
+ * T = (max x * max y) * w, is nonzero (where a factor is zero on the tile its maximum is 0 and
+ * so is every term) and not below half an ulp of every sum in the tile (T < lower * 2^-54: see
+ * _kernels._accumulate_pi; the running bound lower is the sum of the kept points' smallest
+ * terms (min x * min y) * w). ROW_GROUP row tiles at a time in vector lanes, bounds and bits
+ * in registers: no branch per point and tile. */
+static void keep_bits(const tables_t *t, const scratch_t *s, int64_t m, int64_t ct,
+                      uint64_t *kept, int64_t n_words)
+{
+    const int64_t n_rtp = t->n_rt_padded;
+    const v4d scale = {HALF_ULP_SCALE, HALF_ULP_SCALE, HALF_ULP_SCALE, HALF_ULP_SCALE};
+    const v4d zero = {0, 0, 0, 0};
+    for (int64_t g = 0; g < n_rtp; g += ROW_GROUP) {
+        v4d lower[ROW_GROUP / 4] = {{0}};
+        for (int64_t word = 0; word < n_words; word++) {
+            v4di bits[ROW_GROUP / 4] = {{0}};
+            const int64_t stop = m < (word + 1) * 64 ? m : (word + 1) * 64;
+            for (int64_t q = word * 64; q < stop; q++) {
+                const point_t *p = s->points + s->ids[q];
+                const double w = p->w, xmax = p->xmax[ct], xmin = p->xmin[ct];
+                const v4d wv = {w, w, w, w}, xmaxv = {xmax, xmax, xmax, xmax};
+                const v4d xminv = {xmin, xmin, xmin, xmin};
+                const v4di bit = {1, 1, 1, 1};
+                for (int v = 0; v < ROW_GROUP / 4; v++) {
+                    const v4d top = (xmaxv * load4(p->ymax + g + 4 * v)) * wv;
+                    const v4d low = (xminv * load4(p->ymin + g + 4 * v)) * wv;
+                    const v4di keep = (top > zero) & (top >= lower[v] * scale);
+                    lower[v] += (v4d)((v4di)low & keep);
+                    bits[v] |= (keep & bit) << (q & 63);
+                }
+            }
+            for (int v = 0; v < ROW_GROUP / 4; v++)
+                for (int lane = 0; lane < 4; lane++)
+                    kept[(g + 4 * v + lane) * n_words + word] = (uint64_t)bits[v][lane];
+        }
+    }
+}
+
+/* The padded PI (rows of pc = n_ct * TILE_COLS) of the k ordered bars, as persim sums it,
+ * tile by tile: every pixel gets persim's terms in persim's order. */
+static void accumulate_pi(const tables_t *t, scratch_t *s, int64_t k, double *acc)
+{
+    weigh_points(t, s, k);
+    for (int64_t ct = 0; ct < t->n_ct; ct++) {
+        const int64_t m = column_points(s, k, ct), n_words = (m + 63) / 64;
+        keep_bits(t, s, m, ct, s->kept, n_words);
+        for (int64_t rt = 0; rt < t->n_rt; rt++)
+            sum_tile(s, s->kept + rt * n_words, n_words, rt, ct, acc, t->n_ct * TILE_COLS);
+    }
+}
+
+/* _kernels._untile: the padded PI into raw (R x C, when given) and its uint8 image. */
+static void untile(const double *acc, int64_t pc, int64_t n_rows, int64_t n_cols, double *raw,
+                   uint8_t *out)
+{
+    double m = 0.0;
+    for (int64_t i = 0; i < n_rows * pc; i++) m = acc[i] > m ? acc[i] : m;
+    for (int64_t r = 0; r < n_rows; r++) {
+        const double *row = acc + r * pc;
+        if (raw) memcpy(raw + r * n_cols, row, n_cols * sizeof(double));
+        uint8_t *pixels = out + r * n_cols;
+        if (m > 0.0) {
+            for (int64_t c = 0; c < n_cols; c++) pixels[c] = (uint8_t)((row[c] / m) * 255.0);
+        } else {
+            memset(pixels, 0, n_cols);
+        }
+    }
+}
+
+static int alloc_scratch(scratch_t *s, int64_t length, int64_t n_rt_padded,
+                         int64_t padded_pixels)
+{
+    int32_t **ints[] = {&s->levels, &s->run_val, &s->run_pos, &s->turn_val, &s->turn_pos, &s->stack_val, &s->stack_min, &s->stack_pos, &s->births,
+                        &s->deaths, &s->edges, &s->kb, &s->kd, &s->ke, &s->ids};
+    memset(s, 0, sizeof *s);
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if (!(*ints[i] = malloc((length + 16) * sizeof(int32_t)))) return -1; /* +8: pack8 */
+    s->kept = malloc(n_rt_padded * ((length + 64) / 64) * sizeof(uint64_t));
+    s->acc = malloc(padded_pixels * sizeof(double));
+    s->points = malloc((length + 1) * sizeof(point_t));
+    return s->points && s->kept && s->acc ? 0 : -1;
+}
+
+static void free_scratch(scratch_t *s)
+{
+    int32_t *ints[] = {s->levels, s->run_val, s->run_pos, s->turn_val, s->turn_pos, s->stack_val, s->stack_min, s->stack_pos, s->births,
+                       s->deaths, s->edges, s->kb, s->kd, s->ke, s->ids};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) free(ints[i]);
+    free(s->kept);
+    free(s->points);
+    free(s->acc);
+}
+
+/* PIs of the six scans of each of the n_img H x W x 3 uint8 images: raw (N x 6 x R x C float64,
+ * or NULL) and out_u8 (N x 6 x R x C). Images are taken PAPER_CHUNK at a time from *next
+ * (shared by every thread running this call). Returns 0, or -1 if scratch memory ran out. */
+int paper_pis(const uint8_t *images, int64_t n_img, int64_t h, int64_t w, const tables_t *t,
+              int64_t n_rows, int64_t n_cols, double *raw, uint8_t *out_u8, int64_t *next)
+{
+    const int64_t length = h * w, pc = t->n_ct * TILE_COLS, plane = n_rows * n_cols;
+    scratch_t s;
+    if (alloc_scratch(&s, length, t->n_rt_padded, t->n_rt * TILE_ROWS * pc) != 0) {
+        free_scratch(&s);
+        return -1;
+    }
+    for (;;) {
+        const int64_t start = __atomic_fetch_add(next, PAPER_CHUNK, __ATOMIC_RELAXED);
+        if (start >= n_img) break;
+        const int64_t stop = start + PAPER_CHUNK < n_img ? start + PAPER_CHUNK : n_img;
+        for (int64_t n = start; n < stop; n++) {
+            for (int scan = 0; scan < 6; scan++) {
+                const int64_t plane_index = n * 6 + scan;
+                load_scan(images + n * length * 3, h, w, scan, s.levels);
+                const int64_t n_turns = turning_points(s.levels, length, &s);
+                const int64_t k = h0_path_bars(s.turn_val, s.turn_pos, n_turns, t->min_death, &s);
+                ripser_order(&s, k);
+                if (k > 0) {
+                    accumulate_pi(t, &s, k, s.acc);
+                } else {
+                    memset(s.acc, 0, t->n_rt * TILE_ROWS * pc * sizeof(double));
+                }
+                untile(s.acc, pc, n_rows, n_cols, raw ? raw + plane_index * plane : NULL,
+                       out_u8 + plane_index * plane);
+            }
+        }
+    }
+    free_scratch(&s);
+    return 0;
+}
