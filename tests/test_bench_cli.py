@@ -35,9 +35,11 @@ def test_run_measured_names_a_failing_command_and_its_last_error_line():
 
 
 def test_imported_modules_sees_what_a_process_imports():
-    names = bench_cli.imported_modules([sys.executable, "-c", "import email.mime.text"])
-    assert "email" in names and "json" not in names
-    assert "email" not in bench_cli.imported_modules([sys.executable, "-c", "pass"])
+    imports = bench_cli.imported_modules([sys.executable, "-c", "import email.mime.text"])
+    assert "email" in imports.packages and "json" not in imports.packages
+    assert 0 < imports.packages["email"] <= imports.total_s
+    assert imports.largest(count=1, skip=()).split()[0] in imports.packages
+    assert "email" not in bench_cli.imported_modules([sys.executable, "-c", "pass"]).packages
 
 
 def test_help_commands_cover_every_command_and_jobs_action():
@@ -59,7 +61,8 @@ def test_startup_of_tgd_help_and_a_filled_job_store(tmp_path):
     row = bench_cli.measure_startup(case, repeats=2, env=None)
     assert row.best_s > 0 and row.peak_rss_mb > 0 and row.heavy == []
     table = "\n".join(bench_cli.startup_table([row], 2))
-    assert "| command | best of 2 (s) | peak RSS (MB) | heavy libraries imported | < 1 s |" in table
+    assert ("| command | best of 2 (s) | peak RSS (MB) | imports (s): slowest packages | heavy "
+            "libraries imported | < 1 s |") in table
     assert "`tgd jobs list --json`" in table
 
 
@@ -87,11 +90,20 @@ def test_tgd_pi_end_to_end_on_8_images_equals_the_in_process_pis(tmp_path, cifar
     assert sizes["none"] < sizes["float32"] < sizes["float64"]
     raw64 = bench_cli.npz_member(tmp_path / "float64.npz", "pi_raw")
     assert raw64.shape == (8, 6, 50, 50) and raw64.dtype == np.float64
-    kernel = {"uint8": 1000.0, "float64": 500.0}
-    table = "\n".join(bench_cli.pi_table(runs, kernel, ref_rate=2.0, ref_images=3))
+    kernel = bench_cli.kernel_rates(images, repeats=1)
+    assert sorted(kernel) == [("float64", "chunks"), ("float64", "one call"),
+                              ("uint8", "chunks"), ("uint8", "one call")]
+    assert bench_cli.kernel_rate(kernel, "uint8") == max(kernel[("uint8", "chunks")],
+                                                         kernel[("uint8", "one call")]) > 0
+    pi = bench_cli.PIResults(runs, kernel, disk_mb_s=100.0, pi_shape=(6, 50, 50),
+                             reference_rate=2.0, reference_images=3, identical=3)
+    table = "\n".join(bench_cli.pi_table(pi))
     for column in ("end to end ÷ kernel", "× reference", "peak RSS (MB)", "output (MB)",
-                   "`tgd pi --raw none`", "reference: ripser + persim.PersImage"):
+                   "`tgd pi --raw none`", "reference: ripser + persim.PersImage", "chunks"):
         assert column in table
+    # 100 MB/s over 15 kB (uint8) or 135 kB (float64 + uint8) an image
+    assert "`--raw none` (15 kB an image) 6,667" in bench_cli.disk_floor(pi)
+    assert "`--raw float64` (135 kB an image) 741" in bench_cli.disk_floor(pi)
 
 
 def test_verify_refuses_an_output_that_differs_by_one_bit(tmp_path, cifar_test_images):
@@ -108,6 +120,11 @@ def test_verify_refuses_an_output_that_differs_by_one_bit(tmp_path, cifar_test_i
         f.write(bytes([byte ^ 1]))
     with pytest.raises(SystemExit, match=r"pi_raw of images 0\.\.3 differ"):
         bench_cli.verify_pi_outputs(images, {"float64": run.out})
+
+
+def test_disk_write_rate_writes_and_removes_its_file(tmp_path):
+    assert bench_cli.disk_write_rate(tmp_path, megabytes=32) > 0
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_free_disk_check_refuses_below_twice_the_need(tmp_path):
