@@ -4,18 +4,20 @@
         [--profile-images 1000] [--repeats 3] [--full-cache] [--write docs/benchmarks.md]
 
 - Paper mode, through the public API ``paper_persistence_images`` (uint8 PIs only, as the
-  dataset cache computes them; and float64 + uint8 PIs), with each summation (``persim``:
-  bit for bit; ``grouped``: by birth level) vs the authors' pipeline (ripser +
-  persim.PersImage, one image at a time), whose float64 PIs the persim summation must equal
-  bit for bit on every reference image (checked here too, and the grouped one's error).
-- Where the time goes: each stage of the paper-mode kernel timed alone on one thread (CPU
-  time per image), the threads' speed-up, and the per-call overhead of the public API.
+  dataset cache computes them; and float64 + uint8 PIs), on each engine (:data:`VARIANTS`:
+  the C kernel and the numba one, ``TGD_PAPER_KERNEL``; summation ``persim``: bit for bit,
+  ``grouped``: by birth level) vs the authors' pipeline (ripser + persim.PersImage, one image
+  at a time), whose float64 PIs the persim summation must equal bit for bit on every
+  reference image (checked here too, and the grouped one's error).
+- Where the time goes: each stage of each kernel timed on one thread (CPU time per image; the
+  C kernel's stages through builds that stop after each, ``-DSTAGES=k``), the threads'
+  speed-up, and the per-call overhead of the public API.
 - ``--before REV``: the paper-mode engine of git revision REV (its ``_kernels.py`` and
   ``paper.py``, loaded from git into a temporary module) timed in the same run, before/after.
 - Cubical mode (H0 + H1, 3 channels, 32×32 integrated PIs): ours vs gudhi.CubicalComplex +
   persim.PersistenceImager.
 - ``--full-cache``: time to fill the PI cache of all 60,000 CIFAR-10 images from scratch
-  (paper mode, the cache's summation ``tgd_core.topology.cache.PAPER_SUMMATION``).
+  (paper mode, the cache's summation ``tgd_core.topology.cache.paper_summation()``).
 
 Images are CIFAR-10 training images from the data directory. Each of our timings is the best of
 three runs after a warm-up (JIT compilation excluded); reference timings are one pass.
@@ -24,7 +26,6 @@ three runs after a warm-up (JIT compilation excluded); reference timings are one
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import platform
 import sys
@@ -42,10 +43,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from report import cpu_name, publish  # noqa: E402
 
 from tgd_core.data.datasets import load_cifar10  # noqa: E402
-from tgd_core.topology import PaperPIConfig, _kernels, paper_persistence_images  # noqa: E402
-from tgd_core.topology.cache import PAPER_SUMMATION  # noqa: E402
+from tgd_core.topology import (  # noqa: E402
+    PaperPIConfig,
+    _ckernel,
+    _kernels,
+    paper_persistence_images,
+)
+from tgd_core.topology.cache import paper_summation  # noqa: E402
 from tgd_core.topology.cubical import CubicalConfig, cubical_persistence_images  # noqa: E402
-from tgd_core.topology.paper import _tables, _tiles  # noqa: E402
+from tgd_core.topology.paper import _c_tables, _tables, _tiles  # noqa: E402
 from tgd_core.topology.pimage import PersistenceImageConfig  # noqa: E402
 from tgd_core.topology.reference import reference_paper_pis  # noqa: E402
 
@@ -140,6 +146,28 @@ def profile_paper(images: np.ndarray, repeats: int
     return rows, points / len(images)
 
 
+#: The C kernel's stages (its builds with -DSTAGES=1..4 stop after each).
+C_STAGES = ("read the scans, drop the vertices that cannot change the bars, H0 bars",
+            "ripser's order", "PI sums (tile by tile; skip tests in vector lanes)",
+            "max + uint8 quantisation")
+
+
+def profile_c(images: np.ndarray, repeats: int) -> list[tuple[str, float]]:
+    """(stage, µs of one thread's CPU time per image) for each stage of the C kernel: the
+    difference between builds that stop after it and after the stage before."""
+    struct = _c_tables(PaperPIConfig())
+    images = np.ascontiguousarray(images)
+    out = np.empty((len(images), 6, 50, 50), np.uint8)
+    cumulative = []
+    for stage in range(1, len(C_STAGES) + 1):
+        lib = _ckernel.build((f"-DSTAGES={stage}",))
+        seconds = best_of(lambda lib=lib: _ckernel.paper_pis(lib, images, struct, None, out, 1),
+                          repeats, time.process_time)
+        cumulative.append(seconds / len(images) * 1e6)
+    per_stage = [cumulative[0]] + [max(b - a, 0.0) for a, b in zip(cumulative, cumulative[1:], strict=False)]
+    return list(zip(C_STAGES, per_stage, strict=True))
+
+
 def engine_at(rev: str):
     """The paper-mode module (``paper.py`` with its own ``_kernels.py``) of git revision
     ``rev``, imported under private names from a temporary directory."""
@@ -187,25 +215,61 @@ def reference_cubical(images: np.ndarray, pi: PersistenceImageConfig) -> None:
                     imager.transform(dgm)
 
 
-SUMMATIONS = ("persim", "grouped")
+#: The paper-mode engines timed: (name, TGD_PAPER_KERNEL, summation).
+VARIANTS = (("C kernel, summation='persim'", "c", "persim"),
+            ("numba kernel, summation='persim'", "numba", "persim"),
+            ("numba kernel, summation='grouped'", "numba", "grouped"))
 
 
-def time_paper(images: np.ndarray, summation: str, profile_images: int, repeats: int,
+def engine(kernel: str, summation: str):
+    """``paper_persistence_images`` on one kernel (``TGD_PAPER_KERNEL``, set for the call
+    only) and summation."""
+    def run(images, raw):
+        saved = os.environ.get("TGD_PAPER_KERNEL")
+        os.environ["TGD_PAPER_KERNEL"] = kernel
+        try:
+            return paper_persistence_images(images, raw=raw, summation=summation)
+        finally:
+            if saved is None:
+                del os.environ["TGD_PAPER_KERNEL"]
+            else:
+                os.environ["TGD_PAPER_KERNEL"] = saved
+    return run
+
+
+def time_paper(images: np.ndarray, run, profile_images: int, repeats: int,
                threads: int) -> tuple[float, float, float, float]:
-    """``paper_persistence_images`` with one summation: (s for uint8 PIs, s for float64 +
-    uint8 PIs, one thread's CPU µs per image for uint8 PIs, s for one call on one image)."""
+    """One engine (:func:`engine`): (s for uint8 PIs, s for float64 + uint8 PIs, one thread's
+    CPU µs per image for uint8 PIs, s for one call on one image)."""
     import numba
 
-    run = functools.partial(paper_persistence_images, summation=summation)
-    run(images[:64])  # compile
-    t_u8 = best_of(lambda: run(images, raw=False), repeats)
-    t_raw = best_of(lambda: run(images, raw=True), repeats)
+    run(images[:64], False)  # compile
+    t_u8 = best_of(lambda: run(images, False), repeats)
+    t_raw = best_of(lambda: run(images, True), repeats)
     numba.set_num_threads(1)
     part = images[:profile_images]
-    t_one = best_of(lambda: run(part, raw=False), repeats, time.process_time)
-    t_call = best_of(lambda: run(images[:1], raw=False), 50)
+    t_one = best_of(lambda: run(part, False), repeats, time.process_time)
+    t_call = best_of(lambda: run(images[:1], False), 50)
     numba.set_num_threads(threads)
     return t_u8, t_raw, t_one / len(part) * 1e6, t_call
+
+
+def check_against_reference(ref_images, engines) -> tuple[float, dict, dict]:
+    """The reference's rate (images/s) and, per engine, on how many reference images its
+    float64 and uint8 PIs equal persim's bit for bit, and its largest error relative to each
+    PI's maximum."""
+    ours = {name: run(ref_images, True) for name, run in engines.items()}
+    identical, error = dict.fromkeys(engines, 0), dict.fromkeys(engines, 0.0)
+    t0 = time.perf_counter()
+    for i, image in enumerate(ref_images):
+        ref_raw, ref_u8, _ = reference_paper_pis(image)
+        peak = ref_raw.reshape(6, -1).max(axis=1)[:, None, None]
+        for name, (raw, u8) in ours.items():
+            identical[name] += bool((raw[i].view(np.uint64) == ref_raw.view(np.uint64)).all()
+                                    and (u8[i] == ref_u8).all())
+            error[name] = max(error[name], float(
+                (np.abs(raw[i] - ref_raw) / np.where(peak > 0, peak, 1.0)).max()))
+    return len(ref_images) / (time.perf_counter() - t0), identical, error
 
 
 def main() -> None:
@@ -229,33 +293,22 @@ def main() -> None:
     threads = numba.get_num_threads()
     rows = []
 
-    # paper mode, through the public API, both summations
-    timed = {s: time_paper(images, s, args.profile_images, args.repeats, threads)
-             for s in SUMMATIONS}
-    t_u8, t_raw, one_thread_us, t_call = timed["persim"]
-    ours = {s: paper_persistence_images(ref_images, summation=s) for s in SUMMATIONS}
-    t0 = time.perf_counter()
-    identical = grouped_u8 = 0
-    grouped_error = 0.0
-    for i, image in enumerate(ref_images):
-        ref_raw, ref_u8, _ = reference_paper_pis(image)
-        (exact_raw, exact_u8), (fast_raw, fast_u8) = ours["persim"], ours["grouped"]
-        identical += bool((exact_raw[i].view(np.uint64) == ref_raw.view(np.uint64)).all()
-                          and (exact_u8[i] == ref_u8).all())
-        grouped_u8 += bool((fast_u8[i] == ref_u8).all())
-        peak = ref_raw.reshape(6, -1).max(axis=1)[:, None, None]
-        grouped_error = max(grouped_error, float(
-            (np.abs(fast_raw[i] - ref_raw) / np.where(peak > 0, peak, 1.0)).max()))
-    t_ref = time.perf_counter() - t0
-    ref_rate = len(ref_images) / t_ref
-    for summation, (s_u8, s_raw, _, _) in timed.items():
-        u8_name = "uint8 PIs" + (" (cache path)" if summation == PAPER_SUMMATION else "")
+    # paper mode, through the public API, every engine
+    engines = {name: engine(kernel, summation) for name, kernel, summation in VARIANTS}
+    timed = {name: time_paper(images, run, args.profile_images, args.repeats, threads)
+             for name, run in engines.items()}
+    ref_rate, identical, error = check_against_reference(ref_images, engines)
+    cache_engine = next(name for name, kernel, summation in VARIANTS
+                        if summation == paper_summation()
+                        and (kernel == "c") == (_ckernel.load() is not None))
+    for name, (s_u8, s_raw, _, _) in timed.items():
+        u8_name = "uint8 PIs" + (" (cache path)" if name == cache_engine else "")
         for output, t in ((u8_name, s_u8), ("float64 + uint8 PIs", s_raw)):
             rate = len(images) / t
-            rows.append(("paper", f"ours, summation={summation!r}, {output}", len(images), rate,
-                         rate / ref_rate))
+            rows.append(("paper", f"ours, {name}, {output}", len(images), rate, rate / ref_rate))
     rows.append(("paper", "reference: ripser + persim.PersImage", len(ref_images), ref_rate, 1.0))
     stages, points = profile_paper(images[: args.profile_images], args.repeats)
+    c_stages = profile_c(images[: args.profile_images], args.repeats)
     before = []
     if args.before:
         old = engine_at(args.before)
@@ -264,14 +317,14 @@ def main() -> None:
             t_old = best_of(lambda raw=raw: old.paper_persistence_images(images, raw=raw),
                             args.repeats)
             before.append(("float64 + uint8 PIs" if raw else "uint8 PIs", len(images) / t_old,
-                           *(len(images) / timed[s][index] for s in SUMMATIONS)))
+                           *(len(images) / timed[name][index] for name in timed)))
         numba.set_num_threads(1)
         t_old_one = best_of(lambda: old.paper_persistence_images(
             images[: args.profile_images], raw=False), args.repeats, time.process_time)
         numba.set_num_threads(threads)
         before.append(("uint8 PIs, one thread, CPU µs / image",
                        t_old_one / min(args.profile_images, len(images)) * 1e6,
-                       *(timed[s][2] for s in SUMMATIONS)))
+                       *(timed[name][2] for name in timed)))
 
     # cubical mode
     cub, pi = CubicalConfig(), PersistenceImageConfig(resolution=(32, 32), sigma=0.02)
@@ -315,17 +368,31 @@ def main() -> None:
     ]
     for mode, name, n, rate, ratio in rows:
         lines.append(f"| {mode} | {name} | {n:,} | {rate:,.1f} | {ratio:,.0f}× |")
+    c_name, numba_name, grouped_name = (name for name, _, _ in VARIANTS)
     lines += [
         "",
-        f"Paper-mode PIs (default `summation='persim'`) equal persim's bit for bit (float64) "
-        f"and as uint8 on {identical} of {len(ref_images)} reference images; with "
-        f"`summation='grouped'` (the same sum grouped by birth level), the float64 PIs are "
-        f"within {grouped_error:.1e} of each PI's maximum of persim's and the uint8 PIs equal "
-        f"on {grouped_u8} of {len(ref_images)}.",
+        "Paper-mode PIs equal persim's bit for bit (float64) and as uint8 on "
+        + ", ".join(f"{identical[name]} of {len(ref_images)} reference images with the {name}"
+                    for name in (c_name, numba_name))
+        + f"; with the {grouped_name} (the same sum grouped by birth level), the float64 PIs "
+        f"are within {error[grouped_name]:.1e} of each PI's maximum of persim's and the uint8 "
+        f"PIs equal on {identical[grouped_name]} of {len(ref_images)}.",
         "",
         f"Where the paper-mode time goes (one thread, CPU time per image, "
         f"{min(args.profile_images, len(images)):,} images, {points:.0f} PI points per image; "
-        "each stage timed as the difference to the stages before it):",
+        "each stage timed as the difference to the stages before it). The C kernel (the "
+        "default where a C compiler is found):",
+        "",
+        "| stage (C kernel, persim summation) | µs / image | share |",
+        "|---|---:|---:|",
+    ]
+    c_total = sum(us for _, us in c_stages)
+    lines += [f"| {name} | {us:,.1f} | {us / c_total:.0%} |" for name, us in c_stages]
+    lines += [
+        f"| kernel, all stages | {c_total:,.1f} | 100% |",
+        f"| public API (uint8 PIs), one thread | {timed[c_name][2]:,.1f} | |",
+        "",
+        "The numba kernel (the fallback), with either summation:",
         "",
         "| stage (persim summation) | µs / image | share | stage (grouped summation) "
         "| µs / image | share |",
@@ -336,39 +403,44 @@ def main() -> None:
     for name, name_grouped, us, us_grouped in stages:
         lines.append(f"| {name} | {us:,.1f} | {us / total:.0%} | {name_grouped} "
                      f"| {us_grouped:,.1f} | {us_grouped / total_grouped:.0%} |")
+    t_u8, _, one_thread_us, t_call = timed[c_name]
     lines += [
         f"| kernel, all stages | {total:,.1f} | 100% | kernel, all stages "
         f"| {total_grouped:,.1f} | 100% |",
-        f"| public API (uint8 PIs), one thread | {one_thread_us:,.1f} | | public API "
-        f"(uint8 PIs), one thread | {timed['grouped'][2]:,.1f} | |",
+        f"| public API (uint8 PIs), one thread | {timed[numba_name][2]:,.1f} | | public API "
+        f"(uint8 PIs), one thread | {timed[grouped_name][2]:,.1f} | |",
         "",
-        f"{threads} threads: {len(images) / t_u8 * one_thread_us * 1e-6:.2f}× one thread's "
-        f"speed (uint8 PIs; wall time against one thread's CPU time, so contention from other "
-        f"processes shows here). One call on one image: {t_call * 1e3:.2f} ms.",
+        f"C kernel, {threads} threads: {len(images) / t_u8 * one_thread_us * 1e-6:.2f}× one "
+        f"thread's speed (uint8 PIs; wall time against one thread's CPU time, so contention "
+        f"from other processes shows here). One call on one image: {t_call * 1e3:.2f} ms.",
         "",
-        "The persim summation adds each point's terms tile by tile (4×8 pixels, explicit "
-        "4-wide float64 multiplies and adds: persim's operations in persim's order per pixel) "
-        "and skips a tile where the point's largest term is below half an ulp of every sum "
-        "there (it would change nothing). `summation='grouped'` skips ripser's ordering and "
-        "sums each birth level's points first (a row of persistence factors per birth level), "
-        "then adds one outer product per birth level: fewer multiply-adds than one outer "
-        "product per point, not fewer by much, since a CIFAR-10 scan has ~117 PI points on ~68 "
-        "distinct birth levels.",
+        "The C kernel first drops the vertices of each scan that cannot change its bars (the "
+        "repeats in a run of equal values, the inside of strict rises and falls: 8 at a time "
+        "with AVX2) and runs the stack on the rest, then sums the PI tile by tile (4×8 pixels "
+        "held in registers while the tile's points visit it, persim's operations in persim's "
+        "order per pixel), each tile's points chosen first for 16 row tiles at once in vector "
+        "lanes: a point skips a tile where its largest term is below half an ulp of every sum "
+        "there (it would change nothing). The numba kernel sums point by point over the same "
+        "tiles; `summation='grouped'` skips ripser's ordering and adds one outer product per "
+        "birth level.",
     ]
     if before:
+        names = [name.replace(" kernel, summation=", ", ") for name in timed]
         lines += ["", f"Before/after: the paper-mode engine of `{args.before}` against this one, "
                       "in the same run:", "",
-                  f"| paper mode | {args.before} | now, persim | now, grouped | speed, persim "
-                  "/ before | speed, grouped / before |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  f"| paper mode | {args.before} | "
+                  + " | ".join(f"now, {name}" for name in names) + " | "
+                  + " | ".join(f"speed, {name} / before" for name in names) + " |",
+                  "|---|" + "---:|" * (1 + 2 * len(names))]
         for name, old_value, *now in before:
             ratios = [v / old_value if "µs" not in name else old_value / v for v in now]
-            lines.append(f"| {name} | {old_value:,.1f} | {now[0]:,.1f} | {now[1]:,.1f} "
-                         f"| {ratios[0]:.2f}× | {ratios[1]:.2f}× |")
+            lines.append(f"| {name} | {old_value:,.1f} | "
+                         + " | ".join(f"{v:,.1f}" for v in now) + " | "
+                         + " | ".join(f"{r:.2f}×" for r in ratios) + " |")
     if full is not None:
         lines += ["", f"Filling the paper-mode PI cache for all 60,000 CIFAR-10 images "
                       f"(train + test, from scratch, including loading and writing; "
-                      f"summation={PAPER_SUMMATION!r}): "
+                      f"summation={paper_summation()!r}): "
                       f"**{full:.1f} s**."]
     publish(lines, args.write, "bench_topology", "Topology engine")
 

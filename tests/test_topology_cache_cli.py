@@ -45,9 +45,13 @@ def test_cache_fills_once_and_reuses(images, tmp_path):
     assert meta["n"] == 30 and meta["representation"]["mode"] == "paper"
 
 
-def test_paper_entries_use_the_grouped_summation(images, tmp_path, monkeypatch):
-    """Paper-mode parts are summed by birth level (uint8-identical on CIFAR-10, see
-    benchmarks/check_grouped_uint8.py), and meta.json says so."""
+@pytest.mark.parametrize("kernel, summation", [("c", "persim"), ("numba", "grouped")])
+def test_paper_entries_use_the_fastest_summation(images, tmp_path, monkeypatch, kernel,
+                                                 summation):
+    """Paper-mode parts are summed in persim's order on the C kernel and by birth level on
+    numba (uint8-identical on CIFAR-10, see benchmarks/check_grouped_uint8.py), and meta.json
+    says which."""
+    monkeypatch.setenv("TGD_PAPER_KERNEL", kernel)
     summations = []
     real = cache_mod.paper_persistence_images
 
@@ -57,10 +61,10 @@ def test_paper_entries_use_the_grouped_summation(images, tmp_path, monkeypatch):
 
     monkeypatch.setattr(cache_mod, "paper_persistence_images", spy)
     cached = cached_pis(images, PaperPIConfig(), "toy", "train", cache_dir=tmp_path)
-    assert set(summations) == {"grouped"} and len(summations) == 5  # a probe and 4 parts
+    assert set(summations) == {summation} and len(summations) == 5  # a probe and 4 parts
     np.testing.assert_array_equal(cached, compute_pis(images, PaperPIConfig())[1])
     meta = json.loads(next(tmp_path.glob("pi/toy-train-*/meta.json")).read_text())
-    assert meta["summation"] == "grouped"
+    assert meta["summation"] == summation
 
 
 def test_key_depends_on_parameters_and_content(images, tmp_path):

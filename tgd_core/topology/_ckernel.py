@@ -79,46 +79,53 @@ def _compiler() -> list[str]:
     return (os.environ.get("CC") or "cc").split()
 
 
-def _library_path() -> Path:
+def _library_path(defines: tuple[str, ...] = ()) -> Path:
     """Where the build of this source, flags, compiler and CPU lives."""
     cc = _compiler()
     version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=60,
                              check=True).stdout
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), " ".join(FLAGS), " ".join(cc), version,
-                                    platform.machine(), _cpu_flags()]).encode()).hexdigest()
-    return _cache_dir() / f"paper_kernel-{key[:20]}.so"
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), " ".join(FLAGS + defines), " ".join(cc),
+                                    version, platform.machine(), _cpu_flags()]).encode())
+    return _cache_dir() / f"paper_kernel-{key.hexdigest()[:20]}.so"
 
 
-def _build(path: Path) -> None:
+def _build(path: Path, defines: tuple[str, ...] = ()) -> None:
     """Compile the source into ``path`` (atomically: several processes may build at once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(fd)
     try:
-        subprocess.run([*_compiler(), *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True,
-                       text=True, timeout=300, check=True)
+        subprocess.run([*_compiler(), *FLAGS, *defines, "-o", tmp, str(SOURCE)],
+                       capture_output=True, text=True, timeout=300, check=True)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-@functools.lru_cache(maxsize=1)
-def _load_library() -> ctypes.CDLL | None:
-    try:
-        path = _library_path()
-        if not path.exists():
-            _build(path)
-        lib = ctypes.CDLL(str(path))
-    except (OSError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", "") or exc
-        log.warning("paper-mode C kernel unavailable, using numba: %s", str(detail).strip())
-        return None
+def build(defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """The kernel built with extra ``-D`` flags (cached like the default build), e.g.
+    ``("-DSTAGES=2",)`` to time its stages (benchmarks/bench_topology.py). Raises OSError or
+    subprocess.SubprocessError where it cannot be built."""
+    path = _library_path(defines)
+    if not path.exists():
+        _build(path, defines)
+    lib = ctypes.CDLL(str(path))
     lib.paper_pis.restype = ctypes.c_int
     lib.paper_pis.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
                               ctypes.POINTER(_Tables), ctypes.c_int64, ctypes.c_int64,
                               ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)]
     return lib
+
+
+@functools.lru_cache(maxsize=1)
+def _load_library() -> ctypes.CDLL | None:
+    try:
+        return build()
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or exc
+        log.warning("paper-mode C kernel unavailable, using numba: %s", str(detail).strip())
+        return None
 
 
 def load() -> ctypes.CDLL | None:

@@ -1,22 +1,16 @@
 /* Paper-mode persistence images in C: the algorithm of tgd_core/topology/_kernels.py
- * (persim summation), bit for bit, restructured where numba could not follow.
+ * (persim summation), with the PI sums reordered tile by tile so each 4x8 tile's sums stay in
+ * registers while the points visit it.
  *
- * Per image and scan (see _kernels._load_scan):
- * 1. The vertices that can change the H0 bars (turning_points: run starts, then local extrema
- *    and the ends; about 37 % of a natural image's scan), found 8 at a time with AVX2.
- * 2. The bars the threshold keeps, from one monotonic stack over those vertices
- *    (_kernels.h0_path_bars, the same bars with the same edge indices), in ripser's order
- *    (counting sort by death, ties by decreasing edge index: _kernels.ripser_order).
- * 3. The persistence image summed as persim sums it: pixel (r, c) += (tx[b, c] * ty[yid[b, d],
- *    r]) * w_p, point after point, in IEEE double with no contraction (built with
- *    -ffp-contract=off), so every pixel sees the same operations in the same order as persim's
- *    np.outer(...) * weight sum: the same bits. The sums run tile by tile (4 x 8 pixels held
- *    in registers while the tile's points visit it), which changes only the order in which
- *    different pixels are summed. A point skips a tile where its largest term is below half an
- *    ulp of every sum there (the tile's running lower bound times 2^-54; see
- *    _kernels._accumulate_pi): fl(s + t) = s, exactly. The skip tests of 16 row tiles run
- *    together in vector lanes (keep_bits), before the sums.
- * 4. Its maximum, uint8 image and (optionally) float64 values (_kernels._untile).
+ * Per image and scan (see _kernels._load_scan): the H0 bars of the 1-D signal that the
+ * threshold keeps (one monotonic stack, _kernels.h0_path_bars), in ripser's order (counting sort
+ * by death, ties by decreasing edge index: _kernels.ripser_order), then the persistence image
+ * summed as persim sums it: pixel (r, c) += (tx[b, c] * ty[yid[b, d], r]) * w_p, point after
+ * point, in IEEE double with no contraction (compile with -ffp-contract=off), so every pixel
+ * sees the same operations in the same order as persim's np.outer(...) * weight sum: the same
+ * bits. The tile-major loop changes only the order in which different pixels are summed. A
+ * point skips a tile where its largest term is below half an ulp of every sum there (the tile's
+ * running lower bound times 2^-54; see _kernels._accumulate_pi): fl(s + t) = s, exactly.
  *
  * Threads: every caller thread runs paper_pis() with the same shared counter and takes the next
  * PAPER_CHUNK images until none are left (dynamic scheduling without a runtime library).
@@ -32,6 +26,10 @@
 #define HALF_ULP_SCALE 5.551115123125783e-17 /* 2^-54 */
 
 #define ROW_GROUP 16 /* row tiles whose skip tests run together (a multiple of 4) */
+#ifndef STAGES
+#define STAGES 4 /* builds with -DSTAGES=1..3 stop after that stage (for profiling only):
+                    1 bars, 2 in ripser's order, 3 PI sums, 4 uint8 and float64 PIs */
+#endif
 
 typedef double v4d __attribute__((vector_size(32)));
 typedef int64_t v4di __attribute__((vector_size(32)));
@@ -454,12 +452,15 @@ int paper_pis(const uint8_t *images, int64_t n_img, int64_t h, int64_t w, const 
                 load_scan(images + n * length * 3, h, w, scan, s.levels);
                 const int64_t n_turns = turning_points(s.levels, length, &s);
                 const int64_t k = h0_path_bars(s.turn_val, s.turn_pos, n_turns, t->min_death, &s);
+                if (STAGES < 2) continue;
                 ripser_order(&s, k);
+                if (STAGES < 3) continue;
                 if (k > 0) {
                     accumulate_pi(t, &s, k, s.acc);
                 } else {
                     memset(s.acc, 0, t->n_rt * TILE_ROWS * pc * sizeof(double));
                 }
+                if (STAGES < 4) continue;
                 untile(s.acc, pc, n_rows, n_cols, raw ? raw + plane_index * plane : NULL,
                        out_u8 + plane_index * plane);
             }

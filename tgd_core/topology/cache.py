@@ -8,12 +8,13 @@ stopped (the temporary files of killed writers are removed when the entry is ope
 ``shard=(i, n)`` computes only the i-th of n equal row ranges, for a cluster scheduler.
 :meth:`PICache.load` reads the parts into one array once every part exists.
 
-Paper-mode entries are computed with ``summation="grouped"`` (:data:`PAPER_SUMMATION`, recorded
-in ``meta.json``): the same uint8 PIs as the bitwise (persim) summation on all 61,000 CIFAR-10
-images (train, test and test_lossless_1k, default parameters; ``benchmarks/check_grouped_uint8.py``
-counts 0 differing pixels), in less time. Elsewhere the float64 PIs agree within 1e-13 of each
-PI's maximum, so a uint8 pixel could differ by one only where PI / max × 255 falls within that of
-an integer.
+Paper-mode entries are computed with the fastest summation at hand (:func:`paper_summation`,
+recorded in ``meta.json``): persim's own (bit for bit) on the C kernel, which is the fastest
+path; ``"grouped"`` where only numba runs, faster there than numba's persim order and with the
+same uint8 PIs on all 61,000 CIFAR-10 images (train, test and test_lossless_1k, default
+parameters; ``benchmarks/check_grouped_uint8.py`` counts 0 differing pixels). Elsewhere the
+grouped float64 PIs agree within 1e-13 of each PI's maximum, so a uint8 pixel could differ by
+one only where PI / max × 255 falls within that of an integer.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tgd_core.core import paths
 from tgd_core.core.errors import TGDError
 from tgd_core.core.fileio import atomic_write, remove_stale_temps
 from tgd_core.data.images import content_hash
+from tgd_core.topology import _ckernel
 from tgd_core.topology.paper import PaperPIConfig, paper_persistence_images
 from tgd_core.topology.representation import (
     Representation,
@@ -42,8 +44,6 @@ from tgd_core.topology.representation import (
 )
 
 CACHE_VERSION = 2  # 2: paper-mode PIs bit-identical to persim (1: within 1e-15)
-#: How paper-mode cache entries are summed (see the module doc).
-PAPER_SUMMATION = "grouped"
 PART_ROWS = 5000
 _PART = re.compile(r"part-(\d+)-(\d+)\.npy$")
 
@@ -58,10 +58,16 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+def paper_summation() -> str:
+    """How paper-mode cache entries are summed (see the module doc): ``"persim"`` on the C
+    kernel, ``"grouped"`` on numba."""
+    return "persim" if _ckernel.load() is not None else "grouped"
+
+
 def _uint8_pis(images: np.ndarray, rep: Representation) -> np.ndarray:
-    """The uint8 PIs a cache entry stores (paper mode with :data:`PAPER_SUMMATION`)."""
+    """The uint8 PIs a cache entry stores (paper mode with :func:`paper_summation`)."""
     if isinstance(rep, PaperPIConfig):
-        return paper_persistence_images(images, rep, raw=False, summation=PAPER_SUMMATION)[1]
+        return paper_persistence_images(images, rep, raw=False, summation=paper_summation())[1]
     return compute_pis(images, rep, raw=False)[1]
 
 
@@ -103,7 +109,7 @@ class PICache:
                 "dataset": dataset, "split": split, "n": len(images),
                 "representation": rep.to_dict(), "maps": n_maps(rep), "shape": list(entry.shape),
                 "images_blake2b": content_hash(images), "cache_version": CACHE_VERSION,
-                **({"summation": PAPER_SUMMATION} if isinstance(rep, PaperPIConfig) else {}),
+                **({"summation": paper_summation()} if isinstance(rep, PaperPIConfig) else {}),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }, indent=2), fault="pi-cache-meta")
         return entry
