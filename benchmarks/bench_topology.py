@@ -164,7 +164,8 @@ def profile_c(images: np.ndarray, repeats: int) -> list[tuple[str, float]]:
         seconds = best_of(lambda lib=lib: _ckernel.paper_pis(lib, images, struct, None, out, 1),
                           repeats, time.process_time)
         cumulative.append(seconds / len(images) * 1e6)
-    per_stage = [cumulative[0]] + [max(b - a, 0.0) for a, b in zip(cumulative, cumulative[1:], strict=False)]
+    steps = zip(cumulative, cumulative[1:], strict=False)
+    per_stage = [cumulative[0]] + [max(b - a, 0.0) for a, b in steps]
     return list(zip(C_STAGES, per_stage, strict=True))
 
 
