@@ -32,3 +32,13 @@ def cifar_train_images() -> np.ndarray:
     if not path.exists():
         pytest.skip(f"CIFAR-10 not available at {path}")
     return np.ascontiguousarray(_read_batch(path)[0])
+
+
+@pytest.fixture
+def c_kernel():
+    """Skips a test of the C paper-mode kernel on a machine with no C compiler (.ci/run installs
+    one, so CI always runs them)."""
+    from tgd_core.topology import _ckernel
+
+    if _ckernel._load_library() is None:
+        pytest.skip("no C compiler: the paper-mode C kernel cannot be built here")

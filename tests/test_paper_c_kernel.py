@@ -54,6 +54,7 @@ def signals_with_every_shape(rng) -> list[np.ndarray]:
     return images
 
 
+@pytest.mark.usefixtures("c_kernel")
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.resolution}-{c.spread}")
 def test_c_equals_numba_on_cifar_and_noise(config, cifar_test_images, monkeypatch):
     rng = np.random.default_rng(5)
@@ -64,6 +65,7 @@ def test_c_equals_numba_on_cifar_and_noise(config, cifar_test_images, monkeypatc
                      pis(images, config, kernel="numba", monkeypatch=monkeypatch))
 
 
+@pytest.mark.usefixtures("c_kernel")
 def test_c_equals_numba_on_every_signal_shape(monkeypatch):
     for image in signals_with_every_shape(np.random.default_rng(9)):
         for config in CONFIGS[:2]:
@@ -71,6 +73,7 @@ def test_c_equals_numba_on_every_signal_shape(monkeypatch):
                              pis(image[None], config, kernel="numba", monkeypatch=monkeypatch))
 
 
+@pytest.mark.usefixtures("c_kernel")
 def test_threads_and_batch_sizes_do_not_change_the_bits(cifar_train_images, monkeypatch):
     """Images are handed out _ckernel.CHUNK at a time to however many threads run."""
     images = cifar_train_images[:3 * _ckernel.CHUNK + 5]
@@ -81,6 +84,7 @@ def test_threads_and_batch_sizes_do_not_change_the_bits(cifar_train_images, monk
     assert_same_bits(part, (one[0][7:_ckernel.CHUNK + 9], one[1][7:_ckernel.CHUNK + 9]))
 
 
+@pytest.mark.usefixtures("c_kernel")
 def test_raw_false_gives_the_same_uint8(cifar_test_images, monkeypatch):
     monkeypatch.setenv("TGD_PAPER_KERNEL", "c")
     raw, u8 = paper_persistence_images(cifar_test_images[:10])
@@ -124,6 +128,7 @@ def test_without_a_compiler_c_is_refused_in_one_line(no_compiler, monkeypatch):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.usefixtures("c_kernel")
 def test_the_build_is_cached_per_source_and_reused(monkeypatch, tmp_path):
     monkeypatch.setenv("TGD_KERNEL_CACHE", str(tmp_path))
     _ckernel._load_library.cache_clear()

@@ -46,11 +46,13 @@ def test_cache_fills_once_and_reuses(images, tmp_path):
 
 
 @pytest.mark.parametrize("kernel, summation", [("c", "persim"), ("numba", "grouped")])
-def test_paper_entries_use_the_fastest_summation(images, tmp_path, monkeypatch, kernel,
+def test_paper_entries_use_the_fastest_summation(images, tmp_path, monkeypatch, request, kernel,
                                                  summation):
     """Paper-mode parts are summed in persim's order on the C kernel and by birth level on
     numba (uint8-identical on CIFAR-10, see benchmarks/check_grouped_uint8.py), and meta.json
     says which."""
+    if kernel == "c":
+        request.getfixturevalue("c_kernel")
     monkeypatch.setenv("TGD_PAPER_KERNEL", kernel)
     summations = []
     real = cache_mod.paper_persistence_images

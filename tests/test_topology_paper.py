@@ -25,6 +25,8 @@ pytest.importorskip("persim")
 def paper_kernel(request, monkeypatch):
     """Every test here runs on both paper-mode kernels (TGD_PAPER_KERNEL): the C one (the
     default where a compiler is found) and the numba one (the fallback)."""
+    if request.param == "c":
+        request.getfixturevalue("c_kernel")
     monkeypatch.setenv("TGD_PAPER_KERNEL", request.param)
     return request.param
 
