@@ -392,8 +392,20 @@ static void accumulate_pi(const tables_t *t, scratch_t *s, int64_t k, double *ac
 static void untile(const double *acc, int64_t pc, int64_t n_rows, int64_t n_cols, double *raw,
                    uint8_t *out)
 {
+    /* the maximum in 4 x 4 lanes (n_rows * pc is a multiple of 8; the padding is zero, the
+     * sums are not NaN: order does not change a maximum) */
+    v4d lanes[4] = {{0}};
+    int64_t i = 0;
+    for (; i + 16 <= n_rows * pc; i += 16)
+        for (int v = 0; v < 4; v++) {
+            const v4d a = load4(acc + i + 4 * v);
+            const v4di greater = a > lanes[v];
+            lanes[v] = (v4d)(((v4di)a & greater) | ((v4di)lanes[v] & ~greater));
+        }
     double m = 0.0;
-    for (int64_t i = 0; i < n_rows * pc; i++) m = acc[i] > m ? acc[i] : m;
+    for (; i < n_rows * pc; i++) m = acc[i] > m ? acc[i] : m;
+    for (int v = 0; v < 4; v++)
+        for (int lane = 0; lane < 4; lane++) m = lanes[v][lane] > m ? lanes[v][lane] : m;
     for (int64_t r = 0; r < n_rows; r++) {
         const double *row = acc + r * pc;
         if (raw) memcpy(raw + r * n_cols, row, n_cols * sizeof(double));
