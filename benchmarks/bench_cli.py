@@ -70,6 +70,19 @@ REFERENCE_TARGET = 1000.0  # issue #18: `tgd pi` end to end, × ripser + persim
 KERNEL_TARGET = 0.5  # issue #18: end to end within 2× of the kernel's rate
 STORE_JOBS = 200
 PI_STARTUP_IMAGES = 64
+#: Where an end-to-end run's time went (py-spy and perf on the 2-core development machine,
+#: 2026-12-05), printed under the table.
+WHERE_THE_TIME_GOES = [
+    "Where the end-to-end time goes beyond the kernel (py-spy, perf): (1) start-up, ~2 s on "
+    "the busy machine, most of it importing scikit-learn (the topology's transformers' base, "
+    "`tgd_core/topology/estimator.py`, imported by `paper.py` and `cubical.py`) and "
+    "`scipy.stats` (`paper.py`'s `norm`): see the imports column above; (2) with raw PIs, "
+    "the kernel's fresh result arrays of each chunk zeroed by the OS on first touch (perf: "
+    "`clear_page` 22% of the float64 run's CPU), the copy into the page cache (10%) and the "
+    "zip entry's CRC-32 (7%). Before `pi_file.start_writeback` (written bytes handed to the "
+    "disk after each chunk) the final fsync waited for gigabytes of dirty pages: 36 s → "
+    "13–16 s for `--raw float64` on 25,600 images, system CPU 24 s → 7.5 s.",
+]
 #: ``--raw`` choices in the order they run; the default first.
 RAW_ORDER = ("float64", "none", "float32")
 
@@ -274,7 +287,8 @@ def startup_cases(tmp: Path) -> list[StartupCase]:
 
 def pi_startup_case(tmp: Path, images: np.ndarray, env: dict[str, str]) -> StartupCase:
     """``tgd pi`` on the first 64 images (it computes: start-up + work); run once first, so that
-    numba's on-disk cache of compiled kernels is filled as after any first run."""
+    the compiled kernels' on-disk caches (the C kernel's build, numba's) are filled as after
+    any first run."""
     path = tmp / f"images{PI_STARTUP_IMAGES}.npy"
     np.save(path, images[:PI_STARTUP_IMAGES])
     argv = ["pi", "--input", str(path), "--out", str(tmp / f"pis{PI_STARTUP_IMAGES}.npz")]
@@ -602,8 +616,8 @@ def report(args, load: float, startup: list[StartupRow], computing: list[Startup
         f"{fast} of {len(startup)} under {START_TARGET_S:g} s without heavy imports; slowest "
         f"`{slowest.label}` {slowest.best_s:.2f} s.",
         "",
-        "A command that computes (start-up + work; numba's cache of compiled kernels filled "
-        "by a first run):",
+        "A command that computes (start-up + work; the compiled kernels' on-disk caches, the "
+        "C kernel's build and numba's, filled by a first run):",
         "",
         *startup_table(computing, args.startup_repeats, target=False),
     ]
@@ -636,6 +650,8 @@ def pi_report(args, pi: PIResults) -> list[str]:
         "(float64, or float64 cast to float32), names and entries as written. The reference "
         f"PIs equal ours bit for bit (float64 and uint8) on {pi.identical} of "
         f"{pi.reference_images} images.",
+        "",
+        *WHERE_THE_TIME_GOES,
     ]
 
 
