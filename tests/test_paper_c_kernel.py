@@ -10,12 +10,13 @@ threads, and its build.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
 
 from tgd_core.core.errors import TGDError
-from tgd_core.topology import PaperPIConfig, _ckernel, paper, paper_persistence_images
+from tgd_core.topology import PaperPIConfig, _ckernel, paper_persistence_images
 
 CONFIGS = [
     PaperPIConfig(),
@@ -29,7 +30,7 @@ CONFIGS = [
 def pis(images, config=None, *, kernel: str, monkeypatch, threads: int | None = None):
     monkeypatch.setenv("TGD_PAPER_KERNEL", kernel)
     if threads is not None:
-        monkeypatch.setattr(paper.numba, "get_num_threads", lambda: threads)
+        monkeypatch.setattr(_ckernel, "threads", lambda: threads)
     return paper_persistence_images(images, config)
 
 
@@ -143,3 +144,36 @@ def test_the_build_is_cached_per_source_and_reused(monkeypatch, tmp_path):
         assert list(tmp_path.iterdir()) == built  # no temporary files left
     finally:
         _ckernel._load_library.cache_clear()
+
+
+@pytest.mark.usefixtures("c_kernel")
+def test_paper_pis_load_neither_numba_nor_scikit_learn_nor_scipy_stats():
+    """On the C kernel, paper-mode PIs (what ``tgd pi`` and the dataset cache compute) start
+    without numba, scikit-learn or scipy.stats (about 2 s of imports together)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from tgd_core.topology import paper_persistence_images;"
+            "raw, u8 = paper_persistence_images(np.zeros((2, 8, 8, 3), np.uint8) + 7);"
+            "print(sorted(m for m in ('numba', 'sklearn', 'scipy.stats', 'torch')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "TGD_PAPER_KERNEL": "c"})
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_thread_count_follows_numba_then_the_environment(monkeypatch):
+    import sys
+
+    import numba
+
+    numba.set_num_threads(1)
+    try:
+        assert _ckernel.threads() == 1  # numba loaded: its setting applies to both kernels
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    monkeypatch.delitem(sys.modules, "numba")
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "3")
+    assert _ckernel.threads() == 3
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "many")
+    assert _ckernel.threads() >= 1

@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -35,6 +36,9 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fPIC",
 CHOICES = ("auto", "c", "numba")
 #: Images per task; equal to PAPER_CHUNK in the C source.
 CHUNK = 16
+#: Register tile of the persim-order sums (both kernels): TILE_ROWS × TILE_COLS PI pixels
+#: (4 × 8 = eight AVX2 registers of four float64); equal to the C source's.
+TILE_ROWS, TILE_COLS = 4, 8
 #: Row tiles whose skip tests run together; equal to ROW_GROUP in the C source.
 ROW_GROUP = 16
 
@@ -56,6 +60,18 @@ def choice() -> str:
     if value not in CHOICES:
         raise TGDError(f"TGD_PAPER_KERNEL must be one of {', '.join(CHOICES)}, got {value!r}")
     return value
+
+
+def threads() -> int:
+    """Threads for the kernel: numba's setting where numba is loaded (``numba.set_num_threads``
+    applies to both kernels), else ``$NUMBA_NUM_THREADS``, else the CPUs this process may use."""
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        return numba.get_num_threads()
+    text = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _cpu_flags() -> str:

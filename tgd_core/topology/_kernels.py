@@ -27,6 +27,9 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+# the register tile of the persim-order sums, shared with the C kernel
+from tgd_core.topology._ckernel import TILE_COLS, TILE_ROWS
+
 # ---------------------------------------------------------------------------------------------
 # Union-find
 # ---------------------------------------------------------------------------------------------
@@ -156,9 +159,6 @@ def _kept_bars_in_order(levels, n, min_death, scratch, bucket, kb, kd):
     return k
 
 
-#: Register tile of the persim-order sums: TILE_ROWS × TILE_COLS PI pixels (4 × 8 = eight AVX2
-#: registers of four float64); TILE_COLS is a multiple of 4.
-TILE_ROWS, TILE_COLS = 4, 8
 #: Scale of a tile's lower bound to a threshold below half an ulp of every pixel sum in it.
 _HALF_ULP_SCALE = 2.0 ** -54
 

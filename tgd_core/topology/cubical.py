@@ -31,8 +31,7 @@ import numpy as np
 
 from tgd_core.core.errors import TGDError
 from tgd_core.data.images import as_image_batch, to_grey
-from tgd_core.topology import _kernels, schema
-from tgd_core.topology.estimator import SchemaTransformer
+from tgd_core.topology import numba_kernels, schema, transformer_getattr
 from tgd_core.topology.pimage import PersistenceImageConfig, _weights
 
 
@@ -108,8 +107,8 @@ def _bars(values: np.ndarray, config: CubicalConfig):
     counts = np.zeros((m, 2), np.int64)
     mins = np.zeros(m)
     dims = config.homology_dimensions
-    _kernels.cubical_batch(np.ascontiguousarray(f), 0 in dims, 1 in dims,
-                           config.construction == "top", out_b, out_d, counts, mins)
+    numba_kernels().cubical_batch(np.ascontiguousarray(f), 0 in dims, 1 in dims,
+                                  config.construction == "top", out_b, out_d, counts, mins)
     if config.filtration == "superlevel":
         return -out_b, -out_d, counts, -mins
     return out_b, out_d, counts, mins
@@ -181,36 +180,10 @@ def _persistence_images(values: np.ndarray, config: CubicalConfig, pi: Persisten
         pers = np.abs(d[:, list(dims)][mask] - births)
         offsets = np.concatenate([[0], np.cumsum(sel.ravel())]).astype(np.int64)
         block = out[start : start + chunk].reshape(-1, rows, cols)
-        _kernels.persistence_images_kernel(births, pers, _weights(pers, pi), offsets, bx, py,
-                                           float(pi.sigma), bool(pi.integrate), block)
+        numba_kernels().persistence_images_kernel(
+            births, pers, _weights(pers, pi), offsets, bx, py, float(pi.sigma),
+            bool(pi.integrate), block)
     return out
 
 
-_DEFAULTS = schema.defaults("cubical")
-
-
-class CubicalPersistence(SchemaTransformer):
-    """scikit-learn transformer: images → diagrams (``output="diagrams"``, whole images only)
-    or persistence images (``output="images"``, with ``pi`` a :class:`PersistenceImageConfig`;
-    tiled patch PIs with ``patches`` > 1)."""
-
-    section, config_class, outputs = "cubical", CubicalConfig, ("diagrams", "images")
-
-    def __init__(self, homology_dimensions=_DEFAULTS["homology_dimensions"],
-                 filtration=_DEFAULTS["filtration"], channels=_DEFAULTS["channels"],
-                 construction=_DEFAULTS["construction"], scale=_DEFAULTS["scale"],
-                 patches=_DEFAULTS["patches"], output="diagrams", pi=None):
-        self.homology_dimensions = homology_dimensions
-        self.filtration = filtration
-        self.channels = channels
-        self.construction = construction
-        self.scale = scale
-        self.patches = patches
-        self.output = output
-        self.pi = pi
-
-    def transform(self, X):
-        self.fit()
-        if self.output == "diagrams":
-            return cubical_diagrams(X, self.config)
-        return cubical_persistence_images(X, self.config, self.pi)
+__getattr__ = transformer_getattr(__name__, ("CubicalPersistence",))

@@ -27,15 +27,13 @@ import functools
 from dataclasses import asdict, dataclass
 from typing import Literal, NamedTuple, get_args
 
-import numba
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtr
 
 from tgd_core.core.errors import TGDError
 from tgd_core.data.images import as_image_batch
 from tgd_core.data.normalization import PI_MEAN, PI_STD
-from tgd_core.topology import _ckernel, _kernels, schema
-from tgd_core.topology.estimator import SchemaTransformer
+from tgd_core.topology import _ckernel, numba_kernels, schema, transformer_getattr
 
 #: Order of the six PIs in a teacher-2 input stack.
 SCANS = ("row-R", "row-G", "row-B", "col-R", "col-G", "col-B")
@@ -149,8 +147,8 @@ def _tiles(config: PaperPIConfig) -> PaperTiles:
     t = _tables(config)
     if (t.tx < 0).any() or (t.ty < 0).any():  # the tile skip assumes terms >= 0
         raise TGDError("persistence-image factors must be non-negative")
-    txp, xmax, xmin, ctiles = _tile_factors(t.tx, t.cols, _kernels.TILE_COLS)
-    typ, ymax, ymin, rtiles = _tile_factors(t.ty, t.rows, _kernels.TILE_ROWS)
+    txp, xmax, xmin, ctiles = _tile_factors(t.tx, t.cols, _ckernel.TILE_COLS)
+    typ, ymax, ymin, rtiles = _tile_factors(t.ty, t.rows, _ckernel.TILE_ROWS)
     tiles = PaperTiles(txp, typ, xmax, xmin, ymax, ymin, ctiles, rtiles)
     for arr in tiles:
         arr.setflags(write=False)
@@ -167,6 +165,13 @@ def _nonzero_span(factors: np.ndarray) -> np.ndarray:
     return span
 
 
+def _norm_cdf(x, loc, scale: float) -> np.ndarray:
+    """``scipy.stats.norm.cdf(x, loc, scale)`` for finite arguments and scale > 0, computed as
+    SciPy computes it, ``ndtr((x - loc) / scale)`` (the same bits), without importing
+    ``scipy.stats`` (over half a second)."""
+    return ndtr((np.asarray(x) - loc) / scale)
+
+
 @functools.lru_cache(maxsize=8)
 def _tables(config: PaperPIConfig) -> PaperTables:
     """The Gaussian factors with SciPy's ``norm.cdf``, evaluated as persim evaluates them."""
@@ -175,13 +180,15 @@ def _tables(config: PaperPIConfig) -> PaperTables:
     v = LEVEL_VALUES
     pers = v[None, :] - v[:, None]  # pers[b, d] = death - birth, exact in float64
     keep = pers > config.threshold
-    tx = norm.cdf(xs_upper[None, :], v[:, None], s) - norm.cdf(xs_lower[None, :], v[:, None], s)
+    tx = _norm_cdf(xs_upper[None, :], v[:, None], s) - _norm_cdf(xs_lower[None, :], v[:, None], s)
     b_idx, d_idx = np.nonzero(keep)
-    p = pers[b_idx, d_idx][:, None]
-    fy = norm.cdf(ys_upper[None, :], p, s) - norm.cdf(ys_lower[None, :], p, s)
+    # the persistence factor is a function of the persistence: evaluate it once per distinct
+    # value (a few thousand of the ~32k kept pairs), then keep its distinct rows
+    p, p_index = np.unique(pers[b_idx, d_idx], return_inverse=True)
+    fy = _norm_cdf(ys_upper[None, :], p[:, None], s) - _norm_cdf(ys_lower[None, :], p[:, None], s)
     ty, inverse = np.unique(fy[:, ::-1], axis=0, return_inverse=True)  # largest pers on top
     yid = np.zeros((256, 256), np.int32)
-    yid[b_idx, d_idx] = inverse.ravel()
+    yid[b_idx, d_idx] = inverse.ravel()[p_index.ravel()]
     min_death = np.where(keep.any(axis=1), np.argmax(keep, axis=1), 256).astype(np.int32)
     assert (keep == (np.arange(256)[None, :] >= min_death[:, None])).all()  # pers grows with d
     tables = PaperTables(keep, min_death, pers, np.ascontiguousarray(tx), _nonzero_span(tx), yid,
@@ -244,8 +251,11 @@ def paper_persistence_images(
     lib = _ckernel.load() if summation == "persim" else None
     if lib is not None:
         _ckernel.paper_pis(lib, batch, _c_tables(config), pi_raw if raw else None, pi_u8,
-                           numba.get_num_threads())
+                           _ckernel.threads())
         return (pi_raw if raw else None), pi_u8
+    import numba
+
+    _kernels = numba_kernels()
     with numba.parallel_chunksize(1):  # tasks handed out as threads finish (thread-local)
         _kernels.paper_pis_kernel(batch, _tables(config), _tiles(config),
                                   summation == "grouped", raw, pi_raw, pi_u8)
@@ -271,7 +281,7 @@ def to_uint8(pi_raw: np.ndarray) -> np.ndarray:
     if pis.ndim != 4:
         raise TGDError(f"expected N×S×rows×cols PIs, got shape {pi_raw.shape}")
     out = np.empty(pis.shape, np.uint8)
-    _kernels.max_normalise_uint8(pis, out)
+    numba_kernels().max_normalise_uint8(pis, out)
     return out[0] if squeeze else out
 
 
@@ -287,6 +297,7 @@ def paper_diagrams(image, config: PaperPIConfig | None = None, *, thresholded: b
     min_death = _tables(config).min_death if thresholded else _ALL_BARS
     signals = scan_signals(batch)[0]
     length = signals.shape[1]
+    _kernels = numba_kernels()
     scratch, bucket, b, d = _kernels.bar_scratch(length)
     diagrams = []
     for sig in signals:
@@ -305,28 +316,4 @@ def normalise_pi_stack(pi_uint8: np.ndarray, mean=PI_MEAN, std=PI_STD) -> np.nda
     return (x - m) / s
 
 
-_DEFAULTS = schema.defaults("paper")
-
-
-class PaperPersistenceImages(SchemaTransformer):
-    """scikit-learn transformer for paper-mode PIs (stateless: ``fit`` checks parameters).
-
-    >>> pis = PaperPersistenceImages(output="uint8").fit_transform(images)  # N×6×50×50 uint8
-    """
-
-    section, config_class, outputs = "paper", PaperPIConfig, ("raw", "uint8")
-
-    def __init__(self, resolution=_DEFAULTS["resolution"], spread=_DEFAULTS["spread"],
-                 min_bd=_DEFAULTS["min_bd"], max_bd=_DEFAULTS["max_bd"],
-                 threshold=_DEFAULTS["threshold"], output: str = "raw"):
-        self.resolution = resolution
-        self.spread = spread
-        self.min_bd = min_bd
-        self.max_bd = max_bd
-        self.threshold = threshold
-        self.output = output
-
-    def transform(self, X):
-        self.fit()
-        raw, u8 = paper_persistence_images(X, self.config, raw=self.output == "raw")
-        return raw if self.output == "raw" else u8
+__getattr__ = transformer_getattr(__name__, ("PaperPersistenceImages",))

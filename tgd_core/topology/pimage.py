@@ -16,8 +16,7 @@ from typing import Literal
 import numpy as np
 
 from tgd_core.core.errors import TGDError
-from tgd_core.topology import _kernels, schema
-from tgd_core.topology.estimator import SchemaTransformer
+from tgd_core.topology import numba_kernels, schema, transformer_getattr
 
 Weight = Literal["constant", "linear", "power"]
 
@@ -89,30 +88,10 @@ def persistence_images(diagrams, config: PersistenceImageConfig | None = None) -
     cols, rows = config.resolution
     out = np.zeros((len(offsets) - 1, rows, cols))
     bx, py = config.grid()
-    _kernels.persistence_images_kernel(births, pers, _weights(pers, config), offsets, bx, py,
-                                       float(config.sigma), bool(config.integrate), out)
+    numba_kernels().persistence_images_kernel(births, pers, _weights(pers, config), offsets,
+                                              bx, py, float(config.sigma),
+                                              bool(config.integrate), out)
     return out
 
 
-_DEFAULTS = schema.defaults("image")
-
-
-class PersistenceImager(SchemaTransformer):
-    """scikit-learn transformer: list of diagrams → N × rows × cols persistence images."""
-
-    section, config_class = "image", PersistenceImageConfig
-
-    def __init__(self, birth_range=_DEFAULTS["birth_range"], pers_range=_DEFAULTS["pers_range"],
-                 resolution=_DEFAULTS["resolution"], sigma=_DEFAULTS["sigma"],
-                 weight: Weight = _DEFAULTS["weight"], power=_DEFAULTS["power"],
-                 integrate=_DEFAULTS["integrate"]):
-        self.birth_range = birth_range
-        self.pers_range = pers_range
-        self.resolution = resolution
-        self.sigma = sigma
-        self.weight = weight
-        self.power = power
-        self.integrate = integrate
-
-    def transform(self, X) -> np.ndarray:
-        return persistence_images(X, self.config)
+__getattr__ = transformer_getattr(__name__, ("PersistenceImager",))
