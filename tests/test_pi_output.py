@@ -147,3 +147,20 @@ def test_a_write_failing_midway_is_one_line_and_leaves_nothing(tmp_path, capsys,
     assert status == 2
     assert err == f"tgd: error: pi: cannot write {tmp_path / 'o.npz'}: No space left on device\n"
     assert [p.name for p in tmp_path.iterdir()] == ["imgs.npy"]
+
+
+def test_paper_chunks_reuse_two_sets_of_buffers(images):
+    """Chunk i's arrays are reused by chunk i + 2 (no fresh pages per chunk); each chunk, used
+    when it comes, holds its own PIs."""
+    from tgd_core.commands.pi import pi_chunks
+    from tgd_core.topology import PaperPIConfig
+
+    raw, u8 = paper_persistence_images(images)
+    seen, copies = [], []
+    for pi_raw, pi_u8 in pi_chunks(images, PaperPIConfig(), raw=True, chunk=3):
+        seen.append(pi_raw)
+        copies.append((pi_raw.copy(), pi_u8.copy()))
+    assert [len(c[1]) for c in copies] == [3, 3, 1]
+    assert np.shares_memory(seen[0], seen[2]) and not np.shares_memory(seen[0], seen[1])
+    assert_bit_equal(np.concatenate([c[0] for c in copies]), raw)
+    assert_bit_equal(np.concatenate([c[1] for c in copies]), u8)

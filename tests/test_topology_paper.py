@@ -301,3 +301,24 @@ def test_summation_defaults_to_persim_and_is_validated(cifar_test_images):
     np.testing.assert_array_equal(raw.view(np.uint64), exact.view(np.uint64))
     with pytest.raises(TGDError, match="summation must be 'persim' or 'grouped', got 'fast'"):
         paper_persistence_images(cifar_test_images[:1], summation="fast")
+
+
+def test_out_buffers_are_filled_returned_and_validated(cifar_test_images):
+    images = cifar_test_images[:5]
+    raw, u8 = paper_persistence_images(images)
+    buffers = (np.full(raw.shape, np.nan), np.full(u8.shape, 7, np.uint8))
+    got_raw, got_u8 = paper_persistence_images(images, out=buffers)
+    assert got_raw is buffers[0] and got_u8 is buffers[1]
+    np.testing.assert_array_equal(got_raw.view(np.uint64), raw.view(np.uint64))
+    np.testing.assert_array_equal(got_u8, u8)
+    none, only_u8 = paper_persistence_images(images, raw=False, out=(None, np.empty_like(u8)))
+    assert none is None
+    np.testing.assert_array_equal(only_u8, u8)
+    bad = [((raw[:4], u8), "shape"), ((raw.astype(np.float32), u8), "float64"),
+           ((raw, u8[:, :, :, ::2]), "shape"), ((raw[..., ::-1], u8), "C-contiguous"),
+           (raw, "pair")]
+    for out, message in bad:
+        with pytest.raises(TGDError, match=message):
+            paper_persistence_images(images, out=out)
+    with pytest.raises(TGDError, match="pi_raw must be None"):
+        paper_persistence_images(images, raw=False, out=(raw, u8))
