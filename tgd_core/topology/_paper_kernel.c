@@ -58,8 +58,9 @@ typedef struct {
 
 /* Per-thread scratch: signal, stack, bars and the padded PI. */
 typedef struct {
-    int32_t *levels, *run_val, *run_pos, *turn_val, *turn_pos, *stack_val, *stack_min, *stack_pos;
-    int32_t *births, *deaths, *edges, *kb, *kd, *ke;
+    int32_t *levels, *run_val, *run_pos, *turn_val, *turn_pos; /* a scan, its turning points */
+    int32_t *stack_val, *stack_min, *stack_pos;                 /* h0_path_bars */
+    int32_t *births, *deaths, *edges, *kb, *kd, *ke;            /* bars; in ripser's order */
     int32_t bucket[257];
     point_t *points;
     int32_t *ids;          /* the points of a column tile */
@@ -219,6 +220,8 @@ static int64_t h0_path_bars(const int32_t *vals, const int32_t *pos, int64_t n,
             s->births[count] = b; /* written always, kept if it is a bar the threshold keeps */
             s->deaths[count] = d;
             s->edges[count] = s->stack_pos[top] - 1;
+            /* b is NONE_LEVEL when a run is empty: no bar (b < d fails; the index stays in
+             * the table) */
             count += b < d && d >= min_death[b < 256 ? b : 0];
             if (lo < m) m = lo;
             if (d < m) m = d;
@@ -421,8 +424,9 @@ static void untile(const double *acc, int64_t pc, int64_t n_rows, int64_t n_cols
 static int alloc_scratch(scratch_t *s, int64_t length, int64_t n_rt_padded,
                          int64_t padded_pixels)
 {
-    int32_t **ints[] = {&s->levels, &s->run_val, &s->run_pos, &s->turn_val, &s->turn_pos, &s->stack_val, &s->stack_min, &s->stack_pos, &s->births,
-                        &s->deaths, &s->edges, &s->kb, &s->kd, &s->ke, &s->ids};
+    int32_t **ints[] = {&s->levels, &s->run_val, &s->run_pos, &s->turn_val, &s->turn_pos,
+                        &s->stack_val, &s->stack_min, &s->stack_pos, &s->births, &s->deaths,
+                        &s->edges, &s->kb, &s->kd, &s->ke, &s->ids};
     memset(s, 0, sizeof *s);
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (!(*ints[i] = malloc((length + 16) * sizeof(int32_t)))) return -1; /* +8: pack8 */
@@ -434,8 +438,9 @@ static int alloc_scratch(scratch_t *s, int64_t length, int64_t n_rt_padded,
 
 static void free_scratch(scratch_t *s)
 {
-    int32_t *ints[] = {s->levels, s->run_val, s->run_pos, s->turn_val, s->turn_pos, s->stack_val, s->stack_min, s->stack_pos, s->births,
-                       s->deaths, s->edges, s->kb, s->kd, s->ke, s->ids};
+    int32_t *ints[] = {s->levels, s->run_val, s->run_pos, s->turn_val, s->turn_pos,
+                       s->stack_val, s->stack_min, s->stack_pos, s->births, s->deaths,
+                       s->edges, s->kb, s->kd, s->ke, s->ids};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) free(ints[i]);
     free(s->kept);
     free(s->points);
