@@ -132,13 +132,18 @@ class PaperTiles(NamedTuple):
 
 def _tile_factors(factors: np.ndarray, span: np.ndarray, size: int):
     """(padded flat factors, per-tile max, per-tile min, tile span) of factors over tiles of
-    ``size`` entries along the second axis."""
+    ``size`` entries along the second axis. The minimum is over the PI's own entries: the
+    padding past its edge is zero but never output, so a lower bound of the sums needs only
+    the real pixels' (with the padding in it, the edge tiles' bound stayed zero and every
+    point's far tail there was summed: a third of the sums computed on CIFAR-10)."""
     n, width = factors.shape
     padded = np.zeros((n, -(-width // size) * size))
     padded[:, :width] = factors
-    per_tile = padded.reshape(n, -1, size)
+    real_only = np.full_like(padded, np.inf)
+    real_only[:, :width] = factors
     tiles = np.stack([span[:, 0] // size, -(-span[:, 1] // size)], axis=1)
-    return padded.ravel(), per_tile.max(axis=2), per_tile.min(axis=2), tiles
+    return (padded.ravel(), padded.reshape(n, -1, size).max(axis=2),
+            real_only.reshape(n, -1, size).min(axis=2), tiles)
 
 
 @functools.lru_cache(maxsize=8)
