@@ -69,7 +69,8 @@ def best_of(fn, repeats: int = 3, clock=time.perf_counter) -> float:
 #: The kernel's stages: (persim summation, grouped summation).
 STAGES = (("read the six scans", "read the six scans"),
           ("H0 bars in ripser's order", "H0 bars (any order)"),
-          ("PI sums (persim's terms, in 4×8 tiles)", "PI sums grouped by birth level"),
+          (f"PI sums (persim's terms, in {_ckernel.TILE_ROWS}×{_ckernel.TILE_COLS} tiles)",
+           "PI sums grouped by birth level"),
           ("max + uint8 quantisation", "max + uint8 quantisation"))
 
 
@@ -419,9 +420,10 @@ def main() -> None:
         "",
         "The C kernel first drops the vertices of each scan that cannot change its bars (the "
         "repeats in a run of equal values, the inside of strict rises and falls: 8 at a time "
-        "with AVX2) and runs the stack on the rest, then sums the PI tile by tile (4×8 pixels "
-        "held in registers while the tile's points visit it, persim's operations in persim's "
-        "order per pixel), each tile's points chosen first for 16 row tiles at once in vector "
+        "with AVX2) and runs the stack on the rest, then sums the PI tile by tile "
+        f"({_ckernel.TILE_ROWS}×{_ckernel.TILE_COLS} pixels held in registers while the tile's "
+        "points visit it, persim's operations in persim's order per pixel), each tile's points "
+        f"chosen first for {_ckernel.ROW_GROUP} row tiles at once in vector "
         "lanes: a point skips a tile where its largest term is below half an ulp of every sum "
         "there (it would change nothing). The numba kernel sums point by point over the same "
         "tiles; `summation='grouped'` skips ripser's ordering and adds one outer product per "

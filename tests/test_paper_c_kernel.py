@@ -23,7 +23,7 @@ CONFIGS = [
     PaperPIConfig(resolution=(13, 7), spread=0.002),
     PaperPIConfig(resolution=(1, 1)),
     PaperPIConfig(resolution=(8, 4), spread=0.05, max_bd=0.6, threshold=0.0),
-    PaperPIConfig(resolution=(17, 70), spread=0.004, max_bd=1.0),  # 18 row tiles: two groups
+    PaperPIConfig(resolution=(17, 70), spread=0.004, max_bd=1.0),  # 14 row tiles: two groups
 ]
 
 

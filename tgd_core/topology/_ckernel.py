@@ -1,7 +1,7 @@
 """The C paper-mode kernel (``_paper_kernel.c``): built once per machine, loaded with ctypes.
 
 The numba kernel (:func:`tgd_core.topology._kernels.paper_pis_kernel`) and this one compute the
-same persim-order sums, bit for bit; the C one keeps each 4×8 tile's sums in registers while the
+same persim-order sums, bit for bit; the C one keeps each 5×8 tile's sums in registers while the
 points visit it (tile by tile instead of point by point), which the numba version cannot
 express. It is compiled with the system C compiler (``$CC``, default ``cc``) at first use into
 ``$TGD_KERNEL_CACHE`` (default ``~/.cache/tgd/kernels``), keyed by the source, the flags, the
@@ -37,10 +37,11 @@ CHOICES = ("auto", "c", "numba")
 #: Images per task; equal to PAPER_CHUNK in the C source.
 CHUNK = 16
 #: Register tile of the persim-order sums (both kernels): TILE_ROWS × TILE_COLS PI pixels
-#: (4 × 8 = eight AVX2 registers of four float64); equal to the C source's.
-TILE_ROWS, TILE_COLS = 4, 8
+#: (5 × 8 = ten AVX2 registers of four float64; a 50-row PI is 10 row tiles without padding);
+#: equal to the C source's.
+TILE_ROWS, TILE_COLS = 5, 8
 #: Row tiles whose skip tests run together; equal to ROW_GROUP in the C source.
-ROW_GROUP = 16
+ROW_GROUP = 12
 
 log = logging.getLogger(__name__)
 

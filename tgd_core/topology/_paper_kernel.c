@@ -1,6 +1,7 @@
 /* Paper-mode persistence images in C: the algorithm of tgd_core/topology/_kernels.py
- * (persim summation), with the PI sums reordered tile by tile so each 4x8 tile's sums stay in
- * registers while the points visit it.
+ * (persim summation), with the PI sums reordered tile by tile so each 5x8 tile's sums stay in
+ * registers while the points visit it (5 rows: a 50-row PI is 10 row tiles, no padding, and
+ * the skip tests of its 10 row tiles fill three vectors of four).
  *
  * Per image and scan (see _kernels._load_scan): the H0 bars of the 1-D signal that the
  * threshold keeps (one monotonic stack, _kernels.h0_path_bars), in ripser's order (counting sort
@@ -15,17 +16,18 @@
  * Threads: every caller thread runs paper_pis() with the same shared counter and takes the next
  * PAPER_CHUNK images until none are left (dynamic scheduling without a runtime library).
  */
+#include <float.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define TILE_ROWS 4
+#define TILE_ROWS 5
 #define TILE_COLS 8
 #define PAPER_CHUNK 16
 #define NONE_LEVEL (1 << 30)
 #define HALF_ULP_SCALE 5.551115123125783e-17 /* 2^-54 */
 
-#define ROW_GROUP 16 /* row tiles whose skip tests run together (a multiple of 4) */
+#define ROW_GROUP 12 /* row tiles whose skip tests run together (a multiple of 4) */
 #ifndef STAGES
 #define STAGES 4 /* builds with -DSTAGES=1..3 stop after that stage (for profiling only):
                     1 bars, 2 in ripser's order, 3 PI sums, 4 uint8 and float64 PIs */
@@ -274,15 +276,19 @@ static inline v4d load4(const double *p)
 
 static inline void store4(double *p, v4d v) { memcpy(p, &v, sizeof v); }
 
-/* The sums of one 4x8 tile (row tile rt, column tile ct), in order, over the points of the
- * column tile (s->ids) whose bits are set in kept (bit q of word q / 64 for point q). */
-static void sum_tile(const scratch_t *s, const uint64_t *kept, int64_t n_words, int64_t rt,
-                     int64_t ct, double *acc, int64_t pc)
+/* The sums of one tile (row tile rt, column tile ct), in order, over the m points of the column
+ * tile (s->ids) whose bits are set in kept (see keep_bits: word q / 64, the highest bits the
+ * earliest points). */
+static void sum_tile(const scratch_t *s, const uint64_t *kept, int64_t m, int64_t n_words,
+                     int64_t rt, int64_t ct, double *acc, int64_t pc)
 {
     v4d a[TILE_ROWS][2] = {{{0}}};
     for (int64_t word = 0; word < n_words; word++) {
-        for (uint64_t bits = kept[word]; bits; bits &= bits - 1) {
-            const point_t *p = s->points + s->ids[word * 64 + __builtin_ctzll(bits)];
+        const int64_t last = (m < (word + 1) * 64 ? m : (word + 1) * 64) - 1;
+        for (uint64_t bits = kept[word]; bits;) { /* highest bit first: the earliest point */
+            const int pos = 63 - __builtin_clzll(bits);
+            bits ^= (uint64_t)1 << pos;
+            const point_t *p = s->points + s->ids[last - pos];
             const double *x = p->x + ct * TILE_COLS, *y = p->y + rt * TILE_ROWS;
             const v4d x0 = load4(x), x1 = load4(x + 4);
             const v4d wv = {p->w, p->w, p->w, p->w};
@@ -339,8 +345,9 @@ static int64_t column_points(scratch_t *s, int64_t k, int64_t ct)
     return m;
 }
 
-/* Which of the m points of column tile ct (ids) each row tile adds, as bits (kept[rt][word],
- * bit q of word q / 64 for point ids[q]): those whose largest term on the tile,
+/* Which of the m points of column tile ct (ids) each row tile adds, as bits (kept[rt][word]:
+ * point ids[q] is in word q / 64, shifted in from the right, so the word's last point is bit 0
+ * and its first the highest): those whose largest term on the tile,
  * T = (max x * max y) * w, is nonzero (where a factor is zero on the tile its maximum is 0 and
  * so is every term) and not below half an ulp of every sum in the tile (T < lower * 2^-54: see
  * _kernels._accumulate_pi; the running bound lower is the sum of the kept points' smallest
@@ -351,7 +358,7 @@ static void keep_bits(const tables_t *t, const scratch_t *s, int64_t m, int64_t 
 {
     const int64_t n_rtp = t->n_rt_padded;
     const v4d scale = {HALF_ULP_SCALE, HALF_ULP_SCALE, HALF_ULP_SCALE, HALF_ULP_SCALE};
-    const v4d zero = {0, 0, 0, 0};
+    const v4d tiny = {DBL_TRUE_MIN, DBL_TRUE_MIN, DBL_TRUE_MIN, DBL_TRUE_MIN};
     for (int64_t g = 0; g < n_rtp; g += ROW_GROUP) {
         v4d lower[ROW_GROUP / 4] = {{0}};
         for (int64_t word = 0; word < n_words; word++) {
@@ -362,13 +369,13 @@ static void keep_bits(const tables_t *t, const scratch_t *s, int64_t m, int64_t 
                 const double w = p->w, xmax = p->xmax[ct], xmin = p->xmin[ct];
                 const v4d wv = {w, w, w, w}, xmaxv = {xmax, xmax, xmax, xmax};
                 const v4d xminv = {xmin, xmin, xmin, xmin};
-                const v4di bit = {1, 1, 1, 1};
                 for (int v = 0; v < ROW_GROUP / 4; v++) {
                     const v4d top = (xmaxv * load4(p->ymax + g + 4 * v)) * wv;
                     const v4d low = (xminv * load4(p->ymin + g + 4 * v)) * wv;
-                    const v4di keep = (top > zero) & (top >= lower[v] * scale);
+                    const v4d bound = lower[v] * scale; /* top >= max(bound, tiny): */
+                    const v4di keep = top >= (v4d)_mm256_max_pd((__m256d)bound, (__m256d)tiny);
                     lower[v] += (v4d)((v4di)low & keep);
-                    bits[v] |= (keep & bit) << (q & 63);
+                    bits[v] = (bits[v] + bits[v]) - keep; /* shift in keep's bit */
                 }
             }
             for (int v = 0; v < ROW_GROUP / 4; v++)
@@ -387,7 +394,7 @@ static void accumulate_pi(const tables_t *t, scratch_t *s, int64_t k, double *ac
         const int64_t m = column_points(s, k, ct), n_words = (m + 63) / 64;
         keep_bits(t, s, m, ct, s->kept, n_words);
         for (int64_t rt = 0; rt < t->n_rt; rt++)
-            sum_tile(s, s->kept + rt * n_words, n_words, rt, ct, acc, t->n_ct * TILE_COLS);
+            sum_tile(s, s->kept + rt * n_words, m, n_words, rt, ct, acc, t->n_ct * TILE_COLS);
     }
 }
 

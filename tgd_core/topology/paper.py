@@ -16,7 +16,7 @@ death) pairs are tabulated once with SciPy's own ``norm.cdf`` (the function pers
 the same arguments), the diagrams come from a linear-time monotonic stack, in the order ripser
 emits them (increasing death, ties by decreasing edge index), and each PI is summed in compiled
 code with persim's operations in persim's order — ``(x_factor * y_factor) * weight`` added
-point after point, in 4×8-pixel tiles of explicit 4-wide float64 arithmetic — skipping only
+point after point, in 5×8-pixel tiles of explicit 4-wide float64 arithmetic — skipping only
 terms that are exactly zero or too small to change the sum they would be added to (below half
 an ulp of it). The float64 PIs therefore equal persim's bit for bit, and the uint8 PIs follow.
 """
