@@ -345,15 +345,13 @@ def main() -> None:
 
     full = None
     if args.full_cache:
-        from tgd_core.topology.cache import PICache
+        from tgd_core.topology.cache import cached_pis
 
         test, _ = load_cifar10("test")
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             for split, x in (("train", train), ("test", test)):
-                entry = PICache.for_images(x, PaperPIConfig(), "cifar10", split, tmp)
-                entry.fill(x, PaperPIConfig())
-                entry.load()
+                cached_pis(x, PaperPIConfig(), "cifar10", split, cache_dir=tmp)
             full = time.perf_counter() - t0
 
     lines = [

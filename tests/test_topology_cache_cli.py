@@ -94,6 +94,24 @@ def test_shards_and_resume_after_a_lost_part(images, tmp_path):
     np.testing.assert_array_equal(entry.load(), compute_pis(images, rep)[1])
 
 
+def test_cached_pis_reads_back_only_the_parts_it_did_not_compute(images, tmp_path, monkeypatch):
+    """Parts computed by this call go straight into the returned array (and to disk); parts
+    that were already on disk are read from their files."""
+    rep = PaperPIConfig()
+    expected = compute_pis(images, rep)[1]
+    PICache.for_images(images, rep, "toy", "train", tmp_path).fill(images, rep, shard=(0, 2))
+    read = []
+    real = PICache._read_part
+    monkeypatch.setattr(PICache, "_read_part",
+                        lambda self, a, b, path, arr: (read.append((a, b)), real(self, a, b, path,
+                                                                                 arr)))
+    got = cached_pis(images, rep, "toy", "train", cache_dir=tmp_path)
+    np.testing.assert_array_equal(got, expected)
+    assert read == [(0, 8), (8, 15)]  # shard 0's parts; 15-23, 23-30 computed in memory
+    entry = PICache.for_images(images, rep, "toy", "train", tmp_path)
+    np.testing.assert_array_equal(entry.load(), expected)  # and all four parts were written
+
+
 def test_corrupt_part_gives_clear_error(images, tmp_path):
     rep = PaperPIConfig()
     entry = PICache.for_images(images, rep, "toy", "train", tmp_path)

@@ -64,21 +64,28 @@ def paper_summation() -> str:
     return "persim" if _ckernel.load() is not None else "grouped"
 
 
-def _uint8_pis(images: np.ndarray, rep: Representation) -> np.ndarray:
-    """The uint8 PIs a cache entry stores (paper mode with :func:`paper_summation`)."""
+def _uint8_pis(images: np.ndarray, rep: Representation, out: np.ndarray | None = None
+               ) -> np.ndarray:
+    """The uint8 PIs a cache entry stores (paper mode with :func:`paper_summation`), into
+    ``out`` (C-contiguous) when given."""
     if isinstance(rep, PaperPIConfig):
-        return paper_persistence_images(images, rep, raw=False, summation=paper_summation())[1]
-    return compute_pis(images, rep, raw=False)[1]
+        return paper_persistence_images(images, rep, raw=False, summation=paper_summation(),
+                                        out=None if out is None else (None, out))[1]
+    u8 = compute_pis(images, rep, raw=False)[1]
+    if out is not None:
+        out[...] = u8
+    return u8
 
 
-def _compute_part(args) -> tuple[int, int]:
-    """Worker: PIs of rows [start, stop) written to their part file (runs in a subprocess)."""
+def _compute_part(args, out: np.ndarray | None = None) -> tuple[int, int]:
+    """PIs of rows [start, stop) written to their part file (in a subprocess when pooled;
+    into ``out`` as well when given)."""
     images, rep_dict, start, stop, path, threads = args
     if threads:
         import numba
 
         numba.set_num_threads(threads)
-    u8 = _uint8_pis(images, representation_from_dict(rep_dict))
+    u8 = _uint8_pis(images, representation_from_dict(rep_dict), out)
     atomic_write(path, lambda f: np.save(f, u8), fault="pi-cache-part")
     return start, stop
 
@@ -94,8 +101,9 @@ class PICache:
     @classmethod
     def for_images(cls, images: np.ndarray, rep: Representation, dataset: str, split: str,
                    cache_dir: str | Path | None = None) -> PICache:
+        images_hash = content_hash(images)
         key = hashlib.sha256(
-            f"{representation_key(rep)}|{content_hash(images)}|{len(images)}|v{CACHE_VERSION}"
+            f"{representation_key(rep)}|{images_hash}|{len(images)}|v{CACHE_VERSION}"
             .encode()).hexdigest()[:16]
         base = Path(cache_dir) if cache_dir else paths.cache_dir()
         root = base / "pi" / f"{dataset}-{split}-{key}"
@@ -108,7 +116,7 @@ class PICache:
             atomic_write(meta, json.dumps({
                 "dataset": dataset, "split": split, "n": len(images),
                 "representation": rep.to_dict(), "maps": n_maps(rep), "shape": list(entry.shape),
-                "images_blake2b": content_hash(images), "cache_version": CACHE_VERSION,
+                "images_blake2b": images_hash, "cache_version": CACHE_VERSION,
                 **({"summation": paper_summation()} if isinstance(rep, PaperPIConfig) else {}),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }, indent=2), fault="pi-cache-meta")
@@ -140,13 +148,16 @@ class PICache:
         return not self.missing()
 
     def fill(self, images: np.ndarray, rep: Representation, *, shard=(0, 1), workers: int = 1,
-             progress=None) -> int:
+             progress=None, out: np.ndarray | None = None) -> int:
         """Compute the missing parts of ``shard``; returns the number of images computed.
-        ``progress(n_done)`` is called after each part (e.g. a tqdm ``update``)."""
+        ``progress(n_done)`` is called after each part (e.g. a tqdm ``update``). ``out``: the
+        entry's N×K×rows×cols uint8 array (C-contiguous), which receives every part computed
+        here (computed straight into it in this process; read back from a pooled worker's
+        file), so that :func:`cached_pis` reads back only the parts it did not compute."""
         todo = self.missing(shard)
         if not todo:
             return 0
-        jobs = [(images[a:b], rep.to_dict(), a, b, str(self.root / f"part-{a:07d}-{b:07d}.npy"),
+        jobs = [(images[a:b], rep.to_dict(), a, b, str(self._part_path(a, b)),
                  1 if workers > 1 else 0) for a, b in todo]
         done = 0
         if workers > 1:
@@ -154,41 +165,53 @@ class PICache:
 
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
                 for a, b in pool.map(_compute_part, jobs):
+                    if out is not None:
+                        self._read_part(a, b, self._part_path(a, b), out)
                     done += b - a
                     if progress:
                         progress(b - a)
         else:
             for job in jobs:
-                a, b = _compute_part(job)
+                a, b = _compute_part(job, None if out is None else out[job[2]:job[3]])
                 done += b - a
                 if progress:
                     progress(b - a)
         return done
 
-    def load(self) -> np.ndarray:
-        """The N×K×rows×cols uint8 PIs, read from the part files into one array."""
+    def load(self, out: np.ndarray | None = None, skip=()) -> np.ndarray:
+        """The N×K×rows×cols uint8 PIs, read from the part files into one array (``out``, if
+        given, where the row ranges in ``skip`` are already filled)."""
         if not self.complete():
             missing = self.missing()
             raise TGDError(f"PI cache {self.root} is incomplete: {len(missing)} part(s) missing, "
                            "run `tgd pi --dataset ...` (all shards) first")
-        parts = self.parts()
-        arr = np.empty((self.n, *self.shape), np.uint8)
-        for a, b, p in parts:
-            try:
-                part = np.load(p, mmap_mode="r")
-            except (ValueError, OSError) as exc:
-                raise TGDError(f"PI cache part {p} is unreadable ({exc}): delete it to "
-                               "recompute") from None
-            if part.shape != (b - a, *self.shape):
-                raise TGDError(f"PI cache part {p} holds {part.shape}, expected "
-                               f"{(b - a, *self.shape)}: delete it to recompute")
-            arr[a:b] = part
+        arr = np.empty((self.n, *self.shape), np.uint8) if out is None else out
+        for a, b, p in self.parts():
+            if (a, b) not in skip:
+                self._read_part(a, b, p, arr)
         return arr
+
+    def _part_path(self, start: int, stop: int) -> Path:
+        return self.root / f"part-{start:07d}-{stop:07d}.npy"
+
+    def _read_part(self, start: int, stop: int, path: Path, arr: np.ndarray) -> None:
+        """Part file ``path`` (rows [start, stop)) into ``arr[start:stop]``, checked."""
+        try:
+            part = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as exc:
+            raise TGDError(f"PI cache part {path} is unreadable ({exc}): delete it to "
+                           "recompute") from None
+        if part.shape != (stop - start, *self.shape):
+            raise TGDError(f"PI cache part {path} holds {part.shape}, expected "
+                           f"{(stop - start, *self.shape)}: delete it to recompute")
+        arr[start:stop] = part
 
 
 def cached_pis(images: np.ndarray, rep: Representation, dataset: str, split: str, *,
                cache_dir=None, workers: int = 1, progress=None) -> np.ndarray:
     """The uint8 PIs of ``images``, from the cache or computed (and cached) now."""
     entry = PICache.for_images(images, rep, dataset, split, cache_dir)
-    entry.fill(images, rep, workers=workers, progress=progress)
-    return entry.load()
+    pis = np.empty((entry.n, *entry.shape), np.uint8)
+    computed = entry.missing()
+    entry.fill(images, rep, workers=workers, progress=progress, out=pis)
+    return entry.load(out=pis, skip=set(computed))
