@@ -83,3 +83,91 @@ def test_writeback_ignores_an_unsupported_advice(tmp_path, monkeypatch):
         f.write(b"abc")
         start_writeback(f)
     assert (tmp_path / "f").read_bytes() == b"abc"
+
+
+def _npy_data_offsets(path) -> dict[str, int]:
+    """File offset where each entry's array bytes start (after its local and .npy headers)."""
+    import struct
+    import zipfile
+
+    offsets = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+        for info in zf.infolist():
+            f.seek(info.header_offset + 26)
+            name_len, extra_len = struct.unpack("<HH", f.read(4))
+            start = info.header_offset + 30 + name_len + extra_len
+            f.seek(start)
+            np.lib.format.read_magic(f)
+            np.lib.format.read_array_header_1_0(f)
+            offsets[info.filename] = f.tell()
+    return offsets
+
+
+@pytest.mark.parametrize("raw_dtype", [np.float64, None])
+def test_pi_entries_start_on_a_block_and_aligned_chunks_go_around_the_page_cache(
+        tmp_path, monkeypatch, raw_dtype):
+    """With block-aligned chunks (aligned_empty), every chunk's whole blocks are written with
+    O_DIRECT at block offsets; the rest (headers, tails) goes through the file object."""
+    import fcntl
+
+    direct = []
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, data, offset):
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+        direct.append((len(data), offset))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(pi_file.os, "pwrite", pwrite)
+    n, per_image = 9, 2 * 16 * 32  # 1024 pixels: a float64 image is 2 blocks, uint8 a quarter
+    raw = pi_file.aligned_empty((n, 2, 16, 32), np.float64)
+    u8 = pi_file.aligned_empty((n, 2, 16, 32), np.uint8)
+    raw[...] = np.random.default_rng(1).random(raw.shape)
+    u8[...] = np.random.default_rng(2).integers(0, 256, u8.shape)
+    with open(tmp_path / "o.npz", "wb") as f, PIFileWriter(
+            f, n, (2, 16, 32), raw_dtype=raw_dtype, park_path=tmp_path / "park") as writer:
+        for start in range(0, n, 4):  # chunks of 4, 4, 1 images
+            writer.add(raw[start:start + 4], u8[start:start + 4])
+        writer.finish([str(i) for i in range(n)], {})
+    with np.load(tmp_path / "o.npz") as npz:
+        assert np.array_equal(npz["pi_uint8"], u8)
+        assert raw_dtype is None or np.array_equal(npz["pi_raw"], raw)
+    offsets = _npy_data_offsets(tmp_path / "o.npz")
+    assert offsets["pi_uint8.npy"] % pi_file.DIRECT_BLOCK == 0
+    block = pi_file.DIRECT_BLOCK
+    if raw_dtype is None:  # uint8 chunks of 4 images are one block each, the last a quarter
+        assert direct == [(block, offsets["pi_uint8.npy"] + i * block) for i in range(2)]
+    else:
+        start = offsets["pi_raw.npy"]
+        assert start % block == 0
+        assert direct[:3] == [(8 * block, start), (8 * block, start + 8 * block),
+                              (2 * block, start + 16 * block)]
+        assert len(direct) > 3 and all(off % block == 0 for _, off in direct[3:])  # pi_uint8
+        assert sum(size for size, _ in direct[3:]) == n * per_image // block * block
+
+
+def test_direct_writes_fall_back_to_the_file_where_o_direct_is_refused(tmp_path, monkeypatch):
+    def refuse(fd, data, offset):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(pi_file.os, "pwrite", refuse)
+    data = pi_file.aligned_empty((3 * pi_file.DIRECT_BLOCK + 5,), np.uint8)
+    data[...] = np.arange(len(data)) % 251
+    with open(tmp_path / "x", "wb") as f:
+        out = pi_file.DirectFile(f)
+        assert out.direct
+        out.write(data)
+        assert not out.direct  # refused once: the rest of the file goes through f
+        out.write(data[:10])
+    assert (tmp_path / "x").read_bytes() == data.tobytes() + data[:10].tobytes()
+
+
+def test_unaligned_memory_or_position_is_written_through_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(pi_file.os, "pwrite", lambda *a: pytest.fail("no direct write expected"))
+    data = pi_file.aligned_empty((2 * pi_file.DIRECT_BLOCK + 1,), np.uint8)
+    data[...] = 7
+    with open(tmp_path / "x", "wb") as f:
+        out = pi_file.DirectFile(f)
+        out.write(data[1:-1])  # memory off the block
+        out.write(data)  # file position off the block
+    assert (tmp_path / "x").read_bytes() == data[1:-1].tobytes() + data.tobytes()

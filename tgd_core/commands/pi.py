@@ -154,9 +154,12 @@ def pi_chunks(images, rep, *, raw: bool, chunk: int | None = None):
     """Yield ``(pi_raw, pi_uint8)`` of ``images`` (an array or a list) ``chunk`` images at a
     time (default :data:`CHUNK_IMAGES`), in order; ``pi_raw`` may be None when ``raw`` is
     False. Paper-mode PIs of an array are written into two sets of buffers in turn (fresh
-    pages for every chunk cost a fifth of a float64 run zeroing them): a chunk's arrays are
-    overwritten two chunks later, so use or copy each before asking for the one after next."""
+    pages for every chunk cost a fifth of a float64 run zeroing them), block-aligned for
+    writes around the page cache (:class:`~tgd_core.topology.pi_file.DirectFile`): a chunk's
+    arrays are overwritten two chunks later, so use or copy each before asking for the one
+    after next."""
     from tgd_core.topology.paper import PaperPIConfig, paper_persistence_images
+    from tgd_core.topology.pi_file import aligned_empty
     from tgd_core.topology.representation import compute_pis
 
     chunk = chunk or CHUNK_IMAGES
@@ -168,8 +171,8 @@ def pi_chunks(images, rep, *, raw: bool, chunk: int | None = None):
             continue
         if len(buffers) < 2:
             shape = (min(chunk, len(images)), *_pi_shape(rep, images))
-            buffers.append((np.empty(shape, np.float64) if raw else None,
-                            np.empty(shape, np.uint8)))
+            buffers.append((aligned_empty(shape, np.float64) if raw else None,
+                            aligned_empty(shape, np.uint8)))
         pi_raw, pi_u8 = buffers[number % 2]
         yield paper_persistence_images(part, rep, raw=raw, out=(
             None if pi_raw is None else pi_raw[:len(part)], pi_u8[:len(part)]))
