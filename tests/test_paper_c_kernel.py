@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tgd_core.core.errors import TGDError
-from tgd_core.topology import PaperPIConfig, _ckernel, paper_persistence_images
+from tgd_core.topology import PaperPIConfig, _ckernel, paper, paper_persistence_images
 
 CONFIGS = [
     PaperPIConfig(),
@@ -72,6 +72,31 @@ def test_c_equals_numba_on_every_signal_shape(monkeypatch):
         for config in CONFIGS[:2]:
             assert_same_bits(pis(image[None], config, kernel="c", monkeypatch=monkeypatch),
                              pis(image[None], config, kernel="numba", monkeypatch=monkeypatch))
+
+
+@pytest.mark.usefixtures("c_kernel")
+def test_the_build_without_avx2_gives_the_same_bits(cifar_test_images, monkeypatch):
+    """The scalar paths (vertex filter, column lists, maxima) that CPUs without AVX2 (and other
+    architectures) run, built here with -mno-avx2, against the default build."""
+    if "avx2" not in _ckernel._cpu_flags():
+        pytest.skip("this CPU's default build already is the one without AVX2")
+    rng = np.random.default_rng(3)
+    images = np.concatenate([cifar_test_images[:12],
+                             rng.integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)])
+    config = PaperPIConfig()
+    struct = paper._c_tables(config)
+    results = []
+    for lib in (_ckernel.build(), _ckernel.build(("-mno-avx2",))):
+        raw, u8 = np.empty((len(images), 6, 50, 50)), np.empty((len(images), 6, 50, 50), np.uint8)
+        _ckernel.paper_pis(lib, images, struct, raw, u8, threads=2)
+        results.append((raw, u8))
+    assert_same_bits(*results)
+    for image in signals_with_every_shape(np.random.default_rng(4))[::3]:
+        small = [paper_persistence_images(image[None], config)]
+        monkeypatch.setattr(_ckernel, "_load_library", lambda: _ckernel.build(("-mno-avx2",)))
+        small.append(paper_persistence_images(image[None], config))
+        monkeypatch.undo()
+        assert_same_bits(*small)
 
 
 @pytest.mark.usefixtures("c_kernel")

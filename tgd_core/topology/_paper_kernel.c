@@ -55,7 +55,6 @@ typedef struct {
     double w;
     const double *x, *xmax, *xmin; /* birth factor (padded columns), per column tile */
     const double *y, *ymax, *ymin; /* persistence factor (padded rows), per row tile */
-    int32_t c0, c1;                /* the column tiles where x is not all zero */
 } point_t;
 
 /* Per-thread scratch: signal, stack, bars and the padded PI. */
@@ -63,6 +62,7 @@ typedef struct {
     int32_t *levels, *run_val, *run_pos, *turn_val, *turn_pos; /* a scan, its turning points */
     int32_t *stack_val, *stack_min, *stack_pos;                 /* h0_path_bars */
     int32_t *births, *deaths, *edges, *kb, *kd, *ke;            /* bars; in ripser's order */
+    int32_t *c0, *c1; /* per point: [c0, c1), the column tiles where its x is not all zero */
     int32_t bucket[257];
     point_t *points;
     int32_t *ids;          /* the points of a column tile */
@@ -276,6 +276,17 @@ static inline v4d load4(const double *p)
 
 static inline void store4(double *p, v4d v) { memcpy(p, &v, sizeof v); }
 
+/* Lane-wise maximum (no NaNs here). */
+static inline v4d max4(v4d a, v4d b)
+{
+#ifdef __AVX2__
+    return (v4d)_mm256_max_pd((__m256d)a, (__m256d)b);
+#else
+    const v4di greater = a > b;
+    return (v4d)(((v4di)a & greater) | ((v4di)b & ~greater));
+#endif
+}
+
 /* The sums of one tile (row tile rt, column tile ct), in order, over the m points of the column
  * tile (s->ids) whose bits are set in kept (see keep_bits: word q / 64, the highest bits the
  * earliest points). */
@@ -328,19 +339,34 @@ static void weigh_points(const tables_t *t, scratch_t *s, int64_t k)
         p->y = t->typ + yi * pr;
         p->ymax = t->ymax + yi * t->n_rt_padded;
         p->ymin = t->ymin + yi * t->n_rt_padded;
-        p->c0 = (int32_t)t->ctiles[2 * b];
-        p->c1 = (int32_t)t->ctiles[2 * b + 1];
+        s->c0[j] = (int32_t)t->ctiles[2 * b];
+        s->c1[j] = (int32_t)t->ctiles[2 * b + 1];
     }
 }
 
-/* The points that reach column tile ct (its x factor is not all zero there), in order, into
- * ids; returns how many. Branch-free. */
+/* The points that reach column tile ct (c0 <= ct < c1), in order, into ids; returns how many.
+ * Eight at a time with AVX2 (compares, then a left-pack), branch-free. */
 static int64_t column_points(scratch_t *s, int64_t k, int64_t ct)
 {
-    int64_t m = 0;
-    for (int64_t j = 0; j < k; j++) {
+    int64_t m = 0, j = 0;
+#ifdef __AVX2__
+    const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i tile = _mm256_set1_epi32((int32_t)ct);
+    for (; j + 8 <= k; j += 8) {
+        const __m256i c0 = _mm256_loadu_si256((const __m256i *)(s->c0 + j));
+        const __m256i c1 = _mm256_loadu_si256((const __m256i *)(s->c1 + j));
+        const __m256i in = _mm256_andnot_si256(_mm256_cmpgt_epi32(c0, tile),
+                                               _mm256_cmpgt_epi32(c1, tile));
+        const int mask = _mm256_movemask_ps(_mm256_castsi256_ps(in));
+        const __m256i perm = _mm256_loadu_si256((const __m256i *)pack_table[mask]);
+        const __m256i index = _mm256_add_epi32(_mm256_set1_epi32((int32_t)j), step);
+        _mm256_storeu_si256((__m256i *)(s->ids + m), _mm256_permutevar8x32_epi32(index, perm));
+        m += __builtin_popcount(mask);
+    }
+#endif
+    for (; j < k; j++) {
         s->ids[m] = (int32_t)j;
-        m += s->points[j].c0 <= ct && ct < s->points[j].c1;
+        m += s->c0[j] <= ct && ct < s->c1[j];
     }
     return m;
 }
@@ -373,7 +399,7 @@ static void keep_bits(const tables_t *t, const scratch_t *s, int64_t m, int64_t 
                     const v4d top = (xmaxv * load4(p->ymax + g + 4 * v)) * wv;
                     const v4d low = (xminv * load4(p->ymin + g + 4 * v)) * wv;
                     const v4d bound = lower[v] * scale; /* top >= max(bound, tiny): */
-                    const v4di keep = top >= (v4d)_mm256_max_pd((__m256d)bound, (__m256d)tiny);
+                    const v4di keep = top >= max4(bound, tiny);
                     lower[v] += (v4d)((v4di)low & keep);
                     bits[v] = (bits[v] + bits[v]) - keep; /* shift in keep's bit */
                 }
@@ -408,9 +434,7 @@ static void untile(const double *acc, int64_t pc, int64_t n_rows, int64_t n_cols
     int64_t i = 0;
     for (; i + 16 <= n_rows * pc; i += 16)
         for (int v = 0; v < 4; v++) {
-            const v4d a = load4(acc + i + 4 * v);
-            const v4di greater = a > lanes[v];
-            lanes[v] = (v4d)(((v4di)a & greater) | ((v4di)lanes[v] & ~greater));
+            lanes[v] = max4(load4(acc + i + 4 * v), lanes[v]);
         }
     double m = 0.0;
     for (; i < n_rows * pc; i++) m = acc[i] > m ? acc[i] : m;
@@ -433,7 +457,7 @@ static int alloc_scratch(scratch_t *s, int64_t length, int64_t n_rt_padded,
 {
     int32_t **ints[] = {&s->levels, &s->run_val, &s->run_pos, &s->turn_val, &s->turn_pos,
                         &s->stack_val, &s->stack_min, &s->stack_pos, &s->births, &s->deaths,
-                        &s->edges, &s->kb, &s->kd, &s->ke, &s->ids};
+                        &s->edges, &s->kb, &s->kd, &s->ke, &s->ids, &s->c0, &s->c1};
     memset(s, 0, sizeof *s);
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (!(*ints[i] = malloc((length + 16) * sizeof(int32_t)))) return -1; /* +8: pack8 */
@@ -447,7 +471,7 @@ static void free_scratch(scratch_t *s)
 {
     int32_t *ints[] = {s->levels, s->run_val, s->run_pos, s->turn_val, s->turn_pos,
                        s->stack_val, s->stack_min, s->stack_pos, s->births, s->deaths,
-                       s->edges, s->kb, s->kd, s->ke, s->ids};
+                       s->edges, s->kb, s->kd, s->ke, s->ids, s->c0, s->c1};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) free(ints[i]);
     free(s->kept);
     free(s->points);
