@@ -115,7 +115,7 @@ def test_pi_entries_start_on_a_block_and_aligned_chunks_go_around_the_page_cache
 
     def pwrite(fd, data, offset):
         assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
-        direct.append((len(data), offset))
+        direct.append((fd, len(data), offset))
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr(pi_file.os, "pwrite", pwrite)
@@ -129,6 +129,8 @@ def test_pi_entries_start_on_a_block_and_aligned_chunks_go_around_the_page_cache
         for start in range(0, n, 4):  # chunks of 4, 4, 1 images
             writer.add(raw[start:start + 4], u8[start:start + 4])
         writer.finish([str(i) for i in range(n)], {})
+        out = [(size, offset) for fd, size, offset in direct if fd == f.fileno()]
+        parked = [(size, offset) for fd, size, offset in direct if fd != f.fileno()]
     with np.load(tmp_path / "o.npz") as npz:
         assert np.array_equal(npz["pi_uint8"], u8)
         assert raw_dtype is None or np.array_equal(npz["pi_raw"], raw)
@@ -136,14 +138,16 @@ def test_pi_entries_start_on_a_block_and_aligned_chunks_go_around_the_page_cache
     assert offsets["pi_uint8.npy"] % pi_file.DIRECT_BLOCK == 0
     block = pi_file.DIRECT_BLOCK
     if raw_dtype is None:  # uint8 chunks of 4 images are one block each, the last a quarter
-        assert direct == [(block, offsets["pi_uint8.npy"] + i * block) for i in range(2)]
+        assert out == [(block, offsets["pi_uint8.npy"] + i * block) for i in range(2)]
+        assert parked == []
     else:
         start = offsets["pi_raw.npy"]
         assert start % block == 0
-        assert direct[:3] == [(8 * block, start), (8 * block, start + 8 * block),
-                              (2 * block, start + 16 * block)]
-        assert len(direct) > 3 and all(off % block == 0 for _, off in direct[3:])  # pi_uint8
-        assert sum(size for size, _ in direct[3:]) == n * per_image // block * block
+        assert out[:3] == [(8 * block, start), (8 * block, start + 8 * block),
+                           (2 * block, start + 16 * block)]
+        assert len(out) > 3 and all(off % block == 0 for _, off in out[3:])  # pi_uint8
+        assert sum(size for size, _ in out[3:]) == n * per_image // block * block
+        assert parked == [(block, block), (block, 2 * block)]  # the parked uint8 .npy
 
 
 def test_direct_writes_fall_back_to_the_file_where_o_direct_is_refused(tmp_path, monkeypatch):
@@ -171,3 +175,22 @@ def test_unaligned_memory_or_position_is_written_through_the_file(tmp_path, monk
         out.write(data[1:-1])  # memory off the block
         out.write(data)  # file position off the block
     assert (tmp_path / "x").read_bytes() == data[1:-1].tobytes() + data.tobytes()
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_read_direct_reads_whole_blocks_and_the_short_end(tmp_path, monkeypatch, refused):
+    if refused:
+        def refuse(fd, buffers, offset):
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+        monkeypatch.setattr(pi_file.os, "preadv", refuse)
+    content = np.random.default_rng(3).integers(0, 256, 3 * pi_file.DIRECT_BLOCK + 77,
+                                                dtype=np.uint8)
+    (tmp_path / "x").write_bytes(content.tobytes())
+    block = pi_file.aligned_empty((2 * pi_file.DIRECT_BLOCK,), np.uint8)
+    with open(tmp_path / "x", "rb") as f:
+        assert pi_file.read_direct(f, pi_file.DIRECT_BLOCK, block) == len(block)
+        assert np.array_equal(block, content[pi_file.DIRECT_BLOCK:3 * pi_file.DIRECT_BLOCK])
+        assert pi_file.read_direct(f, 3 * pi_file.DIRECT_BLOCK, block) == 77
+        assert np.array_equal(block[:77], content[3 * pi_file.DIRECT_BLOCK:])
+        assert pi_file.read_direct(f, 4 * pi_file.DIRECT_BLOCK, block) == 0
