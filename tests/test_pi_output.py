@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 from tgd_core import cli
+from tgd_core.commands import pi as pi_command
 from tgd_core.topology import paper_persistence_images
 from tgd_core.topology.representation import compute_pis, representation_from_values
+
+DEFAULT_CHUNK = pi_command.CHUNK_IMAGES  # before the small_chunks fixture changes it
 
 
 @pytest.fixture
@@ -164,3 +167,12 @@ def test_paper_chunks_reuse_two_sets_of_buffers(images):
     assert np.shares_memory(seen[0], seen[2]) and not np.shares_memory(seen[0], seen[1])
     assert_bit_equal(np.concatenate([c[0] for c in copies]), raw)
     assert_bit_equal(np.concatenate([c[1] for c in copies]), u8)
+
+
+def test_default_chunks_of_paper_pis_are_whole_blocks():
+    """Each chunk of paper-mode PIs (6×50×50; uint8, float32, float64) is a whole number of
+    blocks, so every chunk of a `tgd pi` file can be written around the page cache."""
+    from tgd_core.topology.pi_file import DIRECT_BLOCK
+
+    for itemsize in (1, 4, 8):
+        assert DEFAULT_CHUNK * 6 * 50 * 50 * itemsize % DIRECT_BLOCK == 0

@@ -103,8 +103,10 @@ def npz_path(out: str) -> str:
 
 
 #: Images per chunk: PIs are computed and written this many at a time, so memory stays bounded
-#: (about 120 MB of float64 paper PIs at the default 50×50) whatever the input size.
-CHUNK_IMAGES = 1024
+#: (about 60 MB of float64 paper PIs at the default 50×50, two chunks held) whatever the input
+#: size. 512 paper-mode uint8 PIs are a whole number of 4 KiB blocks, as writes around the
+#: page cache need (tgd_core/topology/pi_file.py).
+CHUNK_IMAGES = 512
 
 
 def _run_images(args, rep) -> int:
