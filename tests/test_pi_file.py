@@ -194,3 +194,22 @@ def test_read_direct_reads_whole_blocks_and_the_short_end(tmp_path, monkeypatch,
         assert pi_file.read_direct(f, 3 * pi_file.DIRECT_BLOCK, block) == 77
         assert np.array_equal(block[:77], content[3 * pi_file.DIRECT_BLOCK:])
         assert pi_file.read_direct(f, 4 * pi_file.DIRECT_BLOCK, block) == 0
+
+
+@pytest.mark.parametrize("shape, dtype", [((0, 6, 5, 5), np.uint8), ((3,), np.float32),
+                                          ((2, 4096), np.uint8), ((5, 3, 2), np.int64)])
+def test_save_npy_loads_as_np_save_and_aligned_data_goes_around_the_page_cache(
+        tmp_path, monkeypatch, shape, dtype):
+    direct = []
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(pi_file.os, "pwrite",
+                        lambda fd, data, offset: (direct.append((len(data), offset)),
+                                                  real_pwrite(fd, data, offset))[1])
+    array = pi_file.aligned_empty(shape, dtype)
+    array[...] = np.arange(array.size).reshape(shape) % 100
+    with open(tmp_path / "a.npy", "wb") as f:
+        pi_file.save_npy(f, array)
+    back = np.load(tmp_path / "a.npy")
+    assert back.dtype == array.dtype and np.array_equal(back, array)
+    whole = array.nbytes // pi_file.DIRECT_BLOCK * pi_file.DIRECT_BLOCK
+    assert direct == ([(whole, pi_file.DIRECT_BLOCK)] if whole else [])

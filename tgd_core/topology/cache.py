@@ -35,6 +35,7 @@ from tgd_core.core.fileio import atomic_write, remove_stale_temps
 from tgd_core.data.images import content_hash
 from tgd_core.topology import _ckernel
 from tgd_core.topology.paper import PaperPIConfig, paper_persistence_images
+from tgd_core.topology.pi_file import aligned_empty, save_npy
 from tgd_core.topology.representation import (
     Representation,
     compute_pis,
@@ -44,7 +45,10 @@ from tgd_core.topology.representation import (
 )
 
 CACHE_VERSION = 2  # 2: paper-mode PIs bit-identical to persim (1: within 1e-15)
-PART_ROWS = 5000
+#: Rows per part file. 5,120 paper-mode uint8 PIs (6×50×50) are a whole number of 4 KiB blocks,
+#: so parts computed into a block-aligned array are written around the page cache
+#: (tgd_core/topology/pi_file.py); entries written with 5,000-row parts stay valid.
+PART_ROWS = 5120
 _PART = re.compile(r"part-(\d+)-(\d+)\.npy$")
 
 
@@ -86,7 +90,7 @@ def _compute_part(args, out: np.ndarray | None = None) -> tuple[int, int]:
 
         numba.set_num_threads(threads)
     u8 = _uint8_pis(images, representation_from_dict(rep_dict), out)
-    atomic_write(path, lambda f: np.save(f, u8), fault="pi-cache-part")
+    atomic_write(path, lambda f: save_npy(f, u8), fault="pi-cache-part")
     return start, stop
 
 
@@ -211,7 +215,7 @@ def cached_pis(images: np.ndarray, rep: Representation, dataset: str, split: str
                cache_dir=None, workers: int = 1, progress=None) -> np.ndarray:
     """The uint8 PIs of ``images``, from the cache or computed (and cached) now."""
     entry = PICache.for_images(images, rep, dataset, split, cache_dir)
-    pis = np.empty((entry.n, *entry.shape), np.uint8)
+    pis = aligned_empty((entry.n, *entry.shape), np.uint8)
     computed = entry.missing()
     entry.fill(images, rep, workers=workers, progress=progress, out=pis)
     return entry.load(out=pis, skip=set(computed))

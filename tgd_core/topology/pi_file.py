@@ -159,6 +159,18 @@ def _write_npy_header(f: IO[bytes], dtype, shape: tuple, position: int = 0) -> I
     return f
 
 
+def save_npy(f: IO[bytes], array: np.ndarray) -> None:
+    """``np.save(f, array)`` (any array ``np.load`` reads back the same) with the header padded
+    so that the data starts on a block boundary of the file, and the data written around the
+    page cache where its memory is block-aligned too and the file system allows
+    (:class:`DirectFile`)."""
+    array = np.ascontiguousarray(array)
+    out = DirectFile(f)
+    _write_npy_header(out, array.dtype, array.shape, f.tell())
+    if array.size:
+        out.write(memoryview(array).cast("B"))
+
+
 def _open_array_entry(zf: zipfile.ZipFile, key: str, dtype, shape: tuple) -> IO[bytes]:
     """Open the zip entry ``<key>.npy`` for writing, its ``.npy`` header written (padded so
     that the array's bytes start on a block boundary of the file)."""
