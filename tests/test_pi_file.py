@@ -213,3 +213,21 @@ def test_save_npy_loads_as_np_save_and_aligned_data_goes_around_the_page_cache(
     assert back.dtype == array.dtype and np.array_equal(back, array)
     whole = array.nbytes // pi_file.DIRECT_BLOCK * pi_file.DIRECT_BLOCK
     assert direct == ([(whole, pi_file.DIRECT_BLOCK)] if whole else [])
+
+
+def test_a_full_disk_during_a_direct_write_is_raised_and_the_descriptor_restored(tmp_path,
+                                                                                   monkeypatch):
+    import fcntl
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pi_file.os, "pwrite", full)
+    data = pi_file.aligned_empty((2 * pi_file.DIRECT_BLOCK,), np.uint8)
+    with open(tmp_path / "x", "wb") as f:
+        out = pi_file.DirectFile(f)
+        with pytest.raises(OSError) as info:
+            out.write(data)
+        assert info.value.errno == errno.ENOSPC
+        assert not fcntl.fcntl(f.fileno(), fcntl.F_GETFL) & os.O_DIRECT
+        assert out.direct  # a full disk is not a refused O_DIRECT

@@ -165,10 +165,9 @@ def save_npy(f: IO[bytes], array: np.ndarray) -> None:
     page cache where its memory is block-aligned too and the file system allows
     (:class:`DirectFile`)."""
     array = np.ascontiguousarray(array)
-    out = DirectFile(f)
-    _write_npy_header(out, array.dtype, array.shape, f.tell())
+    _write_npy_header(f, array.dtype, array.shape, f.tell())
     if array.size:
-        out.write(memoryview(array).cast("B"))
+        DirectFile(f).write(memoryview(array).cast("B"))
 
 
 def _open_array_entry(zf: zipfile.ZipFile, key: str, dtype, shape: tuple) -> IO[bytes]:
@@ -223,9 +222,8 @@ class PIFileWriter:
             self.u8_entry = _open_array_entry(self.zf, "pi_uint8", np.uint8, self.shape)
         else:
             self.raw_entry = _open_array_entry(self.zf, "pi_raw", raw_dtype, self.shape)
-            self.parked = _write_npy_header(DirectFile(open(self.park_path, "wb")), np.uint8,
-                                            self.shape)
-            self.parked_data = self.parked.tell()
+            park = _write_npy_header(open(self.park_path, "wb"), np.uint8, self.shape)
+            self.parked, self.parked_data = DirectFile(park), park.tell()
 
     def __enter__(self) -> PIFileWriter:
         return self
