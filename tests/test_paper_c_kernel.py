@@ -111,12 +111,23 @@ def test_threads_and_batch_sizes_do_not_change_the_bits(cifar_train_images, monk
 
 
 @pytest.mark.usefixtures("c_kernel")
-def test_raw_false_gives_the_same_uint8(cifar_test_images, monkeypatch):
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.resolution}-{c.spread}")
+def test_raw_false_gives_the_same_uint8(config, cifar_test_images, monkeypatch):
+    """Without raw PIs the kernel leaves zero the tiles whose upper bound is below 1/255 of the
+    largest lower bound (their uint8 pixels are 0 whatever their sums): the same uint8 PIs."""
     monkeypatch.setenv("TGD_PAPER_KERNEL", "c")
-    raw, u8 = paper_persistence_images(cifar_test_images[:10])
-    none, u8_only = paper_persistence_images(cifar_test_images[:10], raw=False)
+    rng = np.random.default_rng(11)
+    noisy = np.clip(cifar_test_images[:20] + rng.normal(0, 40, (20, 32, 32, 3)), 0, 255)
+    images = np.concatenate([cifar_test_images[:60], noisy.astype(np.uint8),
+                             rng.integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8),
+                             np.full((1, 32, 32, 3), 7, np.uint8)])
+    raw, u8 = paper_persistence_images(images, config)
+    none, u8_only = paper_persistence_images(images, config, raw=False)
     assert none is None and raw.dtype == np.float64
     np.testing.assert_array_equal(u8_only, u8)
+    for image in signals_with_every_shape(np.random.default_rng(12))[::2]:
+        np.testing.assert_array_equal(paper_persistence_images(image[None], config, raw=False)[1],
+                                      paper_persistence_images(image[None], config)[1])
 
 
 def test_kernel_choice_is_validated(monkeypatch):

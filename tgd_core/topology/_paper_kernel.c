@@ -65,8 +65,11 @@ typedef struct {
     int32_t *c0, *c1; /* per point: [c0, c1), the column tiles where its x is not all zero */
     int32_t bucket[257];
     point_t *points;
-    int32_t *ids;          /* the points of a column tile */
-    uint64_t *kept;        /* per row tile: which of those it adds (keep_bits) */
+    int32_t *ids;   /* per column tile (stride ids_stride): its points, in order */
+    int64_t *n_ids; /* per column tile: how many */
+    uint64_t *kept; /* per column tile (stride kept_stride), per row tile: which it adds */
+    double *upper;  /* per column tile, per row tile: an upper bound of its pixel sums */
+    int64_t ids_stride, kept_stride;
     double *acc;
 } scratch_t;
 
@@ -288,10 +291,10 @@ static inline v4d max4(v4d a, v4d b)
 }
 
 /* The sums of one tile (row tile rt, column tile ct), in order, over the m points of the column
- * tile (s->ids) whose bits are set in kept (see keep_bits: word q / 64, the highest bits the
+ * tile (ids) whose bits are set in kept (see keep_bits: word q / 64, the highest bits the
  * earliest points). */
-static void sum_tile(const scratch_t *s, const uint64_t *kept, int64_t m, int64_t n_words,
-                     int64_t rt, int64_t ct, double *acc, int64_t pc)
+static void sum_tile(const scratch_t *s, const int32_t *ids, const uint64_t *kept, int64_t m,
+                     int64_t n_words, int64_t rt, int64_t ct, double *acc, int64_t pc)
 {
     v4d a[TILE_ROWS][2] = {{{0}}};
     for (int64_t word = 0; word < n_words; word++) {
@@ -299,7 +302,7 @@ static void sum_tile(const scratch_t *s, const uint64_t *kept, int64_t m, int64_
         for (uint64_t bits = kept[word]; bits;) { /* highest bit first: the earliest point */
             const int pos = 63 - __builtin_clzll(bits);
             bits ^= (uint64_t)1 << pos;
-            const point_t *p = s->points + s->ids[last - pos];
+            const point_t *p = s->points + ids[last - pos];
             const double *x = p->x + ct * TILE_COLS, *y = p->y + rt * TILE_ROWS;
             const v4d x0 = load4(x), x1 = load4(x + 4);
             const v4d wv = {p->w, p->w, p->w, p->w};
@@ -346,7 +349,7 @@ static void weigh_points(const tables_t *t, scratch_t *s, int64_t k)
 
 /* The points that reach column tile ct (c0 <= ct < c1), in order, into ids; returns how many.
  * Eight at a time with AVX2 (compares, then a left-pack), branch-free. */
-static int64_t column_points(scratch_t *s, int64_t k, int64_t ct)
+static int64_t column_points(const scratch_t *s, int64_t k, int64_t ct, int32_t *ids)
 {
     int64_t m = 0, j = 0;
 #ifdef __AVX2__
@@ -360,12 +363,12 @@ static int64_t column_points(scratch_t *s, int64_t k, int64_t ct)
         const int mask = _mm256_movemask_ps(_mm256_castsi256_ps(in));
         const __m256i perm = _mm256_loadu_si256((const __m256i *)pack_table[mask]);
         const __m256i index = _mm256_add_epi32(_mm256_set1_epi32((int32_t)j), step);
-        _mm256_storeu_si256((__m256i *)(s->ids + m), _mm256_permutevar8x32_epi32(index, perm));
+        _mm256_storeu_si256((__m256i *)(ids + m), _mm256_permutevar8x32_epi32(index, perm));
         m += __builtin_popcount(mask);
     }
 #endif
     for (; j < k; j++) {
-        s->ids[m] = (int32_t)j;
+        ids[m] = (int32_t)j;
         m += s->c0[j] <= ct && ct < s->c1[j];
     }
     return m;
@@ -378,20 +381,23 @@ static int64_t column_points(scratch_t *s, int64_t k, int64_t ct)
  * so is every term) and not below half an ulp of every sum in the tile (T < lower * 2^-54: see
  * _kernels._accumulate_pi; the running bound lower is the sum of the kept points' smallest
  * terms (min x * min y) * w). ROW_GROUP row tiles at a time in vector lanes, bounds and bits
- * in registers: no branch per point and tile. */
-static void keep_bits(const tables_t *t, const scratch_t *s, int64_t m, int64_t ct,
-                      uint64_t *kept, int64_t n_words)
+ * in registers: no branch per point and tile. Also per row tile: upper[rt], the running sum of
+ * every point's T, which bounds the tile's pixel sums from above (each sum adds terms <= T in
+ * the same order, and rounding is monotonic), and *lower_max, the largest final lower. */
+static void keep_bits(const tables_t *t, const scratch_t *s, const int32_t *ids, int64_t m,
+                      int64_t ct, uint64_t *kept, int64_t n_words, double *upper_out,
+                      double *lower_max)
 {
     const int64_t n_rtp = t->n_rt_padded;
     const v4d scale = {HALF_ULP_SCALE, HALF_ULP_SCALE, HALF_ULP_SCALE, HALF_ULP_SCALE};
     const v4d tiny = {DBL_TRUE_MIN, DBL_TRUE_MIN, DBL_TRUE_MIN, DBL_TRUE_MIN};
     for (int64_t g = 0; g < n_rtp; g += ROW_GROUP) {
-        v4d lower[ROW_GROUP / 4] = {{0}};
+        v4d lower[ROW_GROUP / 4] = {{0}}, upper[ROW_GROUP / 4] = {{0}};
         for (int64_t word = 0; word < n_words; word++) {
             v4di bits[ROW_GROUP / 4] = {{0}};
             const int64_t stop = m < (word + 1) * 64 ? m : (word + 1) * 64;
             for (int64_t q = word * 64; q < stop; q++) {
-                const point_t *p = s->points + s->ids[q];
+                const point_t *p = s->points + ids[q];
                 const double w = p->w, xmax = p->xmax[ct], xmin = p->xmin[ct];
                 const v4d wv = {w, w, w, w}, xmaxv = {xmax, xmax, xmax, xmax};
                 const v4d xminv = {xmin, xmin, xmin, xmin};
@@ -401,6 +407,7 @@ static void keep_bits(const tables_t *t, const scratch_t *s, int64_t m, int64_t 
                     const v4d bound = lower[v] * scale; /* top >= max(bound, tiny): */
                     const v4di keep = top >= max4(bound, tiny);
                     lower[v] += (v4d)((v4di)low & keep);
+                    upper[v] += top;
                     bits[v] = (bits[v] + bits[v]) - keep; /* shift in keep's bit */
                 }
             }
@@ -408,19 +415,46 @@ static void keep_bits(const tables_t *t, const scratch_t *s, int64_t m, int64_t 
                 for (int lane = 0; lane < 4; lane++)
                     kept[(g + 4 * v + lane) * n_words + word] = (uint64_t)bits[v][lane];
         }
+        for (int v = 0; v < ROW_GROUP / 4; v++) {
+            store4(upper_out + g + 4 * v, upper[v]);
+            for (int lane = 0; lane < 4; lane++) /* padded row tiles: 0 */
+                *lower_max = lower[v][lane] > *lower_max ? lower[v][lane] : *lower_max;
+        }
     }
 }
 
 /* The padded PI (rows of pc = n_ct * TILE_COLS) of the k ordered bars, as persim sums it,
- * tile by tile: every pixel gets persim's terms in persim's order. */
-static void accumulate_pi(const tables_t *t, scratch_t *s, int64_t k, double *acc)
+ * tile by tile: every pixel gets persim's terms in persim's order. First every column tile's
+ * points and skip bits, then the sums. With uint8_only, a tile whose upper bound is below
+ * lower_max / 255 (less a 2^-40 margin for the rounding of the bound and of (s / max) * 255)
+ * is left zero instead: every pixel s there has s / max * 255 < 1 since max >= lower_max (max
+ * is a pixel sum, and a tile's sums are >= its lower), so its uint8 value is 0 whatever s is,
+ * and the max itself lies in a tile that is summed. */
+static void accumulate_pi(const tables_t *t, scratch_t *s, int64_t k, double *acc,
+                          int uint8_only)
 {
+    const int64_t pc = t->n_ct * TILE_COLS, n_rtp = t->n_rt_padded;
+    double lower_max = 0.0;
     weigh_points(t, s, k);
     for (int64_t ct = 0; ct < t->n_ct; ct++) {
-        const int64_t m = column_points(s, k, ct), n_words = (m + 63) / 64;
-        keep_bits(t, s, m, ct, s->kept, n_words);
-        for (int64_t rt = 0; rt < t->n_rt; rt++)
-            sum_tile(s, s->kept + rt * n_words, m, n_words, rt, ct, acc, t->n_ct * TILE_COLS);
+        int32_t *ids = s->ids + ct * s->ids_stride;
+        const int64_t m = s->n_ids[ct] = column_points(s, k, ct, ids);
+        keep_bits(t, s, ids, m, ct, s->kept + ct * s->kept_stride, (m + 63) / 64,
+                  s->upper + ct * n_rtp, &lower_max);
+    }
+    const double zero_below = uint8_only ? lower_max / 255.0 * (1.0 - 0x1p-40) : 0.0;
+    for (int64_t ct = 0; ct < t->n_ct; ct++) {
+        const int64_t m = s->n_ids[ct], n_words = (m + 63) / 64;
+        for (int64_t rt = 0; rt < t->n_rt; rt++) {
+            if (s->upper[ct * n_rtp + rt] < zero_below) {
+                for (int r = 0; r < TILE_ROWS; r++)
+                    memset(acc + (rt * TILE_ROWS + r) * pc + ct * TILE_COLS, 0,
+                           TILE_COLS * sizeof(double));
+            } else {
+                sum_tile(s, s->ids + ct * s->ids_stride, s->kept + ct * s->kept_stride
+                         + rt * n_words, m, n_words, rt, ct, acc, pc);
+            }
+        }
     }
 }
 
@@ -452,19 +486,23 @@ static void untile(const double *acc, int64_t pc, int64_t n_rows, int64_t n_cols
     }
 }
 
-static int alloc_scratch(scratch_t *s, int64_t length, int64_t n_rt_padded,
-                         int64_t padded_pixels)
+static int alloc_scratch(scratch_t *s, int64_t length, const tables_t *t, int64_t padded_pixels)
 {
     int32_t **ints[] = {&s->levels, &s->run_val, &s->run_pos, &s->turn_val, &s->turn_pos,
                         &s->stack_val, &s->stack_min, &s->stack_pos, &s->births, &s->deaths,
-                        &s->edges, &s->kb, &s->kd, &s->ke, &s->ids, &s->c0, &s->c1};
+                        &s->edges, &s->kb, &s->kd, &s->ke, &s->c0, &s->c1};
     memset(s, 0, sizeof *s);
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (!(*ints[i] = malloc((length + 16) * sizeof(int32_t)))) return -1; /* +8: pack8 */
-    s->kept = malloc(n_rt_padded * ((length + 64) / 64) * sizeof(uint64_t));
+    s->ids_stride = length + 16;
+    s->kept_stride = t->n_rt_padded * ((length + 64) / 64);
+    s->ids = malloc(t->n_ct * s->ids_stride * sizeof(int32_t));
+    s->n_ids = malloc(t->n_ct * sizeof(int64_t));
+    s->kept = malloc(t->n_ct * s->kept_stride * sizeof(uint64_t));
+    s->upper = malloc(t->n_ct * t->n_rt_padded * sizeof(double));
     s->acc = malloc(padded_pixels * sizeof(double));
     s->points = malloc((length + 1) * sizeof(point_t));
-    return s->points && s->kept && s->acc ? 0 : -1;
+    return s->points && s->ids && s->n_ids && s->kept && s->upper && s->acc ? 0 : -1;
 }
 
 static void free_scratch(scratch_t *s)
@@ -474,6 +512,8 @@ static void free_scratch(scratch_t *s)
                        s->edges, s->kb, s->kd, s->ke, s->ids, s->c0, s->c1};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) free(ints[i]);
     free(s->kept);
+    free(s->n_ids);
+    free(s->upper);
     free(s->points);
     free(s->acc);
 }
@@ -486,7 +526,7 @@ int paper_pis(const uint8_t *images, int64_t n_img, int64_t h, int64_t w, const 
 {
     const int64_t length = h * w, pc = t->n_ct * TILE_COLS, plane = n_rows * n_cols;
     scratch_t s;
-    if (alloc_scratch(&s, length, t->n_rt_padded, t->n_rt * TILE_ROWS * pc) != 0) {
+    if (alloc_scratch(&s, length, t, t->n_rt * TILE_ROWS * pc) != 0) {
         free_scratch(&s);
         return -1;
     }
@@ -504,7 +544,7 @@ int paper_pis(const uint8_t *images, int64_t n_img, int64_t h, int64_t w, const 
                 ripser_order(&s, k);
                 if (STAGES < 3) continue;
                 if (k > 0) {
-                    accumulate_pi(t, &s, k, s.acc);
+                    accumulate_pi(t, &s, k, s.acc, raw == NULL);
                 } else {
                     memset(s.acc, 0, t->n_rt * TILE_ROWS * pc * sizeof(double));
                 }
