@@ -231,3 +231,20 @@ def test_a_full_disk_during_a_direct_write_is_raised_and_the_descriptor_restored
         assert info.value.errno == errno.ENOSPC
         assert not fcntl.fcntl(f.fileno(), fcntl.F_GETFL) & os.O_DIRECT
         assert out.direct  # a full disk is not a refused O_DIRECT
+
+
+def test_without_o_direct_everything_goes_through_the_file(tmp_path, monkeypatch):
+    """Platforms without O_DIRECT (macOS, Windows) write and read the same file normally."""
+    monkeypatch.delattr(os, "O_DIRECT")
+    monkeypatch.setattr(pi_file.os, "pwrite", lambda *a: pytest.fail("no direct write expected"))
+    n = 6
+    raw = pi_file.aligned_empty((n, 2, 16, 32), np.float64)
+    u8 = pi_file.aligned_empty((n, 2, 16, 32), np.uint8)
+    raw[...], u8[...] = 0.5, 9
+    with open(tmp_path / "o.npz", "wb") as f, PIFileWriter(
+            f, n, (2, 16, 32), park_path=tmp_path / "park") as writer:
+        writer.add(raw[:4], u8[:4])
+        writer.add(raw[4:], u8[4:])
+        writer.finish([str(i) for i in range(n)], {})
+    with np.load(tmp_path / "o.npz") as npz:
+        assert np.array_equal(npz["pi_raw"], raw) and np.array_equal(npz["pi_uint8"], u8)

@@ -128,18 +128,19 @@ def read_direct(f: IO[bytes], position: int, buffer: np.ndarray) -> int:
     ``position`` (a block boundary) of ``f`` around the page cache where the file system takes
     ``O_DIRECT``, through ``f`` otherwise; returns the bytes read (short at the end of the
     file)."""
-    import fcntl
+    if hasattr(os, "O_DIRECT"):  # Linux (and where fcntl is; not macOS or Windows)
+        import fcntl
 
-    fd = f.fileno()
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
-        return os.preadv(fd, [buffer], position)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-    finally:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+        fd = f.fileno()
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+            return os.preadv(fd, [buffer], position)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+        finally:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
     f.seek(position)
     return f.readinto(buffer)
 
