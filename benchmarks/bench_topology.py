@@ -149,8 +149,8 @@ def profile_paper(images: np.ndarray, repeats: int
 
 #: The C kernel's stages (its builds with -DSTAGES=1..4 stop after each).
 C_STAGES = ("read the scans, drop the vertices that cannot change the bars, H0 bars",
-            "ripser's order", "PI sums (tile by tile; skip tests in vector lanes)",
-            "max + uint8 quantisation")
+            "ripser's order", "PI sums (uint8 only: float32 tiles with an error bound)",
+            "max + uint8 (persim's float64 sum where the bound cannot decide)")
 
 
 def profile_c(images: np.ndarray, repeats: int) -> list[tuple[str, float]]:

@@ -74,10 +74,14 @@ def test_c_equals_numba_on_every_signal_shape(monkeypatch):
                              pis(image[None], config, kernel="numba", monkeypatch=monkeypatch))
 
 
+SCALAR_BUILD = ("-mno-avx2", "-mno-fma")
+
+
 @pytest.mark.usefixtures("c_kernel")
 def test_the_build_without_avx2_gives_the_same_bits(cifar_test_images, monkeypatch):
-    """The scalar paths (vertex filter, column lists, maxima) that CPUs without AVX2 (and other
-    architectures) run, built here with -mno-avx2, against the default build."""
+    """The scalar paths (vertex filter, column lists, maxima, the uint8-only float32 sums
+    without fused multiply-adds) that CPUs without AVX2 and FMA (and other architectures) run,
+    built here with -mno-avx2 -mno-fma, against the default build."""
     if "avx2" not in _ckernel._cpu_flags():
         pytest.skip("this CPU's default build already is the one without AVX2")
     rng = np.random.default_rng(3)
@@ -86,14 +90,17 @@ def test_the_build_without_avx2_gives_the_same_bits(cifar_test_images, monkeypat
     config = PaperPIConfig()
     struct = paper._c_tables(config)
     results = []
-    for lib in (_ckernel.build(), _ckernel.build(("-mno-avx2",))):
+    for lib in (_ckernel.build(), _ckernel.build(SCALAR_BUILD)):
         raw, u8 = np.empty((len(images), 6, 50, 50)), np.empty((len(images), 6, 50, 50), np.uint8)
         _ckernel.paper_pis(lib, images, struct, raw, u8, threads=2)
+        u8_only = np.empty_like(u8)
+        _ckernel.paper_pis(lib, images, struct, None, u8_only, threads=2)
+        np.testing.assert_array_equal(u8_only, u8)
         results.append((raw, u8))
     assert_same_bits(*results)
     for image in signals_with_every_shape(np.random.default_rng(4))[::3]:
         small = [paper_persistence_images(image[None], config)]
-        monkeypatch.setattr(_ckernel, "_load_library", lambda: _ckernel.build(("-mno-avx2",)))
+        monkeypatch.setattr(_ckernel, "_load_library", lambda: _ckernel.build(SCALAR_BUILD))
         small.append(paper_persistence_images(image[None], config))
         monkeypatch.undo()
         assert_same_bits(*small)
@@ -110,21 +117,39 @@ def test_threads_and_batch_sizes_do_not_change_the_bits(cifar_train_images, monk
     assert_same_bits(part, (one[0][7:_ckernel.CHUNK + 9], one[1][7:_ckernel.CHUNK + 9]))
 
 
+#: Without raw PIs, configs whose PIs have at least U8_MIN_TILES tiles (the default, 17 x 70
+#: and this one) take the certified float32 sums.
+U8_CONFIGS = CONFIGS + [PaperPIConfig(resolution=(120, 90), spread=0.02, max_bd=0.5)]
+
+
+def far_from_the_window(rng) -> np.ndarray:
+    """Images whose bars are born far above the default window (births >= 0.45 or 0.55
+    against max_bd = 0.3): PIs whose largest pixel is about 1e-46 or 1e-129 (far below
+    float32's range: the certified sums scale them), and all-zero PIs (births >= 0.78: every
+    term underflows; the float64 path)."""
+    return np.concatenate([rng.integers(lo, lo + 16, size=(2, 32, 32, 3), dtype=np.uint8)
+                           for lo in (115, 140, 200)])
+
+
 @pytest.mark.usefixtures("c_kernel")
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.resolution}-{c.spread}")
+@pytest.mark.parametrize("config", U8_CONFIGS, ids=lambda c: f"{c.resolution}-{c.spread}")
 def test_raw_false_gives_the_same_uint8(config, cifar_test_images, monkeypatch):
-    """Without raw PIs the kernel leaves zero the tiles whose upper bound is below 1/255 of the
-    largest lower bound (their uint8 pixels are 0 whatever their sums): the same uint8 PIs."""
+    """Without raw PIs the kernel sums in float32 with an error bound and computes persim's
+    float64 sum only where the bound cannot decide a pixel's uint8 value (certified_u8 in the
+    C source): the same uint8 PIs as the float64 sums."""
     monkeypatch.setenv("TGD_PAPER_KERNEL", "c")
     rng = np.random.default_rng(11)
     noisy = np.clip(cifar_test_images[:20] + rng.normal(0, 40, (20, 32, 32, 3)), 0, 255)
     images = np.concatenate([cifar_test_images[:60], noisy.astype(np.uint8),
                              rng.integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8),
-                             np.full((1, 32, 32, 3), 7, np.uint8)])
+                             np.full((1, 32, 32, 3), 7, np.uint8), far_from_the_window(rng)])
     raw, u8 = paper_persistence_images(images, config)
     none, u8_only = paper_persistence_images(images, config, raw=False)
     assert none is None and raw.dtype == np.float64
     np.testing.assert_array_equal(u8_only, u8)
+    if config == PaperPIConfig():
+        largest = raw[-6:].reshape(6, -1).max(axis=1)
+        assert 1e-140 < largest[:4].min() and largest[:4].max() < 1e-40 and not largest[4:].any()
     for image in signals_with_every_shape(np.random.default_rng(12))[::2]:
         np.testing.assert_array_equal(paper_persistence_images(image[None], config, raw=False)[1],
                                       paper_persistence_images(image[None], config)[1])

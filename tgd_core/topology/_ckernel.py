@@ -3,9 +3,12 @@
 The numba kernel (:func:`tgd_core.topology._kernels.paper_pis_kernel`) and this one compute the
 same persim-order sums, bit for bit; the C one keeps each 5×8 tile's sums in registers while the
 points visit it (tile by tile instead of point by point), which the numba version cannot
-express. It is compiled with the system C compiler (``$CC``, default ``cc``) at first use into
+express; and with only uint8 PIs asked for, it sums in float32 with a proven error bound and
+computes persim's float64 sum only for the pixels the bound cannot decide (the same uint8 PIs).
+It is compiled with the system C compiler (``$CC``, default ``cc``) at first use into
 ``$TGD_KERNEL_CACHE`` (default ``~/.cache/tgd/kernels``), keyed by the source, the flags, the
-compiler and the CPU, with ``-ffp-contract=off`` (no fused multiply-adds: persim's bits). Where
+compiler and the CPU, with ``-ffp-contract=off`` (no implicit fused multiply-adds: persim's
+bits; only the uint8-only float32 sums use explicit ones, inside their error bound). Where
 no compiler works, :func:`load` returns None and paper mode runs on numba.
 
 ``TGD_PAPER_KERNEL=numba`` forces the numba kernel, ``=c`` requires this one (an error if it
@@ -51,8 +54,9 @@ class _Tables(ctypes.Structure):
 
     _fields_ = [(name, ctypes.c_void_p) for name in
                 ("min_death", "pers", "yid", "txp", "typ", "xmax", "xmin", "ymax", "ymin",
-                 "ctiles", "rtiles")] + [(name, ctypes.c_int64)
-                                         for name in ("n_ct", "n_rt", "n_rt_padded")]
+                 "ctiles", "rtiles", "txp32", "xexp", "xpeak", "xmax4", "typ32", "yexp",
+                 "ypeak")] + [
+        (name, ctypes.c_int64) for name in ("n_ct", "n_rt", "n_rt_padded", "n_ct4")]
 
 
 def choice() -> str:
@@ -169,18 +173,35 @@ def tables_struct(tables, tiles) -> _Tables:
     zero-padded to whole ROW_GROUPs; it holds every array it points to, so the pointers stay
     valid as long as it lives."""
     i32, i64, f64 = np.int32, np.int64, np.float64
-    n_rt = tiles.ymax.shape[1]
+    n_ct, n_rt = tiles.xmax.shape[1], tiles.ymax.shape[1]
     n_rt_padded = -(-n_rt // ROW_GROUP) * ROW_GROUP
     ymax, ymin = (np.pad(bound, ((0, 0), (0, n_rt_padded - n_rt)))
                   for bound in (tiles.ymax, tiles.ymin))
+    n_cols, n_rows = n_ct * TILE_COLS, n_rt * TILE_ROWS
+    txp32, xexp, xpeak = _scaled_float32(tiles.txp.reshape(-1, n_cols))
+    typ32, yexp, ypeak = _scaled_float32(tiles.typ.reshape(-1, n_rows))
+    xmax4 = np.pad(tiles.xmax, ((0, 0), (0, -n_ct % 4)))
     struct = _Tables(
         _pointer(tables.min_death, i32), _pointer(tables.pers, f64), _pointer(tables.yid, i32),
         _pointer(tiles.txp, f64), _pointer(tiles.typ, f64), _pointer(tiles.xmax, f64),
         _pointer(tiles.xmin, f64), _pointer(ymax, f64), _pointer(ymin, f64),
-        _pointer(tiles.ctiles, i64), _pointer(tiles.rtiles, i64),
-        tiles.xmax.shape[1], n_rt, n_rt_padded)
-    struct.arrays = (tables, tiles, ymax, ymin)
+        _pointer(tiles.ctiles, i64), _pointer(tiles.rtiles, i64), _pointer(txp32, np.float32),
+        _pointer(xexp, i32), _pointer(xpeak, f64), _pointer(xmax4, f64),
+        _pointer(typ32, np.float32), _pointer(yexp, i32), _pointer(ypeak, f64),
+        n_ct, n_rt, n_rt_padded, xmax4.shape[1])
+    struct.arrays = (tables, tiles, ymax, ymin, txp32, xexp, xpeak, xmax4, typ32, yexp, ypeak)
     return struct
+
+
+def _scaled_float32(factors: np.ndarray):
+    """Factor rows as the uint8-only sums (``certified_u8`` in the C source) read them: each
+    row times the power of two 2^exponent that brings its peak into [1, 2) (exact), rounded
+    to float32, flat; the exponents; the peaks."""
+    peak = factors.max(axis=1)
+    _, binary = np.frexp(peak)  # peak = mantissa * 2^binary, mantissa in [0.5, 1)
+    exponent = np.where(peak > 0, 1 - binary, 0).astype(np.int32)
+    scaled = np.ldexp(factors, exponent[:, None]).astype(np.float32)
+    return scaled.ravel(), exponent, np.ascontiguousarray(peak)
 
 
 def paper_pis(lib: ctypes.CDLL, images: np.ndarray, struct: _Tables, raw: np.ndarray | None,
