@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,14 +84,21 @@ def _uint8_pis(images: np.ndarray, rep: Representation, out: np.ndarray | None =
 def _compute_part(args, out: np.ndarray | None = None) -> tuple[int, int]:
     """PIs of rows [start, stop) written to their part file (in a subprocess when pooled;
     into ``out`` as well when given)."""
-    images, rep_dict, start, stop, path, threads = args
+    _write_part(args, _part_pis(args, out))
+    return args[2], args[3]
+
+
+def _part_pis(args, out: np.ndarray | None = None) -> np.ndarray:
+    images, rep_dict, _, _, _, threads = args
     if threads:
         import numba
 
         numba.set_num_threads(threads)
-    u8 = _uint8_pis(images, representation_from_dict(rep_dict), out)
-    atomic_write(path, lambda f: save_npy(f, u8), fault="pi-cache-part")
-    return start, stop
+    return _uint8_pis(images, representation_from_dict(rep_dict), out)
+
+
+def _write_part(args, u8: np.ndarray) -> None:
+    atomic_write(args[4], lambda f: save_npy(f, u8), fault="pi-cache-part")
 
 
 @dataclass
@@ -174,13 +181,26 @@ class PICache:
                     done += b - a
                     if progress:
                         progress(b - a)
-        else:
-            for job in jobs:
-                a, b = _compute_part(job, None if out is None else out[job[2]:job[3]])
-                done += b - a
-                if progress:
-                    progress(b - a)
+        else:  # each part written by a helper thread while the next one is computed
+            with ThreadPoolExecutor(1) as writer:
+                writing = None
+                for job in jobs:
+                    u8 = _part_pis(job, None if out is None else out[job[2]:job[3]])
+                    done += self._written(writing, progress)
+                    writing = writer.submit(_write_part, job, u8), job[3] - job[2]
+                done += self._written(writing, progress)
         return done
+
+    @staticmethod
+    def _written(writing, progress) -> int:
+        """Waits for a part's write (future, rows) to finish (raising its error); its rows."""
+        if writing is None:
+            return 0
+        future, rows = writing
+        future.result()
+        if progress:
+            progress(rows)
+        return rows
 
     def load(self, out: np.ndarray | None = None, skip=()) -> np.ndarray:
         """The N×K×rows×cols uint8 PIs, read from the part files into one array (``out``, if
