@@ -212,6 +212,25 @@ def engine_at(rev: str):
     return modules["paper"]
 
 
+def time_full_cache(fills: int) -> list[float]:
+    """Seconds of each of ``fills`` fills of the paper-mode PI cache of all 60,000 CIFAR-10
+    images into a new directory (the first into memory this process has not touched, the
+    others into pages the one before freed)."""
+    from tgd_core.topology.cache import cached_pis
+
+    splits = [load_cifar10(split)[0] for split in ("train", "test")]
+    with tempfile.TemporaryDirectory() as tmp:  # kernel build and imports
+        cached_pis(splits[1][:64], PaperPIConfig(), "cifar10", "warm-up", cache_dir=tmp)
+    seconds = []
+    for _ in range(fills):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            for split, x in zip(("train", "test"), splits, strict=True):
+                cached_pis(x, PaperPIConfig(), "cifar10", split, cache_dir=tmp)
+            seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
 def reference_cubical(images: np.ndarray, pi: PersistenceImageConfig) -> None:
     import gudhi
     from persim import PersistenceImager
@@ -300,8 +319,14 @@ def main() -> None:
     ap.add_argument("--before", metavar="REV", help="also time the paper-mode engine of this "
                     "git revision (before/after in one run)")
     ap.add_argument("--full-cache", action="store_true", help="also time caching all 60k images")
+    ap.add_argument("--cache-fills", type=int, metavar="N", help="only time N fills of the "
+                    "60k-image cache (the first into fresh memory) and print them")
     ap.add_argument("--write", help="update this Markdown file's benchmark section")
     args = ap.parse_args()
+    if args.cache_fills:
+        seconds = time_full_cache(args.cache_fills)
+        print("60,000 PIs cached, s per fill:", ", ".join(f"{s:.2f}" for s in seconds))
+        return
 
     import numba
 
@@ -358,17 +383,7 @@ def main() -> None:
     rows.append(("cubical", "reference: gudhi CubicalComplex + persim PersistenceImager",
                  len(ref_images), cref_rate, 1.0))
 
-    full = []
-    if args.full_cache:
-        from tgd_core.topology.cache import cached_pis
-
-        test, _ = load_cifar10("test")
-        for _ in range(2):  # fresh memory, then memory the first fill freed
-            with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
-                for split, x in (("train", train), ("test", test)):
-                    cached_pis(x, PaperPIConfig(), "cifar10", split, cache_dir=tmp)
-                full.append(time.perf_counter() - t0)
+    full = time_full_cache(2) if args.full_cache else []
 
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {cpu_name()}, {os.cpu_count()} cores, "
