@@ -1,12 +1,17 @@
 """Write the model card of every shipped checkpoint, every number from ``tgd evaluate``.
 
-    .venv/bin/python scripts/make_model_cards.py [--sweep-limit 1000]
+    .venv/bin/python scripts/make_model_cards.py [--experiment runs/experiments/cpu_full]
+        [--ship] [--trained-on "a 2-core CPU"] [--sweep-limit 1000]
 
-For each ``checkpoints/<name>.pt`` listed in CARDS: accuracy/NLL/ECE on CIFAR-10 ``test_batch``
-(10,000 JPEG-degraded images) and ``test_batch_lossless_1k`` (1,000 exact images), and accuracy
-under every CIFAR-10-C corruption at severities 1–5 plus Gaussian noise on the first
+``--ship`` first copies each model's final checkpoint out of the experiment's runs (CARDS:
+teachers/t1, teachers/t2, scratch/seed0 — or init where a recipe has no scratch method —
+kd_t1/seed0, tgd/seed0) into ``checkpoints/<name>.pt`` without its optimizer state. Then for
+each ``checkpoints/<name>.pt``: accuracy/NLL/ECE on CIFAR-10 ``test_batch`` (10,000
+JPEG-degraded images) and ``test_batch_lossless_1k`` (1,000 exact images), and accuracy under
+every CIFAR-10-C corruption at severities 1–5 plus Gaussian noise on the first
 ``--sweep-limit`` test images. Writes ``checkpoints/<name>.json`` (read by the app's model zoo)
-and ``checkpoints/<name>.md``, each with the commands that reproduce its numbers.
+and ``checkpoints/<name>.md``, each with the recipe it was trained with and the commands that
+reproduce its numbers.
 """
 
 from __future__ import annotations
@@ -22,28 +27,39 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tgd_core.cli import main as tgd  # noqa: E402
-from tgd_core.nets.checkpoints import load_checkpoint  # noqa: E402
+from tgd_core.nets.checkpoints import load_checkpoint, strip_checkpoint  # noqa: E402
 
-RECIPE = ("recipes/cpu.yaml (10,000 CIFAR-10 training images, 15 epochs, cosine LR from 0.1, "
-          "batch 128, SGD 0.9, weight decay 1e-4, no augmentation), run with "
-          "`tgd experiment recipes/cpu.yaml` on one NVIDIA H200 (device auto)")
 CARDS = {
     "t1_wrn16_3_raw": dict(role="teacher1", method="scratch", run="teachers/t1",
                            description="Teacher 1: WRN16-3 on raw CIFAR-10 images, CE only."),
     "t2_wrn16_1_pi": dict(role="teacher2", method="scratch", run="teachers/t2",
                           description="Teacher 2: WRN16-1 on the six paper-mode persistence "
                                       "images (6×50×50), CE only."),
-    "student_scratch": dict(role="student", method="scratch", run="init",
-                            description="WRN16-1 student trained from scratch (CE); TGD's "
-                                        "annealing start."),
+    "student_scratch": dict(role="student", method="scratch", run="scratch/seed0",
+                            description="WRN16-1 student trained from scratch (CE)."),
     "student_kd": dict(role="student", method="kd", run="kd_t1/seed0",
                        description="WRN16-1 student distilled from T1 with Hinton KD "
                                    "(λ = 0.9, τ = 4)."),
     "student_tgd": dict(role="student", method="tgd", run="tgd/seed0",
                         description="WRN16-1 student distilled with TGD from T1 and T2 "
                                     "(α = 0.99, β = 3000, λ = 0.9, τ = 4), annealed from "
-                                    "student_scratch."),
+                                    "the recipe's init student (a WRN16-1 trained from "
+                                    "scratch, seed 1234)."),
 }
+
+
+def run_dir(experiment: Path, run: str) -> Path:
+    """The run of a card in ``experiment`` (recipes without a scratch method ship their init
+    student as student_scratch)."""
+    path = experiment / run
+    return path if path.exists() or run != "scratch/seed0" else experiment / "init"
+
+
+def recipe_text(experiment: Path, trained_on: str) -> str:
+    recipe = json.loads((experiment / "recipe.json").read_text())
+    name = recipe["name"]
+    return (f"recipes/{name}.yaml ({' '.join(recipe['description'].split())}), run with "
+            f"`tgd experiment recipes/{name}.yaml` on {trained_on}")
 
 
 def evaluate(args: list[str]) -> object:
@@ -58,9 +74,19 @@ def evaluate(args: list[str]) -> object:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sweep-limit", type=int, default=1000)
+    ap.add_argument("--experiment", type=Path, default=ROOT / "runs/experiments/cpu_full",
+                    help="the experiment directory the shipped models come from")
+    ap.add_argument("--trained-on", default="a 2-core CPU (AMD EPYC, device auto)",
+                    help="the machine the experiment ran on, for the cards")
+    ap.add_argument("--ship", action="store_true", help="first copy the models out of the "
+                    "experiment's runs into checkpoints/ (without optimizer state)")
     args = ap.parse_args()
+    recipe = recipe_text(args.experiment, args.trained_on)
     for name, meta in CARDS.items():
         path = ROOT / "checkpoints" / f"{name}.pt"
+        run = run_dir(args.experiment, meta["run"])
+        if args.ship:
+            strip_checkpoint(run / "latest.pt", path)
         rel = path.relative_to(ROOT)
         ckpt = load_checkpoint(path)
         print(f"{name}: evaluating", file=sys.stderr, flush=True)
@@ -73,8 +99,10 @@ def main() -> None:
             "name": name, **{k: v for k, v in meta.items() if k != "run"},
             "architecture": ckpt.model, "input_kind": ckpt.input_kind,
             "normalization": ckpt.normalization.to_dict(), "epoch": ckpt.epoch,
-            "seed": ckpt.config.get("seed"), "recipe": RECIPE,
-            "training_run": f"runs/experiments/cpu/{meta['run']}",
+            "seed": ckpt.config.get("seed"), "recipe": recipe,
+            "training_images": ckpt.config.get("train_subset") or 50000,
+            "epochs": ckpt.config.get("epochs"),
+            "training_run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
             "metrics": {"accuracy": test["accuracy"], "nll": test["nll"], "ece": test["ece"]},
             "test_batch": test, "test_batch_lossless_1k": lossless,
             "corruption_sweep": {"split": "test", "limit": args.sweep_limit, "rows": sweep},
@@ -100,6 +128,8 @@ def markdown(card: dict) -> str:
              f"{card['normalization']['std']}",
              f"- role: {card['role']}, method: `{card['method']}`, seed {card['seed']}, "
              f"epoch {card['epoch']}",
+             f"- trained on {card['training_images']:,} CIFAR-10 training images for "
+             f"{card['epochs']} epochs",
              f"- recipe: {card['recipe']}", f"- training run: `{card['training_run']}`", "",
              "| split | images | accuracy % | NLL | ECE |", "|---|---:|---:|---:|---:|",
              f"| test_batch (JPEG) | {t['n']} | {t['accuracy']:.2f} | {t['nll']:.4f} | "
