@@ -515,6 +515,7 @@ static void untile(const double *acc, int64_t pc, int64_t n_rows, int64_t n_cols
 #define U8_DROP 0x1p-30   /* tau = (largest term) * 2^-30 / k */
 #define U8_MARGIN 0x1p-20 /* relative slack for the float32 arithmetic of the uint8 bounds */
 #define U8_MIN_SCALE 0x1p-900 /* below this largest term the float64 path runs instead */
+#define U8_MAX_POINTS (1 << 20) /* more points per scan take the float64 path */
 #define U8_MIN_TILES 32 /* smaller PIs take the float64 path: per point, certified_u8 costs
                            more than it saves where a point spans few tiles (13 x 7 pixels:
                            16,600 uint8 PIs/s against 18,700/s; 50 x 50: 1.2x faster) */
@@ -606,7 +607,7 @@ static int u8_points(const tables_t *t, scratch_t *s, int64_t k, double *d_abs)
         point32_t *q = s->points32 + j;
         q->x = t->txp32 + b * pc;
         q->y = t->typ32 + yi * pr;
-        /* (its rectangle is empty unless top_j >= tau: then 2^-30 / k <= ws <= 2^10) */
+        /* (its rectangle is empty unless top_j >= tau, and then 2^-32 / k < ws < 2) */
         q->ws = s->c1[j] ? (float)(p->w * pow2(e - t->xexp[b] - t->yexp[yi])) : 0.0f;
     }
     *d_abs = (m0 * pow2(e)) * U8_DROP * (1.0 + 0x1p-20) + (double)(k + 16) * 0x1p-122;
@@ -770,6 +771,7 @@ static int certified_u8(const tables_t *t, scratch_t *s, int64_t k, int64_t n_ro
                         int64_t n_cols, uint8_t *out)
 {
     const int64_t pc = t->n_ct * TILE_COLS, n_rt = t->n_rt, n_tiles = t->n_ct * n_rt;
+    if (k > U8_MAX_POINTS) return 1; /* gamma_bound needs n u <= 1/4 */
     double d_abs;
     const int e = u8_points(t, s, k, &d_abs);
     if (e == INT32_MIN) return 1;
