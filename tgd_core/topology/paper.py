@@ -31,6 +31,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from tgd_core.core.errors import TGDError
+from tgd_core.core.memory import faulting_in
 from tgd_core.data.images import as_image_batch
 from tgd_core.data.normalization import PI_MEAN, PI_STD
 from tgd_core.topology import _ckernel, numba_kernels, schema, transformer_getattr
@@ -262,16 +263,17 @@ def paper_persistence_images(
     if pi_raw is None:
         pi_raw = np.empty((1, 1, 1, 1), np.float64)  # the numba kernel's placeholder
     lib = _ckernel.load() if summation == "persim" else None
-    if lib is not None:
-        _ckernel.paper_pis(lib, batch, _c_tables(config), pi_raw if raw else None, pi_u8,
-                           _ckernel.threads())
-        return (pi_raw if raw else None), pi_u8
-    import numba
+    # the outputs' pages faulted in ahead of the kernel's threads, not by them (core/memory.py)
+    with faulting_in(pi_u8, pi_raw):
+        if lib is not None:
+            _ckernel.paper_pis(lib, batch, _c_tables(config), pi_raw if raw else None, pi_u8,
+                               _ckernel.threads())
+        else:
+            import numba
 
-    _kernels = numba_kernels()
-    with numba.parallel_chunksize(1):  # tasks handed out as threads finish (thread-local)
-        _kernels.paper_pis_kernel(batch, _tables(config), _tiles(config),
-                                  summation == "grouped", raw, pi_raw, pi_u8)
+            with numba.parallel_chunksize(1):  # tasks handed out as threads finish
+                numba_kernels().paper_pis_kernel(batch, _tables(config), _tiles(config),
+                                                 summation == "grouped", raw, pi_raw, pi_u8)
     return (pi_raw if raw else None), pi_u8
 
 
