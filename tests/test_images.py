@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from tgd_core.core.errors import TGDError
-from tgd_core.data.images import as_image_batch, load_images
+from tgd_core.data.images import HASH_BLOCK, as_image_batch, content_hash, load_images
 
 
 def test_shapes_are_normalised():
@@ -70,3 +72,23 @@ def test_load_errors(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"garbage")
     with pytest.raises(TGDError, match="not a readable image"):
         load_images(tmp_path / "bad.png")
+
+
+def test_content_hash_is_the_sha256_of_the_blocks_digests_and_length():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2 * HASH_BLOCK + 12345) // 3072 * 3072, np.uint8)
+    images = images.reshape(-1, 32, 32, 3)
+    data = images.tobytes()
+    digests = b"".join(hashlib.sha256(data[i:i + HASH_BLOCK]).digest()
+                       for i in range(0, len(data), HASH_BLOCK))
+    expected = hashlib.sha256(digests + len(data).to_bytes(8, "little")).hexdigest()[:16]
+    assert len(data) > 2 * HASH_BLOCK  # three blocks, hashed on threads
+    assert content_hash(images) == expected
+    assert content_hash(np.asfortranarray(images)) == expected  # same values, other layout
+    changed = images.copy()
+    changed[-1, -1, -1, -1] ^= 1
+    assert content_hash(changed) != expected
+    small = images[:5]
+    one = hashlib.sha256(hashlib.sha256(small.tobytes()).digest()
+                         + small.nbytes.to_bytes(8, "little")).hexdigest()[:16]
+    assert content_hash(small) == one

@@ -127,7 +127,7 @@ class PICache:
             atomic_write(meta, json.dumps({
                 "dataset": dataset, "split": split, "n": len(images),
                 "representation": rep.to_dict(), "maps": n_maps(rep), "shape": list(entry.shape),
-                "images_blake2b": images_hash, "cache_version": CACHE_VERSION,
+                "images_sha256_tree": images_hash, "cache_version": CACHE_VERSION,
                 **({"summation": paper_summation()} if isinstance(rep, PaperPIConfig) else {}),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }, indent=2), fault="pi-cache-meta")
