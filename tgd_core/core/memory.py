@@ -11,7 +11,12 @@ one byte of each page back to itself from one thread. Either way the array's val
 
 :func:`faulting_in` overlaps that with the kernel: it faults in the first slice now and the
 rest from a helper thread, front to back, ahead of a kernel that writes front to back (it
-faults in about 12 GB/s; the kernel writes about 2 GB/s).
+faults in about 12 GB/s; the kernel writes about 2 GB/s). Where it pays: paper-mode PIs with
+float64 output, 20,000 images per call, interleaved in one process: median 1.49 s a call with
+it against 1.89 s without (and the same 1.49 s faulting everything in first). Where it does
+not: uint8-only PIs write 9× fewer bytes per image, and filling the 60,000-image PI cache took
+4.84 s (median of 4) with it against 4.62 s without, so that path leaves the faults to the
+kernel's threads.
 """
 
 from __future__ import annotations

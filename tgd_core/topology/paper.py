@@ -23,6 +23,7 @@ an ulp of it). The float64 PIs therefore equal persim's bit for bit, and the uin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import asdict, dataclass
 from typing import Literal, NamedTuple, get_args
@@ -263,8 +264,9 @@ def paper_persistence_images(
     if pi_raw is None:
         pi_raw = np.empty((1, 1, 1, 1), np.float64)  # the numba kernel's placeholder
     lib = _ckernel.load() if summation == "persim" else None
-    # the outputs' pages faulted in ahead of the kernel's threads, not by them (core/memory.py)
-    with faulting_in(pi_u8, pi_raw):
+    # with float64 PIs (9x the bytes per image), the outputs' pages are faulted in ahead of
+    # the kernel's threads, not by them (core/memory.py)
+    with faulting_in(pi_u8, pi_raw) if raw else contextlib.nullcontext():
         if lib is not None:
             _ckernel.paper_pis(lib, batch, _c_tables(config), pi_raw if raw else None, pi_u8,
                                _ckernel.threads())
