@@ -238,3 +238,17 @@ def test_thread_count_follows_numba_then_the_environment(monkeypatch):
     assert _ckernel.threads() == 3
     monkeypatch.setenv("NUMBA_NUM_THREADS", "many")
     assert _ckernel.threads() >= 1
+
+
+def test_the_kernels_compact_tables_reproduce_pers_and_yid():
+    """The C kernel reads persistence as levels[d] - levels[b] and the y-factor ids as uint16:
+    the same values as PaperTables.pers and .yid, and a pers they cannot reproduce is refused."""
+    tables = paper._tables(PaperPIConfig())
+    levels, yid = _ckernel._levels_and_yid(tables)
+    rebuilt = levels[None, :] - levels[:, None]
+    assert np.array_equal(rebuilt.view(np.uint64), tables.pers.view(np.uint64))
+    assert yid.dtype == np.uint16 and np.array_equal(yid, tables.yid)
+    shifted = tables.pers.copy()
+    shifted[3, 200] = np.nextafter(shifted[3, 200], 1.0)
+    with pytest.raises(TGDError, match="death - birth"):
+        _ckernel._levels_and_yid(tables._replace(pers=shifted))

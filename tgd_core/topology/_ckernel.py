@@ -53,7 +53,7 @@ class _Tables(ctypes.Structure):
     """``tables_t`` of the C source: the factors of PaperTables/PaperTiles."""
 
     _fields_ = [(name, ctypes.c_void_p) for name in
-                ("min_death", "pers", "yid", "txp", "typ", "xmax", "xmin", "ymax", "ymin",
+                ("min_death", "levels", "yid", "txp", "typ", "xmax", "xmin", "ymax", "ymin",
                  "ctiles", "rtiles", "txp32", "xexp", "xpeak", "xmax4", "typ32", "yexp",
                  "ypeak")] + [
         (name, ctypes.c_int64) for name in ("n_ct", "n_rt", "n_rt_padded", "n_ct4")]
@@ -178,19 +178,35 @@ def tables_struct(tables, tiles) -> _Tables:
     ymax, ymin = (np.pad(bound, ((0, 0), (0, n_rt_padded - n_rt)))
                   for bound in (tiles.ymax, tiles.ymin))
     n_cols, n_rows = n_ct * TILE_COLS, n_rt * TILE_ROWS
+    levels, yid = _levels_and_yid(tables)
     txp32, xexp, xpeak = _scaled_float32(tiles.txp.reshape(-1, n_cols))
     typ32, yexp, ypeak = _scaled_float32(tiles.typ.reshape(-1, n_rows))
     xmax4 = np.pad(tiles.xmax, ((0, 0), (0, -n_ct % 4)))
     struct = _Tables(
-        _pointer(tables.min_death, i32), _pointer(tables.pers, f64), _pointer(tables.yid, i32),
+        _pointer(tables.min_death, i32), _pointer(levels, f64), _pointer(yid, np.uint16),
         _pointer(tiles.txp, f64), _pointer(tiles.typ, f64), _pointer(tiles.xmax, f64),
         _pointer(tiles.xmin, f64), _pointer(ymax, f64), _pointer(ymin, f64),
         _pointer(tiles.ctiles, i64), _pointer(tiles.rtiles, i64), _pointer(txp32, np.float32),
         _pointer(xexp, i32), _pointer(xpeak, f64), _pointer(xmax4, f64),
         _pointer(typ32, np.float32), _pointer(yexp, i32), _pointer(ypeak, f64),
         n_ct, n_rt, n_rt_padded, xmax4.shape[1])
-    struct.arrays = (tables, tiles, ymax, ymin, txp32, xexp, xpeak, xmax4, typ32, yexp, ypeak)
+    struct.arrays = (tables, tiles, levels, yid, ymax, ymin, txp32, xexp, xpeak, xmax4, typ32,
+                     yexp, ypeak)
     return struct
+
+
+def _levels_and_yid(tables):
+    """The kernel's compact forms of ``tables.pers`` and ``tables.yid``: each level's value
+    (row 0 of pers, level 0 being 0), from which the kernel's ``levels[d] - levels[b]`` is
+    pers[b, d] bit for bit (checked), and the y-factor rows' ids as uint16 (at most 32,640
+    kept pairs, so they fit): 2 KB and 128 KB instead of 512 KB and 256 KB, which the kernel
+    reads at random once per point."""
+    levels = np.ascontiguousarray(tables.pers[0])
+    if not np.array_equal(levels[None, :] - levels[:, None], tables.pers):
+        raise TGDError("C kernel: persistence is not death - birth of the level values")
+    if tables.yid.max(initial=0) > np.iinfo(np.uint16).max:
+        raise TGDError("C kernel: more than 65,536 persistence factors")
+    return levels, tables.yid.astype(np.uint16)
 
 
 def _scaled_float32(factors: np.ndarray):

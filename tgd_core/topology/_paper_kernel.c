@@ -48,8 +48,9 @@ typedef int64_t v4di __attribute__((vector_size(32)));
 /* The factors of PaperTables/PaperTiles (tgd_core/topology/paper.py), read-only. */
 typedef struct {
     const int32_t *min_death; /* [256] */
-    const double *pers;       /* [256][256] */
-    const int32_t *yid;       /* [256][256] */
+    const double *levels;     /* [256]: each level's value; persistence = levels[d] - levels[b]
+                                 (exact: PaperTables.pers, without its 512 KB in the cache) */
+    const uint16_t *yid;      /* [256][256] */
     const double *txp;        /* [256][n_ct * TILE_COLS] */
     const double *typ;        /* [n_y][n_rt * TILE_ROWS] */
     const double *xmax, *xmin; /* [256][n_ct] */
@@ -360,14 +361,14 @@ static void weigh_points(const tables_t *t, scratch_t *s, int64_t k)
     const int64_t pc = t->n_ct * TILE_COLS, pr = t->n_rt * TILE_ROWS;
     double maxp = 0.0;
     for (int64_t j = 0; j < k; j++) {
-        const double p = t->pers[s->kb[j] * 256 + s->kd[j]];
+        const double p = t->levels[s->kd[j]] - t->levels[s->kb[j]];
         maxp = p > maxp ? p : maxp;
     }
     const double inv = 1.0 / maxp;
     for (int64_t j = 0; j < k; j++) {
         const int32_t b = s->kb[j], d = s->kd[j], yi = t->yid[b * 256 + d];
         point_t *p = s->points + j;
-        p->w = inv * t->pers[b * 256 + d];
+        p->w = inv * (t->levels[d] - t->levels[b]);
         p->x = t->txp + b * pc;
         p->xmax = t->xmax + b * t->n_ct;
         p->xmin = t->xmin + b * t->n_ct;
