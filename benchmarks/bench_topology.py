@@ -13,7 +13,8 @@
   C kernel's stages through builds that stop after each, ``-DSTAGES=k``), the threads'
   speed-up, and the per-call overhead of the public API.
 - ``--before REV``: the paper-mode engine of git revision REV (its ``_kernels.py`` and
-  ``paper.py``, loaded from git into a temporary module) timed in the same run, before/after.
+  ``paper.py``, loaded from git into a temporary module) timed in the same run against the
+  default engine now, their calls taking turns, before/after.
 - Cubical mode (H0 + H1, 3 channels, 32×32 integrated PIs): ours vs gudhi.CubicalComplex +
   persim.PersistenceImager.
 - ``--full-cache``: time to fill the PI cache of all 60,000 CIFAR-10 images from scratch
@@ -60,12 +61,19 @@ from tgd_core.topology.reference import reference_paper_pis  # noqa: E402
 
 def best_of(fn, repeats: int = 3, clock=time.perf_counter) -> float:
     """The shortest of ``repeats`` runs of ``fn``, in seconds of ``clock``."""
-    times = []
+    return best_of_each((fn,), repeats, clock)[0]
+
+
+def best_of_each(fns, repeats: int = 3, clock=time.perf_counter) -> list[float]:
+    """The shortest of ``repeats`` runs of each of ``fns``, their runs taking turns (so that a
+    machine that speeds up or slows down during the benchmark favours none of them)."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = clock()
-        fn()
-        times.append(clock() - t0)
-    return min(times)
+        for fn, seen in zip(fns, times, strict=True):
+            t0 = clock()
+            fn()
+            seen.append(clock() - t0)
+    return [min(seen) for seen in times]
 
 
 #: The kernel's stages: (persim summation, grouped summation).
@@ -357,21 +365,23 @@ def main() -> None:
     stages, points = profile_paper(images[: args.profile_images], args.repeats)
     c_stages = profile_c(images[: args.profile_images], args.repeats)
     before = []
-    if args.before:
-        old = engine_at(args.before)
+    if args.before:  # the revision's engine and the default one now, taking turns
+        old, now = engine_at(args.before), paper_persistence_images
         old.paper_persistence_images(images[:64])  # compile
-        for raw, index in ((False, 0), (True, 1)):
-            t_old = best_of(lambda raw=raw: old.paper_persistence_images(images, raw=raw),
-                            args.repeats)
+        for raw in (False, True):
+            t_old, t_now = best_of_each(
+                [lambda engine=engine, raw=raw: engine(images, raw=raw)
+                 for engine in (old.paper_persistence_images, now)], args.repeats)
             before.append(("float64 + uint8 PIs" if raw else "uint8 PIs", len(images) / t_old,
-                           *(len(images) / timed[name][index] for name in timed)))
+                           len(images) / t_now))
         numba.set_num_threads(1)
-        t_old_one = best_of(lambda: old.paper_persistence_images(
-            images[: args.profile_images], raw=False), args.repeats, time.process_time)
+        part = images[: args.profile_images]
+        t_old, t_now = best_of_each(
+            [lambda engine=engine: engine(part, raw=False)
+             for engine in (old.paper_persistence_images, now)], args.repeats, time.process_time)
         numba.set_num_threads(threads)
-        before.append(("uint8 PIs, one thread, CPU µs / image",
-                       t_old_one / min(args.profile_images, len(images)) * 1e6,
-                       *(timed[name][2] for name in timed)))
+        before.append(("uint8 PIs, one thread, CPU µs / image", t_old / len(part) * 1e6,
+                       t_now / len(part) * 1e6))
 
     # cubical mode
     cub, pi = CubicalConfig(), PersistenceImageConfig(resolution=(32, 32), sigma=0.02)
@@ -475,18 +485,15 @@ def main() -> None:
         "birth level.",
     ]
     if before:
-        names = [name.replace(" kernel, summation=", ", ") for name in timed]
-        lines += ["", f"Before/after: the paper-mode engine of `{args.before}` against this one, "
-                      "in the same run:", "",
-                  f"| paper mode | {args.before} | "
-                  + " | ".join(f"now, {name}" for name in names) + " | "
-                  + " | ".join(f"speed, {name} / before" for name in names) + " |",
-                  "|---|" + "---:|" * (1 + 2 * len(names))]
-        for name, old_value, *now in before:
-            ratios = [v / old_value if "µs" not in name else old_value / v for v in now]
-            lines.append(f"| {name} | {old_value:,.1f} | "
-                         + " | ".join(f"{v:,.1f}" for v in now) + " | "
-                         + " | ".join(f"{r:.2f}×" for r in ratios) + " |")
+        lines += ["", f"Before/after: the paper-mode engine of `{args.before}` against this one "
+                      f"({cache_engine}), in the same run, their calls taking turns (best of "
+                      f"{args.repeats} each):", "",
+                  f"| paper mode, {len(images):,} images | {args.before} | now | speed now / "
+                  "before |",
+                  "|---|---:|---:|---:|"]
+        for name, old_value, now_value in before:
+            ratio = now_value / old_value if "µs" not in name else old_value / now_value
+            lines.append(f"| {name} | {old_value:,.1f} | {now_value:,.1f} | {ratio:.2f}× |")
     if full:
         lines += ["", f"Filling the paper-mode PI cache for all 60,000 CIFAR-10 images "
                       f"(train + test, from scratch, including hashing the images and writing "
