@@ -2,6 +2,7 @@
 
 import ctypes
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -87,3 +88,21 @@ def test_faulting_in_lets_the_body_write_while_it_runs():
     with memory.faulting_in(array):
         array[:] = np.arange(len(array))
     assert np.array_equal(array, np.arange(len(array)))
+
+
+def test_where_madvise_fails_the_helper_stops_without_writing(monkeypatch):
+    """An old kernel refuses MADV_POPULATE_WRITE: the first slices are faulted in by writes
+    before the body runs, and the helper thread, which must not write while the kernel does,
+    gives up at its first refused call."""
+    calls = []
+
+    def refuse(address, length, advice):
+        calls.append(threading.current_thread() is threading.main_thread())
+        return -1
+
+    monkeypatch.setattr(memory, "_madvise", lambda: refuse)
+    arrays = [np.zeros(BIG, np.uint8), np.zeros(BIG, np.uint8)]
+    with memory.faulting_in(*arrays):
+        arrays[0][:] = 7
+    assert calls == [True, True, False]  # the two first slices, then one try of the helper
+    assert (arrays[0] == 7).all() and not arrays[1].any()

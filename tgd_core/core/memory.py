@@ -66,17 +66,26 @@ def fault_in(array: np.ndarray) -> np.ndarray:
 def faulting_in(*arrays: np.ndarray):
     """Context for a kernel that writes ``arrays`` from front to back: their first slices are
     faulted in on entry, the rest by a helper thread, slice by slice in step through all of
-    them, while the body runs; the exit waits for it. Without ``madvise`` all of them are
-    faulted in on entry (the fallback writes bytes back, which must not race the kernel).
-    A kernel that overtakes the helper faults pages in itself, as it would without this."""
+    them, while the body runs; the exit waits for it. The helper only ever calls ``madvise``
+    (the fallback writes bytes back, which must not race the kernel's writes): without it
+    everything is faulted in on entry, and where it fails (Linux before 5.14) the helper stops
+    and the kernel faults the rest in itself, as it would without this."""
     flats = [array.reshape(-1).view(np.uint8) for array in arrays if _eligible(array)]
     steps = max((-(-flat.nbytes // SLICE_BYTES) for flat in flats), default=0)
 
-    def fault_in_step(step: int) -> None:
+    def fault_in_step(step: int, may_write: bool = True) -> bool:
         for flat in flats:
-            _fault_in_bytes(flat, flat.nbytes * step // steps, flat.nbytes * (step + 1) // steps)
+            lo, hi = flat.nbytes * step // steps, flat.nbytes * (step + 1) // steps
+            if not _fault_in_bytes(flat, lo, hi, may_write=may_write):
+                return False
+        return True
 
-    if _madvise() is None:  # the fallback's writes must not race the kernel's
+    def fault_in_the_rest() -> None:
+        for step in range(1, steps):
+            if not fault_in_step(step, may_write=False):
+                return
+
+    if _madvise() is None:
         for step in range(steps):
             fault_in_step(step)
         steps = 0
@@ -84,8 +93,7 @@ def faulting_in(*arrays: np.ndarray):
         fault_in_step(0)
     helper = None
     if steps > 1:
-        helper = threading.Thread(target=lambda: [fault_in_step(k) for k in range(1, steps)],
-                                  daemon=True)
+        helper = threading.Thread(target=fault_in_the_rest, daemon=True)
         helper.start()
     try:
         yield
@@ -99,16 +107,21 @@ def _eligible(array: np.ndarray) -> bool:
             and array.flags.writeable)
 
 
-def _fault_in_bytes(flat: np.ndarray, lo: int, hi: int) -> None:
+def _fault_in_bytes(flat: np.ndarray, lo: int, hi: int, *, may_write: bool = True) -> bool:
     """Fault in the pages that start in bytes [lo, hi) of ``flat`` (uint8, contiguous) and
-    lie inside it: consecutive ranges cover every whole page of ``flat`` once."""
+    lie inside it (consecutive ranges cover every whole page of ``flat`` once): with
+    ``madvise``, else, if ``may_write``, by writing one byte of each page back to itself.
+    Returns False where it did nothing because ``madvise`` failed and it may not write."""
     base = flat.ctypes.data
     first = -(-(base + lo) // PAGE) * PAGE
     last = min(-(-(base + hi) // PAGE) * PAGE, (base + flat.nbytes) // PAGE * PAGE)
     if last <= first:
-        return
+        return True
     madvise = _madvise()
     if madvise is not None and madvise(first, last - first, MADV_POPULATE_WRITE) == 0:
-        return
+        return True
+    if not may_write:
+        return False
     touch = flat[first - base:last - base:PAGE]
     touch += 0  # a write per page: its fault; the values unchanged
+    return True
