@@ -2,8 +2,8 @@
 
 Threads that write into memory the process has not touched yet take its page faults one page
 at a time, all of them at once, and on a virtual machine those faults contend: measured on the
-project's 2-core VM (``benchmarks/bench_topology.py``, paper-mode PIs with float64 output,
-20,000 images = 2.4 GB written by the C kernel's two threads), 2.4–10.9 s with up to 18 s of
+project's 2-core VM (paper-mode PIs with float64 output, 20,000 images = 2.4 GB written by the
+C kernel's two threads, three calls each way in one process), 2.4–10.9 s with up to 18 s of
 system CPU into fresh memory, against 1.6 s (0.3 s of it faulting in) when the pages were
 faulted in first by one thread. Linux (5.14+) faults a whole range in with one call,
 ``madvise(MADV_POPULATE_WRITE)`` (0.19 s for those 2.4 GB); elsewhere :func:`fault_in` writes
