@@ -3,7 +3,7 @@ bit, and how it is chosen, built and refused (TGD_PAPER_KERNEL, a missing compil
 
 tests/test_topology_paper.py runs every reference comparison (ripser + persim) on both kernels;
 this file covers what only the C kernel has: its vertex filter (runs, rises and falls dropped
-before the stack), its 8-wide left-pack tails, its tile-by-tile sums and skip bounds, its
+before the stack, minima carried instead of pushed), its 8-wide left-pack tails, its tile-by-tile sums and skip bounds, its
 threads, and its build.
 """
 

@@ -83,6 +83,13 @@ typedef struct {
     float ws;
 } point32_t;
 
+/* A point as sum_tile reads it on one column tile (accumulate_pi): its birth factor there, its
+ * persistence factor, its weight; next to each other, in the column tile's point order. */
+typedef struct {
+    const double *x, *y;
+    double w;
+} column_point_t;
+
 /* Per-thread scratch: signal, stack, bars and the padded PI. */
 typedef struct {
     int32_t *levels, *run_val, *run_pos, *turn_val, *turn_pos; /* a scan, its turning points */
@@ -91,6 +98,7 @@ typedef struct {
     int32_t *c0, *c1; /* per point: [c0, c1), the column tiles where its x is not all zero */
     int32_t bucket[257];
     point_t *points;
+    column_point_t *column_points; /* one column tile's points (accumulate_pi) */
     int32_t *ids;   /* per column tile (stride ids_stride): its points, in order */
     int64_t *n_ids; /* per column tile: how many */
     uint64_t *kept; /* per column tile (stride kept_stride), per row tile: which it adds */
@@ -242,36 +250,55 @@ static int64_t turning_points(const int32_t *levels, int64_t n, scratch_t *s)
     return extrema(s->run_val, s->run_pos, runs, s->turn_val, s->turn_pos);
 }
 
+/* Pops the stack's vertices below v, writing the bars they close (see _kernels.h0_path_bars;
+ * *m: the minimum of what has been popped so far for this vertex). */
+static inline void pop_below(int32_t v, int32_t *m, int64_t *top, int64_t *count,
+                             const int32_t *min_death, scratch_t *s)
+{
+    while (*top >= 0 && s->stack_val[*top] < v) {
+        const int32_t d = s->stack_val[*top];
+        const int32_t lo = s->stack_min[*top];
+        const int32_t b = lo > *m ? lo : *m;
+        s->births[*count] = b; /* written always, kept if it is a bar the threshold keeps */
+        s->deaths[*count] = d;
+        s->edges[*count] = s->stack_pos[*top] - 1;
+        /* b is NONE_LEVEL when a run is empty: no bar (b < d fails; the index stays in
+         * the table) */
+        *count += b < d && d >= min_death[b < 256 ? b : 0];
+        if (lo < *m) *m = lo;
+        if (d < *m) *m = d;
+        (*top)--;
+    }
+}
+
 /* _kernels.h0_path_bars on the n turning points (vals, pos) of a signal: its kept finite H0
- * bars, any order. */
+ * bars, any order. Turning points alternate: every one but the ends is a strict local minimum
+ * or maximum. A minimum (any vertex below the one before it) pops nothing, and the vertex after
+ * it, higher, pops it first, without a bar (the run on its left is empty), the running minimum
+ * becoming its value: so minima are never pushed, only carried into the next vertex as that
+ * minimum, and the stack loop runs once per maximum. */
 static int64_t h0_path_bars(const int32_t *vals, const int32_t *pos, int64_t n,
                             const int32_t *min_death, scratch_t *s)
 {
-    int64_t top = -1, count = 0;
-    for (int64_t i = 0; i <= n; i++) {
-        const int32_t v = i < n ? vals[i] : NONE_LEVEL;
-        int32_t m = NONE_LEVEL;
-        while (top >= 0 && s->stack_val[top] < v) {
-            const int32_t d = s->stack_val[top];
-            const int32_t lo = s->stack_min[top];
-            const int32_t b = lo > m ? lo : m;
-            s->births[count] = b; /* written always, kept if it is a bar the threshold keeps */
-            s->deaths[count] = d;
-            s->edges[count] = s->stack_pos[top] - 1;
-            /* b is NONE_LEVEL when a run is empty: no bar (b < d fails; the index stays in
-             * the table) */
-            count += b < d && d >= min_death[b < 256 ? b : 0];
-            if (lo < m) m = lo;
-            if (d < m) m = d;
-            top--;
-        }
-        if (i < n) {
-            top++;
-            s->stack_val[top] = v;
-            s->stack_min[top] = m;
-            s->stack_pos[top] = pos[i];
-        }
+    int64_t top = -1, count = 0, i = 0;
+    if (n == 0) return 0;
+    if (n == 1 || vals[0] > vals[1]) { /* a first vertex above the next is pushed as is */
+        top = 0;
+        s->stack_val[0] = vals[0];
+        s->stack_min[0] = NONE_LEVEL;
+        s->stack_pos[0] = pos[0];
+        i = 1;
     }
+    for (; i + 1 < n; i += 2) { /* vals[i] a minimum, vals[i + 1] the maximum after it */
+        int32_t m = vals[i];
+        pop_below(vals[i + 1], &m, &top, &count, min_death, s);
+        top++;
+        s->stack_val[top] = vals[i + 1];
+        s->stack_min[top] = m;
+        s->stack_pos[top] = pos[i + 1];
+    }
+    int32_t m = i < n ? vals[i] : NONE_LEVEL; /* a last vertex below the one before it */
+    pop_below(NONE_LEVEL, &m, &top, &count, min_death, s);
     return count;
 }
 
@@ -323,20 +350,22 @@ static inline v4d max4(v4d a, v4d b)
 #endif
 }
 
-/* The sums of one tile (row tile rt, column tile ct), in order, over the m points of the column
- * tile (ids) whose bits are set in kept (see keep_bits: word q / 64, the highest bits the
- * earliest points). */
-static void sum_tile(const scratch_t *s, const int32_t *ids, const uint64_t *kept, int64_t m,
-                     int64_t n_words, int64_t rt, int64_t ct, double *acc, int64_t pc)
+/* The sums of one tile (row tile rt of a column tile), in order, over the m points of the column
+ * tile (cps) whose bits are set in kept (see keep_bits: word q / 64, the highest bits the
+ * earliest points), into acc (the tile's first pixel; rows pc apart). */
+static void sum_tile(const column_point_t *cps, const uint64_t *kept, int64_t m,
+                     int64_t n_words, int64_t rt, double *acc, int64_t pc)
 {
     v4d a[TILE_ROWS][2] = {{{0}}};
     for (int64_t word = 0; word < n_words; word++) {
-        const int64_t last = (m < (word + 1) * 64 ? m : (word + 1) * 64) - 1;
+        const column_point_t *word_last = cps + (m < (word + 1) * 64 ? m : (word + 1) * 64) - 1;
         for (uint64_t bits = kept[word]; bits;) { /* highest bit first: the earliest point */
             const int pos = 63 - __builtin_clzll(bits);
             bits ^= (uint64_t)1 << pos;
-            const point_t *p = s->points + ids[last - pos];
-            const double *x = p->x + ct * TILE_COLS, *y = p->y + rt * TILE_ROWS;
+            const column_point_t *p = word_last - pos;
+            const double *x = p->x, *y = p->y + rt * TILE_ROWS;
+            __asm__("" : "+r"(y)); /* y in a register: its rows at fixed offsets, not per-row
+                                      offsets kept on the stack (GCC's choice otherwise) */
             const v4d x0 = load4(x), x1 = load4(x + 4);
             const v4d wv = {p->w, p->w, p->w, p->w};
             for (int r = 0; r < TILE_ROWS; r++) {
@@ -347,9 +376,9 @@ static void sum_tile(const scratch_t *s, const int32_t *ids, const uint64_t *kep
         }
     }
     for (int r = 0; r < TILE_ROWS; r++) {
-        double *row = acc + (rt * TILE_ROWS + r) * pc + ct * TILE_COLS;
-        store4(row, a[r][0]);
-        store4(row + 4, a[r][1]);
+        store4(acc, a[r][0]);
+        store4(acc + 4, a[r][1]);
+        acc += pc;
     }
 }
 
@@ -449,7 +478,7 @@ static void keep_bits(const tables_t *t, const scratch_t *s, const int32_t *ids,
 
 /* The padded PI (rows of pc = n_ct * TILE_COLS) of the k ordered bars, as persim sums it,
  * tile by tile: every pixel gets persim's terms in persim's order. First every column tile's
- * points and skip bits, then the sums. */
+ * points and skip bits, then the sums, a column tile's points gathered for them first. */
 static void accumulate_pi(const tables_t *t, scratch_t *s, int64_t k, double *acc)
 {
     const int64_t pc = t->n_ct * TILE_COLS;
@@ -459,11 +488,19 @@ static void accumulate_pi(const tables_t *t, scratch_t *s, int64_t k, double *ac
         const int64_t m = s->n_ids[ct] = column_points(s, k, ct, ids);
         keep_bits(t, s, ids, m, ct, s->kept + ct * s->kept_stride, (m + 63) / 64);
     }
+    column_point_t *cps = s->column_points;
     for (int64_t ct = 0; ct < t->n_ct; ct++) {
         const int64_t m = s->n_ids[ct], n_words = (m + 63) / 64;
+        const int32_t *ids = s->ids + ct * s->ids_stride;
+        for (int64_t q = 0; q < m; q++) {
+            const point_t *p = s->points + ids[q];
+            cps[q].x = p->x + ct * TILE_COLS;
+            cps[q].y = p->y;
+            cps[q].w = p->w;
+        }
         for (int64_t rt = 0; rt < t->n_rt; rt++)
-            sum_tile(s, s->ids + ct * s->ids_stride, s->kept + ct * s->kept_stride + rt * n_words,
-                     m, n_words, rt, ct, acc, pc);
+            sum_tile(cps, s->kept + ct * s->kept_stride + rt * n_words, m, n_words, rt,
+                     acc + rt * TILE_ROWS * pc + ct * TILE_COLS, pc);
     }
 }
 
@@ -824,6 +861,7 @@ static int alloc_scratch(scratch_t *s, int64_t length, const tables_t *t, int64_
     s->kept = malloc(t->n_ct * s->kept_stride * sizeof(uint64_t));
     s->acc = malloc(padded_pixels * sizeof(double));
     s->points = malloc((length + 1) * sizeof(point_t));
+    s->column_points = malloc((length + 1) * sizeof(column_point_t));
     s->xw = malloc((length + 1) * sizeof(double));
     s->yw_peak = malloc((length + 1) * sizeof(double));
     s->points32 = malloc((length + 1) * sizeof(point32_t));
@@ -833,8 +871,8 @@ static int alloc_scratch(scratch_t *s, int64_t length, const tables_t *t, int64_
     s->acc32 = malloc(padded_pixels * sizeof(float));
     s->tile_rel = malloc(n_tiles * sizeof(double));
     s->tile_max = malloc(n_tiles * sizeof(float));
-    return s->points && s->ids && s->n_ids && s->kept && s->acc && s->xw && s->yw_peak
-           && s->points32
+    return s->points && s->column_points && s->ids && s->n_ids && s->kept && s->acc && s->xw
+           && s->yw_peak && s->points32
            && s->list_diff && s->list_start && s->list_fill && s->acc32 && s->tile_rel
            && s->tile_max ? 0 : -1;
 }
@@ -843,9 +881,10 @@ static void free_scratch(scratch_t *s)
 {
     void *all[] = {s->levels, s->run_val, s->run_pos, s->turn_val, s->turn_pos, s->stack_val,
                    s->stack_min, s->stack_pos, s->births, s->deaths, s->edges, s->kb, s->kd,
-                   s->ke, s->ids, s->c0, s->c1, s->r0, s->r1, s->kept, s->n_ids, s->points,
-                   s->acc, s->xw, s->yw_peak, s->points32, s->lists, s->list_diff, s->list_start,
-                   s->list_fill, s->acc32, s->tile_rel, s->tile_max};
+                   s->ke, s->ids, s->column_points, s->c0, s->c1, s->r0, s->r1, s->kept,
+                   s->n_ids, s->points, s->acc, s->xw, s->yw_peak, s->points32, s->lists,
+                   s->list_diff, s->list_start, s->list_fill, s->acc32, s->tile_rel,
+                   s->tile_max};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
 }
 
