@@ -597,7 +597,11 @@ static inline void span_at_least(const double *v, int64_t n, double f, double ta
         uint64_t mask = 0;
         for (int64_t i = base; i < n && i < base + 64; i += 4) {
             const v4di ge = load4(v + i) * fv >= tv;
+#ifdef __AVX2__
+            mask |= (uint64_t)_mm256_movemask_pd((__m256d)ge) << (i - base);
+#else
             mask |= (uint64_t)((ge[0] & 1) | (ge[1] & 2) | (ge[2] & 4) | (ge[3] & 8)) << (i - base);
+#endif
         }
         if (mask) {
             if (!found) *first = (int32_t)base + __builtin_ctzll(mask);
