@@ -112,6 +112,23 @@ def test_cached_pis_reads_back_only_the_parts_it_did_not_compute(images, tmp_pat
     np.testing.assert_array_equal(entry.load(), expected)  # and all four parts were written
 
 
+def test_cached_pis_faults_its_result_in_before_the_first_part(images, tmp_path, monkeypatch):
+    """The whole result array is faulted in before any part is computed into it (the kernel's
+    threads faulting it part by part while parts are written from it cost the 60,000-image fill
+    a second: tgd_core/core/memory.py)."""
+    rep = PaperPIConfig()
+    events = []
+    real_fault_in, real_part = cache_mod.fault_in, cache_mod._part_pis
+    monkeypatch.setattr(cache_mod, "fault_in", lambda array: (
+        events.append(("fault_in", array.shape)), real_fault_in(array))[1])
+    monkeypatch.setattr(cache_mod, "_part_pis", lambda args, out=None: (
+        events.append(("part", args[2], args[3])), real_part(args, out))[1])
+    got = cached_pis(images, rep, "toy", "train", cache_dir=tmp_path)
+    np.testing.assert_array_equal(got, compute_pis(images, rep)[1])
+    assert events == [("fault_in", got.shape), ("part", 0, 8), ("part", 8, 16),
+                      ("part", 16, 24), ("part", 24, 30)]
+
+
 def test_corrupt_part_gives_clear_error(images, tmp_path):
     rep = PaperPIConfig()
     entry = PICache.for_images(images, rep, "toy", "train", tmp_path)

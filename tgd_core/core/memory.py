@@ -13,10 +13,15 @@ one byte of each page back to itself from one thread. Either way the array's val
 rest from a helper thread, front to back, ahead of a kernel that writes front to back (it
 faults in about 12 GB/s; the kernel writes about 2 GB/s). Where it pays: paper-mode PIs with
 float64 output, 20,000 images per call, interleaved in one process: median 1.49 s a call with
-it against 1.89 s without (and the same 1.49 s faulting everything in first). Where it does
-not: uint8-only PIs write 9× fewer bytes per image, and filling the 60,000-image PI cache took
-4.84 s (median of 4) with it against 4.62 s without, so that path leaves the faults to the
-kernel's threads.
+it against 1.89 s without (and the same 1.49 s faulting everything in first). uint8-only PIs
+write 9× fewer bytes per image: 20,000 into a new array run as fast either way (~20,000/s), so
+that path leaves the faults to the kernel's threads. The 60,000-image PI cache
+(:func:`~tgd_core.topology.cache.cached_pis`) is another matter: its 900 MB result is written
+part by part by the kernel while a helper thread writes the previous part from it to disk
+(``O_DIRECT``), and :func:`fault_in` on the whole array before the first part made the fill
+3.09–3.44 s against 4.06–5.36 s (six fills each way, interleaved; 0.07–0.10 s of it faulting
+in). Faulting each part in just before its kernel call did worse (5.7–7.1 s), as did this
+context's helper thread (4.84 s median against 4.62 s).
 """
 
 from __future__ import annotations
