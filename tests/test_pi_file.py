@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
+import json
 import os
 
 import numpy as np
@@ -106,20 +108,21 @@ def _npy_data_offsets(path) -> dict[str, int]:
 @pytest.mark.parametrize("raw_dtype", [np.float64, None])
 def test_pi_entries_start_on_a_block_and_aligned_chunks_go_around_the_page_cache(
         tmp_path, monkeypatch, raw_dtype):
-    """With block-aligned chunks (aligned_empty), every chunk's whole blocks are written with
-    O_DIRECT at block offsets; the rest (headers, tails) goes through the file object."""
+    """Both PI entries are laid out at once and each chunk goes straight to its place in them:
+    whole blocks of block-aligned chunks (aligned_empty) at block offsets with O_DIRECT, the
+    rest (headers, a short last chunk, the central directory) written normally, no parked
+    file."""
     import fcntl
 
-    direct = []
+    writes = []
     real_pwrite = os.pwrite
 
     def pwrite(fd, data, offset):
-        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
-        direct.append((fd, len(data), offset))
+        writes.append((bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT), len(data), offset))
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr(pi_file.os, "pwrite", pwrite)
-    n, per_image = 9, 2 * 16 * 32  # 1024 pixels: a float64 image is 2 blocks, uint8 a quarter
+    n, block = 9, pi_file.DIRECT_BLOCK  # 2×16×32 PIs: a float64 image is 2 blocks, uint8 1/4
     raw = pi_file.aligned_empty((n, 2, 16, 32), np.float64)
     u8 = pi_file.aligned_empty((n, 2, 16, 32), np.uint8)
     raw[...] = np.random.default_rng(1).random(raw.shape)
@@ -128,26 +131,48 @@ def test_pi_entries_start_on_a_block_and_aligned_chunks_go_around_the_page_cache
             f, n, (2, 16, 32), raw_dtype=raw_dtype, park_path=tmp_path / "park") as writer:
         for start in range(0, n, 4):  # chunks of 4, 4, 1 images
             writer.add(raw[start:start + 4], u8[start:start + 4])
+        assert not (tmp_path / "park").exists()
         writer.finish([str(i) for i in range(n)], {})
-        out = [(size, offset) for fd, size, offset in direct if fd == f.fileno()]
-        parked = [(size, offset) for fd, size, offset in direct if fd != f.fileno()]
     with np.load(tmp_path / "o.npz") as npz:
         assert np.array_equal(npz["pi_uint8"], u8)
         assert raw_dtype is None or np.array_equal(npz["pi_raw"], raw)
+        assert npz["names"].tolist() == [str(i) for i in range(n)]
     offsets = _npy_data_offsets(tmp_path / "o.npz")
-    assert offsets["pi_uint8.npy"] % pi_file.DIRECT_BLOCK == 0
-    block = pi_file.DIRECT_BLOCK
+    u = offsets["pi_uint8.npy"]
+    assert u % block == 0
+    direct = [(size, offset) for is_direct, size, offset in writes if is_direct]
     if raw_dtype is None:  # uint8 chunks of 4 images are one block each, the last a quarter
-        assert out == [(block, offsets["pi_uint8.npy"] + i * block) for i in range(2)]
-        assert parked == []
+        assert direct == [(block, u), (block, u + block)]
     else:
-        start = offsets["pi_raw.npy"]
-        assert start % block == 0
-        assert out[:3] == [(8 * block, start), (8 * block, start + 8 * block),
-                           (2 * block, start + 16 * block)]
-        assert len(out) > 3 and all(off % block == 0 for _, off in out[3:])  # pi_uint8
-        assert sum(size for size, _ in out[3:]) == n * per_image // block * block
-        assert parked == [(block, block), (block, 2 * block)]  # the parked uint8 .npy
+        r = offsets["pi_raw.npy"]
+        assert r % block == 0
+        assert direct == [(8 * block, r), (block, u), (8 * block, r + 8 * block),
+                          (block, u + block), (2 * block, r + 16 * block)]
+    assert (False, 1024, u + 2 * block) in writes  # the last uint8 chunk: a quarter block
+
+
+def test_the_laid_out_zip_reads_as_zipfile_writes_it(tmp_path):
+    """zipfile reads the laid-out archive (CRC-32s checked on every entry) and lists the same
+    entries, sizes and ZIP64 layout as the zipfile-written one (compress=False through a file
+    object without a descriptor takes that path)."""
+    import zipfile
+
+    raw, u8, chunks = _chunks(11, 4, seed=4)
+    buffer = io.BytesIO()
+    for target in (tmp_path / "o.npz", buffer):
+        with (open(target, "wb") if isinstance(target, os.PathLike) else contextlib.nullcontext(
+                target)) as f, PIFileWriter(f, 11, (2, 3, 4), park_path=tmp_path / "park") as w:
+            for chunk_raw, chunk_u8 in chunks:
+                w.add(chunk_raw, chunk_u8)
+            w.finish(["a", "b"] * 5 + ["c"], {"k": 1})
+    buffer.seek(0)
+    with zipfile.ZipFile(tmp_path / "o.npz") as ours, zipfile.ZipFile(buffer) as theirs:
+        assert ours.testzip() is None
+        assert [(i.filename, i.file_size, i.compress_type) for i in ours.infolist()] == [
+            (i.filename, i.file_size, i.compress_type) for i in theirs.infolist()]
+    with np.load(tmp_path / "o.npz") as npz:
+        assert np.array_equal(npz["pi_raw"], raw) and np.array_equal(npz["pi_uint8"], u8)
+        assert json.loads(str(npz["config"])) == {"k": 1}
 
 
 def test_direct_writes_fall_back_to_the_file_where_o_direct_is_refused(tmp_path, monkeypatch):
@@ -235,8 +260,17 @@ def test_a_full_disk_during_a_direct_write_is_raised_and_the_descriptor_restored
 
 def test_without_o_direct_everything_goes_through_the_file(tmp_path, monkeypatch):
     """Platforms without O_DIRECT (macOS, Windows) write and read the same file normally."""
-    monkeypatch.delattr(os, "O_DIRECT")
-    monkeypatch.setattr(pi_file.os, "pwrite", lambda *a: pytest.fail("no direct write expected"))
+    import fcntl
+
+    o_direct = getattr(os, "O_DIRECT", 0)
+    monkeypatch.delattr(os, "O_DIRECT", raising=False)
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, data, offset):
+        assert not fcntl.fcntl(fd, fcntl.F_GETFL) & o_direct
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(pi_file.os, "pwrite", pwrite)
     n = 6
     raw = pi_file.aligned_empty((n, 2, 16, 32), np.float64)
     u8 = pi_file.aligned_empty((n, 2, 16, 32), np.uint8)

@@ -24,9 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
+import struct
 import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -70,19 +74,32 @@ class DirectFile:
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
-        done = self._write_direct(view) if self.direct and len(view) >= DIRECT_BLOCK else 0
+        done = 0
+        if self.direct and len(view) >= DIRECT_BLOCK:
+            self.f.flush()
+            position = self.f.tell()
+            done = self._write_direct(view, position)
+            self.f.seek(position + done)
         if done < len(view):
             self.f.write(view[done:])
         return len(view)
 
-    def _write_direct(self, view: memoryview) -> int:
-        """Write the whole blocks at the start of ``view`` around the page cache, if its file
-        position and memory are aligned; returns how many bytes were written."""
+    def pwrite(self, data, position: int) -> None:
+        """Write all of ``data`` at byte ``position`` of the file (``f``'s own position and
+        buffer untouched: flush it first where it holds writes), its whole blocks around the
+        page cache where aligned as :meth:`write` does."""
+        view = memoryview(data).cast("B")
+        done = self._write_direct(view, position) if self.direct else 0
+        while done < len(view):
+            done += os.pwrite(self.f.fileno(), view[done:], position + done)
+
+    def _write_direct(self, view: memoryview, position: int) -> int:
+        """Write the whole blocks at the start of ``view`` at byte ``position`` around the page
+        cache, if the position and the memory are aligned; returns how many bytes were
+        written."""
         import fcntl
 
-        self.f.flush()
-        position = self.f.tell()
-        if position % DIRECT_BLOCK or _address(view) % DIRECT_BLOCK:
+        if len(view) < DIRECT_BLOCK or position % DIRECT_BLOCK or _address(view) % DIRECT_BLOCK:
             return 0
         size = len(view) // DIRECT_BLOCK * DIRECT_BLOCK
         fd = self.f.fileno()
@@ -101,7 +118,6 @@ class DirectFile:
             self.direct = False  # this file system does not take O_DIRECT: write through f
         finally:
             fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-        self.f.seek(position + done)
         return done
 
     def tell(self) -> int:
@@ -145,18 +161,23 @@ def read_direct(f: IO[bytes], position: int, buffer: np.ndarray) -> int:
     return f.readinto(buffer)
 
 
-def _write_npy_header(f: IO[bytes], dtype, shape: tuple, position: int = 0) -> IO[bytes]:
-    """Write the ``.npy`` (1.0) header of a C-order ``dtype`` array of ``shape`` to ``f``
-    (the caller then writes the array's bytes), padded with spaces so that the data starts on a
-    :data:`DIRECT_BLOCK` boundary of the file when the header starts at byte ``position``;
-    returns ``f``."""
+def _npy_header(dtype, shape: tuple, position: int = 0) -> bytes:
+    """The ``.npy`` (1.0) header of a C-order ``dtype`` array of ``shape``, padded with spaces
+    so that the array's bytes start on a :data:`DIRECT_BLOCK` boundary of the file when the
+    header starts at byte ``position``."""
     fields = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
               "fortran_order": False, "shape": tuple(shape)}
     text = "{" + "".join(f"{key!r}: {value!r}, " for key, value in fields.items()) + "}"
     prefix = len(np.lib.format.MAGIC_PREFIX) + 2 + 2  # magic, version, header length
     pad = -(position + prefix + len(text) + 1) % DIRECT_BLOCK
     header = (text + " " * pad + "\n").encode("latin1")
-    f.write(np.lib.format.magic(1, 0) + len(header).to_bytes(2, "little") + header)
+    return np.lib.format.magic(1, 0) + len(header).to_bytes(2, "little") + header
+
+
+def _write_npy_header(f: IO[bytes], dtype, shape: tuple, position: int = 0) -> IO[bytes]:
+    """Write :func:`_npy_header` to ``f`` (the caller then writes the array's bytes);
+    returns ``f``."""
+    f.write(_npy_header(dtype, shape, position))
     return f
 
 
@@ -199,12 +220,87 @@ def start_writeback(f: IO[bytes]) -> None:
             advise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
+class _StoredZip:
+    """A zip archive of stored (uncompressed) ZIP64 entries laid out up front, as zipfile would
+    write them (PKWARE APPNOTE.TXT 6.3: local header, data; central directory, ZIP64 end
+    records), but with each large entry's place known before its bytes arrive: the local
+    header and ``.npy`` header are written first (the CRC-32 patched in at :meth:`close`),
+    the data at known offsets, with ``pwrite`` (:class:`DirectFile`: whole aligned blocks
+    around the page cache). Small entries are appended at :meth:`close`."""
+
+    _LOCAL = struct.Struct("<IHHHHHIIIHH")      # local file header, then name and extra
+    _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # central directory header
+    _VERSION = 45  # ZIP64
+    _DATE = 0x21  # 1980-01-01 00:00, as zipfile dates entries opened for writing
+
+    def __init__(self, out: DirectFile):
+        self.out = out
+        self.end = 0
+        self.entries = []  # [name, local header offset, size, crc]
+
+    def _local_header(self, name: bytes, size: int, crc: int) -> bytes:
+        return (self._LOCAL.pack(0x04034B50, self._VERSION, 0, 0, 0, self._DATE, crc,
+                                 0xFFFFFFFF, 0xFFFFFFFF, len(name), 20)
+                + name + struct.pack("<HHQQ", 1, 16, size, size))
+
+    def reserve(self, name: str, header: bytes, data_size: int) -> tuple[int, int]:
+        """Lay out entry ``name`` (``header``, then ``data_size`` bytes the caller writes with
+        :meth:`write_at`) at the end; returns (its index, the file offset of its data)."""
+        encoded = name.encode()
+        size = len(header) + data_size
+        local = self._local_header(encoded, size, 0)
+        self.out.pwrite(local + header, self.end)
+        self.entries.append([encoded, self.end, size, zlib.crc32(header)])
+        data = self.end + len(local) + len(header)
+        self.end = data + data_size
+        return len(self.entries) - 1, data
+
+    def crc(self, index: int, data) -> None:
+        """Add the next bytes of entry ``index``'s data, in order, to its CRC-32."""
+        self.entries[index][3] = zlib.crc32(data, self.entries[index][3])
+
+    def append(self, name: str, payload: bytes) -> None:
+        """A whole small entry at the end."""
+        index, data = self.reserve(name, b"", len(payload))
+        self.crc(index, payload)
+        self.out.pwrite(payload, data)
+
+    def header_size(self, name: str) -> int:
+        """Bytes of the local header of entry ``name`` (where its ``.npy`` header starts)."""
+        return self._LOCAL.size + len(name.encode()) + 20
+
+    def close(self) -> None:
+        """Patch the CRC-32s in and write the central directory and the end records."""
+        central = b""
+        for name, offset, size, crc in self.entries:
+            self.out.pwrite(struct.pack("<I", crc), offset + 14)
+            central += (self._CENTRAL.pack(0x02014B50, self._VERSION, self._VERSION, 0, 0, 0,
+                                           self._DATE, crc, 0xFFFFFFFF, 0xFFFFFFFF, len(name),
+                                           28, 0, 0, 0, 0, 0xFFFFFFFF)
+                        + name + struct.pack("<HHQQQ", 1, 24, size, size, offset))
+        n, start = len(self.entries), self.end
+        end64 = start + len(central)
+        records = (struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, self._VERSION, self._VERSION, 0,
+                               0, n, n, len(central), start)
+                   + struct.pack("<IIQI", 0x07064B50, 0, end64, 1)
+                   + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, min(n, 0xFFFF),
+                                 min(n, 0xFFFF), min(len(central), 0xFFFFFFFF), 0xFFFFFFFF, 0))
+        self.out.pwrite(central + records, start)
+        self.end = end64 + len(records)
+        self.out.seek(self.end)
+
+
 class PIFileWriter:
     """Writes ``n`` images' PIs (each ``pi_shape``) into the open binary file ``f`` as an npz.
 
     Use as a context manager: :meth:`add` each chunk's ``(pi_raw, pi_uint8)`` in image order,
-    then :meth:`finish` with the names and config. ``park_path`` is the temporary uint8 ``.npy``
-    (needed with raw PIs; put it beside the output, on the same disk); it is always removed.
+    then :meth:`finish` with the names and config. Uncompressed into a file with a descriptor
+    (the usual case) both PI entries are laid out at once (:class:`_StoredZip`) and each chunk
+    is written straight to its place in both, its CRC-32s computed while an I/O thread writes
+    it. Otherwise (``compress``, or a file object without a descriptor) zipfile writes the
+    entries one after the other and, with raw PIs, the uint8 PIs are parked in the temporary
+    ``.npy`` file ``park_path`` (put it beside the output, on the same disk; always removed)
+    and copied into their entry at the end.
     """
 
     def __init__(self, f: IO[bytes], n: int, pi_shape: tuple, *, raw_dtype=np.float64,
@@ -212,19 +308,36 @@ class PIFileWriter:
         self.shape = (n, *pi_shape)
         self.raw_dtype = raw_dtype
         self.written = 0
+        self.zip = self.zf = self.io = None
+        self.park_path = self.raw_entry = self.parked = self.u8_entry = None
+        if not compress and _positional(f):
+            self.zip = _StoredZip(DirectFile(f))
+            if raw_dtype is not None:
+                self.raw_entry = self._reserve("pi_raw", raw_dtype)
+            self.u8_entry = self._reserve("pi_uint8", np.uint8)
+            self.io = ThreadPoolExecutor(1, thread_name_prefix="pi-file-io")
+            return
         method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
         self.zf = zipfile.ZipFile(f if compress else DirectFile(f), "w", method,
                                   allowZip64=True)
         if raw_dtype is not None and park_path is None:
             raise ValueError("park_path is needed to write both pi_raw and pi_uint8")
         self.park_path = Path(park_path) if raw_dtype is not None else None
-        self.raw_entry = self.parked = self.u8_entry = None
         if raw_dtype is None:
             self.u8_entry = _open_array_entry(self.zf, "pi_uint8", np.uint8, self.shape)
         else:
             self.raw_entry = _open_array_entry(self.zf, "pi_raw", raw_dtype, self.shape)
             park = _write_npy_header(open(self.park_path, "wb"), np.uint8, self.shape)
             self.parked, self.parked_data = DirectFile(park), park.tell()
+
+    def _reserve(self, key: str, dtype) -> tuple[int, int, int, object]:
+        """Lay out entry ``<key>.npy`` in the stored zip: (its index, the file offset of its
+        array's bytes, bytes per image, dtype)."""
+        name = f"{key}.npy"
+        header = _npy_header(dtype, self.shape, self.zip.end + self.zip.header_size(name))
+        per_image = int(np.prod(self.shape[1:])) * np.dtype(dtype).itemsize
+        index, data = self.zip.reserve(name, header, per_image * self.shape[0])
+        return index, data, per_image, dtype
 
     def __enter__(self) -> PIFileWriter:
         return self
@@ -233,23 +346,46 @@ class PIFileWriter:
         self.close()
 
     def add(self, pi_raw: np.ndarray | None, pi_uint8: np.ndarray) -> None:
-        """Append the next chunk of PIs (``pi_raw`` is ignored without raw output)."""
+        """Append the next chunk of PIs (``pi_raw`` is ignored without raw output); the chunk's
+        arrays may be reused once this returns."""
         end = self.written + len(pi_uint8)
         if end > self.shape[0] or pi_uint8.shape[1:] != self.shape[1:]:
             raise ValueError(f"chunk {pi_uint8.shape} does not fit PIs {self.shape} "
                              f"after {self.written}")
-        if self.raw_entry is not None:
+        if self.zip is not None:
+            self._add_stored(pi_raw, pi_uint8)
+        elif self.raw_entry is not None:
             _write_bytes(self.raw_entry, pi_raw, self.raw_dtype)
             _write_bytes(self.parked, pi_uint8, np.uint8)
         else:
             _write_bytes(self.u8_entry, pi_uint8, np.uint8)
         self.written = end
-        start_writeback(self.zf.fp)
+        start_writeback(self.zip.out.f if self.zip is not None else self.zf.fp)
+
+    def _add_stored(self, pi_raw, pi_uint8) -> None:
+        """The chunk's bytes to their places in the PI entries (I/O thread) while their
+        CRC-32s are computed here; returns once they are written."""
+        parts = [(entry, memoryview(np.ascontiguousarray(chunk, dtype=entry[3])).cast("B"))
+                 for entry, chunk in ((self.raw_entry, pi_raw), (self.u8_entry, pi_uint8))
+                 if entry is not None]
+        writes = [(view, data + self.written * per_image)
+                  for (_, data, per_image, _), view in parts]
+        pending = self.io.submit(lambda: [self.zip.out.pwrite(*w) for w in writes])
+        try:
+            for (index, *_), view in parts:
+                self.zip.crc(index, view)
+        finally:
+            pending.result()
 
     def finish(self, names, config: dict) -> None:
         """Close the PI entries (copying the parked uint8 PIs in) and write names and config."""
         if self.written != self.shape[0]:
             raise ValueError(f"{self.written} of {self.shape[0]} images written")
+        if self.zip is not None:
+            self.zip.append("names.npy", _npy_bytes(np.asarray(names)))
+            self.zip.append("config.npy", _npy_bytes(np.asarray(json.dumps(config))))
+            self.zip.close()
+            return
         if self.raw_entry is not None:
             self.raw_entry.close()
             self.parked.close()
@@ -261,23 +397,22 @@ class PIFileWriter:
                     position += n
         else:
             self.u8_entry.close()
-        self._write_array("names", np.asarray(names))
-        self._write_array("config", np.asarray(json.dumps(config)))
+        for key, array in (("names", np.asarray(names)),
+                           ("config", np.asarray(json.dumps(config)))):
+            with self.zf.open(f"{key}.npy", "w", force_zip64=True) as entry:
+                entry.write(_npy_bytes(array))
         self.zf.close()
 
-    def _write_array(self, key: str, array: np.ndarray) -> None:
-        """One small array as the entry ``<key>.npy``."""
-        with self.zf.open(f"{key}.npy", "w", force_zip64=True) as entry:
-            np.lib.format.write_array(entry, array, allow_pickle=False)
-
     def close(self) -> None:
-        """Release the temporary uint8 file, and on an abort (:meth:`finish` not reached) the
-        half-written zip: the caller discards the file it was writing into."""
+        """Release the I/O thread and the temporary uint8 file, and on an abort (:meth:`finish`
+        not reached) the half-written zip: the caller discards the file it was writing into."""
+        if self.io is not None:
+            self.io.shutdown()
         if self.parked is not None:
             self.parked.close()
         if self.park_path is not None:
             self.park_path.unlink(missing_ok=True)
-        if self.zf.fp is None:
+        if self.zf is None or self.zf.fp is None:
             return
         try:
             for entry in (self.raw_entry, self.u8_entry):
@@ -286,3 +421,18 @@ class PIFileWriter:
             self.zf.close()
         except (OSError, ValueError):
             self.zf.fp = None  # abandoned (disk full, …): nothing more to flush
+
+
+def _positional(f: IO[bytes]) -> bool:
+    """Whether ``f`` can be written at offsets (``os.pwrite`` on its descriptor)."""
+    try:
+        return hasattr(os, "pwrite") and f.seekable() and f.fileno() >= 0
+    except (OSError, ValueError):
+        return False
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as the bytes of a ``.npy`` file."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
