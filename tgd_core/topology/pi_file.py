@@ -1,14 +1,15 @@
 """Stream persistence images into one ``.npz`` file, chunk by chunk, in bounded memory.
 
 The file is an ordinary npz (``np.load(path)`` reads it) with the entries ``pi_raw`` (unless
-``raw_dtype`` is None), ``pi_uint8``, ``names`` and ``config``. Zip entries are written one after
-the other, so :class:`PIFileWriter` writes the raw PIs straight into their entry as each chunk
-arrives and parks the uint8 PIs in a temporary ``.npy`` file beside the output (file writes,
-not a memory map, so they do not count against the process's memory), copied into their entry
-at the end: that copy is 8× smaller than copying float64 PIs would be. Without raw PIs, the
-uint8 PIs go straight into their entry and no temporary file is made. After each chunk the
-output's written bytes are handed to the disk (:func:`start_writeback`), so that writing the
-file overlaps computing the next chunks instead of all waiting for the final fsync.
+``raw_dtype`` is None), ``pi_uint8``, ``names`` and ``config``. All sizes of the PI entries are
+known up front, so :class:`PIFileWriter` lays both out at once (:class:`_StoredZip`, the
+layout zipfile writes) and writes each chunk straight to its place in both, computing the
+entries' CRC-32s while an I/O thread writes the chunk: 20,000 float64 PIs (2.7 GB) end to end
+in 2.3–2.6 s where zipfile's one-entry-after-the-other writing, with the uint8 PIs parked in a
+temporary file and copied in at the end, took 3.5–3.7 s. That older path remains for
+compressed output and for file objects without a descriptor. After each chunk the output's
+written bytes are handed to the disk (:func:`start_writeback`), so that writing the file
+overlaps computing the next chunks instead of all waiting for the final fsync.
 
 The PI entries' data start on a :data:`DIRECT_BLOCK` boundary of the file (their ``.npy``
 headers are padded to it), so where a chunk's memory is block-aligned too
