@@ -105,13 +105,13 @@ def _npy_data_offsets(path) -> dict[str, int]:
     return offsets
 
 
-@pytest.mark.parametrize("raw_dtype", [np.float64, None])
+@pytest.mark.parametrize("raw_dtype", [np.float64, np.float32, None])
 def test_pi_entries_start_on_a_block_and_aligned_chunks_go_around_the_page_cache(
         tmp_path, monkeypatch, raw_dtype):
     """Both PI entries are laid out at once and each chunk goes straight to its place in them:
     whole blocks of block-aligned chunks (aligned_empty) at block offsets with O_DIRECT, the
     rest (headers, a short last chunk, the central directory) written normally, no parked
-    file."""
+    file. float32 PIs are converted into an aligned buffer, so they go around it too."""
     import fcntl
 
     writes = []
@@ -135,7 +135,7 @@ def test_pi_entries_start_on_a_block_and_aligned_chunks_go_around_the_page_cache
         writer.finish([str(i) for i in range(n)], {})
     with np.load(tmp_path / "o.npz") as npz:
         assert np.array_equal(npz["pi_uint8"], u8)
-        assert raw_dtype is None or np.array_equal(npz["pi_raw"], raw)
+        assert raw_dtype is None or np.array_equal(npz["pi_raw"], raw.astype(raw_dtype))
         assert npz["names"].tolist() == [str(i) for i in range(n)]
     offsets = _npy_data_offsets(tmp_path / "o.npz")
     u = offsets["pi_uint8.npy"]
@@ -144,10 +144,11 @@ def test_pi_entries_start_on_a_block_and_aligned_chunks_go_around_the_page_cache
     if raw_dtype is None:  # uint8 chunks of 4 images are one block each, the last a quarter
         assert direct == [(block, u), (block, u + block)]
     else:
-        r = offsets["pi_raw.npy"]
+        r, per_image = offsets["pi_raw.npy"], np.dtype(raw_dtype).itemsize // 4  # blocks
         assert r % block == 0
-        assert direct == [(8 * block, r), (block, u), (8 * block, r + 8 * block),
-                          (block, u + block), (2 * block, r + 16 * block)]
+        assert direct == [(4 * per_image * block, r), (block, u),
+                          (4 * per_image * block, r + 4 * per_image * block), (block, u + block),
+                          (per_image * block, r + 8 * per_image * block)]
     assert (False, 1024, u + 2 * block) in writes  # the last uint8 chunk: a quarter block
 
 

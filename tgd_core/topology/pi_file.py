@@ -314,6 +314,7 @@ class PIFileWriter:
         self.raw_dtype = raw_dtype
         self.written = 0
         self.zip = self.zf = self.io = None
+        self.converted = {}  # entry index -> buffer (_in_entry_dtype)
         self.park_path = self.raw_entry = self.parked = self.u8_entry = None
         if not compress and _positional(f):
             self.zip = _StoredZip(DirectFile(f))
@@ -370,7 +371,7 @@ class PIFileWriter:
     def _add_stored(self, pi_raw, pi_uint8) -> None:
         """The chunk's bytes to their places in the PI entries (I/O thread) while their
         CRC-32s are computed here; returns once they are written."""
-        parts = [(entry, memoryview(np.ascontiguousarray(chunk, dtype=entry[3])).cast("B"))
+        parts = [(entry, memoryview(self._in_entry_dtype(entry, chunk)).cast("B"))
                  for entry, chunk in ((self.raw_entry, pi_raw), (self.u8_entry, pi_uint8))
                  if entry is not None]
         writes = [(view, data + self.written * per_image)
@@ -381,6 +382,20 @@ class PIFileWriter:
                 self.zip.crc(index, view)
         finally:
             pending.result()
+
+    def _in_entry_dtype(self, entry, chunk: np.ndarray) -> np.ndarray:
+        """``chunk`` as entry's dtype, C-contiguous: itself where it is, else converted into a
+        block-aligned buffer kept for the next chunks (so that it still goes around the page
+        cache: ``--raw float32``)."""
+        dtype = entry[3]
+        if chunk.dtype == dtype and chunk.flags.c_contiguous:
+            return chunk
+        buffer = self.converted.get(entry[0])
+        if buffer is None or buffer.size < chunk.size:
+            buffer = self.converted[entry[0]] = aligned_empty((chunk.size,), dtype)
+        out = buffer[:chunk.size].reshape(chunk.shape)
+        np.copyto(out, chunk)
+        return out
 
     def finish(self, names, config: dict) -> None:
         """Close the PI entries (copying the parked uint8 PIs in) and write names and config."""
