@@ -3,8 +3,8 @@ bit, and how it is chosen, built and refused (TGD_PAPER_KERNEL, a missing compil
 
 tests/test_topology_paper.py runs every reference comparison (ripser + persim) on both kernels;
 this file covers what only the C kernel has: its vertex filter (runs, rises and falls dropped
-before the stack, minima carried instead of pushed), its 8-wide left-pack tails, its tile-by-tile sums and skip bounds, its
-threads, and its build.
+before the stack, minima carried instead of pushed), its 8-wide left-pack tails, its tile-by-tile
+sums and skip bounds, its threads, its build, and the factor tables kept beside the build.
 """
 
 from __future__ import annotations
@@ -221,6 +221,46 @@ def test_paper_pis_load_neither_numba_nor_scikit_learn_nor_scipy_stats():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "TGD_PAPER_KERNEL": "c"})
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_a_second_process_finds_the_factor_tables_on_disk_and_skips_scipy(tmp_path):
+    """The Gaussian factors (SciPy's ndtr) are kept beside the kernel's builds: a process that
+    finds them there computes the same PIs without importing SciPy at all."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from tgd_core.topology import paper_persistence_images;"
+            "raw, u8 = paper_persistence_images(np.arange(2 * 8 * 8 * 3, dtype=np.uint8)"
+            ".reshape(2, 8, 8, 3));"
+            "print('scipy' in sys.modules, raw.tobytes().hex()[:4000])")
+    env = {**os.environ, "TGD_KERNEL_CACHE": str(tmp_path)}
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                    text=True, check=True, env=env).stdout.split()
+                     for _ in range(2))
+    assert first[0] == "True" and second[0] == "False"
+    assert first[1] == second[1]
+    assert len(list(tmp_path.glob("paper_factors-*.npz"))) == 1
+
+
+def test_factor_tables_on_disk_are_checked_and_recomputed_when_unreadable(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("TGD_KERNEL_CACHE", str(tmp_path))
+    config, pers = PaperPIConfig(resolution=(13, 7)), np.array([0.25, 0.5, 1.0])
+    tx, fy = paper._gaussian_factors(config, pers)
+    (path,) = tmp_path.glob("paper_factors-*.npz")
+    real = paper._norm_cdf
+    monkeypatch.setattr(paper, "_norm_cdf", lambda *a: pytest.fail("computed, not read"))
+    again = paper._gaussian_factors(config, pers)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(again, (tx, fy), strict=True))
+    for damage in (b"not an npz", None):
+        if damage is None:  # a readable file of the wrong shape
+            np.savez(path, tx=tx[:5], fy=fy)
+        else:
+            path.write_bytes(damage)
+        monkeypatch.setattr(paper, "_norm_cdf", real)
+        again = paper._gaussian_factors(config, pers)
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(again, (tx, fy), strict=True))
+    assert paper._gaussian_factors(config, pers[:2])[1].shape == (2, 7)  # another key
 
 
 def test_thread_count_follows_numba_then_the_environment(monkeypatch):

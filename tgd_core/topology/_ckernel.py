@@ -89,7 +89,8 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where builds (and the paper-mode factor tables, paper.py) are kept."""
     root = os.environ.get("TGD_KERNEL_CACHE")
     if root:
         return Path(root)
@@ -107,7 +108,7 @@ def _library_path(defines: tuple[str, ...] = ()) -> Path:
                              check=True).stdout
     key = hashlib.sha256("\n".join([SOURCE.read_text(), " ".join(FLAGS + defines), " ".join(cc),
                                     version, platform.machine(), _cpu_flags()]).encode())
-    return _cache_dir() / f"paper_kernel-{key.hexdigest()[:20]}.so"
+    return cache_dir() / f"paper_kernel-{key.hexdigest()[:20]}.so"
 
 
 def _build(path: Path, defines: tuple[str, ...] = ()) -> None:
