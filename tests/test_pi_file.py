@@ -47,6 +47,25 @@ def test_written_file_loads_as_the_chunks_and_each_chunk_is_handed_to_the_disk(
     assert not (tmp_path / "park").exists()
 
 
+def test_a_laid_out_archive_after_other_bytes_reads_back(tmp_path):
+    """Written into a file that already holds bytes, the archive starts where the file was."""
+    raw, u8, chunks = _chunks(5, 2, seed=6)
+    with open(tmp_path / "o.npz", "wb") as f:
+        f.write(b"preamble")
+        with PIFileWriter(f, 5, (2, 3, 4), park_path=tmp_path / "park") as writer:
+            for chunk_raw, chunk_u8 in chunks:
+                writer.add(chunk_raw, chunk_u8)
+            writer.finish([str(i) for i in range(5)], {})
+    import zipfile
+
+    assert (tmp_path / "o.npz").read_bytes()[:8] == b"preamble"
+    with zipfile.ZipFile(tmp_path / "o.npz") as zf:  # np.load wants the zip at byte 0
+        assert zf.testzip() is None
+        for key, expected in (("pi_raw", raw), ("pi_uint8", u8)):
+            with zf.open(f"{key}.npy") as entry:
+                assert np.array_equal(np.lib.format.read_array(entry), expected)
+
+
 def test_a_file_without_descriptor_is_written_all_the_same():
     buffer = io.BytesIO()
     raw, u8, chunks = _chunks(5, 2)

@@ -240,7 +240,8 @@ class _StoredZip:
 
     def __init__(self, out: DirectFile):
         self.out = out
-        self.end = 0
+        out.flush()
+        self.end = out.tell()  # where the archive starts (offsets in it are the file's)
         self.entries = []  # [name, local header offset, size, crc]
 
     def _local_header(self, name: bytes, size: int, crc: int) -> bytes:
