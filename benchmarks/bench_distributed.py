@@ -5,9 +5,10 @@
 
 Trains the same scratch run (``--images`` CIFAR-10 training images, batch 128, channels_last,
 CPU) with 1 process and with ``torchrun --nproc-per-node N`` (gloo), each process using
-cores / N threads (with global-batch and with per-rank BatchNorm statistics), and reports the training images/s of the last epoch (the first pays for
-start-up and compilation) as written by the training loop to ``metrics.jsonl``. The runs
-compute the same global batches, so the numbers compare like for like.
+cores / N threads (with global-batch and with per-rank BatchNorm statistics), and reports the
+training images/s of the last epoch (the first pays for start-up and compilation) as written by
+the training loop to ``metrics.jsonl``. The runs compute the same global batches, so the numbers
+compare like for like.
 """
 
 from __future__ import annotations
@@ -73,11 +74,12 @@ def main() -> None:
     for (n, sync), rate in rates.items():
         label = ("1 process" if n == 1 else f"torchrun, {n} processes (gloo), BatchNorm "
                  + ("statistics of the global batch" if sync else "statistics per rank"))
-        lines.append(f"| {label} | {n} × {max(1, cores // n)} | {rate:,.0f} | {rate / base:.2f} |")
-    lines += ["", "On one CPU, data parallelism only splits the cores that intra-op threads already "
-              "use, and global-batch BatchNorm adds a collective and an unfused normalisation "
-              "per layer (PyTorch's SyncBatchNorm kernels exist for CUDA only); torchrun is for "
-              "several GPUs or machines, where each process has its own device."]
+        lines.append(f"| {label} | {n} × {max(1, cores // n)} | {rate:,.0f} "
+                     f"| {rate / base:.2f} |")
+    lines += ["", "On one CPU, data parallelism only splits the cores that intra-op threads "
+              "already use, and global-batch BatchNorm adds a collective and an unfused "
+              "normalisation per layer (PyTorch's SyncBatchNorm kernels exist for CUDA only); "
+              "torchrun is for several GPUs or machines, where each process has its own device."]
     publish(lines, args.write, "bench_distributed", "Distributed training (torchrun)")
 
 

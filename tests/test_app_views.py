@@ -122,7 +122,7 @@ def test_teacher_choices_say_none_when_missing(tmp_path, monkeypatch):
 def test_models_table(zoo):
     rows, info = models_view.table()
     assert [r[0] for r in rows] == ["t1_raw", "plain_pi", "student_tgd"]
-    student = dict(zip(models_view.COLUMNS, rows[2]))
+    student = dict(zip(models_view.COLUMNS, rows[2], strict=True))
     assert (student["method"], student["accuracy (%)"], student["ECE"]) == ("tgd", 77.0, 0.05)
     assert "3 networks" in info and "Teachers missing" not in info
 

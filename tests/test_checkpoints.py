@@ -60,7 +60,7 @@ def test_round_trip_keeps_everything(tmp_path: Path) -> None:
     assert torch.equal(rebuilt(x), net(x))
     opt2 = torch.optim.SGD(rebuilt.parameters(), lr=0.1, momentum=0.9)
     opt2.load_state_dict(ck.optimizer)
-    for p, q in zip(net.parameters(), rebuilt.parameters()):
+    for p, q in zip(net.parameters(), rebuilt.parameters(), strict=True):
         assert torch.equal(opt.state[p]["momentum_buffer"], opt2.state[q]["momentum_buffer"])
 
 

@@ -2,8 +2,9 @@
 
 Accepts our checkpoints and the TGD authors' files alike (:mod:`tgd_core.nets.checkpoints`); raw
 images are normalised with the checkpoint's own statistics, and PI networks read the PIs of the
-(clean or corrupted) images, computed on the fly with the representation they were trained on. ``--sweep`` evaluates every
-CIFAR-10-C corruption at severities 1–5 (plus clean and optional noise σ rows) and writes the
+(clean or corrupted) images, computed on the fly with the representation they were trained on.
+``--sweep`` evaluates every CIFAR-10-C corruption at severities 1–5 (plus clean and optional
+noise σ rows) and writes the
 table with ``--output`` (.csv or .json). JSON output is strict: a non-finite metric is ``null``;
 a checkpoint with NaN or infinite weights is refused (one line, exit 2).
 """

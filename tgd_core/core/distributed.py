@@ -127,7 +127,7 @@ class _AllGatherRows(torch.autograd.Function):
         padded = F.pad(x.contiguous(), (0, 0) * (x.dim() - 1) + (0, pad)) if pad else x
         parts = [torch.empty_like(padded) for _ in sizes]
         dist.all_gather(parts, padded.contiguous())
-        return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+        return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
 
     @staticmethod
     def backward(ctx, grad):

@@ -54,7 +54,8 @@ def merged_teacher_similarity(teacher_features: list[torch.Tensor], weights: lis
                               ) -> torch.Tensor:
     """G̃_T for TGD: the teachers' similarity maps merged *before* normalisation,
     row_normalise(Σ_k w_k · F_k F_kᵀ) (TGD_METHOD.md §4)."""
-    merged = sum(w * similarity_matrix(f) for w, f in zip(weights, teacher_features))
+    merged = sum(w * similarity_matrix(f)
+                 for w, f in zip(weights, teacher_features, strict=True))
     return row_normalise(merged)
 
 

@@ -145,7 +145,7 @@ def non_finite_tensors(tensors: Iterable[tuple[str, torch.Tensor]]) -> tuple[lis
     for items in groups.values():
         extremes = _extremes([t for _, t in items])
         finite = torch.isfinite(extremes).reshape(len(items), -1).all(1).cpu().tolist()
-        bad.update(name for (name, _), ok in zip(items, finite) if not ok)
+        bad.update(name for (name, _), ok in zip(items, finite, strict=True) if not ok)
     return [name for name in names if name in bad], len(names)
 
 
