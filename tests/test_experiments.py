@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -110,8 +111,11 @@ def test_shipped_recipes_are_valid(tmp_path):
     from tgd_core.core.paths import PROJECT_ROOT
     from tgd_core.experiments.plan import reused_teachers
 
-    for name in ("paper", "cpu", "cpu_topology"):
-        recipe = Recipe.load(PROJECT_ROOT / "recipes" / f"{name}.yaml")
+    for path in sorted((PROJECT_ROOT / "recipes").glob("*.yaml")):
+        name = path.stem
+        recipe = Recipe.load(path)
+        if name == "cpu_topology":
+            cpu_topology = recipe
         runs = plan(recipe, tmp_path / name)
         reused = reused_teachers(recipe, tmp_path / name)
         assert len(runs) == (len(recipe.teachers) - len(reused) + (recipe.init is not None)
@@ -120,10 +124,17 @@ def test_shipped_recipes_are_valid(tmp_path):
     # once that experiment has trained them)
     cpu = Recipe.load(PROJECT_ROOT / "recipes" / "cpu.yaml")
     for mine, theirs in (("t1", "t1"), ("t2_paper", "t2")):
-        spec = {k: v for k, v in recipe.teachers[mine].items() if k != "checkpoint"}
+        spec = {k: v for k, v in cpu_topology.teachers[mine].items() if k != "checkpoint"}
         assert spec["train_subset"] == cpu.common["train_subset"] == 10000
         assert spec["epochs"] == cpu.common["epochs"]
         assert {k: spec[k] for k in cpu.teachers[theirs]} == cpu.teachers[theirs]
+    # cpu_full_ablation is cpu_full extended (so it reuses cpu_full's finished runs)
+    full, extended = (Recipe.load(PROJECT_ROOT / "recipes" / f"{name}.yaml")
+                      for name in ("cpu_full", "cpu_full_ablation"))
+    for part in ("common", "init", "student", "evaluation"):
+        assert getattr(extended, part) == getattr(full, part), part
+    assert {row: extended.methods[row] for row in full.methods} == full.methods
+    assert set(full.seeds) < set(extended.seeds) and extended.reuse == ["runs/experiments/cpu_full"]
 
 
 def test_a_teacher_can_be_reused_from_a_checkpoint_trained_with_its_settings(tmp_path):
@@ -163,6 +174,59 @@ def test_a_teacher_can_be_reused_from_a_checkpoint_trained_with_its_settings(tmp
         plan(with_t1(checkpoint=f"{killed.out_dir}/latest.pt"), tmp_path / "second")
     with pytest.raises(TGDError, match="does not exist"):
         plan(with_t1(checkpoint=str(tmp_path / "missing.pt")), tmp_path / "second")
+
+
+def test_a_recipe_reuses_the_finished_runs_of_another_experiment(tmp_path, monkeypatch):
+    from tgd_core.experiments.runner import run_experiment
+
+    monkeypatch.chdir(tmp_path)
+    rows = {"kd_t1": TINY["methods"]["kd_t1"], "tgd": TINY["methods"]["tgd"]}
+    run_experiment(Recipe(**{**TINY, "methods": {**rows, "scratch": {}}}),
+                   tmp_path / "first", report=False, log=lambda m: None)
+    stamps = {p: p.stat().st_mtime for p in (tmp_path / "first").rglob("latest.pt")}
+    (tmp_path / "first/scratch/seed0/config.json").write_text("{not json")
+    # reuse given relative to the working folder, the first experiment ran with absolute paths
+    second = Recipe(**{**TINY, "methods": {**rows, "scratch": {}}, "seeds": [0, 1],
+                       "reuse": ["first"]})
+    runs = dict(plan(second, tmp_path / "second"))
+    reused = {label for label, cfg in runs.items() if cfg.out_dir.startswith("first/")}
+    assert reused == {"teacher t1", "teacher t2", "init (scratch student)", "kd_t1 seed 0",
+                      "tgd seed 0"}  # scratch seed 0's config.json is unreadable: trained
+    for label in set(runs) - reused:
+        assert runs[label].out_dir == str(tmp_path / "second" / label.replace(" seed ", "/seed"))
+    assert runs["tgd seed 1"].init_student == "first/init/latest.pt"
+    assert runs["tgd seed 1"].teachers == {"t1": "first/teachers/t1/latest.pt",
+                                           "t2": "first/teachers/t2/latest.pt"}
+
+    # a run that learned otherwise (here: TGD's beta) is trained, not reused
+    other_beta = {**rows, "tgd": {**rows["tgd"], "params": {"compat": True, "beta": 10.0}}}
+    changed = dict(plan(Recipe(**{**second.model_dump(), "methods": other_beta}),
+                        tmp_path / "second"))
+    assert changed["tgd seed 0"].out_dir == str(tmp_path / "second/tgd/seed0")
+    assert changed["kd_t1 seed 0"].out_dir == "first/kd_t1/seed0"
+    assert not any(str(cfg.out_dir).startswith("first") for cfg in dict(plan(
+        Recipe(**{**second.model_dump(), "common": {**TINY["common"], "lr": 0.05}}),
+        tmp_path / "second")).values())
+
+    # a folder copied elsewhere is reused as well: the inputs that were in it are looked for
+    # where it is now
+    shutil.copytree(tmp_path / "first", tmp_path / "moved")
+    moved = dict(plan(Recipe(**{**second.model_dump(), "reuse": ["moved"]}), tmp_path / "second"))
+    assert moved["tgd seed 0"].out_dir == "moved/tgd/seed0"
+    assert moved["tgd seed 1"].init_student == "moved/init/latest.pt"
+
+    logs = []
+    run_experiment(second, tmp_path / "second", log=logs.append)
+    assert "[done] kd_t1 seed 0" in logs and "[done] teacher t1" in logs
+    trained = sorted(line.split(" -> ")[0] for line in logs if line.startswith("[train]"))
+    assert trained == ["[train] kd_t1 seed 1", "[train] scratch seed 0",
+                       "[train] scratch seed 1", "[train] tgd seed 1"]
+    assert stamps == {p: p.stat().st_mtime for p in (tmp_path / "first").rglob("latest.pt")}
+    summary = json.loads((tmp_path / "second/summary.json").read_text())
+    assert [(r["method"], r["seeds"]) for r in summary["rows"]] == [
+        ("kd_t1", 2), ("tgd", 2), ("scratch", 2)]
+    teachers = (tmp_path / "second/results.md").read_text().split("| teacher |")[1]
+    assert "| t1 | wrn16_1 | raw | –" not in teachers and "| t1 | wrn16_1 | raw |" in teachers
 
 
 @pytest.mark.parametrize("group_students", [False, True])

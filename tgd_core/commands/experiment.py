@@ -50,7 +50,8 @@ def run(args) -> int:
             print(f"{'reuse':8} {'teacher ' + role:28} {path}")
         runs = plan(recipe, out, reused)
         for label, cfg in runs:
-            state = ("done" if finished(cfg) else
+            state = ("reuse" if finished(cfg) and not Path(cfg.out_dir).is_relative_to(out) else
+                     "done" if finished(cfg) else
                      "partial" if (Path(cfg.out_dir) / "latest.pt").exists() else "todo")
             print(f"{state:8} {label:28} {cfg.student}/{cfg.student_input} {cfg.epochs} epochs "
                   f"-> {cfg.out_dir}")

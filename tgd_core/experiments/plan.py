@@ -1,7 +1,12 @@
 """Planning an experiment: the runs a recipe needs, in order, as validated TrainConfigs; the
-teachers reused from trained checkpoints instead of being trained; whether a run is finished.
+teachers reused from trained checkpoints instead of being trained; the finished runs of other
+experiments (the recipe's ``reuse``) used where they are; whether a run is finished.
 
 Layout under the experiment folder: ``teachers/<role>/``, ``init/``, ``<method>/seed<k>/``.
+A run of the plan found finished at the same place in a ``reuse`` folder, trained with the same
+settings (placement and bookkeeping aside; input paths compared resolved), is that run: its
+``out_dir`` is the other folder, so it is not trained again and the runs that need it (the
+students of a reused teacher or init) read its checkpoint there.
 
 :func:`student_groups` plans ``--group-students``: which student runs see identical batches
 (and so can train in one process, sharing each step's batch, its on-the-fly PIs and each
@@ -65,8 +70,7 @@ def _checked_teacher_checkpoint(recipe: Recipe, role: str, out: Path) -> Path:
     if not ckpt.config:
         raise TGDError(f"teacher {role}: {path} holds no training config, so it cannot be "
                        "checked against the recipe; train the teacher instead")
-    saved = _config(**{k: v for k, v in ckpt.config.items() if k in wanted}).model_dump()
-    differ = wanted_cfg.differences(saved, ignore=("placement", "bookkeeping"))
+    differ, saved = learned_differences(wanted_cfg, ckpt.config)
     if differ:
         shown = "; ".join(f"{k}: recipe {wanted[k]!r}, checkpoint {saved[k]!r}" for k in differ)
         raise TGDError(f"teacher {role}: {path} was trained with other settings ({shown})")
@@ -76,41 +80,108 @@ def _checked_teacher_checkpoint(recipe: Recipe, role: str, out: Path) -> Path:
     return path
 
 
+def learned_differences(cfg, saved: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The fields in which the run config ``saved`` (a config.json or a checkpoint's) learns
+    otherwise than ``cfg`` — placement and bookkeeping aside, input paths compared resolved —
+    and ``saved`` validated as ``cfg`` is (fields it lacks take their defaults)."""
+    now = _config(**_resolved_inputs(cfg.model_dump()))
+    known = {k: v for k, v in saved.items() if k in type(cfg).model_fields}
+    then = _config(**_resolved_inputs({**known, "out_dir": cfg.out_dir})).model_dump()
+    return now.differences(then, ignore=("placement", "bookkeeping")), then
+
+
+def _resolved_inputs(values: dict[str, Any]) -> dict[str, Any]:
+    """Config ``values`` with the checkpoints it starts from (teachers, init student) as
+    absolute paths: runs planned from another folder or another spelling compare equal."""
+    def absolute(path):
+        return None if path is None else str(Path(path).expanduser().resolve())
+
+    return {**values, "teachers": {r: absolute(p) for r, p in values.get("teachers", {}).items()},
+            "init_student": absolute(values.get("init_student"))}
+
+
+def _reused_or_planned(recipe: Recipe, cfg, out: Path):
+    """The finished run of a ``reuse`` experiment at ``cfg``'s place that learned what ``cfg``
+    would (its config with that folder as ``out_dir``), or ``cfg``. An unreadable or
+    unfinished run there is not reused."""
+    place = Path(cfg.out_dir).relative_to(out)
+    for other in recipe.reuse:
+        folder = Path(other) / place
+        try:
+            saved = json.loads((folder / "config.json").read_text())
+            differ = (learned_differences(cfg, _relocated(saved, place, Path(other)))[0]
+                      if isinstance(saved, dict) else ["config"])
+        except (OSError, ValueError, TypeError, TGDError):
+            continue
+        found = cfg.model_copy(update={"out_dir": str(folder)})
+        if not differ and finished(found):
+            return found
+    return cfg
+
+
+def _relocated(saved: dict[str, Any], place: Path, here: Path) -> dict[str, Any]:
+    """The config ``saved`` of a run found at ``here / place``, its inputs that lay in its
+    experiment folder when it trained (its ``out_dir`` less ``place``) moved to ``here``: an
+    experiment folder copied from another machine or place is reused as well."""
+    then = Path(str(saved.get("out_dir") or ""))
+    if len(then.parts) <= len(place.parts) or then.parts[-len(place.parts):] != place.parts:
+        return saved
+    root = Path(*then.parts[:-len(place.parts)])
+
+    def moved(path):
+        inside = path is not None and Path(path).is_relative_to(root)
+        return str(here / Path(path).relative_to(root)) if inside else path
+
+    return {**saved, "init_student": moved(saved.get("init_student")),
+            "teachers": {r: moved(p) for r, p in (saved.get("teachers") or {}).items()}}
+
+
+def teacher_runs(recipe: Recipe, out: Path, reused: dict[str, Path]) -> dict[str, Any]:
+    """The TrainConfigs of the teachers not ``reused`` from a checkpoint: to train in ``out``,
+    or finished in a ``reuse`` experiment."""
+    return {role: _reused_or_planned(recipe, _teacher_config(recipe, role, out), out)
+            for role in recipe.teachers if role not in reused}
+
+
 def plan(recipe: Recipe, out: Path, reused: dict[str, Path] | None = None
          ) -> list[tuple[str, Any]]:
     """The runs in order: (label, TrainConfig). Validates every config before anything runs;
-    reused teachers (``checkpoint:``; ``reused`` if already checked) are not trained."""
+    reused teachers (``checkpoint:``; ``reused`` if already checked) are not trained; runs
+    finished in a ``reuse`` experiment are planned where they are (finished)."""
     reused = reused_teachers(recipe, out) if reused is None else reused
-    teacher_paths = {role: reused.get(role, out / "teachers" / role / "latest.pt")
-                     for role in recipe.teachers}
-    runs = [(f"teacher {role}", _teacher_config(recipe, role, out))
-            for role in recipe.teachers if role not in reused]
+    teachers = teacher_runs(recipe, out, reused)
+    teacher_paths = {**reused, **{role: Path(cfg.out_dir) / "latest.pt"
+                                  for role, cfg in teachers.items()}}
+    runs = [(f"teacher {role}", cfg) for role, cfg in teachers.items()]
+    init_path = None
     if recipe.init is not None:
-        runs.append(("init (scratch student)", _config(**{
+        init = _reused_or_planned(recipe, _config(**{
             **recipe.common, **recipe.student, "method": "scratch", **recipe.init,
-            "out_dir": str(out / "init")})))
+            "out_dir": str(out / "init")}), out)
+        runs.append(("init (scratch student)", init))
+        init_path = Path(init.out_dir) / "latest.pt"
     for name in recipe.methods:
-        runs += _method_runs(recipe, name, out, teacher_paths)
+        runs += _method_runs(recipe, name, out, teacher_paths, init_path)
     return runs
 
 
-def _method_runs(recipe: Recipe, name: str, out: Path, teacher_paths: dict[str, Path]
-                 ) -> list[tuple[str, Any]]:
+def _method_runs(recipe: Recipe, name: str, out: Path, teacher_paths: dict[str, Path],
+                 init_path: Path | None) -> list[tuple[str, Any]]:
     """The runs of method row ``name``: one per seed."""
     spec = recipe.methods[name]
     unknown = set(spec.teachers.values()) - set(recipe.teachers)
     if unknown:
         raise TGDError(f"method {name}: unknown teacher(s) {sorted(unknown)}")
-    if spec.init and recipe.init is None:
+    if spec.init and init_path is None:
         raise TGDError(f"method {name}: init needs the recipe's 'init' stage")
     runs = []
     for seed in recipe.seeds:
         values = {**recipe.common, **recipe.student, **spec.overrides,
                   "method": spec.method or name, "method_params": spec.params,
                   "teachers": {role: str(teacher_paths[t]) for role, t in spec.teachers.items()},
-                  "init_student": str(out / "init" / "latest.pt") if spec.init else None,
+                  "init_student": str(init_path) if spec.init else None,
                   "seed": seed, "out_dir": str(out / name / f"seed{seed}")}
-        runs.append((f"{name} seed {seed}", _config(**values)))
+        runs.append((f"{name} seed {seed}", _reused_or_planned(recipe, _config(**values), out)))
     return runs
 
 

@@ -2,8 +2,9 @@
 start, the methods, the seeds (any number, distinct), the evaluation and the ``baseline`` row
 the others are compared with (:mod:`.significance`), with TrainConfig fields shared by all runs
 (``common``) or set per stage. A teacher entry may be another recipe's teacher
-(:class:`TeacherReference`, ``{from_recipe: paper, name: t1}``). Loading a recipe file fails
-with one line naming the file and the problem.
+(:class:`TeacherReference`, ``{from_recipe: paper, name: t1}``); ``reuse`` names experiment
+folders whose finished runs count as this recipe's where they learned the same
+(:mod:`.plan`). Loading a recipe file fails with one line naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class Recipe(BaseModel):
     baseline: str | None = Field("kd_t1", description="the row every other row is compared "
                                  "with (significance); by default kd_t1, if the recipe has it; "
                                  "None: no comparison")
+    reuse: list[str] = Field(default_factory=list, description="folders of other experiments "
+                             "whose finished runs this recipe would train with the same settings "
+                             "are used where they are, not trained again (plan.py)")
 
     @field_validator("seeds")
     @classmethod

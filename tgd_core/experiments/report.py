@@ -88,15 +88,17 @@ def write_reports(recipe: Recipe, out: Path, rows: list[dict], evals: dict[str, 
 
 def teacher_accuracies(recipe: Recipe, out: Path) -> dict[str, dict[str, Any]]:
     """Each teacher's network, input and test accuracy at its best and last epoch, from the
-    ``result.json`` of its training run (this experiment's, or the one beside a reused
-    checkpoint; None where there is none, e.g. a shipped checkpoint)."""
-    from tgd_core.experiments.plan import _resolve_checkpoint
+    ``result.json`` of its training run (this experiment's, a ``reuse`` experiment's, or the
+    one beside a reused checkpoint; None where there is none, e.g. a shipped checkpoint)."""
+    from tgd_core.experiments.plan import _resolve_checkpoint, teacher_runs
 
+    trained = teacher_runs(recipe, out, reused={
+        role: Path() for role, spec in recipe.teachers.items() if "checkpoint" in spec})
     teachers = {}
     for role, spec in recipe.teachers.items():
         settings = {**recipe.common, **spec}
         run = (_resolve_checkpoint(str(spec["checkpoint"])).parent if "checkpoint" in spec
-               else out / "teachers" / role)
+               else Path(trained[role].out_dir))
         result = json.loads((run / "result.json").read_text()) \
             if (run / "result.json").is_file() else None
         pi = settings.get("pi", {}).get("mode", "paper")
