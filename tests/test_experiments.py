@@ -65,6 +65,19 @@ def test_all_methods_end_to_end_from_the_cli(tmp_path, capsys):
     assert "[train]" not in capsys.readouterr().err
     assert stamps == {p: p.stat().st_mtime for p in out.rglob("latest.pt")}
 
+    # the same rows compared with another one: a report, nothing trained or evaluated again
+    evaluated = {p: p.stat().st_mtime for p in out.rglob("eval.json")}
+    assert main(["experiment", str(recipe), "--out", str(out), "--no-progress",
+                 "--baseline", "scratch"]) == 0
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert {r.get("baseline") for r in rows} == {None, "scratch"}
+    assert [r["method"] for r in rows if "baseline" not in r] == ["scratch"]
+    assert "Δ vs scratch" in (out / "results.md").read_text()
+    assert evaluated == {p: p.stat().st_mtime for p in out.rglob("eval.json")}
+    capsys.readouterr()
+    assert main(["experiment", str(recipe), "--out", str(out), "--baseline", "kd"]) != 0
+    assert "no method row named 'kd'" in capsys.readouterr().err
+
 
 def test_a_killed_experiment_resumes_its_runs(tmp_path):
     from tgd_core.experiments.runner import run_experiment

@@ -18,6 +18,9 @@ def register(sub) -> None:
     p.add_argument("--only", nargs="+", metavar="METHOD", help="only these methods (rows)")
     p.add_argument("--plan", action="store_true", help="list the runs and their state; train "
                                                        "nothing")
+    p.add_argument("--baseline", metavar="METHOD",
+                   help="compare every row with this one instead of the recipe's baseline "
+                        "(reports only: training is unchanged, evaluations are cached)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-report", action="store_true",
                    help="train and evaluate only (e.g. parallel --only runs); report later")
@@ -42,6 +45,8 @@ def run(args) -> int:
     from tgd_core.training import Stopped
 
     recipe = Recipe.load(args.recipe)
+    if args.baseline:
+        recipe = recipe.with_baseline(args.baseline)
     out = Path(args.out or f"runs/experiments/{recipe.name}")
     check_output_folder(out)
     if args.plan:

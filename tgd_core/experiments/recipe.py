@@ -105,6 +105,14 @@ class Recipe(BaseModel):
             self.baseline = None
         return self
 
+    def with_baseline(self, row: str) -> Recipe:
+        """This recipe with its rows compared with ``row`` instead (training is unchanged);
+        TGDError if it has no row of that name."""
+        if row not in self.methods:
+            raise TGDError(f"baseline: no method row named {row!r} (rows: "
+                           f"{', '.join(self.methods)})")
+        return self.model_copy(update={"baseline": row})
+
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         """The recipe in the YAML file ``path``; TGDError naming the file and the problem."""
