@@ -101,6 +101,25 @@ def test_a_killed_experiment_resumes_its_runs(tmp_path):
     assert json.loads((out / "teachers/t1/result.json").read_text())["last"]["epoch"] == 2
 
 
+def test_an_interim_report_evaluates_the_finished_runs_and_trains_nothing(tmp_path, capsys):
+    from tgd_core.training import run_training
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "methods": {"scratch": {}, "kd_t1": TINY[
+        "methods"]["kd_t1"]}, "seeds": [0, 1]}, sort_keys=False))
+    out = tmp_path / "exp"
+    runs = dict(plan(Recipe.load(recipe), out))
+    run_training(runs["scratch seed 1"], progress=False)  # the one finished run
+    assert main(["experiment", str(recipe), "--out", str(out), "--report-only"]) == 0
+    assert "[train]" not in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["method"], r["seeds"]) for r in summary["rows"]] == [("scratch", 1)]
+    assert summary["train_seconds"].keys() == {"scratch seed 1"}
+    assert not (out / "teachers").exists() and not (out / "scratch/seed0").exists()
+    with pytest.raises(SystemExit):
+        main(["experiment", str(recipe), "--report-only", "--no-report"])
+
+
 def test_plan_rejects_bad_recipes(tmp_path):
     bad = {**TINY, "methods": {"kd": {"teachers": {"t1": "t9"}}}}
     with pytest.raises(TGDError, match="unknown teacher"):

@@ -205,6 +205,29 @@ def _reports(tmp_path, recipe: Recipe, evals: dict) -> tuple[str, list[dict], di
             json.loads((tmp_path / "summary.json").read_text()))
 
 
+def test_rows_that_finished_other_seeds_are_paired_on_the_seeds_both_have():
+    recipe = Recipe(**{**RECIPE, "methods": {k: RECIPE["methods"][k]
+                                             for k in ("kd_t1", "tgd", "kd_aug")}})
+
+    def runs(values, seeds):
+        return [{**_evaluation(v), "seed": s} for v, s in zip(values, seeds, strict=True)]
+
+    # an interim report: tgd has seeds 0 and 2, kd_t1 0, 1, 2 -> pairs (11, 10), (36, 30)
+    rows = {r["method"]: r for r in summarise(recipe, {
+        "kd_t1": runs((10.0, 20.0, 30.0), (0, 1, 2)), "tgd": runs((11.0, 36.0), (0, 2)),
+        "kd_aug": runs((1.0, 2.0), (0, 1))})}
+    tgd = rows["tgd"]
+    assert tgd["test"] == "paired" and tgd["seeds"] == 2 and tgd["last_accuracy_delta_n"] == 2
+    assert tgd["last_accuracy_delta"] == pytest.approx(3.5)  # (1 + 6) / 2
+    assert tgd["last_accuracy_delta_p"] == pytest.approx(
+        stats.ttest_rel([11.0, 36.0], [10.0, 30.0]).pvalue)
+    assert rows["kd_aug"]["test"] == "welch"  # other settings: never paired
+    # no seed in common: Welch
+    alone = summarise(recipe, {"kd_t1": runs((10.0, 20.0), (0, 1)),
+                               "tgd": runs((11.0, 36.0), (3, 4))})
+    assert alone[1]["test"] == "welch"
+
+
 def test_reports_carry_the_differences_intervals_and_p_values(tmp_path):
     recipe = Recipe(**{**RECIPE, "methods": {k: RECIPE["methods"][k]
                                              for k in ("kd_t1", "tgd", "kd_aug")}})

@@ -22,8 +22,12 @@ def register(sub) -> None:
                    help="compare every row with this one instead of the recipe's baseline "
                         "(reports only: training is unchanged, evaluations are cached)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--no-report", action="store_true",
-                   help="train and evaluate only (e.g. parallel --only runs); report later")
+    reports = p.add_mutually_exclusive_group()
+    reports.add_argument("--no-report", action="store_true",
+                         help="train and evaluate only (e.g. parallel --only runs); report later")
+    reports.add_argument("--report-only", action="store_true",
+                         help="train nothing: evaluate and report the finished runs (an interim "
+                              "report; each row over the seeds it has finished)")
     p.add_argument("--parallel", type=positive_int, default=1, metavar="N",
                    help="train up to N runs at once, each in its own process (one GPU "
                         "shared); a run starts once its teachers and init student are done")
@@ -71,7 +75,8 @@ def run(args) -> int:
         run_experiment(recipe, out, only=args.only,
                        progress=False if args.no_progress else None, log=main_log,
                        report=not args.no_report, parallel=args.parallel,
-                       stop_after=args.stop_after, group_students=args.group_students)
+                       stop_after=args.stop_after, group_students=args.group_students,
+                       train=not args.report_only)
     except Stopped as exc:
         main_log(f"[stopped] {exc}; run the same command again to resume")
         return STOPPED

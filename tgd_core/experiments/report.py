@@ -62,8 +62,9 @@ def summarise(recipe: Recipe, evals: dict[str, list[dict]]) -> list[dict[str, An
     """One row per method: mean and std over seeds of every reported number, and (if the
     baseline row was evaluated) its difference from the baseline's (:mod:`.significance`)."""
     numbers = {name: per_seed(runs) for name, runs in evals.items()}
+    seeds = {name: [r.get("seed", i) for i, r in enumerate(runs)] for name, runs in evals.items()}
     baseline = recipe.baseline
-    compared = compare(recipe, numbers, baseline) if baseline in numbers else {}
+    compared = compare(recipe, numbers, baseline, seeds) if baseline in numbers else {}
     rows = []
     for name, runs in evals.items():
         row: dict[str, Any] = {"method": name, "seeds": len(runs)}

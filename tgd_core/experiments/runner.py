@@ -39,10 +39,12 @@ from tgd_core.experiments.report import summarise, write_reports
 def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = None,
                    progress: bool | None = None, log=print, report: bool = True, ctx=None,
                    parallel: int = 1, stop_after: float | None = None,
-                   group_students: bool = False) -> list[dict[str, Any]]:
+                   group_students: bool = False, train: bool = True) -> list[dict[str, Any]]:
     """Train what is missing, evaluate, write the reports (unless ``report=False``, e.g. for
-    parallel partial runs); returns the summary rows. ``ctx`` (a job context) sees each run's
-    progress scaled to the whole experiment and can stop it at a step boundary. Under
+    parallel partial runs); returns the summary rows. With ``train=False`` nothing is trained:
+    the finished students are evaluated and reported (an interim report of an experiment
+    still under way; each row over the seeds it has finished). ``ctx`` (a job context) sees
+    each run's progress scaled to the whole experiment and can stop it at a step boundary. Under
     ``torchrun`` every run trains data-parallel; rank 0 evaluates and reports (the other ranks
     return no rows). ``parallel``, ``stop_after``: see the module doc (a stop raises
     :class:`~tgd_core.training.Stopped` once every run has stopped); ``group_students``:
@@ -65,7 +67,10 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
                 if not only or label.startswith(("teacher", "init"))
                 or label.split(" seed ")[0] in only]
     units = student_groups(selected) if group_students else [[run] for run in selected]
-    if parallel > 1:
+    if not train:
+        selected = [(label, cfg) for label, cfg in selected if finished(cfg)]
+        durations = _train_seconds(selected)
+    elif parallel > 1:
         durations = _train_parallel(units, parallel, log=log, deadline=deadline)
     else:
         durations = _train(units, progress=progress, log=log, ctx=ctx, deadline=deadline)
@@ -245,7 +250,7 @@ def _evaluate(runs: list[tuple[str, Any]], spec: EvalSpec, log) -> dict[str, lis
             continue
         log(f"[evaluate] {label}")
         evals.setdefault(label.split(" seed ")[0], []).append(
-            evaluate_run(cfg, spec, corrupted))
+            {**evaluate_run(cfg, spec, corrupted), "seed": cfg.seed})
     return evals
 
 

@@ -2,12 +2,12 @@
 Student-t confidence interval and a two-sided t-test p-value (``scipy.stats``).
 
 Two rows of a recipe are compared **paired by seed** (paired t-test on the per-seed differences
-d_k = m_k − b_k: Δ = mean(d), CI Δ ± t_{0.975, n−1}·sd(d)/√n) when their runs share everything
-but the method: the same seeds, the same data and training settings, and the baseline's teachers
-in the same roles (the method may add teachers, parameters, a PI representation for its PI
-teacher or TGD's annealing start). Otherwise they are compared **unpaired** (Welch's t-test:
-Δ = mean(m) − mean(b), CI Δ ± t_{0.975, ν}·√(s_m²/n_m + s_b²/n_b) with the
-Welch–Satterthwaite ν).
+d_k = m_k − b_k over the seeds both rows have: Δ = mean(d), CI Δ ± t_{0.975, n−1}·sd(d)/√n) when
+their runs share everything but the method: the same data and training settings, and the
+baseline's teachers in the same roles (the method may add teachers, parameters, a PI
+representation for its PI teacher or TGD's annealing start). Otherwise they are compared
+**unpaired** (Welch's t-test: Δ = mean(m) − mean(b), CI Δ ± t_{0.975, ν}·√(s_m²/n_m + s_b²/n_b)
+with the Welch–Satterthwaite ν).
 
 Seeds whose value is NaN (a diverged run) are left out — in a paired comparison the whole pair —
 and the numbers of values used are reported. With fewer than two values on a side (e.g. one
@@ -125,21 +125,34 @@ def _training_settings(recipe: Recipe, spec) -> dict[str, Any]:
             for name, info in TrainConfig.model_fields.items() if name not in ignored}
 
 
-def compare(recipe: Recipe, per_seed: dict[str, dict[str, list[float]]], baseline: str
-            ) -> dict[str, dict[str, Any]]:
+def compare(recipe: Recipe, per_seed: dict[str, dict[str, list[float]]], baseline: str,
+            seeds: dict[str, list[int]] | None = None) -> dict[str, dict[str, Any]]:
     """For every method but ``baseline``: its test ("paired"/"welch") and the
     :class:`Difference` columns of each :data:`COMPARED` number present in ``per_seed``
-    (method -> number -> values in seed order)."""
+    (method -> number -> values in the order of ``seeds[method]``, by default 0, 1, ...).
+    Paired rows are paired on the seeds both have (e.g. an interim report of an experiment
+    whose rows have not all finished the same seeds); without a common seed, Welch."""
+    seeds = seeds or {name: list(range(len(v["last_accuracy"]))) for name, v in per_seed.items()}
     out = {}
     for name, values in per_seed.items():
         if name == baseline:
             continue
-        paired = (paired_by_seed(recipe, name, baseline)
-                  and len(values["last_accuracy"]) == len(per_seed[baseline]["last_accuracy"]))
-        difference = paired_difference if paired else welch_difference
+        common = [s for s in seeds[name] if s in seeds[baseline]]
+        paired = bool(common) and paired_by_seed(recipe, name, baseline)
         row: dict[str, Any] = {"baseline": baseline, "test": "paired" if paired else "welch"}
         for key in COMPARED:
-            if key in values and key in per_seed[baseline]:
-                row.update(difference(values[key], per_seed[baseline][key]).columns(key))
+            if key not in values or key not in per_seed[baseline]:
+                continue
+            if paired:
+                mine, theirs = (_at_seeds(v[key], seeds[n], common)
+                                for v, n in ((values, name), (per_seed[baseline], baseline)))
+                row.update(paired_difference(mine, theirs).columns(key))
+            else:
+                row.update(welch_difference(values[key], per_seed[baseline][key]).columns(key))
         out[name] = row
     return out
+
+
+def _at_seeds(values: list[float], seeds: list[int], wanted: list[int]) -> list[float]:
+    """The ``values`` (one per seed of ``seeds``) of the ``wanted`` seeds, in that order."""
+    return [values[seeds.index(seed)] for seed in wanted]
