@@ -21,7 +21,7 @@ from tgd_core.core.errors import TGDError
 from tgd_core.core.paths import PROJECT_ROOT
 from tgd_core.experiments.plan import plan, reused_teachers
 from tgd_core.experiments.recipe import Recipe
-from tgd_core.experiments.report import summarise, write_reports
+from tgd_core.experiments.report import _markdown, summarise, write_reports
 from tgd_core.experiments.significance import (
     paired_by_seed,
     paired_difference,
@@ -222,6 +222,9 @@ def test_rows_that_finished_other_seeds_are_paired_on_the_seeds_both_have():
     assert tgd["last_accuracy_delta_p"] == pytest.approx(
         stats.ttest_rel([11.0, 36.0], [10.0, 30.0]).pvalue)
     assert rows["kd_aug"]["test"] == "welch"  # other settings: never paired
+    markdown = _markdown(recipe, list(rows.values()), {})
+    assert "| tgd | 2 | " in markdown and "| kd_t1 | 3 | " in markdown
+    assert re.search(r"\| tgd \| paired \| [^|]*, n=2/2 \|", markdown)  # 2 of kd_t1's 3 seeds
     # no seed in common: Welch
     alone = summarise(recipe, {"kd_t1": runs((10.0, 20.0), (0, 1)),
                                "tgd": runs((11.0, 36.0), (3, 4))})

@@ -144,14 +144,15 @@ def _plus_minus(row: dict, key: str) -> str:
 def _markdown(recipe: Recipe, rows: list[dict], evals: dict[str, list[dict]]) -> str:
     """``results.md``: the summary table, then accuracy per corruption (mean over severities)."""
     lines = [f"# Experiment `{recipe.name}`", "", recipe.description.strip(), "",
-             f"Seeds: {recipe.seeds}. Mean ± std over seeds. Accuracy in %, ECE as a fraction "
+             f"Seeds: {recipe.seeds} (*seeds*: how many of them a row has finished). Mean ± "
+             "std over seeds. Accuracy in %, ECE as a fraction "
              "(15 bins), NLL in nats. *best* = the epoch with the highest test accuracy "
              "(selected on the test set, as the reference code does); *last* = the final epoch.",
-             "", "| method | best acc | last acc | last ECE | last NLL | mean corrupted acc |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "", "| method | seeds | best acc | last acc | last ECE | last NLL | "
+             "mean corrupted acc |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ece = f"{r['last_ece_mean']:.4f} ± {r['last_ece_std']:.4f}"
-        lines.append(f"| {r['method']} | {_plus_minus(r, 'best_accuracy')} | "
+        lines.append(f"| {r['method']} | {r['seeds']} | {_plus_minus(r, 'best_accuracy')} | "
                      f"{_plus_minus(r, 'last_accuracy')} | {ece} | {_plus_minus(r, 'last_nll')} "
                      f"| {_plus_minus(r, 'corrupted_mean')} |")
     spec = recipe.evaluation
@@ -208,23 +209,25 @@ def _significance_table(rows: list[dict]) -> list[str]:
              "| method | test | " + " | ".join(f"Δ {label} [{level} CI], p"
                                                for label in COMPARED.values()) + " |",
              "|---|---|" + "---:|" * len(COMPARED)]
+    baseline_seeds = next(r["seeds"] for r in rows if r["method"] == baseline)
     for r in rows:
         if r.get("baseline") == baseline:
-            cells = [_delta_cell(r, key) for key in COMPARED]
+            cells = [_delta_cell(r, key, baseline_seeds) for key in COMPARED]
             lines.append(f"| {r['method']} | {r['test']} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _delta_cell(row: dict, key: str) -> str:
-    """``+0.52 [-0.31, +1.35], p = 0.18`` (ECE with 4 decimals; `, n=2/3` if a NaN seed was
-    left out); ``–`` if not measured."""
+def _delta_cell(row: dict, key: str, baseline_seeds: int) -> str:
+    """``+0.52 [-0.31, +1.35], p = 0.18`` (ECE with 4 decimals; `, n=2/3` — values used of the
+    method / of the baseline — unless every seed of both was used: a NaN seed left out, or the
+    rows have finished other seeds); ``–`` if not measured."""
     if row.get(f"{key}_delta") is None:
         return "–"
     digits = 4 if key.endswith("_ece") else 2
     delta, low, high, p = (row[f"{key}_delta{s}"] for s in ("", "_low", "_high", "_p"))
     ci = "n/a" if low is None else f"{low:+.{digits}f}, {high:+.{digits}f}"
-    used = ("" if row[f"{key}_delta_n"] == row[f"{key}_delta_n_baseline"] == row["seeds"]
-            else f", n={row[f'{key}_delta_n']}/{row[f'{key}_delta_n_baseline']}")
+    n, n_baseline = row[f"{key}_delta_n"], row[f"{key}_delta_n_baseline"]
+    used = "" if n == row["seeds"] and n_baseline == baseline_seeds else f", n={n}/{n_baseline}"
     return f"{delta:+.{digits}f} [{ci}], p {'n/a' if p is None else f'= {p:.3g}'}{used}"
 
 
