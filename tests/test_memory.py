@@ -1,6 +1,7 @@
 """tgd_core.core.memory.fault_in: the pages of an array present after it, its values kept."""
 
 import ctypes
+import mmap
 import sys
 import threading
 
@@ -10,7 +11,14 @@ import pytest
 from tgd_core.core import memory
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore: Linux")
-BIG = 64 << 20  # above glibc's largest mmap threshold (32 MiB): a fresh mapping every time
+BIG = 64 << 20
+
+
+def fresh_array(nbytes: int) -> np.ndarray:
+    """A writable uint8 array over a new anonymous private mapping: none of its pages touched
+    (np.empty may be served from heap memory that earlier tests already touched)."""
+    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buffer, np.uint8)  # keeps the mapping alive
 
 
 def resident_pages(array: np.ndarray) -> tuple[int, int]:
@@ -37,7 +45,7 @@ def populate_with(request, monkeypatch):
 
 @linux_only
 def test_fault_in_makes_every_page_of_a_fresh_array_resident(populate_with):
-    fresh = np.empty(BIG, np.uint8)
+    fresh = fresh_array(BIG)
     before, total = resident_pages(fresh)
     assert before < total // 2  # a fresh mapping: not faulted in yet
     assert memory.fault_in(fresh) is fresh
