@@ -166,7 +166,12 @@ def test_shipped_recipes_are_valid(tmp_path):
     for part in ("common", "init", "student", "evaluation"):
         assert getattr(extended, part) == getattr(full, part), part
     assert {row: extended.methods[row] for row in full.methods} == full.methods
-    assert set(full.seeds) < set(extended.seeds) and extended.reuse == ["runs/experiments/cpu_full"]
+    assert set(full.seeds) < set(extended.seeds)
+    assert extended.reuse == ["runs/experiments/cpu_full", "docs/results/runs/cpu_full_ablation"]
+    # ... its teachers are cpu_full's as shipped (checked against cpu_full's settings)
+    assert reused_teachers(extended, tmp_path / "cpu_full_ablation") == {
+        "t1": PROJECT_ROOT / "checkpoints/t1_wrn16_3_raw.pt",
+        "t2": PROJECT_ROOT / "checkpoints/t2_wrn16_1_pi.pt"}
 
 
 def test_a_teacher_can_be_reused_from_a_checkpoint_trained_with_its_settings(tmp_path):

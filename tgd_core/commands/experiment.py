@@ -39,6 +39,10 @@ def register(sub) -> None:
     p.add_argument("--stop-after", type=positive_float, metavar="SECONDS",
                    help="stop every run at its next step boundary after SECONDS (latest.pt "
                         "saved; exit status 3): the same command resumes")
+    p.add_argument("--archive", metavar="DIR",
+                   help="then (also after a stop) copy the records of the finished runs into "
+                        "DIR, small enough to commit: name DIR in the recipe's reuse and they "
+                        "are never trained again (tgd_core/experiments/archive.py)")
     p.set_defaults(func=run)
 
 
@@ -79,8 +83,19 @@ def run(args) -> int:
                        train=not args.report_only)
     except Stopped as exc:
         main_log(f"[stopped] {exc}; run the same command again to resume")
-        return STOPPED
-    return 0
+        return archived(recipe, out, args.archive, STOPPED)
+    return archived(recipe, out, args.archive, 0)
+
+
+def archived(recipe, out: Path, dest: str | None, status: int) -> int:
+    """``status``, once the finished runs are archived into ``dest`` (if given)."""
+    from tgd_core.experiments.archive import archive_runs
+    from tgd_core.experiments.runner import main_log
+
+    if dest is not None:
+        changed = archive_runs(recipe, out, dest, log=main_log)
+        main_log(f"archive: {len(changed)} run(s) added or updated in {dest}")
+    return status
 
 
 def positive_int(text: str) -> int:

@@ -16,11 +16,14 @@ reached after the temporary file is complete and before it replaces the target.
 A process killed inside :func:`atomic_write` leaves its temporary file behind;
 :func:`remove_stale_temps` clears those of dead processes when the folder is used again.
 :func:`json_text` is the one JSON encoder for files and output that others parse: NaN and
-infinities become ``null`` (``NaN`` is not JSON).
+infinities become ``null`` (``NaN`` is not JSON). :func:`file_sha256` names a file by its
+content (memoised per path, size and modification time).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
@@ -111,3 +114,23 @@ def _finite_or_none(obj: Any) -> Any:
 def json_text(obj: Any, *, indent: int | None = None) -> str:
     """``obj`` as strict JSON: non-finite floats become ``null`` (``allow_nan=False`` holds)."""
     return json.dumps(_finite_or_none(obj), indent=indent, allow_nan=False)
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """The SHA-256 of the file at ``path`` (hex), or None if there is no such file. Memoised
+    per resolved path, size and modification time: a plan compares the same checkpoints for
+    every run."""
+    try:
+        stat = Path(path).resolve().stat()
+    except OSError:
+        return None
+    return _sha256_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None

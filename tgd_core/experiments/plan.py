@@ -102,21 +102,63 @@ def _resolved_inputs(values: dict[str, Any]) -> dict[str, Any]:
 
 def _reused_or_planned(recipe: Recipe, cfg, out: Path):
     """The finished run of a ``reuse`` experiment at ``cfg``'s place that learned what ``cfg``
-    would (its config with that folder as ``out_dir``), or ``cfg``. An unreadable or
+    would (its config with that folder as ``out_dir``; the checkpoints it started from
+    compared by path, else by content: :func:`same_inputs`), or ``cfg``. An unreadable or
     unfinished run there is not reused."""
     place = Path(cfg.out_dir).relative_to(out)
     for other in recipe.reuse:
         folder = Path(other) / place
         try:
             saved = json.loads((folder / "config.json").read_text())
-            differ = (learned_differences(cfg, _relocated(saved, place, Path(other)))[0]
-                      if isinstance(saved, dict) else ["config"])
+            if not isinstance(saved, dict):
+                continue
+            saved = _relocated(saved, place, Path(other))
+            differ = set(learned_differences(cfg, saved)[0])
         except (OSError, ValueError, TypeError, TGDError):
             continue
+        if differ and differ <= set(INPUT_FIELDS) and same_inputs(cfg, saved, folder):
+            differ = set()
         found = cfg.model_copy(update={"out_dir": str(folder)})
         if not differ and finished(found):
             return found
     return cfg
+
+
+INPUT_FIELDS = ("teachers", "init_student")  # the config fields naming checkpoints it starts from
+INPUTS_FILE = "inputs.json"  # an archived run's record of its inputs' SHA-256 (archive.py)
+
+
+def run_inputs(values: dict[str, Any]) -> dict[str, str | None]:
+    """The checkpoints a run config (``model_dump`` or config.json) starts from, by name:
+    ``teacher <role>`` and ``init student`` (None: from scratch)."""
+    return {**{f"teacher {role}": path for role, path in (values.get("teachers") or {}).items()},
+            "init student": values.get("init_student")}
+
+
+def same_inputs(cfg, saved: dict[str, Any], folder: Path) -> bool:
+    """Whether the run at ``folder`` (config ``saved``) started from checkpoints with the same
+    content as ``cfg``'s, whatever their paths: each compared with the file ``saved`` names
+    where it is still there, else with the SHA-256 the run's archive recorded
+    (:data:`INPUTS_FILE`) — a run archived on another machine, or in another checkout,
+    started from the shipped checkpoints that this one has elsewhere."""
+    from tgd_core.core.fileio import file_sha256
+
+    now, then = run_inputs(cfg.model_dump()), run_inputs(saved)
+    try:
+        recorded = json.loads((folder / INPUTS_FILE).read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    if now.keys() != then.keys() or not isinstance(recorded, dict):
+        return False
+    for name, path in now.items():
+        if path is None or then[name] is None:
+            if path != then[name]:
+                return False
+            continue
+        digest = file_sha256(path)
+        if digest is None or digest != (file_sha256(then[name]) or recorded.get(name)):
+            return False
+    return True
 
 
 def _relocated(saved: dict[str, Any], place: Path, here: Path) -> dict[str, Any]:

@@ -126,12 +126,15 @@ class TeacherReference(BaseModel):
     recipe's settings for it — its ``common`` and its entry, with this recipe's ``common``
     unable to change them — and, once that recipe's experiment (``experiment``, by default
     ``runs/experiments/<its name>``, the CLI's default) has trained it, its checkpoint, which
-    the runner checks as any ``checkpoint:``. Until then this recipe trains the same teacher."""
+    the runner checks as any ``checkpoint:``. Until then this recipe trains the same teacher.
+    ``checkpoint`` names that teacher's trained file outright (e.g. the shipped model, a bare
+    name in ``checkpoints/``, where that experiment's folder is not on this machine)."""
 
     model_config = ConfigDict(extra="forbid")
     from_recipe: str
     name: str
     experiment: str | None = None
+    checkpoint: str | None = None
 
     @classmethod
     def resolve(cls, spec: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +146,8 @@ class TeacherReference(BaseModel):
                              f"{', '.join(other.teachers) or 'none'})")
         learned = {k: v for k, v in other.common.items() if k not in _unlearned()}
         resolved = {**_defaults(common), **learned, **other.teachers[ref.name]}
+        if ref.checkpoint is not None:
+            resolved["checkpoint"] = ref.checkpoint
         trained = Path(ref.experiment or f"runs/experiments/{other.name}") / "teachers" \
             / ref.name / "latest.pt"
         if "checkpoint" not in resolved and trained.is_file():

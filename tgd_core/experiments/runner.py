@@ -267,6 +267,9 @@ def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None) -> di
         cached = json.loads(path.read_text())
         if cached.get("spec") == key:
             return cached
+    if not (path.parent / "latest.pt").is_file():
+        raise TGDError(f"{cfg.out_dir} keeps no checkpoint (an archived run?) and its "
+                       "eval.json is of another evaluation spec: it cannot be evaluated again")
     images, labels = load_dataset(cfg.dataset, spec.split, cfg.data_dir, limit=spec.subset)
     out: dict[str, Any] = {"spec": key}
     device = select_device(cfg.device)

@@ -1,0 +1,109 @@
+"""Archived runs (tgd_core/experiments/archive.py): an experiment's finished runs copied into a
+small folder outlive the experiment folder; a recipe that reuses the folder trains none of them
+again, reports them from their records, and recognises the checkpoints they started from by
+content where those lie elsewhere (the shipped models of another checkout)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from tests.test_experiments import TINY
+from tgd_core.cli import main
+from tgd_core.core.errors import TGDError
+from tgd_core.experiments.plan import plan
+from tgd_core.experiments.recipe import Recipe
+from tgd_core.experiments.runner import run_experiment
+
+pytestmark = pytest.mark.usefixtures("cifar_test_images")
+
+ROWS = {"kd_t1": TINY["methods"]["kd_t1"], "tgd": TINY["methods"]["tgd"]}
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def quiet(message: str) -> None:
+    """A log that drops its messages."""
+
+
+def test_archived_runs_outlive_their_experiment_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(yaml.safe_dump({**TINY, "methods": ROWS}, sort_keys=False))
+    first = run_experiment(Recipe.load(recipe_file), "exp", log=quiet)
+    assert main(["experiment", str(recipe_file), "--out", "exp", "--report-only",
+                 "--archive", "archive"]) == 0
+    assert "archive: 5 run(s) added or updated in archive" in capsys.readouterr().err
+
+    # the runs others start from keep their checkpoint; students keep their records only
+    archive = tmp_path / "archive"
+    for place in ("teachers/t1", "teachers/t2", "init"):
+        assert sha256(archive / place / "latest.pt") == sha256(tmp_path / "exp" / place /
+                                                               "latest.pt")
+    student = archive / "tgd/seed0"
+    assert sorted(p.name for p in student.iterdir()) == [
+        "config.json", "eval.json", "inputs.json", "metrics.jsonl", "result.json"]
+    assert json.loads((student / "inputs.json").read_text()) == {
+        "teacher t1": sha256(archive / "teachers/t1/latest.pt"),
+        "teacher t2": sha256(archive / "teachers/t2/latest.pt"),
+        "init student": sha256(archive / "init/latest.pt")}
+    main(["experiment", str(recipe_file), "--out", "exp", "--report-only", "--archive",
+          "archive"])
+    assert "archive: 0 run(s) added or updated" in capsys.readouterr().err
+
+    # the experiment folder is gone (a new checkout): the archive is every run, finished
+    shutil.rmtree(tmp_path / "exp")
+    reusing = Recipe(**{**Recipe.load(recipe_file).model_dump(), "reuse": ["archive"]})
+    runs = plan(reusing, tmp_path / "exp")
+    assert all(cfg.out_dir.startswith("archive/") for _, cfg in runs)
+    logs = []
+    again = run_experiment(reusing, tmp_path / "exp", log=logs.append)
+    assert not [line for line in logs if line.startswith(("[train]", "[resume]"))]
+    assert [(r["method"], r["last_accuracy_mean"]) for r in again] == [
+        (r["method"], r["last_accuracy_mean"]) for r in first]
+
+    # an archived student keeps no checkpoint: another evaluation spec is refused in one line
+    other_eval = Recipe(**{**reusing.model_dump(), "evaluation": {
+        **reusing.evaluation.model_dump(), "severities": [1, 2]}})
+    with pytest.raises(TGDError, match="keeps no checkpoint .* cannot be evaluated again"):
+        run_experiment(other_eval, tmp_path / "exp", train=False, log=quiet)
+
+
+def test_archived_runs_started_from_checkpoints_elsewhere_are_matched_by_content(
+        tmp_path, monkeypatch):
+    from tgd_core.experiments.archive import archive_runs
+
+    monkeypatch.chdir(tmp_path)
+    run_experiment(Recipe(**{**TINY, "methods": {}}), "teachers", report=False, log=quiet)
+    (tmp_path / "shipped").mkdir()
+    shutil.copy(tmp_path / "teachers/teachers/t1/latest.pt", tmp_path / "shipped/t1.pt")
+
+    def recipe(shipped: str, reuse: list[str]) -> Recipe:
+        t1 = {**TINY["teachers"]["t1"], "checkpoint": f"{shipped}/t1.pt"}
+        return Recipe(**{**TINY, "teachers": {"t1": t1}, "init": None,
+                         "methods": {"kd_t1": ROWS["kd_t1"]}, "reuse": reuse})
+
+    run_experiment(recipe("shipped", []), "exp", log=quiet)
+    assert archive_runs(recipe("shipped", []), "exp", "archive", log=quiet) == ["kd_t1 seed 0"]
+    shutil.rmtree(tmp_path / "exp")
+
+    # another checkout holds the same teacher at another path: the student is reused
+    (tmp_path / "shipped").rename(tmp_path / "elsewhere")
+    (runs,) = plan(recipe("elsewhere", ["archive"]), tmp_path / "exp")
+    assert runs[1].out_dir == "archive/kd_t1/seed0"
+
+    # a teacher of other content there: the student is trained again
+    path = tmp_path / "elsewhere/t1.pt"
+    payload = torch.load(path, weights_only=True)
+    name = next(iter(payload["state_dict"]))
+    payload["state_dict"][name] = payload["state_dict"][name] + 1
+    torch.save(payload, path)
+    (runs,) = plan(recipe("elsewhere", ["archive"]), tmp_path / "exp")
+    assert runs[1].out_dir == str(tmp_path / "exp/kd_t1/seed0")
