@@ -34,13 +34,20 @@ def quiet(message: str) -> None:
 
 
 def test_archived_runs_outlive_their_experiment_folder(tmp_path, monkeypatch, capsys):
+    from tgd_core.experiments.archive import archive_runs
+
     monkeypatch.chdir(tmp_path)
     recipe_file = tmp_path / "tiny.yaml"
     recipe_file.write_text(yaml.safe_dump({**TINY, "methods": ROWS}, sort_keys=False))
+    run_experiment(Recipe.load(recipe_file), "exp", report=False, log=quiet)
+    (tmp_path / "exp/kd_t1/seed0/eval.json").unlink()  # as after a stopped sitting
+    assert archive_runs(Recipe.load(recipe_file), "exp", "archive", log=quiet) == [
+        "teacher t1", "teacher t2", "init (scratch student)", "tgd seed 0"]
+    assert not (tmp_path / "archive/kd_t1").exists()  # archived once evaluated (its report)
     first = run_experiment(Recipe.load(recipe_file), "exp", log=quiet)
     assert main(["experiment", str(recipe_file), "--out", "exp", "--report-only",
                  "--archive", "archive"]) == 0
-    assert "archive: 5 run(s) added or updated in archive" in capsys.readouterr().err
+    assert "archive: 1 run(s) added or updated in archive" in capsys.readouterr().err
 
     # the runs others start from keep their checkpoint; students keep their records only
     archive = tmp_path / "archive"
@@ -91,6 +98,11 @@ def test_archived_runs_started_from_checkpoints_elsewhere_are_matched_by_content
                          "methods": {"kd_t1": ROWS["kd_t1"]}, "reuse": reuse})
 
     run_experiment(recipe("shipped", []), "exp", log=quiet)
+    # results.md's teacher table: a checkpoint without its run's result.json gives the last
+    # epoch's accuracy from its own metrics
+    teacher = json.loads((tmp_path / "exp/summary.json").read_text())["teachers"]["t1"]
+    saved = torch.load(tmp_path / "shipped/t1.pt", weights_only=True)["metrics"]
+    assert (teacher["best_accuracy"], teacher["last_accuracy"]) == (None, saved["test_accuracy"])
     assert archive_runs(recipe("shipped", []), "exp", "archive", log=quiet) == ["kd_t1 seed 0"]
     shutil.rmtree(tmp_path / "exp")
 

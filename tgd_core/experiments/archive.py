@@ -5,8 +5,9 @@ ignored by git, gone with the checkout. An experiment too long for one sitting (
 ablation: hours per seed) needs its finished runs kept. :func:`archive_runs` copies the record
 of each finished run of a recipe into an experiment-shaped folder small enough to commit:
 
-- every run: ``config.json``, ``result.json``, ``metrics.jsonl`` and ``eval.json`` (its
-  evaluation, once the experiment has evaluated it);
+- every run: ``config.json``, ``result.json``, ``metrics.jsonl`` and ``eval.json`` (a
+  student's evaluation: a student is archived once the experiment has evaluated it — its
+  record is complete — as after a report, ``--report-only`` included);
 - the runs that other runs start from (teachers, the init student): ``latest.pt`` as well;
 - ``inputs.json``: the SHA-256 of the checkpoints the run started from (teachers, init
   student), by :func:`~.plan.run_inputs` name.
@@ -35,15 +36,17 @@ def archive_runs(recipe: Recipe, out: str | Path, dest: str | Path, *, log=print
                  ) -> list[str]:
     """Copy the records of the finished runs of ``recipe`` (trained in ``out`` or reused
     from its ``reuse`` folders) into ``dest`` at their places in the experiment; the labels
-    of the runs whose record changed there. Files already equal are left alone; runs whose
-    record is ``dest`` itself are skipped."""
+    of the runs whose record changed there. Students not yet evaluated (no ``eval.json``)
+    wait for a later archive; files already equal are left alone; runs whose record is
+    ``dest`` itself are skipped."""
     out, dest = Path(out), Path(dest)
     changed = []
     for label, cfg in plan(recipe, out):
         source = Path(cfg.out_dir)
         place = run_place(source, [out, *map(Path, recipe.reuse)])
         target = dest / place
-        if not finished(cfg) or source.resolve() == target.resolve():
+        if (not finished(cfg) or source.resolve() == target.resolve()
+                or is_student(label) and not (source / "eval.json").is_file()):
             continue
         names = [*([] if is_student(label) else [STARTED_FROM]), *RECORD]
         files = {name: (source / name).read_bytes() for name in names

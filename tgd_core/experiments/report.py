@@ -90,7 +90,8 @@ def write_reports(recipe: Recipe, out: Path, rows: list[dict], evals: dict[str, 
 def teacher_accuracies(recipe: Recipe, out: Path) -> dict[str, dict[str, Any]]:
     """Each teacher's network, input and test accuracy at its best and last epoch, from the
     ``result.json`` of its training run (this experiment's, a ``reuse`` experiment's, or the
-    one beside a reused checkpoint; None where there is none, e.g. a shipped checkpoint)."""
+    one beside a reused checkpoint); a checkpoint without one (a shipped model) gives the
+    last epoch's from its own metrics, and no best (None)."""
     from tgd_core.experiments.plan import _resolve_checkpoint, teacher_runs
 
     trained = teacher_runs(recipe, out, reused={
@@ -102,6 +103,8 @@ def teacher_accuracies(recipe: Recipe, out: Path) -> dict[str, dict[str, Any]]:
                else Path(trained[role].out_dir))
         result = json.loads((run / "result.json").read_text()) \
             if (run / "result.json").is_file() else None
+        if result is None and "checkpoint" in spec:
+            result = {"last": _checkpoint_metrics(_resolve_checkpoint(str(spec["checkpoint"])))}
         pi = settings.get("pi", {}).get("mode", "paper")
         teachers[role] = {
             "network": settings.get("student", "wrn16_1"),
@@ -109,6 +112,13 @@ def teacher_accuracies(recipe: Recipe, out: Path) -> dict[str, dict[str, Any]]:
             "best_accuracy": (result or {}).get("best", {}).get("test_accuracy"),
             "last_accuracy": (result or {}).get("last", {}).get("test_accuracy")}
     return teachers
+
+
+def _checkpoint_metrics(path: Path) -> dict[str, Any]:
+    """The metrics of the epoch a checkpoint saved (its last, for a finished teacher)."""
+    from tgd_core.nets.checkpoints import load_checkpoint
+
+    return load_checkpoint(path).metrics or {}
 
 
 def _teacher_table(teachers: dict[str, dict[str, Any]]) -> str:
