@@ -33,6 +33,14 @@ def quiet(message: str) -> None:
     """A log that drops its messages."""
 
 
+def perturb(checkpoint) -> None:
+    """Change one weight of a checkpoint (same settings, other content)."""
+    payload = torch.load(checkpoint, weights_only=True)
+    name = next(iter(payload["state_dict"]))
+    payload["state_dict"][name] = payload["state_dict"][name] + 1
+    torch.save(payload, checkpoint)
+
+
 def test_archived_runs_outlive_their_experiment_folder(tmp_path, monkeypatch, capsys):
     from tgd_core.experiments.archive import archive_runs
 
@@ -82,6 +90,12 @@ def test_archived_runs_outlive_their_experiment_folder(tmp_path, monkeypatch, ca
     with pytest.raises(TGDError, match="keeps no checkpoint .* cannot be evaluated again"):
         run_experiment(other_eval, tmp_path / "exp", train=False, log=quiet)
 
+    # the init student replaced at its place: the student archived from the old one is not it
+    perturb(archive / "init/latest.pt")
+    runs = dict(plan(reusing, tmp_path / "exp"))
+    assert runs["tgd seed 0"].out_dir == str(tmp_path / "exp/tgd/seed0")
+    assert runs["kd_t1 seed 0"].out_dir == "archive/kd_t1/seed0"
+
 
 def test_archived_runs_started_from_checkpoints_elsewhere_are_matched_by_content(
         tmp_path, monkeypatch):
@@ -112,10 +126,6 @@ def test_archived_runs_started_from_checkpoints_elsewhere_are_matched_by_content
     assert runs[1].out_dir == "archive/kd_t1/seed0"
 
     # a teacher of other content there: the student is trained again
-    path = tmp_path / "elsewhere/t1.pt"
-    payload = torch.load(path, weights_only=True)
-    name = next(iter(payload["state_dict"]))
-    payload["state_dict"][name] = payload["state_dict"][name] + 1
-    torch.save(payload, path)
+    perturb(tmp_path / "elsewhere/t1.pt")
     (runs,) = plan(recipe("elsewhere", ["archive"]), tmp_path / "exp")
     assert runs[1].out_dir == str(tmp_path / "exp/kd_t1/seed0")

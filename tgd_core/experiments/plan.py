@@ -103,8 +103,9 @@ def _resolved_inputs(values: dict[str, Any]) -> dict[str, Any]:
 def _reused_or_planned(recipe: Recipe, cfg, out: Path):
     """The finished run of a ``reuse`` experiment at ``cfg``'s place that learned what ``cfg``
     would (its config with that folder as ``out_dir``; the checkpoints it started from
-    compared by path, else by content: :func:`same_inputs`), or ``cfg``. An unreadable or
-    unfinished run there is not reused."""
+    compared by path, else by content — always by content for an archived run, which
+    recorded it: :func:`same_inputs`), or ``cfg``. An unreadable or unfinished run there is
+    not reused."""
     place = Path(cfg.out_dir).relative_to(out)
     for other in recipe.reuse:
         folder = Path(other) / place
@@ -116,8 +117,8 @@ def _reused_or_planned(recipe: Recipe, cfg, out: Path):
             differ = set(learned_differences(cfg, saved)[0])
         except (OSError, ValueError, TypeError, TGDError):
             continue
-        if differ and differ <= set(INPUT_FIELDS) and same_inputs(cfg, saved, folder):
-            differ = set()
+        if (differ or (folder / INPUTS_FILE).is_file()) and differ <= set(INPUT_FIELDS):
+            differ = set() if same_inputs(cfg, saved, folder) else {"inputs"}
         found = cfg.model_copy(update={"out_dir": str(folder)})
         if not differ and finished(found):
             return found
@@ -137,10 +138,10 @@ def run_inputs(values: dict[str, Any]) -> dict[str, str | None]:
 
 def same_inputs(cfg, saved: dict[str, Any], folder: Path) -> bool:
     """Whether the run at ``folder`` (config ``saved``) started from checkpoints with the same
-    content as ``cfg``'s, whatever their paths: each compared with the file ``saved`` names
-    where it is still there, else with the SHA-256 the run's archive recorded
-    (:data:`INPUTS_FILE`) — a run archived on another machine, or in another checkout,
-    started from the shipped checkpoints that this one has elsewhere."""
+    content as ``cfg``'s, whatever their paths: each compared with the SHA-256 the run's
+    archive recorded (:data:`INPUTS_FILE`; a run archived on another machine, or in another
+    checkout, started from the shipped checkpoints that this one has elsewhere), else with
+    the file ``saved`` names, where it is still there."""
     from tgd_core.core.fileio import file_sha256
 
     now, then = run_inputs(cfg.model_dump()), run_inputs(saved)
@@ -156,7 +157,7 @@ def same_inputs(cfg, saved: dict[str, Any], folder: Path) -> bool:
                 return False
             continue
         digest = file_sha256(path)
-        if digest is None or digest != (file_sha256(then[name]) or recorded.get(name)):
+        if digest is None or digest != (recorded.get(name) or file_sha256(then[name])):
             return False
     return True
 
