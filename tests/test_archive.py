@@ -75,7 +75,15 @@ def test_archived_runs_outlive_their_experiment_folder(tmp_path, monkeypatch, ca
 
     # the experiment folder is gone (a new checkout): the archive is every run, finished
     shutil.rmtree(tmp_path / "exp")
-    reusing = Recipe(**{**Recipe.load(recipe_file).model_dump(), "reuse": ["archive"]})
+    reusing_file = tmp_path / "reusing.yaml"
+    reusing_file.write_text(yaml.safe_dump({**TINY, "methods": ROWS, "reuse": ["archive"]},
+                                           sort_keys=False))
+    reusing = Recipe.load(reusing_file)
+    # ... and another recipe's reference to its teacher finds the archived checkpoint
+    referring = Recipe(**{**TINY, "teachers": {"t1": {"from_recipe": str(reusing_file),
+                                                      "name": "t1"}}, "init": None,
+                          "methods": {"kd_t1": ROWS["kd_t1"]}})
+    assert referring.teachers["t1"]["checkpoint"] == "archive/teachers/t1/latest.pt"
     runs = plan(reusing, tmp_path / "exp")
     assert all(cfg.out_dir.startswith("archive/") for _, cfg in runs)
     logs = []

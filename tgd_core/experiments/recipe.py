@@ -125,8 +125,9 @@ class TeacherReference(BaseModel):
     name is ``recipes/<name>.yaml`` of this project, anything else a path): it takes that
     recipe's settings for it — its ``common`` and its entry, with this recipe's ``common``
     unable to change them — and, once that recipe's experiment (``experiment``, by default
-    ``runs/experiments/<its name>``, the CLI's default) has trained it, its checkpoint, which
-    the runner checks as any ``checkpoint:``. Until then this recipe trains the same teacher.
+    ``runs/experiments/<its name>``, the CLI's default) or a folder that recipe reuses (e.g.
+    its archive) holds it trained, its checkpoint, which the runner checks as any
+    ``checkpoint:``. Until then this recipe trains the same teacher.
     ``checkpoint`` names that teacher's trained file outright (e.g. the shipped model, a bare
     name in ``checkpoints/``, where that experiment's folder is not on this machine)."""
 
@@ -148,10 +149,11 @@ class TeacherReference(BaseModel):
         resolved = {**_defaults(common), **learned, **other.teachers[ref.name]}
         if ref.checkpoint is not None:
             resolved["checkpoint"] = ref.checkpoint
-        trained = Path(ref.experiment or f"runs/experiments/{other.name}") / "teachers" \
-            / ref.name / "latest.pt"
-        if "checkpoint" not in resolved and trained.is_file():
-            resolved["checkpoint"] = str(trained)
+        folders = [ref.experiment or f"runs/experiments/{other.name}", *other.reuse]
+        trained = [path for path in (Path(f) / "teachers" / ref.name / "latest.pt"
+                                     for f in folders) if path.is_file()]
+        if "checkpoint" not in resolved and trained:
+            resolved["checkpoint"] = str(trained[0])
         return resolved
 
     def _recipe(self) -> Recipe:
