@@ -137,3 +137,20 @@ def test_archived_runs_started_from_checkpoints_elsewhere_are_matched_by_content
     perturb(tmp_path / "elsewhere/t1.pt")
     (runs,) = plan(recipe("elsewhere", ["archive"]), tmp_path / "exp")
     assert runs[1].out_dir == str(tmp_path / "exp/kd_t1/seed0")
+
+
+def test_the_archives_the_recipes_reuse_are_not_ignored_by_git():
+    """An archive is kept by committing it: git must not ignore it (as a `runs/` pattern did)."""
+    import subprocess
+
+    from tgd_core.core.paths import PROJECT_ROOT
+
+    if not (PROJECT_ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    archives = {folder for path in (PROJECT_ROOT / "recipes").glob("*.yaml")
+                for folder in Recipe.load(path).reuse if not folder.startswith("runs/")}
+    assert "docs/results/runs/cpu_full_ablation" in archives
+    for folder in archives:
+        probe = f"{folder}/init/latest.pt"
+        ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=PROJECT_ROOT)
+        assert ignored.returncode == 1, f"{probe} is ignored by git"
