@@ -139,6 +139,31 @@ def test_plan_rejects_bad_recipes(tmp_path):
         Recipe.load(path)
 
 
+def test_a_recipe_extends_another_replacing_the_keys_it_sets(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY))
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump({
+        "extends": str(tmp_path / "base.yaml"), "name": "more", "seeds": [0, 1, 2],
+        "methods": {"kd_t1": TINY["methods"]["kd_t1"]}, "common": {"epochs": 2}}))
+    (tmp_path / "most.yaml").write_text(yaml.safe_dump({
+        "extends": str(tmp_path / "more.yaml"), "name": "most"}))
+    base, more, most = (Recipe.load(tmp_path / f"{n}.yaml") for n in ("base", "more", "most"))
+    assert (more.name, more.seeds, list(more.methods)) == ("more", [0, 1, 2], ["kd_t1"])
+    assert more.common == {"epochs": 2}  # a key set replaces the base's whole, not merged
+    assert (more.teachers, more.init, more.evaluation) == (base.teachers, base.init,
+                                                           base.evaluation)
+    assert most.model_dump() == {**more.model_dump(), "name": "most"}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**TINY, "extends": str(tmp_path /
+                                                                             "most.yaml")}))
+    with pytest.raises(TGDError, match=r"most.yaml: recipes extend each other in a cycle "
+                       r"\(most.yaml -> more.yaml -> base.yaml -> most.yaml\)"):
+        Recipe.load(tmp_path / "most.yaml")
+    for bad, problem in ((None, "extends must name a recipe"), (3, "extends must name a recipe"),
+                         (str(tmp_path / "gone.yaml"), "gone.yaml: cannot read recipe")):
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"extends": bad, "name": "bad"}))
+        with pytest.raises(TGDError, match=problem):
+            Recipe.load(tmp_path / "bad.yaml")
+
+
 def test_shipped_recipes_are_valid(tmp_path):
     from tgd_core.core.paths import PROJECT_ROOT
     from tgd_core.experiments.plan import reused_teachers
@@ -160,7 +185,7 @@ def test_shipped_recipes_are_valid(tmp_path):
         assert spec["train_subset"] == cpu.common["train_subset"] == 10000
         assert spec["epochs"] == cpu.common["epochs"]
         assert {k: spec[k] for k in cpu.teachers[theirs]} == cpu.teachers[theirs]
-    # cpu_full_ablation is cpu_full extended (so it reuses cpu_full's finished runs)
+    # cpu_full_ablation extends cpu_full (so it reuses cpu_full's finished runs)
     full, extended = (Recipe.load(PROJECT_ROOT / "recipes" / f"{name}.yaml")
                       for name in ("cpu_full", "cpu_full_ablation"))
     for part in ("common", "init", "student", "evaluation"):

@@ -4,7 +4,9 @@ the others are compared with (:mod:`.significance`), with TrainConfig fields sha
 (``common``) or set per stage. A teacher entry may be another recipe's teacher
 (:class:`TeacherReference`, ``{from_recipe: paper, name: t1}``); ``reuse`` names experiment
 folders whose finished runs count as this recipe's where they learned the same
-(:mod:`.plan`). Loading a recipe file fails with one line naming the file and the problem.
+(:mod:`.plan`). ``extends: OTHER`` starts from another recipe's file: each top-level key this
+one sets replaces OTHER's whole (so a recipe that changes the rows or seeds of another restates
+nothing else). Loading a recipe file fails with one line naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ class Recipe(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         """The recipe in the YAML file ``path``; TGDError naming the file and the problem."""
-        data = _read_yaml_mapping(path)
-        return validated(cls, data, f"{path}: invalid recipe", show_input=False)
+        return validated(cls, _extended_mapping(path), f"{path}: invalid recipe",
+                         show_input=False)
 
 
 class TeacherReference(BaseModel):
@@ -158,11 +160,10 @@ class TeacherReference(BaseModel):
 
     def _recipe(self) -> Recipe:
         """The referenced recipe (a cycle of references is refused)."""
-        name = self.from_recipe
-        path = (PROJECT_ROOT / "recipes" / f"{name}.yaml" if "/" not in name
-                and not name.endswith((".yaml", ".yml")) else Path(name)).resolve()
+        path = recipe_path(self.from_recipe)
         if path in _LOADING:
-            raise ValueError(f"from_recipe: {name} refers back to a recipe that refers to it")
+            raise ValueError(f"from_recipe: {self.from_recipe} refers back to a recipe that "
+                             "refers to it")
         _LOADING.add(path)
         try:
             return Recipe.load(path)
@@ -171,6 +172,31 @@ class TeacherReference(BaseModel):
 
 
 _LOADING: set[Path] = set()  # the recipe files being loaded through references (cycle check)
+
+
+def recipe_path(name: str) -> Path:
+    """The recipe file ``name`` stands for: a bare name is ``recipes/<name>.yaml`` of this
+    project, anything else a path."""
+    return (PROJECT_ROOT / "recipes" / f"{name}.yaml" if "/" not in name
+            and not name.endswith((".yaml", ".yml")) else Path(name)).resolve()
+
+
+def _extended_mapping(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of the recipe file ``path`` with its ``extends`` resolved: the extended
+    recipe's mapping (itself resolved) with every top-level key ``path`` sets replaced."""
+    data = _read_yaml_mapping(path)
+    if "extends" not in data:
+        return data
+    base = data.pop("extends")
+    if not isinstance(base, str) or not base:
+        raise TGDError(f"{path}: extends must name a recipe (e.g. extends: cpu_full), "
+                       f"got {base!r}")
+    chain = (*seen, Path(path).resolve())
+    base_path = recipe_path(base)
+    if base_path in chain:
+        cycle = " -> ".join(f.name for f in (*chain[chain.index(base_path):], base_path))
+        raise TGDError(f"{chain[0]}: recipes extend each other in a cycle ({cycle})")
+    return {**_extended_mapping(base_path, chain), **data}
 
 
 def _defaults(common: dict[str, Any]) -> dict[str, Any]:
