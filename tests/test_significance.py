@@ -23,6 +23,7 @@ from tgd_core.experiments.plan import plan, reused_teachers
 from tgd_core.experiments.recipe import Recipe
 from tgd_core.experiments.report import _markdown, summarise, write_reports
 from tgd_core.experiments.significance import (
+    holm_adjusted,
     paired_by_seed,
     paired_difference,
     welch_difference,
@@ -105,6 +106,14 @@ def test_no_spread_gives_the_point_and_no_p_without_warnings():
     assert shifted.delta == pytest.approx(1.0)
     assert (shifted.low, shifted.high, shifted.p) == pytest.approx((1.0, 1.0, None))
     assert (same.delta, same.low, same.high, same.p) == (0.0, 0.0, 0.0, None)
+
+
+def test_holm_adjusts_each_p_value_by_its_rank_and_keeps_the_order():
+    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, 2 * 0.03, max(0.06, 1 * 0.04)
+    assert holm_adjusted([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm_adjusted([None, 0.02, 0.5]) == [None, pytest.approx(0.04), pytest.approx(0.5)]
+    assert holm_adjusted([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
+    assert holm_adjusted([0.2]) == [0.2] and holm_adjusted([]) == []
 
 
 def test_paired_values_must_match_in_number():
@@ -257,14 +266,21 @@ def test_reports_carry_the_differences_intervals_and_p_values(tmp_path):
     assert tgd["last_nll_delta_n"] == 2 and tgd["last_nll_delta"] == pytest.approx(-0.4)
     kd_aug = next(r for r in summary["rows"] if r["method"] == "kd_aug")
     assert kd_aug["test"] == "welch"
-    assert kd_aug["last_accuracy_delta_p"] == pytest.approx(
-        stats.ttest_ind([1.0, 2.0, 3.5], [10.0, 20.0, 30.0], equal_var=False).pvalue)
+    p_aug = stats.ttest_ind([1.0, 2.0, 3.5], [10.0, 20.0, 30.0], equal_var=False).pvalue
+    assert kd_aug["last_accuracy_delta_p"] == pytest.approx(p_aug)
+    # Holm over the two rows compared on last accuracy: the smaller p doubled, the larger
+    # never below it
+    assert p_aug < p
+    holm = {"kd_aug": 2 * p_aug, "tgd": max(2 * p_aug, p)}
+    assert kd_aug["last_accuracy_delta_p_holm"] == pytest.approx(holm["kd_aug"])
+    assert tgd["last_accuracy_delta_p_holm"] == pytest.approx(holm["tgd"])
+    assert "Holm" in summary["significance"]["multiple_comparisons"]
     assert "baseline" not in summary["rows"][0]  # the baseline is not compared with itself
     assert summary["significance"]["baseline"] == "kd_t1"
     assert summary["significance"]["level"] == 0.95
 
     assert "**Δ vs kd_t1 [95 % CI], p**: method − kd_t1" in markdown and "Student-t" in markdown
-    cell = f"+3.00 [{3 - q * se:+.2f}, {3 + q * se:+.2f}], p = {p:.3g}"
+    cell = f"+3.00 [{3 - q * se:+.2f}, {3 + q * se:+.2f}], p = {p:.3g}, Holm {holm['tgd']:.3g}"
     assert f"| tgd | paired | {cell} | {cell} | {cell} | {cell} |" in markdown
     assert "n=2/2" in markdown and "| kd_aug | welch |" in markdown
     # the teachers' own accuracy, from their runs' result.json (t1's; the others untrained)
@@ -275,6 +291,7 @@ def test_reports_carry_the_differences_intervals_and_p_values(tmp_path):
 
     csv_tgd = next(r for r in table if r["method"] == "tgd")
     assert float(csv_tgd["last_accuracy_delta_p"]) == pytest.approx(p)
+    assert float(csv_tgd["last_accuracy_delta_p_holm"]) == pytest.approx(holm["tgd"])
     assert csv_tgd["test"] == "paired" and csv_tgd["baseline"] == "kd_t1"
     assert next(r for r in table if r["method"] == "kd_t1")["last_accuracy_delta"] == ""
 

@@ -199,6 +199,8 @@ def _significance_note(rows: list[dict]) -> dict[str, Any] | None:
             "difference": f"method - {baseline}, mean over seeds",
             "tests": {"paired": "paired t-test over seeds (scipy.stats.ttest_rel)",
                       "welch": "Welch's t-test (scipy.stats.ttest_ind, equal_var=False)"},
+            "multiple_comparisons": "<number>_delta_p_holm: the p-value adjusted by Holm's "
+                                    "step-down method over the rows compared on that number",
             "columns": {f"{k}_delta": v for k, v in COMPARED.items()},
             "undefined": "null: fewer than two values on a side (e.g. one seed), or no spread"}
 
@@ -213,7 +215,9 @@ def _significance_table(rows: list[dict]) -> list[str]:
              f"[{level} Student-t confidence interval], two-sided p-value of a paired "
              "t-test over seeds (*paired*: the rows share seeds, data, training settings and "
              f"{baseline}'s teachers) or of Welch's t-test (*welch*: the others), "
-             "scipy.stats. n/a: undefined (fewer than two seeds on a side, or no spread). "
+             "scipy.stats; *Holm*: that p-value adjusted for comparing every row with "
+             f"{baseline} (Holm's step-down method over the rows, per number). "
+             "n/a: undefined (fewer than two seeds on a side, or no spread). "
              "Seeds with a NaN are left out (then `n=` says how many were used). Accuracy in "
              "points of %; Gaussian-noise acc is the mean over the noise σ.", "",
              "| method | test | " + " | ".join(f"Δ {label} [{level} CI], p"
@@ -228,9 +232,9 @@ def _significance_table(rows: list[dict]) -> list[str]:
 
 
 def _delta_cell(row: dict, key: str, baseline_seeds: int) -> str:
-    """``+0.52 [-0.31, +1.35], p = 0.18`` (ECE with 4 decimals; `, n=2/3` — values used of the
-    method / of the baseline — unless every seed of both was used: a NaN seed left out, or the
-    rows have finished other seeds); ``–`` if not measured."""
+    """``+0.52 [-0.31, +1.35], p = 0.18, Holm 0.54`` (ECE with 4 decimals; `, n=2/3` —
+    values used of the method / of the baseline — unless every seed of both was used: a NaN
+    seed left out, or the rows have finished other seeds); ``–`` if not measured."""
     if row.get(f"{key}_delta") is None:
         return "–"
     digits = 4 if key.endswith("_ece") else 2
@@ -238,7 +242,9 @@ def _delta_cell(row: dict, key: str, baseline_seeds: int) -> str:
     ci = "n/a" if low is None else f"{low:+.{digits}f}, {high:+.{digits}f}"
     n, n_baseline = row[f"{key}_delta_n"], row[f"{key}_delta_n_baseline"]
     used = "" if n == row["seeds"] and n_baseline == baseline_seeds else f", n={n}/{n_baseline}"
-    return f"{delta:+.{digits}f} [{ci}], p {'n/a' if p is None else f'= {p:.3g}'}{used}"
+    holm = row.get(f"{key}_delta_p_holm")
+    p_text = "n/a" if p is None else f"= {p:.3g}, Holm {holm:.3g}"
+    return f"{delta:+.{digits}f} [{ci}], p {p_text}{used}"
 
 
 def _plots(recipe: Recipe, out: Path, evals: dict[str, list[dict]]) -> None:

@@ -9,6 +9,12 @@ representation for its PI teacher or TGD's annealing start). Otherwise they are 
 **unpaired** (Welch's t-test: Δ = mean(m) − mean(b), CI Δ ± t_{0.975, ν}·√(s_m²/n_m + s_b²/n_b)
 with the Welch–Satterthwaite ν).
 
+Several rows compared with one baseline are several tests: for each number, the rows' p-values
+are also adjusted for multiple comparisons by Holm's step-down method (Holm 1979, "A simple
+sequentially rejective multiple test procedure"; controls the family-wise error rate, no
+assumption on how the tests depend): with the m defined p-values sorted, p_(1) ≤ … ≤ p_(m),
+p̃_(i) = max_{j ≤ i} min(1, (m − j + 1)·p_(j)). One comparison is its own family (p̃ = p).
+
 Seeds whose value is NaN (a diverged run) are left out — in a paired comparison the whole pair —
 and the numbers of values used are reported. With fewer than two values on a side (e.g. one
 seed) the interval and the p-value are undefined (``None``), never 0; with no spread at all
@@ -97,6 +103,18 @@ def welch_difference(method: list[float], baseline: list[float], level: float = 
                       len(m), len(b))
 
 
+def holm_adjusted(pvalues: list[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values of one family of tests, in the order given (see the
+    module docstring); an undefined p-value (None) stays None and is not counted in m."""
+    defined = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(defined):
+        running = max(running, min(1.0, (len(defined) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
 def _finite(value: float) -> bool:
     return value is not None and math.isfinite(value)
 
@@ -128,7 +146,8 @@ def _training_settings(recipe: Recipe, spec) -> dict[str, Any]:
 def compare(recipe: Recipe, per_seed: dict[str, dict[str, list[float]]], baseline: str,
             seeds: dict[str, list[int]] | None = None) -> dict[str, dict[str, Any]]:
     """For every method but ``baseline``: its test ("paired"/"welch") and the
-    :class:`Difference` columns of each :data:`COMPARED` number present in ``per_seed``
+    :class:`Difference` columns of each :data:`COMPARED` number present in ``per_seed``, with
+    ``<number>_delta_p_holm``, its p-value Holm-adjusted over the rows (:func:`holm_adjusted`)
     (method -> number -> values in the order of ``seeds[method]``, by default 0, 1, ...).
     Paired rows are paired on the seeds both have (e.g. an interim report of an experiment
     whose rows have not all finished the same seeds); without a common seed, Welch."""
@@ -150,6 +169,11 @@ def compare(recipe: Recipe, per_seed: dict[str, dict[str, list[float]]], baselin
             else:
                 row.update(welch_difference(values[key], per_seed[baseline][key]).columns(key))
         out[name] = row
+    for key in COMPARED:
+        family = [row for row in out.values() if f"{key}_delta_p" in row]
+        for row, adjusted in zip(family, holm_adjusted([r[f"{key}_delta_p"] for r in family]),
+                                 strict=True):
+            row[f"{key}_delta_p_holm"] = adjusted
     return out
 
 
