@@ -1,11 +1,12 @@
 """Write the model card of every shipped checkpoint, every number from ``tgd evaluate``.
 
     .venv/bin/python scripts/make_model_cards.py [--experiment runs/experiments/cpu_full]
-        [--ship] [--trained-on "a 2-core CPU"] [--sweep-limit 1000]
+        [--ship] [--only NAME ...] [--trained-on "a 2-core CPU"] [--sweep-limit 1000]
 
 ``--ship`` first copies each model's final checkpoint out of the experiment's runs (CARDS:
 teachers/t1, teachers/t2, scratch/seed0 — or init where a recipe has no scratch method —
-kd_t1/seed0, tgd/seed0) into ``checkpoints/<name>.pt`` without its optimizer state. Then for
+kd_t1/seed0, tgd/seed0; a card that names its own ``experiment``, from that one) into
+``checkpoints/<name>.pt`` without its optimizer state. ``--only`` does the named cards. Then for
 each ``checkpoints/<name>.pt``: accuracy/NLL/ECE on CIFAR-10 ``test_batch`` (10,000
 JPEG-degraded images) and ``test_batch_lossless_1k`` (1,000 exact images), and accuracy under
 every CIFAR-10-C corruption at severities 1–5 plus Gaussian noise on the first
@@ -80,11 +81,15 @@ def main() -> None:
                     help="the machine the experiment ran on, for the cards")
     ap.add_argument("--ship", action="store_true", help="first copy the models out of the "
                     "experiment's runs into checkpoints/ (without optimizer state)")
+    ap.add_argument("--only", nargs="+", choices=list(CARDS), metavar="NAME",
+                    help=f"only these cards ({', '.join(CARDS)})")
     args = ap.parse_args()
-    recipe = recipe_text(args.experiment, args.trained_on)
-    for name, meta in CARDS.items():
+    for name in args.only or CARDS:
+        meta = CARDS[name]
+        experiment = ROOT / meta["experiment"] if "experiment" in meta else args.experiment
+        recipe = recipe_text(experiment, args.trained_on)
         path = ROOT / "checkpoints" / f"{name}.pt"
-        run = run_dir(args.experiment, meta["run"])
+        run = run_dir(experiment, meta["run"])
         if args.ship:
             strip_checkpoint(run / "latest.pt", path)
         rel = path.relative_to(ROOT)
@@ -96,7 +101,7 @@ def main() -> None:
                           str(args.sweep_limit), "--sweep", "--sweep-sigmas", "0.05", "0.1",
                           "0.2"])
         card = {
-            "name": name, **{k: v for k, v in meta.items() if k != "run"},
+            "name": name, **{k: v for k, v in meta.items() if k not in ("run", "experiment")},
             "architecture": ckpt.model, "input_kind": ckpt.input_kind,
             "normalization": ckpt.normalization.to_dict(), "epoch": ckpt.epoch,
             "seed": ckpt.config.get("seed"), "recipe": recipe,

@@ -392,3 +392,55 @@ def test_the_ablation_recipe_parses_and_plans_every_row(tmp_path, monkeypatch, c
         for seed in recipe.seeds:
             assert any(line.split()[1:4] == [name, "seed", str(seed)] for line in listed), name
     assert len(listed) == len(recipe.teachers) + 1 + len(recipe.methods) * 5
+
+
+# --- the α × β grid ------------------------------------------------------------------------------
+
+def _tgd_row(alpha=None, beta=None, init=True):
+    params = {k: v for k, v in (("alpha", alpha), ("beta", beta)) if v is not None}
+    return {"method": "tgd", "teachers": {"t1": "t1", "t2": "t2"}, "init": init,
+            "params": params}
+
+
+def test_the_alpha_beta_grid_is_tabulated_and_plotted_from_the_rows_that_sweep_it(tmp_path):
+    from tgd_core.experiments.grid import alpha_beta_grid
+
+    recipe = Recipe(**{**RECIPE, "methods": {
+        "kd_t1": RECIPE["methods"]["kd_t1"], "tgd": _tgd_row(),  # the defaults: 0.99, 3000
+        "tgd_b0": _tgd_row(beta=0), "tgd_a0.5_b0": _tgd_row(0.5, 0),
+        "tgd_a0.5": _tgd_row(alpha=0.5),
+        "tgd_no_anneal": _tgd_row(alpha=0.5, beta=0, init=False)}})  # another group: not shown
+    grid = alpha_beta_grid(recipe)
+    assert (grid.alphas, grid.betas) == ([0.5, 0.99], [0.0, 3000.0])
+    assert grid.cells == {(0.99, 3000.0): "tgd", (0.99, 0.0): "tgd_b0",
+                          (0.5, 0.0): "tgd_a0.5_b0", (0.5, 3000.0): "tgd_a0.5"}
+    last = {"kd_t1": 10.0, "tgd": 20.0, "tgd_b0": 30.0, "tgd_a0.5_b0": 40.0, "tgd_a0.5": 50.0,
+            "tgd_no_anneal": 60.0}
+    evals = {name: [_evaluation(v), _evaluation(v + 2)] for name, v in last.items()}
+    markdown, _, summary = _reports(tmp_path, recipe, evals)
+    # last accuracy: mean of v and v + 2, std √2; corrupted mean = last − 15
+    assert "| 0.5 | 41.00 ± 1.41 (`tgd_a0.5_b0`) | 51.00 ± 1.41 (`tgd_a0.5`) |" in markdown
+    assert "| 0.99 | 31.00 ± 1.41 (`tgd_b0`) | 21.00 ± 1.41 (`tgd`) |" in markdown
+    assert "| 0.99 | 16.00 ± 1.41 (`tgd_b0`) | 6.00 ± 1.41 (`tgd`) |" in markdown
+    cell = next(c for c in summary["alpha_beta"]["cells"] if c["method"] == "tgd_a0.5")
+    assert (cell["alpha"], cell["beta"]) == (0.5, 3000.0)
+    assert (cell["last_accuracy_mean"], cell["corrupted_mean_mean"]) == (51.0, 36.0)
+    assert "`alpha_beta.html`" in markdown
+    html = (tmp_path / "alpha_beta.html").read_text()
+    assert '"type":"heatmap"' in html and "tgd_a0.5_b0" in html
+    # one value of α: no grid, no plot
+    flat = Recipe(**{**RECIPE, "methods": {k: recipe.methods[k].model_dump()
+                                           for k in ("kd_t1", "tgd", "tgd_b0")}})
+    assert alpha_beta_grid(flat) is None
+    markdown, _, summary = _reports(tmp_path / "flat", flat, {k: evals[k] for k in flat.methods})
+    assert summary["alpha_beta"] is None and "α × β" not in markdown
+    assert not (tmp_path / "flat" / "alpha_beta.html").exists()
+
+
+def test_the_ablation_recipe_sweeps_a_3_by_4_alpha_beta_grid_around_tgd():
+    from tgd_core.experiments.grid import alpha_beta_grid
+
+    grid = alpha_beta_grid(Recipe.load(PROJECT_ROOT / "recipes" / "ablation.yaml"))
+    assert (grid.alphas, grid.betas) == ([0.5, 0.9, 0.99], [0.0, 1000.0, 3000.0, 10000.0])
+    assert len(grid.cells) == 12 and grid.cells[(0.99, 3000.0)] == "tgd"
+    assert grid.cells[(0.5, 1000.0)] == "tgd_a0.5_b1000"

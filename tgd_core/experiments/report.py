@@ -1,7 +1,8 @@
 """Reports of an experiment: per-method statistics over seeds (mean ± std) of the evaluations and
 each method's difference from the recipe's baseline with a confidence interval and a p-value
 (:mod:`.significance`), written as ``results.csv``, ``results.md``, ``summary.json`` and plotly
-HTML plots (accuracy vs severity per method; reliability diagrams)."""
+HTML plots (accuracy vs severity per method; reliability diagrams; TGD's α × β grid as a
+heatmap where the recipe sweeps it, :mod:`.grid`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tgd_core.evaluation.sweep import Condition
+from tgd_core.experiments.grid import alpha_beta_grid, grid_figure, grid_markdown
 from tgd_core.experiments.recipe import Recipe
 from tgd_core.experiments.significance import COMPARED, LEVEL, compare
 
@@ -78,13 +80,17 @@ def write_reports(recipe: Recipe, out: Path, rows: list[dict], evals: dict[str, 
                   durations: dict[str, float]) -> None:
     """``results.csv``, ``summary.json``, ``results.md`` and the plots, under ``out``."""
     teachers = teacher_accuracies(recipe, out)
+    grid, by_name = alpha_beta_grid(recipe), {r["method"]: r for r in rows}
     _write_csv(rows, out / "results.csv")
     (out / "summary.json").write_text(json.dumps({
         "recipe": recipe.model_dump(), "teachers": teachers,
-        "significance": _significance_note(rows), "rows": rows, "train_seconds": durations},
+        "significance": _significance_note(rows), "rows": rows,
+        "alpha_beta": grid.to_dict(by_name) if grid else None, "train_seconds": durations},
         indent=2) + "\n")
     (out / "results.md").write_text(_markdown(recipe, rows, evals) + _teacher_table(teachers))
     _plots(recipe, out, evals)
+    if grid:
+        grid_figure(grid, by_name).write_html(out / "alpha_beta.html", include_plotlyjs="cdn")
 
 
 def teacher_accuracies(recipe: Recipe, out: Path) -> dict[str, dict[str, Any]]:
@@ -180,8 +186,12 @@ def _markdown(recipe: Recipe, rows: list[dict], evals: dict[str, list[dict]]) ->
             cells.append(f"{m:.2f} ± {sd:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += _significance_table(rows)
-    lines += ["", "Plots: `accuracy_vs_severity.html`, `reliability.html`. Full table: "
-              "`results.csv`.", ""]
+    grid = alpha_beta_grid(recipe)
+    if grid:
+        lines += grid_markdown(grid, {r["method"]: r for r in rows})
+    plots = ["accuracy_vs_severity.html", "reliability.html", *(["alpha_beta.html"] * bool(grid))]
+    lines += ["", f"Plots: {', '.join(f'`{p}`' for p in plots)}. Full table: `results.csv`.",
+              ""]
     return "\n".join(lines)
 
 
