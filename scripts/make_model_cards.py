@@ -57,7 +57,11 @@ CARDS = {
                     "median by last-epoch accuracy. Over the three seeds it beats KD from T1 on "
                     "mean corrupted accuracy with a CI that excludes zero after Holm's "
                     "correction, and KD from the same init student does as well: the gain is "
-                    "the annealing start, not the topology (docs/results.md)."),
+                    "the annealing start, not the topology (docs/results.md). *Best* is the "
+                    "configuration, judged over three seeds each: as single models, "
+                    "student_tgd scores higher clean and student_kd higher on the 19 "
+                    "corruptions below (other seeds of other runs; one seed varies by about a "
+                    "point)."),
 }
 
 
