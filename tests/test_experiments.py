@@ -199,6 +199,39 @@ def test_shipped_recipes_are_valid(tmp_path):
         "t2": PROJECT_ROOT / "checkpoints/t2_wrn16_1_pi.pt"}
 
 
+def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_path,
+                                                                          monkeypatch):
+    """recipes/cpu_pi_teacher.yaml: cpu_full_ablation's rows as they were (planned where its
+    archive holds them) and two rows that differ from its `tgd` in the PI teacher only."""
+    from tgd_core.core.paths import PROJECT_ROOT
+
+    monkeypatch.chdir(PROJECT_ROOT)  # the recipe's reuse folders are relative to the project
+    ablation, recipe = (Recipe.load(PROJECT_ROOT / "recipes" / f"{name}.yaml")
+                        for name in ("cpu_full_ablation", "cpu_pi_teacher"))
+    for part in ("common", "init", "student", "evaluation", "seeds", "baseline"):
+        assert getattr(recipe, part) == getattr(ablation, part), part
+    shared = set(recipe.methods) & set(ablation.methods)
+    assert shared == {"kd_t1", "kd_t1_anneal", "tgd", "tgd_b0"}
+    assert all(recipe.methods[row] == ablation.methods[row] for row in shared)
+    assert {k: recipe.teachers[k] for k in ("t1", "t2")} == ablation.teachers
+
+    runs = dict(plan(recipe, tmp_path / "cpu_pi_teacher"))
+    ablation_runs = ("runs/experiments/cpu_full_ablation/",  # where it ran, else its archive
+                     "docs/results/runs/cpu_full_ablation/")
+    for row in shared:
+        for seed in recipe.seeds:
+            assert runs[f"{row} seed {seed}"].out_dir.startswith(ablation_runs), (row, seed)
+    assert runs["init (scratch student)"].out_dir.startswith(ablation_runs)
+    for row, teacher in (("tgd_patch", "t2_patch"), ("tgd_cubical", "t2_cubical")):
+        mine, paper_t2 = runs[f"{row} seed 1"], runs["tgd seed 1"]
+        assert mine.differences(paper_t2.model_dump()) == ["pi", "teachers"]
+        assert mine.teachers["t1"] == paper_t2.teachers["t1"]
+        assert mine.pi == runs[f"teacher {teacher}"].pi  # the student's PI view is its T2's
+    patch, whole = runs["teacher t2_patch"], runs["teacher t2_cubical"]
+    assert patch.differences(whole.model_dump()) == ["pi"]  # the layout, nothing else
+    assert patch.pi["cubical"]["patches"] == 4 and "patches" not in whole.pi.get("cubical", {})
+
+
 def test_a_teacher_can_be_reused_from_a_checkpoint_trained_with_its_settings(tmp_path):
     from tgd_core.experiments.runner import run_experiment
     from tgd_core.training import Stopped, run_training
