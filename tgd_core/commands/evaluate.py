@@ -74,17 +74,26 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tgd_core.core.devices import select_device
-    from tgd_core.data.corruptions import add_gaussian_noise, corrupt, corruption_set
-    from tgd_core.data.datasets import load_dataset
-    from tgd_core.evaluation.metrics import (
-        evaluate_model,
-        model_input_transform,
-        robustness_sweep,
-        write_table,
-    )
-    from tgd_core.nets.checkpoints import load_checkpoint
+    from tgd_core.evaluation.metrics import model_input_transform
 
     _check_args(args)
+    ckpt, images, labels = _checkpoint_and_data(args)
+    device = select_device(args.device)
+    model = ckpt.build(device)
+    inference = dict(batch_size=args.batch_size, num_threads=args.threads, device=device,
+                     progress=None, transform=model_input_transform(ckpt.input_kind, ckpt.config))
+    if args.sweep:
+        _sweep(args, model, images, labels, ckpt.normalization, inference)
+    else:
+        _one_condition(args, ckpt, model, images, labels, inference)
+    return 0
+
+
+def _checkpoint_and_data(args: argparse.Namespace):
+    """The checkpoint and the split's images and labels, checked against each other."""
+    from tgd_core.data.datasets import load_dataset
+    from tgd_core.nets.checkpoints import load_checkpoint
+
     ckpt = load_checkpoint(args.checkpoint)
     if args.split not in dataset_splits(args.dataset):
         raise TGDError(f"--split {args.split!r} is not a split of {args.dataset}: "
@@ -93,28 +102,35 @@ def run(args: argparse.Namespace) -> int:
     if int(labels.max()) >= ckpt.num_classes:
         raise TGDError(f"{args.checkpoint}: model has {ckpt.num_classes} classes, "
                        f"{args.dataset} has at least {int(labels.max()) + 1}")
-    device = select_device(args.device)
-    model = ckpt.build(device)
-    inference = dict(batch_size=args.batch_size, num_threads=args.threads, device=device,
-                     progress=None, transform=model_input_transform(ckpt.input_kind, ckpt.config))
+    return ckpt, images, labels
 
-    if args.sweep:
-        rows = robustness_sweep(model, images, labels, ckpt.normalization,
-                                corruptions=corruption_set(args.sweep_corruptions),
-                                noise_sigmas=args.sweep_sigmas, seed=args.seed, **inference)
-        if args.output:
-            write_table(rows, args.output)
-        if args.json:
-            print(json_text(rows))
-        else:
-            print(f"{'corruption':<22}{'severity':>9}{'sigma':>8}{'accuracy':>10}"
-                  f"{'nll':>9}{'ece':>9}{'n':>7}")
-            for r in rows:
-                sigma = "" if r["sigma"] is None else f"{r['sigma']:g}"
-                severity = "" if r["severity"] is None else r["severity"]
-                print(f"{r['corruption']:<22}{severity:>9}{sigma:>8}{r['accuracy']:>10.2f}"
-                      f"{r['nll']:>9.4f}{r['ece']:>9.4f}{r['n']:>7}")
-        return 0
+
+def _sweep(args, model, images, labels, normalization, inference) -> None:
+    """``--sweep``: every corruption × severity (and noise σ) row, printed and/or written."""
+    from tgd_core.data.corruptions import corruption_set
+    from tgd_core.evaluation.metrics import robustness_sweep, write_table
+
+    rows = robustness_sweep(model, images, labels, normalization,
+                            corruptions=corruption_set(args.sweep_corruptions),
+                            noise_sigmas=args.sweep_sigmas, seed=args.seed, **inference)
+    if args.output:
+        write_table(rows, args.output)
+    if args.json:
+        print(json_text(rows))
+        return
+    print(f"{'corruption':<22}{'severity':>9}{'sigma':>8}{'accuracy':>10}"
+          f"{'nll':>9}{'ece':>9}{'n':>7}")
+    for r in rows:
+        sigma = "" if r["sigma"] is None else f"{r['sigma']:g}"
+        severity = "" if r["severity"] is None else r["severity"]
+        print(f"{r['corruption']:<22}{severity:>9}{sigma:>8}{r['accuracy']:>10.2f}"
+              f"{r['nll']:>9.4f}{r['ece']:>9.4f}{r['n']:>7}")
+
+
+def _one_condition(args, ckpt, model, images, labels, inference) -> None:
+    """Clean, one corruption at one severity, or Gaussian noise: one result, printed."""
+    from tgd_core.data.corruptions import add_gaussian_noise, corrupt
+    from tgd_core.evaluation.metrics import evaluate_model
 
     if args.corruption:
         images = corrupt(images, args.corruption, args.severity, seed=args.seed)
@@ -127,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_model(model, images, labels, ckpt.normalization, **inference)
     if args.json:
         print(json_text(result.to_dict() if args.reliability else result.summary()))
-        return 0
+        return
     print(f"{args.checkpoint} ({ckpt.model}, {ckpt.source}, epoch {ckpt.epoch}) on "
           f"{args.split} [{condition}]: accuracy {result.accuracy:.2f} %  nll {result.nll:.4f}  "
           f"ece {result.ece:.4f}  n {result.n}")
@@ -137,4 +153,3 @@ def run(args: argparse.Namespace) -> int:
             conf = "" if b.confidence is None else f"{b.confidence:.4f}"
             acc = "" if b.accuracy is None else f"{b.accuracy:.4f}"
             print(f"({b.lower:.3f}, {b.upper:.3f}]{b.count:>7}{conf:>12}{acc:>10}")
-    return 0
