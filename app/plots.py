@@ -95,34 +95,12 @@ def diagram_spec(diagrams: list[tuple[str, str, np.ndarray]], title: str,
                              mode="lines", line=dict(color="#999", width=1), name="diagonal",
                              hoverinfo="skip", showlegend=False)]
     if window is not None:
-        x0, x1, y0, y1 = window
-        xs, ys = _window_polygon(window)
-        data.append(dict(
-            type="scatter", x=xs, y=ys, mode="lines", fill="toself",
-            fillcolor="rgba(255, 160, 0, 0.08)", line=dict(color="#e69500", width=1.5, dash="dot"),
-            name=f"{WINDOW_NAME}: outside adds ~nothing",
-            hoveron="fills+points",
-            hovertemplate=(f"PI window: birth in [{x0:g}, {x1:g}], persistence in [{y0:g}, "
-                           f"{y1:g}]<br>points outside it add only Gaussian tails (≈ 0) "
-                           "to the PIs<extra></extra>")))
-    symbols = {"H0": "circle", "H1": "diamond"}
+        data.append(_window_trace(window))
     shown = most_persistent(arrays, max_points)
     for (label, colour, _), full, keep in zip(diagrams, arrays, shown, strict=True):
-        if len(full) == 0:
-            continue
-        dgm = full[keep]
-        ess = ~np.isfinite(dgm[:, 1])
-        y = np.where(ess, inf_level if np.all(dgm[ess, 1] > 0) else lo - 2 * pad, dgm[:, 1])
-        dim = label.split()[-1] if label.split()[-1] in symbols else "H0"
-        count = f"{len(full):,}" if len(dgm) == len(full) else f"{len(dgm):,} of {len(full):,}"
-        data.append(dict(
-            type="scattergl", x=dgm[:, 0], y=y, mode="markers", name=f"{label} ({count})",
-            marker=dict(color=COLOURS.get(colour, colour), symbol=symbols[dim], size=7,
-                        opacity=0.75, line=dict(width=0.5, color="white")),
-            text=np.where(ess, "∞", np.char.mod("%.4f", dgm[:, 1])).tolist(),
-            customdata=np.where(ess, np.nan, persistence(dgm)),
-            hovertemplate="birth %{x:.4f}<br>death %{text}<br>persistence %{customdata:.4f}"
-                          "<extra>" + label + "</extra>"))
+        if len(full):
+            data.append(_points_trace(label, colour, full, keep,
+                                      infinite_at=(inf_level, lo - 2 * pad)))
     shapes, annotations = [], []
     if any((~np.isfinite(d[:, 1])).any() for d in arrays if len(d)):
         shapes.append(dict(type="line", xref="paper", x0=0, x1=1, y0=inf_level, y1=inf_level,
@@ -136,6 +114,43 @@ def diagram_spec(diagrams: list[tuple[str, str, np.ndarray]], title: str,
                   height=480, margin=dict(l=55, r=20, t=60, b=45), shapes=shapes,
                   annotations=annotations, legend=dict(font=dict(size=11)))
     return dict(data=data, layout=layout)
+
+
+def _window_trace(window: tuple[float, float, float, float]) -> dict:
+    """The PI window's outline in birth × death (:func:`diagram_spec`), filled, with a hover
+    that says what lies outside it."""
+    x0, x1, y0, y1 = window
+    xs, ys = _window_polygon(window)
+    return dict(
+        type="scatter", x=xs, y=ys, mode="lines", fill="toself",
+        fillcolor="rgba(255, 160, 0, 0.08)", line=dict(color="#e69500", width=1.5, dash="dot"),
+        name=f"{WINDOW_NAME}: outside adds ~nothing",
+        hoveron="fills+points",
+        hovertemplate=(f"PI window: birth in [{x0:g}, {x1:g}], persistence in [{y0:g}, "
+                       f"{y1:g}]<br>points outside it add only Gaussian tails (≈ 0) "
+                       "to the PIs<extra></extra>"))
+
+
+DIMENSION_SYMBOLS = {"H0": "circle", "H1": "diamond"}
+
+
+def _points_trace(label: str, colour: str, full: np.ndarray, keep,
+                  infinite_at: tuple[float, float]) -> dict:
+    """One diagram's shown points ``full[keep]`` (:func:`diagram_spec`): essential bars drawn
+    at ``infinite_at[0]`` (death +∞) or ``infinite_at[1]`` (−∞, a superlevel filtration's)."""
+    dgm = full[keep]
+    ess = ~np.isfinite(dgm[:, 1])
+    y = np.where(ess, infinite_at[0] if np.all(dgm[ess, 1] > 0) else infinite_at[1], dgm[:, 1])
+    dim = label.split()[-1] if label.split()[-1] in DIMENSION_SYMBOLS else "H0"
+    count = f"{len(full):,}" if len(dgm) == len(full) else f"{len(dgm):,} of {len(full):,}"
+    return dict(
+        type="scattergl", x=dgm[:, 0], y=y, mode="markers", name=f"{label} ({count})",
+        marker=dict(color=COLOURS.get(colour, colour), symbol=DIMENSION_SYMBOLS[dim], size=7,
+                    opacity=0.75, line=dict(width=0.5, color="white")),
+        text=np.where(ess, "∞", np.char.mod("%.4f", dgm[:, 1])).tolist(),
+        customdata=np.where(ess, np.nan, persistence(dgm)),
+        hovertemplate="birth %{x:.4f}<br>death %{text}<br>persistence %{customdata:.4f}"
+                      "<extra>" + label + "</extra>")
 
 
 def diagram_figure(diagrams: list[tuple[str, str, np.ndarray]], title: str,
