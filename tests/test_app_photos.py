@@ -20,6 +20,7 @@ from app.topology_view import (  # noqa: E402
     control_values,
 )
 from tests.test_app_topology import explore, figure, shown_points  # noqa: E402
+from tests.waiting import gradio_client  # noqa: E402
 
 
 def synthetic_photo(width: int = 500, height: int = 375, seed: int = 0) -> np.ndarray:
@@ -136,7 +137,7 @@ def test_the_analysis_size_is_optional_and_the_argument_count_checked(photo):
 def test_through_the_http_api(tmp_path, monkeypatch):
     """A 2000×1500 PNG through /explore is downscaled; an analysis size outside the slider is
     refused by the handler, naming the field (not gradio's "Value ... greater than maximum")."""
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
     from gradio_client.exceptions import AppError
     from PIL import Image
 
@@ -148,7 +149,7 @@ def test_through_the_http_api(tmp_path, monkeypatch):
     try:
         path = tmp_path / "photo.png"
         Image.fromarray(synthetic_photo(2000, 1500)).save(path)
-        client = Client(url, verbose=False)
+        client = gradio_client(url)
         dfig, _, info = client.predict(handle_file(str(path)), *control_values("paper"),
                                        api_name="/explore")
         assert "Downscaled to 128×96 (original 2000×1500)" in info

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import numpy as np
 import pytest
@@ -19,22 +18,10 @@ gr = pytest.importorskip("gradio")
 
 from app import jobs_view  # noqa: E402
 from tests import test_app_views as views  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 FORM, table_rows = views.FORM, views.table_rows
 zoo, kinds = views.zoo, views.kinds  # the tiny zoo and the train/distill kinds (fixtures)
-
-SLOW = 300.0  # seconds: a bound for hangs only, never for speed
-
-
-def wait_for(predicate, timeout: float = SLOW, what: str = "condition"):
-    """Poll ``predicate`` until it returns something true (returned); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-    return value
-
 
 def styling(table) -> list[list[str]]:
     """The per-cell styles the browser receives for a jobs table (gradio's own conversion)."""

@@ -21,6 +21,7 @@ gr = pytest.importorskip("gradio")
 from app import jobs_view  # noqa: E402
 from app import screenshots as drive  # noqa: E402
 from app.__main__ import PublicWithoutAuth, check_exposure, is_loopback  # noqa: E402
+from tests.waiting import gradio_client  # noqa: E402
 from tests.zoo_helpers import save_net, use_zoo  # noqa: E402
 from tgd_core.core.paths import PROJECT_ROOT  # noqa: E402
 from tgd_core.jobs import Job, JobStore  # noqa: E402
@@ -136,10 +137,9 @@ def app(tmp_path_factory):
             if not path.exists():
                 path.write_bytes(b"private")
         with drive.running_app() as url:
-            from gradio_client import Client
 
             yield SimpleNamespace(url=url, job=job, private=private,
-                                  client=Client(url, verbose=False))
+                                  client=gradio_client(url))
 
 
 def http_status(url: str) -> int:

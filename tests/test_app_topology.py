@@ -14,6 +14,7 @@ gr = pytest.importorskip("gradio")
 
 import app.topology_view as view  # noqa: E402
 from app.topology_view import control_values  # noqa: E402
+from tests.waiting import gradio_client  # noqa: E402
 
 
 def figure(plot):
@@ -99,7 +100,7 @@ def test_the_analysis_size_comes_last_in_the_api_order(rgb):
 
 
 def test_twenty_concurrent_requests_through_gradio_client(tmp_path, monkeypatch):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
     from PIL import Image
 
     from app.ui import build_app
@@ -114,7 +115,7 @@ def test_twenty_concurrent_requests_through_gradio_client(tmp_path, monkeypatch)
             path = tmp_path / f"img{i}.png"
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
             files.append(str(path))
-        client = Client(url, verbose=False)
+        client = gradio_client(url)
 
         def call(i):
             mode = "paper" if i % 2 == 0 else "cubical"

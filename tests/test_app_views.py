@@ -15,6 +15,7 @@ gr = pytest.importorskip("gradio")
 from gradio.utils import get_upload_folder  # noqa: E402
 
 from app import jobs_view, models_view, noise_view, teachers_view  # noqa: E402
+from tests.waiting import gradio_client  # noqa: E402
 from tests.zoo_helpers import use_zoo  # noqa: E402
 from tgd_core.jobs import JobKind, registry  # noqa: E402
 
@@ -219,7 +220,7 @@ def test_cancel_resume_details_files_and_poll(zoo, kinds):
 # -- the running app -----------------------------------------------------------------------------
 
 def test_views_through_gradio_client(zoo, kinds):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
     from PIL import Image
 
     from app.ui import build_app
@@ -227,7 +228,7 @@ def test_views_through_gradio_client(zoo, kinds):
     demo = build_app().queue()
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
-        client = Client(url, verbose=False)
+        client = gradio_client(url)
         rows, info = client.predict(api_name="/models")
         assert [r[0] for r in rows["data"]] == ["t1_raw", "plain_pi", "student_tgd"]
         path = zoo.parent / "img.png"

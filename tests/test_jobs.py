@@ -29,12 +29,12 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
+from tests.waiting import SLOW, wait_for
 from tgd_core.core.errors import TGDError
 from tgd_core.jobs import JobContext, JobStopped, JobStore, register_kind
 from tgd_core.jobs.store import SCHEMA_VERSION, pid_alive
 
 TESTS = Path(__file__).resolve().parent
-SLOW = 300.0  # seconds: a bound for hangs only, never for speed
 
 
 class CounterJob(BaseModel):
@@ -137,18 +137,6 @@ if os.environ.get("TEST_JOBS_PART_ROWS"):  # set for worker children only: tiny 
 
 def expected_total(steps: int) -> int:
     return sum(i * i for i in range(steps))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = SLOW, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something true (returned); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _kill_group(pid: int | None) -> None:

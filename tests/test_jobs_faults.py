@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import test_jobs
 import torch
-from test_jobs import SLOW, executions, expected_total, finished, wait_for
+from test_jobs import executions, expected_total, finished
 
+from tests.waiting import SLOW, wait_for
 from tgd_core.jobs import JobStore
 from tgd_core.jobs.store import RESUMABLE, pid_alive
 from tgd_core.jobs.worker import Supervisor
