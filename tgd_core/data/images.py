@@ -29,6 +29,20 @@ def as_image_batch(images, *, channels: int | None = 3, name: str = "images") ->
     Integer images must lie in [0, 255] and are returned as uint8; float images must be finite
     and are returned as float64. Booleans become 0/255 uint8.
     """
+    arr = _nhwc(_stacked(images, name), name)
+    arr = _pixel_values(arr, name)
+    if channels == 3:
+        if arr.shape[-1] == 1:
+            arr = np.repeat(arr, 3, axis=-1)
+        elif arr.shape[-1] == 4:
+            arr = arr[..., :3]
+    elif channels == 1:
+        arr = to_grey(arr)[..., None]
+    return np.ascontiguousarray(arr)
+
+
+def _stacked(images, name: str) -> np.ndarray:
+    """A list or tuple of same-sized images as one array; any other input as an array."""
     if isinstance(images, (list, tuple)):
         if len(images) == 0:
             raise TGDError(f"{name}: empty list, need at least one image")
@@ -44,6 +58,11 @@ def as_image_batch(images, *, channels: int | None = 3, name: str = "images") ->
         raise TGDError(f"{name}: expected a numeric array, got an object array")
     if arr.size == 0:
         raise TGDError(f"{name}: empty array of shape {arr.shape}")
+    return arr
+
+
+def _nhwc(arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` as N×H×W×C (:func:`as_image_batch`'s accepted shapes), its size checked."""
     if arr.ndim == 2:
         arr = arr[None, :, :, None]
     elif arr.ndim == 3:
@@ -57,29 +76,23 @@ def as_image_batch(images, *, channels: int | None = 3, name: str = "images") ->
     if max(arr.shape[1], arr.shape[2]) > MAX_IMAGE_SIDE:
         raise TGDError(f"{name}: image of {arr.shape[1]}×{arr.shape[2]} pixels is too large "
                        f"(at most {MAX_IMAGE_SIDE} per side)")
+    return arr
 
+
+def _pixel_values(arr: np.ndarray, name: str) -> np.ndarray:
+    """Booleans as 0/255 uint8, integers in [0, 255] as uint8, finite floats as float64."""
     if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8) * 255
-    elif np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.integer):
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 255:
             raise TGDError(f"{name}: integer pixel values must lie in [0, 255], got [{lo}, {hi}]")
-        arr = arr.astype(np.uint8, copy=False)
-    elif np.issubdtype(arr.dtype, np.floating):
+        return arr.astype(np.uint8, copy=False)
+    if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise TGDError(f"{name}: contains NaN or infinite values")
-        arr = arr.astype(np.float64, copy=False)
-    else:
-        raise TGDError(f"{name}: unsupported dtype {arr.dtype}")
-
-    if channels == 3:
-        if arr.shape[-1] == 1:
-            arr = np.repeat(arr, 3, axis=-1)
-        elif arr.shape[-1] == 4:
-            arr = arr[..., :3]
-    elif channels == 1:
-        arr = to_grey(arr)[..., None]
-    return np.ascontiguousarray(arr)
+        return arr.astype(np.float64, copy=False)
+    raise TGDError(f"{name}: unsupported dtype {arr.dtype}")
 
 
 #: Bytes per block of :func:`content_hash`.
