@@ -151,10 +151,10 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _plus_minus(row: dict, key: str) -> str:
-    """``mean ± std`` of ``key`` in a summary row (2 decimals), ``–`` if absent."""
-    return (f"{row[f'{key}_mean']:.2f} ± {row[f'{key}_std']:.2f}" if f"{key}_mean" in row
-            else "–")
+def plus_minus(row: dict, key: str, digits: int = 2) -> str:
+    """``mean ± std`` of ``key`` in a summary row (``digits`` decimals), ``–`` if absent."""
+    return (f"{row[f'{key}_mean']:.{digits}f} ± {row[f'{key}_std']:.{digits}f}"
+            if f"{key}_mean" in row else "–")
 
 
 def _markdown(recipe: Recipe, rows: list[dict], evals: dict[str, list[dict]]) -> str:
@@ -167,10 +167,9 @@ def _markdown(recipe: Recipe, rows: list[dict], evals: dict[str, list[dict]]) ->
              "", "| method | seeds | best acc | last acc | last ECE | last NLL | "
              "mean corrupted acc |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        ece = f"{r['last_ece_mean']:.4f} ± {r['last_ece_std']:.4f}"
-        lines.append(f"| {r['method']} | {r['seeds']} | {_plus_minus(r, 'best_accuracy')} | "
-                     f"{_plus_minus(r, 'last_accuracy')} | {ece} | {_plus_minus(r, 'last_nll')} "
-                     f"| {_plus_minus(r, 'corrupted_mean')} |")
+        lines.append(f"| {r['method']} | {r['seeds']} | {plus_minus(r, 'best_accuracy')} | "
+                     f"{plus_minus(r, 'last_accuracy')} | {plus_minus(r, 'last_ece', 4)} | "
+                     f"{plus_minus(r, 'last_nll')} | {plus_minus(r, 'corrupted_mean')} |")
     spec = recipe.evaluation
     lines += ["", f"Accuracy of the last epoch under each corruption (first "
               f"{spec.corruption_subset or 'all'} images of `{spec.split}`), averaged over "
@@ -236,15 +235,16 @@ def _significance_table(rows: list[dict]) -> list[str]:
     baseline_seeds = next(r["seeds"] for r in rows if r["method"] == baseline)
     for r in rows:
         if r.get("baseline") == baseline:
-            cells = [_delta_cell(r, key, baseline_seeds) for key in COMPARED]
+            cells = [delta_cell(r, key, baseline_seeds) for key in COMPARED]
             lines.append(f"| {r['method']} | {r['test']} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _delta_cell(row: dict, key: str, baseline_seeds: int) -> str:
-    """``+0.52 [-0.31, +1.35], p = 0.18, Holm 0.54`` (ECE with 4 decimals; `, n=2/3` —
-    values used of the method / of the baseline — unless every seed of both was used: a NaN
-    seed left out, or the rows have finished other seeds); ``–`` if not measured."""
+def delta_cell(row: dict, key: str, baseline_seeds: int, p_digits: int = 3) -> str:
+    """``+0.52 [-0.31, +1.35], p = 0.18, Holm 0.54`` (ECE with 4 decimals; p-values with
+    ``p_digits`` significant digits; `, n=2/3` — values used of the method / of the baseline —
+    unless every seed of both was used: a NaN seed left out, or the rows have finished other
+    seeds); ``–`` if not measured."""
     if row.get(f"{key}_delta") is None:
         return "–"
     digits = 4 if key.endswith("_ece") else 2
@@ -253,7 +253,7 @@ def _delta_cell(row: dict, key: str, baseline_seeds: int) -> str:
     n, n_baseline = row[f"{key}_delta_n"], row[f"{key}_delta_n_baseline"]
     used = "" if n == row["seeds"] and n_baseline == baseline_seeds else f", n={n}/{n_baseline}"
     holm = row.get(f"{key}_delta_p_holm")
-    p_text = "n/a" if p is None else f"= {p:.3g}, Holm {holm:.3g}"
+    p_text = "n/a" if p is None else f"= {p:.{p_digits}g}, Holm {holm:.{p_digits}g}"
     return f"{delta:+.{digits}f} [{ci}], p {p_text}{used}"
 
 
