@@ -96,6 +96,8 @@ CASES = [
     ("experiment-recipe-wrong-type", ["experiment", "{d}/types.yaml"],
      ["{d}/types.yaml", "seeds"]),
     ("experiment-recipe-binary", ["experiment", "{d}/binary.bin"], ["{d}/binary.bin"]),
+    ("experiment-only-not-a-row", ["experiment", "{d}/ok.yaml", "--plan", "--only", "kd"],
+     ["--only kd", "not a row of recipe x", "scratch"]),
     ("experiment-out-under-a-file", ["experiment", "{d}/ok.yaml", "--plan", "--out",
                                      "{d}/afile/x"], ["{d}/afile/x", "{d}/afile is a file"]),
     # jobs
@@ -116,6 +118,9 @@ CASES = [
     ("jobs-unknown-kind", ["jobs", "submit", "nope"], ["'nope'"]),
     ("jobs-experiment-recipe-list", ["jobs", "submit", "experiment", "--set",
                                      "recipe={d}/list.yaml"], ["{d}/list.yaml"]),
+    ("jobs-experiment-only-not-a-row", ["jobs", "submit", "experiment", "--config",
+                                        '{"recipe": "{d}/ok.yaml", "only": ["kd"]}'],
+     ["only kd", "not a row of recipe x"]),
     ("jobs-no-such-job", ["jobs", "show", "999"], ["999"]),
     ("jobs-state-dir-under-a-file", ["jobs", "list", "--state-dir", "{d}/afile/s"],
      ["{d}/afile/s"]),

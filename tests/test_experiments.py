@@ -199,6 +199,33 @@ def test_shipped_recipes_are_valid(tmp_path):
         "t2": PROJECT_ROOT / "checkpoints/t2_wrn16_1_pi.pt"}
 
 
+def test_only_selects_rows_and_the_teachers_and_init_they_need(tmp_path, capsys):
+    from tgd_core.experiments.runner import selected_runs
+
+    recipe = Recipe(**{**TINY, "seeds": [0, 1]})
+    runs = plan(recipe, tmp_path / "exp")
+
+    def labels(only):
+        return [label for label, _ in selected_runs(recipe, runs, only)]
+
+    assert labels(None) == [label for label, _ in runs]
+    assert labels(["kd_t1"]) == ["teacher t1", "kd_t1 seed 0", "kd_t1 seed 1"]
+    assert labels(["scratch"]) == ["scratch seed 0", "scratch seed 1"]
+    assert labels(["kd_t2", "tgd"]) == ["teacher t1", "teacher t2", "init (scratch student)",
+                                        "kd_t2 seed 0", "kd_t2 seed 1", "tgd seed 0",
+                                        "tgd seed 1"]
+    rows = "scratch, kd_t1, kd_t2, mtkd, at, sp, fitnet, tgd"
+    with pytest.raises(TGDError, match=rf"^--only kd_t3 gone: not a row of recipe tiny \(its "
+                                       rf"rows: {rows}\)$"):
+        labels(["kd_t1", "kd_t3", "gone"])
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "seeds": [0, 1]}))
+    assert main(["experiment", str(path), "--plan", "--only", "kd_t1", "--out",
+                 str(tmp_path / "exp")]) == 0
+    assert [line.split()[1:3] for line in capsys.readouterr().out.splitlines()] == [
+        ["teacher", "t1"], ["kd_t1", "seed"], ["kd_t1", "seed"]]
+
+
 def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_path,
                                                                           monkeypatch):
     """recipes/cpu_pi_teacher.yaml: cpu_full_ablation's rows as they were (planned where its

@@ -15,7 +15,9 @@ def register(sub) -> None:
                        description=__doc__.splitlines()[0])
     p.add_argument("recipe", help="recipe YAML (see recipes/)")
     p.add_argument("--out", help="experiment folder (default runs/experiments/<name>)")
-    p.add_argument("--only", nargs="+", metavar="METHOD", help="only these methods (rows)")
+    p.add_argument("--only", nargs="+", metavar="METHOD",
+                   help="only these methods (rows), and the teachers and init student they "
+                        "need")
     p.add_argument("--plan", action="store_true", help="list the runs and their state; train "
                                                        "nothing")
     p.add_argument("--baseline", metavar="METHOD",
@@ -47,7 +49,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tgd_core.experiments.plan import finished, plan, reused_teachers, student_groups
     from tgd_core.experiments.recipe import Recipe
     from tgd_core.experiments.runner import main_log, run_experiment
     from tgd_core.training import Stopped
@@ -55,25 +56,11 @@ def run(args) -> int:
     recipe = Recipe.load(args.recipe)
     if args.baseline:
         recipe = recipe.with_baseline(args.baseline)
+    recipe.check_rows(args.only)
     out = Path(args.out or f"runs/experiments/{recipe.name}")
     check_output_folder(out)
     if args.plan:
-        reused = reused_teachers(recipe, out)
-        for role, path in reused.items():
-            print(f"{'reuse':8} {'teacher ' + role:28} {path}")
-        runs = plan(recipe, out, reused)
-        for label, cfg in runs:
-            state = ("reuse" if finished(cfg) and not Path(cfg.out_dir).is_relative_to(out) else
-                     "done" if finished(cfg) else
-                     "partial" if (Path(cfg.out_dir) / "latest.pt").exists() else "todo")
-            print(f"{state:8} {label:28} {cfg.student}/{cfg.student_input} {cfg.epochs} epochs "
-                  f"-> {cfg.out_dir}")
-        if args.group_students:
-            groups = [unit for unit in student_groups(runs) if len(unit) > 1]
-            for i, unit in enumerate(groups, 1):
-                for label, _ in unit:
-                    print(f"{'group ' + str(i):8} {label:28} shares batches and teachers "
-                          f"with {len(unit) - 1} other run(s)")
+        print_plan(recipe, out, args.only, args.group_students)
         return 0
     try:
         run_experiment(recipe, out, only=args.only,
@@ -85,6 +72,33 @@ def run(args) -> int:
         main_log(f"[stopped] {exc}; run the same command again to resume")
         return archived(recipe, out, args.archive, STOPPED)
     return archived(recipe, out, args.archive, 0)
+
+
+def print_plan(recipe, out: Path, only: list[str] | None, group_students: bool) -> None:
+    """``--plan``: each run (of the rows in ``only`` and what they need) and its state —
+    reuse (finished elsewhere), done, partial (a latest.pt to resume from) or todo — and,
+    with ``--group-students``, the groups that would train together."""
+    from tgd_core.experiments.plan import finished, plan, reused_teachers, student_groups
+    from tgd_core.experiments.runner import selected_runs
+
+    reused = reused_teachers(recipe, out)
+    runs = selected_runs(recipe, plan(recipe, out, reused), only)
+    used = {Path(path) for _, cfg in runs for path in cfg.teachers.values()}
+    for role, path in reused.items():
+        if not only or Path(path) in used:
+            print(f"{'reuse':8} {'teacher ' + role:28} {path}")
+    for label, cfg in runs:
+        state = ("reuse" if finished(cfg) and not Path(cfg.out_dir).is_relative_to(out) else
+                 "done" if finished(cfg) else
+                 "partial" if (Path(cfg.out_dir) / "latest.pt").exists() else "todo")
+        print(f"{state:8} {label:28} {cfg.student}/{cfg.student_input} {cfg.epochs} epochs "
+              f"-> {cfg.out_dir}")
+    if group_students:
+        groups = [unit for unit in student_groups(runs) if len(unit) > 1]
+        for i, unit in enumerate(groups, 1):
+            for label, _ in unit:
+                print(f"{'group ' + str(i):8} {label:28} shares batches and teachers "
+                      f"with {len(unit) - 1} other run(s)")
 
 
 def archived(recipe, out: Path, dest: str | None, status: int) -> int:

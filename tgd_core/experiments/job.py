@@ -46,7 +46,7 @@ class ExperimentJob(BaseModel):
     group_students: bool = False
 
     def model_post_init(self, _context: Any) -> None:
-        Recipe.load(self.recipe)  # a bad recipe is rejected at submit time
+        Recipe.load(self.recipe).check_rows(self.only, "only")  # rejected at submit time
 
 
 def run_experiment_job(cfg: ExperimentJob, ctx) -> dict[str, Any]:

@@ -115,6 +115,13 @@ class Recipe(BaseModel):
                            f"{', '.join(self.methods)})")
         return self.model_copy(update={"baseline": row})
 
+    def check_rows(self, names: list[str] | None, option: str = "--only") -> None:
+        """TGDError in one line if any of ``names`` (e.g. ``--only``'s) is not a row."""
+        unknown = [name for name in names or [] if name not in self.methods]
+        if unknown:
+            raise TGDError(f"{option} {' '.join(unknown)}: not a row of recipe {self.name} (its "
+                           f"rows: {', '.join(self.methods)})")
+
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         """The recipe in the YAML file ``path``; TGDError naming the file and the problem."""

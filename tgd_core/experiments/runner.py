@@ -31,7 +31,7 @@ from typing import Any
 
 from tgd_core.core.errors import TGDError
 from tgd_core.experiments.job import ScaledContext
-from tgd_core.experiments.plan import finished, plan, student_groups
+from tgd_core.experiments.plan import finished, is_student, plan, student_groups
 from tgd_core.experiments.recipe import EvalSpec, Recipe
 from tgd_core.experiments.report import summarise, write_reports
 
@@ -63,9 +63,7 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
     else:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.json").write_text(recipe.model_dump_json(indent=2) + "\n")
-    selected = [(label, cfg) for label, cfg in plan(recipe, out)
-                if not only or label.startswith(("teacher", "init"))
-                or label.split(" seed ")[0] in only]
+    selected = selected_runs(recipe, plan(recipe, out), only)
     units = student_groups(selected) if group_students else [[run] for run in selected]
     if not train:
         selected = [(label, cfg) for label, cfg in selected if finished(cfg)]
@@ -159,6 +157,20 @@ class Deadline:
 
     def should_stop(self) -> bool:
         return time.time() >= self.deadline
+
+
+def selected_runs(recipe: Recipe, runs: list[tuple[str, Any]], only: list[str] | None
+                  ) -> list[tuple[str, Any]]:
+    """The planned runs of the rows named in ``only`` and the runs they need (the teachers and
+    the init student they start from: :func:`needed_runs`), in plan order; every run without
+    ``only``. A name that is not a row of the recipe is refused in one line."""
+    if not only:
+        return runs
+    recipe.check_rows(only)
+    needs = needed_runs(runs)
+    rows = {label for label, _ in runs if is_student(label) and label.split(" seed ")[0] in only}
+    wanted = rows | {need for label in rows for need in needs[label]}
+    return [(label, cfg) for label, cfg in runs if label in wanted]
 
 
 def needed_runs(runs: list[tuple[str, Any]]) -> dict[str, list[str]]:
