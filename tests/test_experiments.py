@@ -224,6 +224,13 @@ def test_only_selects_rows_and_the_teachers_and_init_they_need(tmp_path, capsys)
                  str(tmp_path / "exp")]) == 0
     assert [line.split()[1:3] for line in capsys.readouterr().out.splitlines()] == [
         ["teacher", "t1"], ["kd_t1", "seed"], ["kd_t1", "seed"]]
+    assert main(["experiment", str(path), "--plan", "--only", "kd_t1,scratch", "kd_t2", "--out",
+                 str(tmp_path / "exp")]) == 0
+    assert sorted({line.split()[1] for line in capsys.readouterr().out.splitlines()}) == [
+        "kd_t1", "kd_t2", "scratch", "teacher"]
+    with pytest.raises(SystemExit, match="2"):
+        main(["experiment", str(path), "--plan", "--only", ","])
+    assert "argument --only: ',' names no row" in capsys.readouterr().err
 
 
 def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_path,

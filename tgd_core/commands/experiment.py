@@ -15,9 +15,9 @@ def register(sub) -> None:
                        description=__doc__.splitlines()[0])
     p.add_argument("recipe", help="recipe YAML (see recipes/)")
     p.add_argument("--out", help="experiment folder (default runs/experiments/<name>)")
-    p.add_argument("--only", nargs="+", metavar="METHOD",
-                   help="only these methods (rows), and the teachers and init student they "
-                        "need")
+    p.add_argument("--only", nargs="+", type=comma_separated, metavar="METHOD",
+                   help="only these methods (rows; by spaces or commas), and the teachers and "
+                        "init student they need")
     p.add_argument("--plan", action="store_true", help="list the runs and their state; train "
                                                        "nothing")
     p.add_argument("--baseline", metavar="METHOD",
@@ -54,6 +54,8 @@ def run(args) -> int:
     from tgd_core.training import Stopped
 
     recipe = Recipe.load(args.recipe)
+    if args.only:
+        args.only = [name for names in args.only for name in names]
     if args.baseline:
         recipe = recipe.with_baseline(args.baseline)
     recipe.check_rows(args.only)
@@ -118,6 +120,15 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def comma_separated(text: str) -> list[str]:
+    """An argparse type for ``--only a,b c``: each argument may name several rows, separated
+    by commas."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no row")
+    return names
 
 
 def positive_float(text: str) -> float:
