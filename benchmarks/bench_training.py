@@ -323,7 +323,7 @@ def to_channels_last(inputs):
     return {k: v.contiguous(memory_format=torch.channels_last) for k, v in inputs.items()}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch", type=int, default=128)
@@ -336,77 +336,104 @@ def main() -> None:
     ap.add_argument("--groups-only", action="store_true",
                     help="only the students-in-a-group table (printed; not with --write)")
     args = ap.parse_args()
+    if args.groups_only and args.write:
+        ap.error("--groups-only measures one table: it cannot write the whole section")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     torch.manual_seed(0)
     b = args.batch
     if args.groups_only:
-        if args.write:
-            ap.error("--groups-only measures one table: it cannot write the whole section")
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
               f"{os.cpu_count()} CPU cores")
         print("\n".join(group_table(b, args.steps)))
         return
     raw = {"raw": torch.rand(b, 3, 32, 32), "pi": torch.rand(b, 6, 50, 50)}
     labels = torch.randint(0, 10, (b,))
-    scratch = get_method("scratch")
+    rows = network_rows(raw, labels, args.steps)
+    views = (raw["raw"] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    best_cl = min((r for r in rows if r[0].startswith("wrn16_1")), key=lambda r: r[2])
+    cl = best_cl[1] == "channels_last"
+    inputs = to_channels_last(raw) if cl else raw
+    t_dist, t_pi_teacher = distillation_timings(inputs, labels, views, cl, args.steps)
+    t_src, t_pi = pi_source_timings(inputs, labels, views, cl, args.steps)
+    lines = (header_lines(args) + network_lines(rows)
+             + distillation_lines(t_dist, t_pi_teacher) + pi_source_lines(t_src, t_pi, b)
+             + group_table(b, args.steps) + accuracy_lines(args.accuracy)
+             + distill_lines(args.distill_images, args.distill_epochs))
+    publish(lines, args.write, "bench_training", "Training and distillation")
 
+
+def network_rows(raw: dict[str, torch.Tensor], labels: torch.Tensor, steps: int
+                 ) -> list[tuple[str, str, float, float]]:
+    """(network on input, memory format, s / step, images / s) of a scratch SGD step, for
+    WRN16-1 and WRN16-3 on raw images and WRN16-3 on PI stacks, each memory format."""
     rows = []
     for model, kind, channels in (("wrn16_1", "raw", 3), ("wrn16_3", "raw", 3),
                                   ("wrn16_3", "pi", 6)):
         for cl in (False, True):
             net = build_model(model, in_channels=channels)
             norm = CIFAR10_RAW if kind == "raw" else CIFAR10_PI
-            d = scratch(Network(net, kind, norm))
+            d = get_method("scratch")(Network(net, kind, norm))
             inputs = raw
             if cl:
                 d = d.to(memory_format=torch.channels_last)
                 inputs = to_channels_last(raw)
-            t = step_seconds(d, inputs, labels, args.steps)
+            t = step_seconds(d, inputs, labels, steps)
             rows.append((f"{model} on {kind}" + (" (6×50×50)" if kind == "pi" else " (3×32×32)"),
-                         "channels_last" if cl else "contiguous", t, b / t))
+                         "channels_last" if cl else "contiguous", t, len(labels) / t))
+    return rows
 
-    views = (raw["raw"] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
-    def tgd(cl: bool, teachers: dict[str, Network] | None = None):
-        torch.manual_seed(0)
-        student = Network(build_model("wrn16_1"), "raw", CIFAR10_RAW)
-        d = get_method("tgd")(student, teachers or paper_teachers("exact", views))
-        return d.to(memory_format=torch.channels_last) if cl else d
-
-    best_cl = min((r for r in rows if r[0].startswith("wrn16_1")), key=lambda r: r[2])
-    cl = best_cl[1] == "channels_last"
-    inputs = to_channels_last(raw) if cl else raw
+def tgd_distiller(cl: bool, views: np.ndarray, teachers: dict[str, Network] | None = None):
+    """A TGD distiller (WRN16-1 student, seed 0) with ``teachers`` (default: the paper's
+    teachers run exactly), in channels_last where ``cl``."""
     torch.manual_seed(0)
-    d = scratch(Network(build_model("wrn16_1"), "raw", CIFAR10_RAW))
-    d = d.to(memory_format=torch.channels_last) if cl else d
-    d_cached = tgd(cl)
-    cache = TargetCache.create(d_cached, b, inputs, augment=False, fixed_batches=True)
+    student = Network(build_model("wrn16_1"), "raw", CIFAR10_RAW)
+    d = get_method("tgd")(student, teachers or paper_teachers("exact", views))
+    return d.to(memory_format=torch.channels_last) if cl else d
 
-    # Teachers live (augmentation): each teacher_inference option and the measured-only PI
-    # teacher variants; with the scratch and cached steps, timed in interleaved rounds.
-    live = {f"teachers live, teacher_inference={name}": tgd(cl, paper_teachers(name, views))
-            for name in TEACHER_INFERENCE}
-    live |= {f"teachers live, {name} (measured only)": tgd(cl, with_pi_variant(
+
+def distillation_timings(inputs, labels, views: np.ndarray, cl: bool, steps: int
+                         ) -> tuple[dict[str, float], dict[str, float]]:
+    """s / step of the scratch step, the cached-targets TGD step and TGD with teachers live
+    (each ``teacher_inference`` option and the measured-only PI teacher variants), timed in
+    interleaved rounds; and s of one no-grad forward of the PI teacher in fp32 and bf16."""
+    torch.manual_seed(0)
+    d = get_method("scratch")(Network(build_model("wrn16_1"), "raw", CIFAR10_RAW))
+    d = d.to(memory_format=torch.channels_last) if cl else d
+    d_cached = tgd_distiller(cl, views)
+    cache = TargetCache.create(d_cached, len(labels), inputs, augment=False, fixed_batches=True)
+    live = {f"teachers live, teacher_inference={name}":
+            tgd_distiller(cl, views, paper_teachers(name, views)) for name in TEACHER_INFERENCE}
+    live |= {f"teachers live, {name} (measured only)": tgd_distiller(cl, views, with_pi_variant(
         paper_teachers("exact", views), wrap)) for name, wrap in PI_VARIANTS.items()
         if wrap is not Bf16Teacher}  # bf16 is timed alone below: a step would take minutes
-    n_live = max(2, args.steps // 2)
-    timers = {"scratch (CE only)": lambda: step_seconds(d, inputs, labels, args.steps, repeats=1),
+    n_live = max(2, steps // 2)
+    timers = {"scratch (CE only)": lambda: step_seconds(d, inputs, labels, steps, repeats=1),
               "cached teacher targets (fixed batches)": lambda: step_seconds(
-                  d_cached, inputs, labels, args.steps, cache=cache, repeats=1)}
+                  d_cached, inputs, labels, steps, cache=cache, repeats=1)}
     timers |= {f"TGD, {name}": lambda g=g: step_seconds(g, inputs, labels, n_live, repeats=1)
                for name, g in live.items()}
     t_dist = interleaved(timers)
-    t_scratch = t_dist["scratch (CE only)"]
     del live
     pi_teacher = paper_teachers("exact", views)["t2"].model
     pi_input = CIFAR10_PI.apply(inputs["pi"])
     t_pi_teacher = {name: forward_seconds(model, pi_input)
                     for name, model in (("fp32", pi_teacher), ("bf16", Bf16Teacher(pi_teacher)))}
+    return t_dist, t_pi_teacher
 
-    # The PI input of each step: read from the PI cache (uint8 rows → float), computed on the
-    # fly from the batch's uint8 views in each step, or computed for ON_THE_FLY_CHUNK steps in
-    # one call (the training loop on a CPU), or for the next batch in a background thread (the
-    # training loop on an accelerator). Timed in interleaved rounds (best of each), so drift
-    # on a shared machine hits them alike.
+
+def pi_source_timings(inputs, labels, views: np.ndarray, cl: bool, steps: int
+                      ) -> tuple[dict[str, float], float]:
+    """s / step of a TGD step with live teachers whose PI input is read from the PI cache
+    (uint8 rows → float), computed on the fly in the step, computed for ON_THE_FLY_CHUNK steps
+    in one call (the training loop on a CPU), or for the next batch in a background thread (the
+    training loop on an accelerator), timed in interleaved rounds so drift on a shared machine
+    hits them alike; and s for one batch's on-the-fly PIs."""
+    b = len(labels)
     cached_pis = torch.from_numpy(compute_pis(views, raw=False)[1])  # also compiles
     raw_u8 = torch.from_numpy(views).permute(0, 3, 1, 2).contiguous()
 
@@ -426,38 +453,50 @@ def main() -> None:
                "fly": lambda: batch(torch.from_numpy(compute_pis(views, raw=False)[1])),
                "chunk": lambda: next(chunked),
                "ahead": lambda: next(ahead)}
-    d = tgd(cl)
+    d, n_live = tgd_distiller(cl, views), max(2, steps // 2)
     t_src = interleaved({name: lambda make=make: step_seconds(
         d, inputs, labels, n_live, make_inputs=make, repeats=1) for name, make in sources.items()})
     ahead.close()
-    t_read, t_fly, t_chunk, t_ahead = (t_src[k] for k in ("cache", "fly", "chunk", "ahead"))
+    return t_src, t_pi
 
-    lines = [
+
+def header_lines(args: argparse.Namespace) -> list[str]:
+    """The machine and the command."""
+    return [
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), batch {b}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), batch {args.batch}, "
         f"Python {platform.python_version()}.",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_training.py --steps {args.steps} "
-        f"--batch {b}" + (f" --accuracy {args.accuracy}" if args.accuracy else "")
+        f"--batch {args.batch}" + (f" --accuracy {args.accuracy}" if args.accuracy else "")
         + (f" --distill-images {args.distill_images} --distill-epochs {args.distill_epochs}"
            if args.distill_images else "") + "`",
-        "",
-        "| network | memory format | s / step | images / s |",
-        "|---|---|---:|---:|",
     ]
-    lines += [f"| {n} | {m} | {t:.3f} | {r:,.0f} |" for n, m, t, r in rows]
-    lines += [
+
+
+def network_lines(rows: list[tuple[str, str, float, float]]) -> list[str]:
+    return ["", "| network | memory format | s / step | images / s |", "|---|---|---:|---:|",
+            *(f"| {n} | {m} | {t:.3f} | {r:,.0f} |" for n, m, t, r in rows)]
+
+
+def distillation_lines(t_dist: dict[str, float], t_pi_teacher: dict[str, float]) -> list[str]:
+    t_scratch = t_dist["scratch (CE only)"]
+    return [
         "",
         "| distillation step (WRN16-1 student; teachers WRN16-3 raw + WRN16-3 on 6×50×50 PIs) "
         "| s / step | × scratch |",
         "|---|---:|---:|",
-    ]
-    lines += [f"| {name} | {t:.3f} | {t / t_scratch:.2f} |" for name, t in t_dist.items()]
-    lines += [
+        *(f"| {name} | {t:.3f} | {t / t_scratch:.2f} |" for name, t in t_dist.items()),
         "",
         f"The PI teacher (WRN16-3 on 6×50×50) alone, one no-grad forward of the batch: float32 "
         f"{t_pi_teacher['fp32']:.3f} s, under bf16 autocast {t_pi_teacher['bf16']:.3f} s "
         f"({t_pi_teacher['bf16'] / t_pi_teacher['fp32']:.1f}×; this CPU has no native bf16).",
+    ]
+
+
+def pi_source_lines(t_src: dict[str, float], t_pi: float, b: int) -> list[str]:
+    t_read, t_fly, t_chunk, t_ahead = (t_src[k] for k in ("cache", "fly", "chunk", "ahead"))
+    return [
         "",
         "| TGD step, teachers live: where the PI input comes from | s / step | × cache |",
         "|---|---:|---:|",
@@ -473,33 +512,41 @@ def main() -> None:
         f"= {100 * t_pi / t_read:.1f} % of a TGD step with live teachers (needed with "
         f"augmentation, when nothing can be cached).",
     ]
-    lines += group_table(b, args.steps)
-    if args.accuracy:
-        lines += [
-            "",
-            f"Shipped teachers run as each option, on the first {args.accuracy:,} CIFAR-10 test "
-            f"images (`--accuracy {args.accuracy}`): accuracy (%), top-1 agreement with the "
-            "exact teacher (%), largest |logit difference|.",
-            "",
-            "| teachers run as | T1 WRN16-3 raw: acc. | agree | max Δ | T2 WRN16-1 PI: acc. "
-            "| agree | max Δ |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-            *teacher_accuracy(args.accuracy),
-        ]
-    if args.distill_images:
-        n, e = args.distill_images, args.distill_epochs
-        lines += [
-            "",
-            f"Short augmented runs, shipped teachers, same seed (`--distill-images {n} "
-            f"--distill-epochs {e}`): {n:,} training images × {e} epochs, cosine LR from 0.1, "
-            "batch 128, crop + flip, on-the-fly PIs, channels_last, seed 1234; test accuracy on "
-            "the first 2,000 test images after the last epoch.",
-            "",
-            "| run | test accuracy (%) | training s | × scratch run |",
-            "|---|---:|---:|---:|",
-            *distill_runs(n, e, 2000),
-        ]
-    publish(lines, args.write, "bench_training", "Training and distillation")
+
+
+def accuracy_lines(n: int) -> list[str]:
+    """``--accuracy N``: the shipped teachers run as each option (none without it)."""
+    if not n:
+        return []
+    return [
+        "",
+        f"Shipped teachers run as each option, on the first {n:,} CIFAR-10 test "
+        f"images (`--accuracy {n}`): accuracy (%), top-1 agreement with the "
+        "exact teacher (%), largest |logit difference|.",
+        "",
+        "| teachers run as | T1 WRN16-3 raw: acc. | agree | max Δ | T2 WRN16-1 PI: acc. "
+        "| agree | max Δ |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *teacher_accuracy(n),
+    ]
+
+
+def distill_lines(n: int, e: int) -> list[str]:
+    """``--distill-images N``: short augmented runs per option (none without it)."""
+    if not n:
+        return []
+    return [
+        "",
+        f"Short augmented runs, shipped teachers, same seed (`--distill-images {n} "
+        f"--distill-epochs {e}`): {n:,} training images × {e} epochs, cosine LR from 0.1, "
+        "batch 128, crop + flip, on-the-fly PIs, channels_last, seed 1234; test accuracy on "
+        "the first 2,000 test images after the last epoch.",
+        "",
+        "| run | test accuracy (%) | training s | × scratch run |",
+        "|---|---:|---:|---:|",
+        *distill_runs(n, e, 2000),
+    ]
+
 
 if __name__ == "__main__":
     main()
