@@ -139,6 +139,27 @@ def test_archived_runs_started_from_checkpoints_elsewhere_are_matched_by_content
     assert runs[1].out_dir == str(tmp_path / "exp/kd_t1/seed0")
 
 
+def test_runs_reused_from_another_archive_are_not_copied_again(tmp_path, monkeypatch):
+    """A recipe that adds a row to an archived experiment archives its new runs only; runs
+    it reuses from a working folder (not an archive) are copied as its own."""
+    from tgd_core.experiments.archive import archive_runs
+
+    monkeypatch.chdir(tmp_path)
+    base = Recipe(**{**TINY, "methods": ROWS})
+    run_experiment(base, "exp", log=quiet)
+    archive_runs(base, "exp", "archive", log=quiet)
+    rows = {**ROWS, "scratch": TINY["methods"]["scratch"]}
+    from_working = Recipe(**{**TINY, "methods": rows, "reuse": ["exp", "archive"]})
+    run_experiment(from_working, "more", log=quiet)
+    assert sorted(archive_runs(from_working, "more", "more_archive", log=quiet)) == [
+        "init (scratch student)", "kd_t1 seed 0", "scratch seed 0", "teacher t1",
+        "teacher t2", "tgd seed 0"]
+    from_archive = Recipe(**{**TINY, "methods": rows, "reuse": ["archive"]})
+    shutil.rmtree(tmp_path / "exp")
+    assert archive_runs(from_archive, "more", "new_archive", log=quiet) == ["scratch seed 0"]
+    assert sorted(p.name for p in (tmp_path / "new_archive").iterdir()) == ["scratch"]
+
+
 def test_the_archives_the_recipes_reuse_are_not_ignored_by_git():
     """An archive is kept by committing it: git must not ignore it (as a `runs/` pattern did)."""
     import subprocess

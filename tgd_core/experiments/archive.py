@@ -12,6 +12,9 @@ of each finished run of a recipe into an experiment-shaped folder small enough t
 - ``inputs.json``: the SHA-256 of the checkpoints the run started from (teachers, init
   student), by :func:`~.plan.run_inputs` name.
 
+A recipe that extends another's experiment and reuses its archive (``reuse``) archives only
+its own runs: the reused ones stay where they are archived, not copied twice.
+
 Named in a recipe's ``reuse``, the folder's runs are finished runs like any other
 (:func:`~.plan.same_inputs` compares their inputs by content where paths differ): not trained
 again, reported from their ``eval.json``. An archived student keeps no checkpoint, so it is
@@ -37,15 +40,16 @@ def archive_runs(recipe: Recipe, out: str | Path, dest: str | Path, *, log=print
     """Copy the records of the finished runs of ``recipe`` (trained in ``out`` or reused
     from its ``reuse`` folders) into ``dest`` at their places in the experiment; the labels
     of the runs whose record changed there. Students not yet evaluated (no ``eval.json``)
-    wait for a later archive; files already equal are left alone; runs whose record is
-    ``dest`` itself are skipped."""
+    wait for a later archive; files already equal are left alone; runs reused from an
+    archive (``dest`` itself or another one the recipe reuses: their folder holds the
+    ``inputs.json`` only an archive writes) are kept there already and skipped."""
     out, dest = Path(out), Path(dest)
     changed = []
     for label, cfg in plan(recipe, out):
         source = Path(cfg.out_dir)
         place = run_place(source, [out, *map(Path, recipe.reuse)])
         target = dest / place
-        if (not finished(cfg) or source.resolve() == target.resolve()
+        if (not finished(cfg) or (source / INPUTS_FILE).is_file()
                 or is_student(label) and not (source / "eval.json").is_file()):
             continue
         names = [*([] if is_student(label) else [STARTED_FROM]), *RECORD]
