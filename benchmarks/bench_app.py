@@ -318,7 +318,7 @@ def phase_row(label: str, summary: dict) -> str:
                                          for c in cells) + " |"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--single", type=int, default=10, help="sequential calls")
     ap.add_argument("--concurrent", type=int, default=20, help="users calling at once")
@@ -326,14 +326,13 @@ def main() -> None:
     ap.add_argument("--before-root", help="another checkout measured first, as 'before'")
     ap.add_argument("--json", help="save the raw timings here")
     ap.add_argument("--write", help="write the section into this Markdown file")
-    args = ap.parse_args()
-    load = os.getloadavg()[0]
-    roots = {"before": args.before_root} if args.before_root else {}
-    roots["after" if args.before_root else "this checkout"] = str(ROOT)
-    runs = {label: measure(Path(root).resolve(), args.single, args.concurrent, args.rounds)
-            for label, root in roots.items()}
-    if args.json:
-        Path(args.json).write_text(json.dumps(runs, indent=1))
+    return ap.parse_args()
+
+
+def report_lines(args: argparse.Namespace, load: float, runs: dict[str, dict]) -> list[str]:
+    """The markdown section for ``runs`` (label → :func:`measure`'s timings): set-up, command,
+    the browser-visitor and gradio_client tables, the before/after ratio when there is a
+    'before', and the server-side phases."""
     users = args.concurrent
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {cpu_name()}, {os.cpu_count()} cores, "
@@ -386,8 +385,20 @@ def main() -> None:
               "| code | upload | queue wait | preprocess | handler | postprocess | total |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [phase_row(label, r["browser"]["phases"]) for label, r in runs.items()]
-    lines += ["", *WHERE_THE_TIME_WENT]
-    publish(lines, args.write, "bench_app", "App latency: topology explorer")
+    return lines + ["", *WHERE_THE_TIME_WENT]
+
+
+def main() -> None:
+    args = parse_args()
+    load = os.getloadavg()[0]
+    roots = {"before": args.before_root} if args.before_root else {}
+    roots["after" if args.before_root else "this checkout"] = str(ROOT)
+    runs = {label: measure(Path(root).resolve(), args.single, args.concurrent, args.rounds)
+            for label, root in roots.items()}
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=1))
+    publish(report_lines(args, load, runs), args.write, "bench_app",
+            "App latency: topology explorer")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training throughput on an accelerator: the standard loop against the fast loop, in one run.
 
     python3 benchmarks/bench_gpu.py [--device cuda] [--steps 60] [--batch 128] [--parallel 4]
-                                    [--peak-tflops 790] [--no-compile] [--write docs/benchmarks.md]
+                                    [--peak-tflops T] [--no-compile] [--write docs/benchmarks.md]
     .venv/bin/python benchmarks/bench_gpu.py --device cpu --steps 2 --parallel 2   # smoke check
 
 For WRN16-1 and WRN16-3 on raw 32×32 images and WRN16-3 on 6×50×50 PI stacks, at the paper's
@@ -15,8 +15,10 @@ batch of 128 (issue #14, item 2):
    ``tgd experiment --parallel`` runs them), timed from a common barrier to the last finish;
 3. TFLOP/s: the FLOPs of one training step (forward and backward, counted by
    ``torch.utils.flop_counter.FlopCounterMode``: matrix products and convolutions) per image ×
-   images/s, and that as a fraction of the bf16 peak (``--peak-tflops``; default 790, the
-   8192³ bf16 matrix product measured on an H200 here, /work/.library/device/KINDS.md).
+   images/s, and that as a fraction of the chip's peak: the rate of a dense matrix product
+   measured in the same run (:func:`matmul_tflops`: 8192³ in bf16 on CUDA — about 790 TFLOP/s
+   on the H100 and H200 lent here, /work/.library/device/KINDS.md — 1024³ in fp32 on the CPU,
+   the precision each device trains in), or ``--peak-tflops`` when given.
 
 Each loop trains a scratch student on synthetic data resident on the device (``--steps``
 batches an epoch; the pixels do not change the speed): one epoch to warm up (cuDNN autotuning,
@@ -170,10 +172,31 @@ def device_name(device: str) -> str:
     return cpu_name()
 
 
+def matmul_tflops(device: str, repeats: int = 10, warmup: int = 3) -> tuple[float, str]:
+    """(TFLOP/s, what was measured) of a dense square matrix product on random data, in the
+    precision training uses there: 8192³ bf16 on CUDA, 1024³ fp32 elsewhere; the mean of
+    ``repeats`` products after ``warmup``, ending with a device synchronisation."""
+    cuda = device.startswith("cuda")
+    size, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
+    gen = torch.Generator(device=device).manual_seed(0)
+    a, b = (torch.randn(size, size, generator=gen, device=device, dtype=dtype) for _ in "ab")
+    for _ in range(warmup):
+        a @ b
+    synchronize(torch.device(device))
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(torch.device(device))
+    rate = 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e12
+    return rate, f"measured in this run: {size}³ {str(dtype).removeprefix('torch.')} matrix product"
+
+
 def run(args) -> dict:
+    peak, source = ((args.peak_tflops, "given (--peak-tflops)") if args.peak_tflops
+                    else matmul_tflops(args.device))
     results = {"device": device_name(args.device), "torch": torch.__version__,
                "python": platform.python_version(), "batch": args.batch, "steps": args.steps,
-               "parallel": args.parallel, "peak_tflops": args.peak_tflops,
+               "parallel": args.parallel, "peak_tflops": peak, "peak_source": source,
                "compile": args.compile and args.device.startswith("cuda"), "cases": []}
     for case in CASES:
         row = {"case": case[0]}
@@ -189,7 +212,7 @@ def run(args) -> dict:
         for key in ("standard", "fast", "aggregate"):
             if key in row:
                 row[f"{key}_tflops"] = tflops(row[key], row["flops_per_image"])
-                row[f"{key}_peak_fraction"] = row[f"{key}_tflops"] / args.peak_tflops
+                row[f"{key}_peak_fraction"] = row[f"{key}_tflops"] / peak
         results["cases"].append(row)
         print(json.dumps(row), flush=True)
     return results
@@ -199,8 +222,8 @@ def table(results: dict, command: str) -> list[str]:
     n = results["parallel"]
     lines = [f"Measured on {results['device']} (torch {results['torch']}), batch "
              f"{results['batch']}, {results['steps']} timed steps per loop, compile "
-             f"{'on' if results['compile'] else 'off'}; peak taken as "
-             f"{results['peak_tflops']:.0f} TFLOP/s (bf16). Command: `{command}`", "",
+             f"{'on' if results['compile'] else 'off'}; peak {results['peak_tflops']:.0f} "
+             f"TFLOP/s ({results.get('peak_source', 'bf16')}). Command: `{command}`", "",
              f"| network | GFLOP/image (train step) | standard img/s | fast img/s | fast / "
              f"standard | fast TFLOP/s | {n} runs at once: img/s | TFLOP/s | % of peak |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -219,14 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="batches per (timed) epoch")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--parallel", type=int, default=4, help="concurrent runs (1: none)")
-    parser.add_argument("--peak-tflops", type=float, default=790.0)
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the chip's peak (default: measure a matrix product in this run)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--write", help="publish the table into this docs/benchmarks.md")
     parser.add_argument("--publish-json", type=Path, metavar="JSON",
                         help="measure nothing: publish the figures a device run wrote")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.batch < 1 or args.parallel < 1 or args.peak_tflops <= 0:
+    if min(args.steps, args.batch, args.parallel) < 1 or (args.peak_tflops or 1) <= 0:
         parser.error("--steps, --batch, --parallel and --peak-tflops must be positive")
     if args.publish_json:
         results = json.loads(args.publish_json.read_text())

@@ -90,7 +90,11 @@ def throughput(predict: Predict, batch: np.ndarray, repeats: int) -> float:
     return len(batch) / float(np.median(times))
 
 
-def main() -> None:
+TEACHER = "PI teacher: paper PIs + WRN16-3 on 6×50×50, PyTorch eager"
+ONNX = "student WRN16-1, onnxruntime"
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=300, help="batch-1 timings per pipeline")
     ap.add_argument("--batch", type=int, default=256, help="batch size of the throughput runs")
@@ -100,46 +104,45 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch and onnxruntime intra-op threads (default: torch's default)")
     ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
-    args = ap.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
-    load_before = os.getloadavg()[0]
+    return ap.parse_args()
 
-    images, _ = load_cifar10("test", limit=max(args.batch, args.repeats))
-    batch = images[: args.batch]
+
+def build_pipelines(export_dir: Path, threads: int) -> dict[str, Predict]:
+    """The shipped student (eager, onnxruntime, TorchScript exported into ``export_dir``) and the
+    paper-mode PI teacher (PIs + a random-weight WRN16-3), each from uint8 images to logits."""
     student = load_checkpoint(STUDENT)
     student_net = student.build()
     teacher_net = build_model("wrn16_3", in_channels=CIFAR10_PI.channels).eval()
     pis = pi_input()  # paper mode, the representation the shipped PI teacher was trained on
-
     pipelines: dict[str, Predict] = {
         "student WRN16-1, PyTorch eager":
             lambda x: predict_logits(student_net, x, student.normalization),
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        for fmt, name in (("onnx", "onnxruntime"), ("torchscript", "TorchScript")):
-            path = export_checkpoint(STUDENT, Path(tmp) / f"student.{fmt}", fmt,
-                                     num_threads=threads).path
-            pipelines[f"student WRN16-1, {name}"] = ExportedClassifier(
-                path, num_threads=threads).predict
-        teacher = "PI teacher: paper PIs + WRN16-3 on 6×50×50, PyTorch eager"
-        pipelines[teacher] = lambda x: predict_logits(teacher_net, x, CIFAR10_PI, transform=pis)
-        pipelines["of which: paper-mode PIs alone"] = pis
+    for fmt, name in (("onnx", "onnxruntime"), ("torchscript", "TorchScript")):
+        path = export_checkpoint(STUDENT, export_dir / f"student.{fmt}", fmt,
+                                 num_threads=threads).path
+        pipelines[f"student WRN16-1, {name}"] = ExportedClassifier(
+            path, num_threads=threads).predict
+    pipelines[TEACHER] = lambda x: predict_logits(teacher_net, x, CIFAR10_PI, transform=pis)
+    pipelines["of which: paper-mode PIs alone"] = pis
+    return pipelines
 
-        latency = latency_ms(pipelines, images, args.repeats)
-        rates = {name: throughput(predict, batch, args.batch_repeats)
-                 for name, predict in pipelines.items()}
-    results = {name: (*latency[name], rates[name]) for name in pipelines}
 
-    ref_times = []
-    for image in images[: args.reference_images]:
+def reference_pi_ms(images: np.ndarray) -> float:
+    """Median milliseconds of the authors' PI pipeline (ripser + persim) per image."""
+    times = []
+    for image in images:
         t0 = time.perf_counter()
         reference_paper_pis(image)
-        ref_times.append(time.perf_counter() - t0)
-    ref_median = 1e3 * float(np.median(ref_times))
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
 
-    t_median, _, t_rate = results[teacher]
+
+def report_lines(args: argparse.Namespace, threads: int, load_before: float,
+                 results: dict[str, tuple[float, float, float]], ref_ms: float) -> list[str]:
+    """The markdown section: set-up, command, the table of ``results`` (median ms, p90 ms,
+    images/s per pipeline) with PI-teacher ratios, and the verdict on issue #8's target."""
+    t_median, _, t_rate = results[TEACHER]
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {cpu_name()}, {os.cpu_count()} cores, "
         f"{threads} intra-op threads (torch and onnxruntime), Python {platform.python_version()}, "
@@ -164,14 +167,33 @@ def main() -> None:
         lines.append(f"| {name} | {median:.3f} | {p90:.3f} | {rate:,.0f} | {ratios[0]} "
                      f"| {ratios[1]} |")
     lines.append(f"| for context: the authors' PIs alone (ripser + persim, "
-                 f"{len(ref_times)} images) | {ref_median:.1f} | | | | |")
-    ort_ratio = t_median / results["student WRN16-1, onnxruntime"][0]
+                 f"{args.reference_images} images) | {ref_ms:.1f} | | | | |")
+    ort_ratio = t_median / results[ONNX][0]
     verdict = "meets" if ort_ratio >= ACCEPTANCE else "does NOT meet"
-    lines += ["", f"The student on onnxruntime answers one image {ort_ratio:,.1f}× faster than "
-                  f"the PI-teacher pipeline ({verdict} the ≥ {ACCEPTANCE:g}× target of issue #8)."]
-    publish(lines, None if args.no_write else ROOT / "docs" / "benchmarks.md", "bench_inference",
-            "Inference latency: student vs PI teacher")
+    return lines + ["", f"The student on onnxruntime answers one image {ort_ratio:,.1f}× faster "
+                        f"than the PI-teacher pipeline ({verdict} the ≥ {ACCEPTANCE:g}× target of "
+                        "issue #8)."]
 
+
+def main() -> None:
+    args = parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    load_before = os.getloadavg()[0]
+
+    images, _ = load_cifar10("test", limit=max(args.batch, args.repeats,
+                                               args.reference_images))
+    with tempfile.TemporaryDirectory() as tmp:
+        pipelines = build_pipelines(Path(tmp), threads)
+        latency = latency_ms(pipelines, images, args.repeats)
+        rates = {name: throughput(predict, images[: args.batch], args.batch_repeats)
+                 for name, predict in pipelines.items()}
+    results = {name: (*latency[name], rates[name]) for name in pipelines}
+    ref_ms = reference_pi_ms(images[: args.reference_images])
+    publish(report_lines(args, threads, load_before, results, ref_ms),
+            None if args.no_write else ROOT / "docs" / "benchmarks.md", "bench_inference",
+            "Inference latency: student vs PI teacher")
 
 if __name__ == "__main__":
     main()

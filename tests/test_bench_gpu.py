@@ -1,0 +1,62 @@
+"""benchmarks/bench_gpu.py end to end on the CPU with tiny sizes: the first command of a device
+session must not be where a broken benchmark is found (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import bench_gpu  # noqa: E402
+
+
+def test_matmul_rate_is_measured_in_the_training_precision():
+    rate, what = bench_gpu.matmul_tflops("cpu", repeats=1, warmup=1)
+    assert rate > 0 and what == "measured in this run: 1024³ float32 matrix product"
+
+
+def test_every_case_is_measured_and_published(tmp_path, monkeypatch):
+    monkeypatch.delenv("OUT", raising=False)
+    figures, doc = tmp_path / "bench_gpu.json", tmp_path / "benchmarks.md"
+    assert bench_gpu.main(["--device", "cpu", "--steps", "1", "--batch", "4", "--parallel", "1",
+                           "--json", str(figures)]) == 0
+    results = json.loads(figures.read_text())
+    assert [r["case"] for r in results["cases"]] == [c[0] for c in bench_gpu.CASES]
+    assert results["peak_source"].startswith("measured in this run") and not results["compile"]
+    for row in results["cases"]:
+        assert min(row["standard"], row["fast"]) > 0 and "aggregate" not in row
+        assert row["speedup"] == pytest.approx(row["fast"] / row["standard"])
+        assert row["fast_peak_fraction"] == pytest.approx(
+            row["fast_tflops"] / results["peak_tflops"])
+    wrn16_1, wrn16_3, wrn16_3_pi = (r["flops_per_image"] for r in results["cases"])
+    assert wrn16_1 < wrn16_3 < wrn16_3_pi  # wider, then larger inputs
+
+    assert bench_gpu.main(["--publish-json", str(figures), "--write", str(doc)]) == 0
+    table = doc.read_text()
+    assert "<!-- gpu:begin -->" in table and "WRN16-3 PI 6×50×50" in table
+    assert "--device cpu --steps 1 --batch 4 --parallel 1" in table
+
+
+def test_concurrent_runs_and_a_given_peak(tmp_path, monkeypatch):
+    """``--parallel 2``: two spawned processes, their aggregate; ``--peak-tflops`` is used and
+    said. The output folder of a device run (``$OUT``) gets the figures too."""
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setattr(bench_gpu, "CASES", bench_gpu.CASES[:1])
+    bench_gpu.main(["--device", "cpu", "--steps", "1", "--batch", "2", "--parallel", "2",
+                    "--peak-tflops", "0.5"])
+    results = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert (results["peak_tflops"], results["peak_source"]) == (0.5, "given (--peak-tflops)")
+    row = results["cases"][0]
+    assert row["aggregate"] > 0 and len(row["aggregate_per_run"]) == 2
+    assert row["aggregate_peak_fraction"] == pytest.approx(row["aggregate_tflops"] / 0.5)
+
+
+@pytest.mark.parametrize("bad", [["--steps", "0"], ["--parallel", "0"], ["--peak-tflops", "-1"]])
+def test_bad_arguments_are_refused_in_one_line(bad, capsys):
+    with pytest.raises(SystemExit):
+        bench_gpu.main(bad)
+    assert "must be positive" in capsys.readouterr().err
