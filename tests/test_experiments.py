@@ -236,7 +236,8 @@ def test_only_selects_rows_and_the_teachers_and_init_they_need(tmp_path, capsys)
 def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_path,
                                                                           monkeypatch):
     """recipes/cpu_pi_teacher.yaml: cpu_full_ablation's rows as they were (planned where its
-    archive holds them) and two rows that differ from its `tgd` in the PI teacher only."""
+    archive holds them), two rows that differ from its `tgd` in the PI teacher only, and one
+    that differs from `tgd_patch` in α only."""
     from tgd_core.core.paths import PROJECT_ROOT
 
     monkeypatch.chdir(PROJECT_ROOT)  # the recipe's reuse folders are relative to the project
@@ -261,6 +262,9 @@ def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_p
         assert mine.differences(paper_t2.model_dump()) == ["pi", "teachers"]
         assert mine.teachers["t1"] == paper_t2.teachers["t1"]
         assert mine.pi == runs[f"teacher {teacher}"].pi  # the student's PI view is its T2's
+    heavy_t2 = runs["tgd_patch_a05 seed 1"]
+    assert heavy_t2.differences(runs["tgd_patch seed 1"].model_dump()) == ["method_params"]
+    assert heavy_t2.method_params == {"alpha": 0.5}
     patch, whole = runs["teacher t2_patch"], runs["teacher t2_cubical"]
     assert patch.differences(whole.model_dump()) == ["pi"]  # the layout, nothing else
     assert patch.pi["cubical"]["patches"] == 4 and "patches" not in whole.pi.get("cubical", {})
