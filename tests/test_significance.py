@@ -306,6 +306,12 @@ def test_one_seed_reports_undefined_intervals(tmp_path):
     assert (tgd["last_accuracy_delta_low"], tgd["last_accuracy_delta_p"]) == (None, None)
     assert "+1.50 [n/a], p n/a" in markdown
     assert table[1]["last_accuracy_delta_low"] == "" and table[1]["last_accuracy_delta_p"] == ""
+    # one seed: the value alone, no "± 0.00" that would read as a measured spread
+    assert "| tgd | 1 | 62.50 | 61.50 | 0.0615 | 1.00 | 46.50 |" in markdown
+    assert "| tgd | 46.50 |" in markdown  # accuracy per corruption, mean over severities
+    three = Recipe(**{**recipe.model_dump(), "seeds": [0, 1, 2]})
+    markdown, _, _ = _reports(tmp_path / "three", three, {k: v * 3 for k, v in evals.items()})
+    assert "| tgd | 3 | 62.50 ± 0.00 | 61.50 ± 0.00 |" in markdown
 
 
 def test_without_the_baseline_there_is_no_significance_table(tmp_path):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tgd_core.experiments.recipe import MethodSpec, Recipe
+from tgd_core.experiments.significance import format_mean_std
 
 #: the summary numbers the grid shows: key -> label
 SHOWN = {"last_accuracy": "last-epoch accuracy (%)",
@@ -30,12 +31,13 @@ class Grid:
     cells: dict[tuple[float, float], str]
 
     def value(self, rows: dict[str, dict], alpha: float, beta: float, key: str
-              ) -> tuple[float, float] | None:
-        """Mean and std over seeds of ``key`` at a cell (None: no row, or not evaluated)."""
+              ) -> tuple[float, float, int] | None:
+        """Mean and std over seeds of ``key`` at a cell, and the seeds (None: no row, or not
+        evaluated)."""
         row = rows.get(self.cells.get((alpha, beta), ""))
         if row is None or f"{key}_mean" not in row:
             return None
-        return row[f"{key}_mean"], row[f"{key}_std"]
+        return row[f"{key}_mean"], row[f"{key}_std"], row["seeds"]
 
     def to_dict(self, rows: dict[str, dict]) -> dict[str, Any]:
         """summary.json's ``alpha_beta``: the axes and, per cell, its row and shown numbers."""
@@ -97,7 +99,7 @@ def _cell(grid: Grid, rows: dict[str, dict], alpha: float, beta: float, key: str
     value = grid.value(rows, alpha, beta, key)
     if value is None:
         return "–"
-    return f"{value[0]:.2f} ± {value[1]:.2f} (`{grid.cells[(alpha, beta)]}`)"
+    return f"{format_mean_std(*value)} (`{grid.cells[(alpha, beta)]}`)"
 
 
 def grid_figure(grid: Grid, rows: dict[str, dict]):
@@ -122,6 +124,6 @@ def grid_figure(grid: Grid, rows: dict[str, dict]):
     return fig
 
 
-def _label(grid: Grid, alpha: float, beta: float, value: tuple[float, float] | None) -> str:
-    return "" if value is None else (f"{value[0]:.2f} ± {value[1]:.2f}<br>"
-                                     f"{grid.cells[(alpha, beta)]}")
+def _label(grid: Grid, alpha: float, beta: float, value: tuple[float, float, int] | None
+           ) -> str:
+    return "" if value is None else f"{format_mean_std(*value)}<br>{grid.cells[(alpha, beta)]}"

@@ -7,7 +7,6 @@ heatmap where the recipe sweeps it, :mod:`.grid`)."""
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,7 @@ from typing import Any
 from tgd_core.evaluation.sweep import Condition
 from tgd_core.experiments.grid import alpha_beta_grid, grid_figure, grid_markdown
 from tgd_core.experiments.recipe import Recipe
-from tgd_core.experiments.significance import COMPARED, LEVEL, compare
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value); NaN if a value is NaN (a
-    diverged run shows in the table; the significance columns leave it out and say so)."""
-    if any(math.isnan(v) for v in values):
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+from tgd_core.experiments.significance import COMPARED, LEVEL, compare, format_mean_std, mean_std
 
 
 def _column(condition: Condition) -> str:
@@ -152,8 +143,8 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 
 def plus_minus(row: dict, key: str, digits: int = 2) -> str:
-    """``mean ± std`` of ``key`` in a summary row (``digits`` decimals), ``–`` if absent."""
-    return (f"{row[f'{key}_mean']:.{digits}f} ± {row[f'{key}_std']:.{digits}f}"
+    """``mean ± std`` of ``key`` in a summary row (:func:`format_mean_std`), ``–`` if absent."""
+    return (format_mean_std(row[f"{key}_mean"], row[f"{key}_std"], row["seeds"], digits)
             if f"{key}_mean" in row else "–")
 
 
@@ -161,7 +152,7 @@ def _markdown(recipe: Recipe, rows: list[dict], evals: dict[str, list[dict]]) ->
     """``results.md``: the summary table, then accuracy per corruption (mean over severities)."""
     lines = [f"# Experiment `{recipe.name}`", "", recipe.description.strip(), "",
              f"Seeds: {recipe.seeds} (*seeds*: how many of them a row has finished). Mean ± "
-             "std over seeds. Accuracy in %, ECE as a fraction "
+             "std over seeds (the value alone from one seed). Accuracy in %, ECE as a fraction "
              "(15 bins), NLL in nats. *best* = the epoch with the highest test accuracy "
              "(selected on the test set, as the reference code does); *last* = the final epoch.",
              "", "| method | seeds | best acc | last acc | last ECE | last NLL | "
@@ -181,8 +172,7 @@ def _markdown(recipe: Recipe, rows: list[dict], evals: dict[str, list[dict]]) ->
         for c in spec.corruptions:
             per_seed = [statistics.fmean(s["accuracy"] for s in r["sweep"]
                                          if s["corruption"] == c) for r in runs]
-            m, sd = mean_std(per_seed)
-            cells.append(f"{m:.2f} ± {sd:.2f}")
+            cells.append(format_mean_std(*mean_std(per_seed), len(per_seed)))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += _significance_table(rows)
     grid = alpha_beta_grid(recipe)

@@ -1,5 +1,6 @@
-"""Is a method's difference from the baseline real? Mean difference over seeds with a 95 %
-Student-t confidence interval and a two-sided t-test p-value (``scipy.stats``).
+"""Statistics over seeds: a row's mean ± sample standard deviation, and whether a method's
+difference from the baseline is real — the mean difference over seeds with a 95 % Student-t
+confidence interval and a two-sided t-test p-value (``scipy.stats``).
 
 Two rows of a recipe are compared **paired by seed** (paired t-test on the per-seed differences
 d_k = m_k − b_k over the seeds both rows have: Δ = mean(d), CI Δ ± t_{0.975, n−1}·sd(d)/√n) when
@@ -32,6 +33,7 @@ from tgd_core.experiments.recipe import Recipe
 
 LEVEL = 0.95
 
+
 #: the per-seed numbers compared with the baseline: key -> label in results.md
 COMPARED = {"best_accuracy": "best acc", "last_accuracy": "last acc",
             "corrupted_mean": "mean corrupted acc", "noise_mean": "Gaussian-noise acc",
@@ -40,6 +42,26 @@ COMPARED = {"best_accuracy": "best acc", "last_accuracy": "last acc",
 #: training settings a method may change and still be paired with its baseline (what the method
 #: is: its loss, parameters, teachers, the PI representation its PI teacher reads, its start)
 METHOD_FIELDS = frozenset({"method", "method_params", "teachers", "init_student", "pi"})
+
+
+# --- a row: mean ± std over seeds ----------------------------------------------------------------
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value); NaN if a value is NaN (a
+    diverged run shows in the table; the significance columns leave it out and say so)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def format_mean_std(mean: float, std: float, seeds: int, digits: int = 2) -> str:
+    """``mean ± std`` (``digits`` decimals); the mean alone from one seed, whose 0 standard
+    deviation is no measured spread."""
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if seeds > 1 else "")
+
+
+# --- a difference from the baseline --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
