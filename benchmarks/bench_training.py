@@ -244,48 +244,9 @@ def group_rows(batch: int, steps: int, rounds: int = 3) -> list[str]:
     random-weight paper teachers once per step as each of :data:`GROUP_INFERENCE`), against a
     scratch run's epoch in the standard loop (``Trainer.train_epoch``, its batches cropped and
     flipped alike); best of ``rounds`` interleaved rounds after a warm-up epoch."""
-    from tgd_core.training.config import TrainConfig
-    from tgd_core.training.group import StudentGroup
-    from tgd_core.training.trainer import Trainer
-
     with tempfile.TemporaryDirectory() as tmp:
-        teachers = random_teacher_checkpoints(tmp)
-        common = dict(train_subset=batch * steps, test_subset=batch, batch_size=batch,
-                      epochs=rounds + 1, schedule="cosine", augment=True, pi_on_the_fly=True,
-                      channels_last=True, seed=0, threads=torch.get_num_threads())
-
-        def config(row: str, inference: str, folder: str) -> TrainConfig:
-            method, roles = GROUP_ROWS[row]
-            return TrainConfig.build(**common, method=method, teacher_inference=inference,
-                                     teachers={r: teachers[r] for r in roles},
-                                     out_dir=f"{folder}/{row}")
-
-        scratch = Trainer(config("scratch", "exact", f"{tmp}/alone"), progress=False)
-        scratch.setup(resume=False)
-        groups = {}
-        for inference in GROUP_INFERENCE:
-            loaded: dict = {}  # the teachers, loaded (int8: calibrated) once per option
-            for n in range(1, len(GROUP_ROWS) + 1):
-                group = StudentGroup([config(row, inference, f"{tmp}/{inference}{n}")
-                                      for row in list(GROUP_ROWS)[:n]], progress=False)
-                group.teachers.update(loaded)  # each step resets their memo: groups step apart
-                group.setup([False] * n)
-                loaded = group.teachers
-                groups[inference, n] = group
-
-        def epoch_step_seconds(unit, members, epoch: int) -> float:
-            for m in members:
-                m.state.step = 0  # a fresh epoch (no checkpoint, no metrics row)
-            return _timed(lambda: unit.train_epoch(epoch)) / steps
-
-        timers = {"scratch": lambda e: epoch_step_seconds(scratch, [scratch], e)}
-        timers |= {key: lambda e, g=g: epoch_step_seconds(g, g.members, e)
-                   for key, g in groups.items()}
-        best = dict.fromkeys(timers, float("inf"))
-        for epoch in range(rounds + 1):  # epoch 0 warms up
-            for key, timer in timers.items():
-                t = timer(epoch)
-                best[key] = min(best[key], t) if epoch else best[key]
+        units = _group_units(tmp, batch, steps, epochs=rounds + 1)
+        best = _best_step_seconds(units, steps, rounds)
     t_scratch = best.pop("scratch")
     rows = [f"| scratch alone (standard loop, crop + flip) | {t_scratch:.3f} | {t_scratch:.3f} "
             "| 1.00 |"]
@@ -294,6 +255,53 @@ def group_rows(batch: int, steps: int, rounds: int = 3) -> list[str]:
         rows.append(f"| {members} (teachers {inference}) | {t:.3f} | {t / n:.3f} | "
                     f"{t / n / t_scratch:.2f} |")
     return rows
+
+
+def _group_units(tmp: str, batch: int, steps: int, epochs: int) -> dict:
+    """``{"scratch": Trainer, (inference, n): StudentGroup}``, set up in ``tmp``: the scratch
+    run and, per teacher-inference option, the groups of the first n of :data:`GROUP_ROWS`
+    (the teachers loaded, int8 calibrated, once per option and shared by its groups)."""
+    from tgd_core.training.config import TrainConfig
+    from tgd_core.training.group import StudentGroup
+    from tgd_core.training.trainer import Trainer
+
+    teachers = random_teacher_checkpoints(tmp)
+    common = dict(train_subset=batch * steps, test_subset=batch, batch_size=batch,
+                  epochs=epochs, schedule="cosine", augment=True, pi_on_the_fly=True,
+                  channels_last=True, seed=0, threads=torch.get_num_threads())
+
+    def config(row: str, inference: str, folder: str) -> TrainConfig:
+        method, roles = GROUP_ROWS[row]
+        return TrainConfig.build(**common, method=method, teacher_inference=inference,
+                                 teachers={r: teachers[r] for r in roles},
+                                 out_dir=f"{folder}/{row}")
+
+    units: dict = {"scratch": Trainer(config("scratch", "exact", f"{tmp}/alone"), progress=False)}
+    units["scratch"].setup(resume=False)
+    for inference in GROUP_INFERENCE:
+        loaded: dict = {}
+        for n in range(1, len(GROUP_ROWS) + 1):
+            group = StudentGroup([config(row, inference, f"{tmp}/{inference}{n}")
+                                  for row in list(GROUP_ROWS)[:n]], progress=False)
+            group.teachers.update(loaded)  # each step resets their memo: groups step apart
+            group.setup([False] * n)
+            loaded = group.teachers
+            units[inference, n] = group
+    return units
+
+
+def _best_step_seconds(units: dict, steps: int, rounds: int) -> dict:
+    """Each unit's best seconds per step over ``rounds`` interleaved epochs after a warm-up
+    epoch (each epoch restarts at step 0: no checkpoint, no metrics row)."""
+    best = dict.fromkeys(units, float("inf"))
+    for epoch in range(rounds + 1):  # epoch 0 warms up
+        for key, unit in units.items():
+            for member in getattr(unit, "members", [unit]):
+                member.state.step = 0
+            seconds = _timed(lambda unit=unit, epoch=epoch: unit.train_epoch(epoch)) / steps
+            if epoch:
+                best[key] = min(best[key], seconds)
+    return best
 
 
 def group_table(batch: int, steps: int) -> list[str]:

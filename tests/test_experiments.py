@@ -236,8 +236,9 @@ def test_only_selects_rows_and_the_teachers_and_init_they_need(tmp_path, capsys)
 def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_path,
                                                                           monkeypatch):
     """recipes/cpu_pi_teacher.yaml: cpu_full_ablation's rows as they were (planned where its
-    archive holds them), two rows that differ from its `tgd` in the PI teacher only, and one
-    that differs from `tgd_patch` in α only."""
+    archive holds them), two rows that differ from its `tgd` in the PI teacher only, one that
+    differs from `tgd_patch` in α only, and its control, whose T2 is the init student's
+    training stopped after one epoch (no topology)."""
     from tgd_core.core.paths import PROJECT_ROOT
 
     monkeypatch.chdir(PROJECT_ROOT)  # the recipe's reuse folders are relative to the project
@@ -265,6 +266,12 @@ def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_p
     heavy_t2 = runs["tgd_patch_a05 seed 1"]
     assert heavy_t2.differences(runs["tgd_patch seed 1"].model_dump()) == ["method_params"]
     assert heavy_t2.method_params == {"alpha": 0.5}
+    control = runs["tgd_raw_a05 seed 1"]
+    assert control.differences(heavy_t2.model_dump()) == ["pi", "teachers"]
+    assert control.pi == runs["tgd seed 1"].pi  # a raw T2 needs no PI view of its own
+    weak = runs["teacher t2_raw_weak"]
+    assert weak.differences(runs["init (scratch student)"].model_dump()) == ["epochs"]
+    assert weak.epochs == 1 and weak.student_input == "raw"
     patch, whole = runs["teacher t2_patch"], runs["teacher t2_cubical"]
     assert patch.differences(whole.model_dump()) == ["pi"]  # the layout, nothing else
     assert patch.pi["cubical"]["patches"] == 4 and "patches" not in whole.pi.get("cubical", {})
