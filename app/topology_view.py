@@ -270,35 +270,56 @@ def build(examples: list[str]) -> None:
     Compute under it (within view at 1440×900), the examples (a click analyses one), the
     analysis size, the mode radio, the controls of both modes, then one group per mode shown
     while it is chosen; the first example's result on load."""
-    first = (examples or [None])[0]
     first_diagrams, first_pis, first_info = default_view(examples)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            image = image_upload(value=first, label="Image", height=260, elem_id="topology-image")
-            run = gr.Button("Compute", variant="primary", elem_id="topology-run")
-            if examples:
-                gr.Examples(examples, inputs=image, label="CIFAR-10 test images (click one)",
-                            examples_per_page=12, elem_id="topology-examples")
-            analysis_size = ANALYSIS_SIZE.slider(
-                DEFAULT_ANALYSIS_SIZE, 16, elem_id="topology-analysis-size",
-                info="larger images are downscaled to this before the topology is computed")
-            mode = gr.Radio(list(MODES), value=MODES[0], label=MODE, elem_id="topology-mode",
-                            info="paper: the authors' 1-D row/column H0; cubical: 2-D H0/H1")
-            components = {c.key: c.component() for c in SHARED}
-            groups = {}
-            for m in MODES:
-                with gr.Group(visible=m == MODES[0]) as groups[m]:
-                    components.update({c.key: c.component() for c in CONTROLS
-                                       if c.modes == (m,)})
+            view = _input_column(examples)
         with gr.Column(scale=2):
             info = gr.Markdown(first_info, elem_id="topology-info")
-            diagram_plot = gr.Plot(first_diagrams, label="Persistence diagrams",
-                                   elem_id="topology-diagrams")
-            pi_plot = gr.Plot(first_pis, label="Persistence images", elem_id="topology-pis")
+            view.outputs = [gr.Plot(first_diagrams, label="Persistence diagrams",
+                                    elem_id="topology-diagrams"),
+                            gr.Plot(first_pis, label="Persistence images",
+                                    elem_id="topology-pis"), info]
+    _wire(view)
 
-    controls = [components[c.key] for c in CONTROLS]
-    inputs = [image, mode, *controls, analysis_size]
-    outputs = [diagram_plot, pi_plot, info]
+
+@dataclass
+class _View:
+    """The view's components: what the events read (``inputs``: image, mode, every control,
+    analysis size), the groups shown per mode, the shared controls and the plots."""
+
+    run: gr.Button
+    inputs: list
+    groups: dict[str, gr.Group]
+    shared: list
+    outputs: list | None = None
+
+
+def _input_column(examples: list[str]) -> _View:
+    """The left column: image, Compute, examples, analysis size, mode, controls."""
+    image = image_upload(value=(examples or [None])[0], label="Image", height=260,
+                         elem_id="topology-image")
+    run = gr.Button("Compute", variant="primary", elem_id="topology-run")
+    if examples:
+        gr.Examples(examples, inputs=image, label="CIFAR-10 test images (click one)",
+                    examples_per_page=12, elem_id="topology-examples")
+    analysis_size = ANALYSIS_SIZE.slider(
+        DEFAULT_ANALYSIS_SIZE, 16, elem_id="topology-analysis-size",
+        info="larger images are downscaled to this before the topology is computed")
+    mode = gr.Radio(list(MODES), value=MODES[0], label=MODE, elem_id="topology-mode",
+                    info="paper: the authors' 1-D row/column H0; cubical: 2-D H0/H1")
+    components = {c.key: c.component() for c in SHARED}
+    groups = {}
+    for m in MODES:
+        with gr.Group(visible=m == MODES[0]) as groups[m]:
+            components.update({c.key: c.component() for c in CONTROLS if c.modes == (m,)})
+    return _View(run, [image, mode, *(components[c.key] for c in CONTROLS), analysis_size],
+                 groups, [components[c.key] for c in SHARED])
+
+
+def _wire(view: _View) -> None:
+    """The events: Compute, a new image, a mode switch, a control's change."""
+    image, mode, *controls = view.inputs
 
     @guarded
     def switch_mode(image_value, mode_value, *values):
@@ -306,18 +327,19 @@ def build(examples: list[str]) -> None:
         once with them (one event: no second computation from the controls' updates)."""
         mode_value = choice(mode_value, MODES, MODE)
         values = mode_defaults(mode_value, values[:len(CONTROLS)]) + list(values[len(CONTROLS):])
-        return ([gr.update(visible=mode_value == g) for g in groups]
+        return ([gr.update(visible=mode_value == g) for g in view.groups]
                 + [gr.update(value=values[CONTROLS.index(c)]) for c in SHARED]
                 + list(explore_if_image(image_value, mode_value, *values)))
 
     # preprocess=False: the handlers read every value as sent and check it themselves
     # (app.common.load_image, NumberField): one-sentence errors naming the field
     raw = dict(preprocess=False)
-    run.click(explore, inputs, outputs, api_name="explore", **raw)
+    inputs, outputs = view.inputs, view.outputs
+    view.run.click(explore, inputs, outputs, api_name="explore", **raw)
     image.change(explore_if_image, inputs, outputs, api_name=False, **raw)  # upload, example
-    mode.input(switch_mode, inputs, [*groups.values(), *(components[c.key] for c in SHARED),
-                                     *outputs], api_name=False, trigger_mode="always_last", **raw)
-    for control in [*controls, analysis_size]:
+    mode.input(switch_mode, inputs, [*view.groups.values(), *view.shared, *outputs],
+               api_name=False, trigger_mode="always_last", **raw)
+    for control in controls:  # the mode's controls and the analysis size
         event = control.release if isinstance(control, gr.Slider) else control.input
         event(explore_if_image, inputs, outputs, api_name=False, show_progress="hidden",
               trigger_mode="always_last", **raw)
