@@ -390,6 +390,10 @@ def test_the_ablation_recipe_parses_and_plans_every_row(tmp_path, monkeypatch, c
     assert runs["kd_t1 seed 0"].train_subset is None and runs["kd_t1 seed 0"].epochs == 200
     assert runs["tgd_a0.5_b10000 seed 4"].method_params == {"alpha": 0.5, "beta": 10000}
     assert paired_by_seed(recipe, "tgd_cubical_grey", "kd_t1")
+    control = runs["tgd_raw_t2_a0.5 seed 2"]  # alpha 0.5's weak-teacher control
+    assert control.differences(runs["tgd_a0.5_b3000 seed 2"].model_dump()) == ["teachers"]
+    assert (runs["teacher t2_raw_weak"].differences(runs["teacher t1"].model_dump())
+            == ["epochs"])
     assert not paired_by_seed(recipe, "tgd_aug", "kd_t1")
 
     assert main(["experiment", str(path), "--plan", "--out", str(tmp_path / "abl")]) == 0
