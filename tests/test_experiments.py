@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tgd_core.cli import main
 from tgd_core.core.errors import TGDError
-from tgd_core.experiments.plan import plan
+from tgd_core.experiments.plan import finished, plan
 from tgd_core.experiments.recipe import Recipe
 
 pytestmark = pytest.mark.usefixtures("cifar_test_images")
@@ -451,3 +452,34 @@ def test_parallel_runs_in_processes_after_their_teachers_and_resumes_a_stop(tmp_
 
     assert main(cli) == 0  # everything finished: nothing trains
     assert "[train]" not in capsys.readouterr().err
+
+
+def test_a_failed_parallel_run_lets_the_others_finish_and_starts_nothing_that_needs_it(
+        tmp_path, capsys):
+    """``--parallel 2`` resuming with teacher t2's ``latest.pt`` truncated: t2's worker fails with a line
+    naming the checkpoint, t1 (started beside it) still finishes and is kept, the student that
+    needs both never starts, and the command ends with a one-line error; once the bad file is
+    gone the same command trains what is left."""
+    spec = {**TINY, "methods": {"mtkd": TINY["methods"]["mtkd"]}}
+    recipe = tmp_path / "fail.yaml"
+    recipe.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = tmp_path / "exp"
+    runs = dict(plan(Recipe(**spec), out))
+    cli = ["experiment", str(recipe), "--out", str(out), "--no-progress", "--parallel", "2"]
+    assert main([*cli, "--stop-after", "1e-9"]) == 3  # both teachers stopped at their first step
+    capsys.readouterr()
+    bad = Path(runs["teacher t2"].out_dir) / "latest.pt"
+    bad.write_bytes(bad.read_bytes()[:1000])  # truncated, as by a full disk
+
+    assert main(cli) == 2
+    log = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("[failed] teacher t2: ") and "latest.pt" in line for line in log), log
+    assert any(line.startswith("[done] teacher t1 ") for line in log)
+    assert not any("mtkd" in line for line in log)
+    assert log[-1].startswith("tgd: error: experiment: ") and "latest.pt" in log[-1]
+    assert finished(runs["teacher t1"]) and not finished(runs["mtkd seed 0"])
+
+    bad.unlink()  # t2 starts over
+    assert main(cli) == 0
+    log = capsys.readouterr().err
+    assert "[train] teacher t1" not in log and "[done] mtkd seed 0" in log

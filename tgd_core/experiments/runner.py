@@ -193,50 +193,77 @@ def _train_parallel(units: list[Unit], workers: int, *, log,
     raised; a stop (``deadline``) likewise raises ``Stopped`` once every running unit has
     saved its state."""
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    from tgd_core.training import Stopped
+    from concurrent.futures import ProcessPoolExecutor
 
     runs = [run for unit in units for run in unit]
-    configs, needs = dict(runs), needed_runs(runs)
     todo = [left for left in (_unfinished(unit, log) for unit in units) if left]
-    failure: BaseException | None = None
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        running: dict[Any, str] = {}
-        while todo or running:
-            for unit in [u for u in todo if failure is None and all(
-                    finished(configs[n]) for label, _ in u for n in needs[label])]:
-                if len(running) >= workers:
-                    break
-                todo.remove(unit)
-                labels = ", ".join(label for label, _ in unit)
-                running[pool.submit(train_in_process, [(label, cfg.model_dump_json())
-                                                       for label, cfg in unit],
-                                    deadline)] = labels
-                for label, cfg in unit:
-                    log(f"[{'resume' if _resuming(cfg) else 'train'}] {label} -> "
-                        f"{cfg.out_dir} ({len(running)} running)")
-            if not running:
-                break  # what is left waits for a run that failed or stopped
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                labels = running.pop(future)
-                try:
-                    pid, seconds = future.result()
-                    log(f"[done] {labels} in {seconds:.0f} s (process {pid})")
-                except Stopped as exc:
-                    log(f"[stopped] {labels}: {exc}")
-                    failure = failure or exc
-                except Exception as exc:  # noqa: BLE001 — raised once the others have ended
-                    log(f"[failed] {labels}: {exc}")
-                    failure = failure or exc
+        failure = _schedule(pool, todo, workers, _readiness(runs), log=log, deadline=deadline)
     if failure is not None:
         raise failure
     if todo:
         left = [label for unit in todo for label, _ in unit]
         raise TGDError(f"runs {left} could not start: the runs they need did not finish")
     return _train_seconds(runs)
+
+
+def _readiness(runs: list[tuple[str, Any]]):
+    """A test of whether a unit may start: every run its runs need is finished."""
+    configs, needs = dict(runs), needed_runs(runs)
+    return lambda unit: all(finished(configs[need]) for label, _ in unit
+                            for need in needs[label])
+
+
+def _schedule(pool, todo: list[Unit], workers: int, ready, *, log,
+              deadline: float | None) -> BaseException | None:
+    """Keep up to ``workers`` ready units of ``todo`` running in ``pool`` (removing each from
+    ``todo`` as it starts) until none is left or none can start; after a failure start no more.
+    Returns the first failure (an exception or ``Stopped``), or None."""
+    running: dict[Any, str] = {}
+    failure: BaseException | None = None
+    while todo or running:
+        startable = [unit for unit in todo if failure is None and ready(unit)]
+        for unit in startable[:workers - len(running)]:
+            todo.remove(unit)
+            running[_submit(pool, unit, deadline)] = ", ".join(label for label, _ in unit)
+            for label, cfg in unit:
+                log(f"[{'resume' if _resuming(cfg) else 'train'}] {label} -> "
+                    f"{cfg.out_dir} ({len(running)} running)")
+        if not running:
+            break  # what is left waits for a run that failed or stopped
+        ended = _collect(running, log)  # collect even after a failure, or the loop spins
+        failure = failure or ended
+    return failure
+
+
+def _submit(pool, unit: Unit, deadline: float | None):
+    """Start ``unit`` in a worker process (configs travel as JSON); returns its future."""
+    return pool.submit(train_in_process, [(label, cfg.model_dump_json()) for label, cfg in unit],
+                       deadline)
+
+
+def _collect(running: dict[Any, str], log) -> BaseException | None:
+    """Wait for at least one running unit to end, log how each ended and drop it from
+    ``running``; returns the first failure among them, or None."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from tgd_core.training import Stopped
+
+    failure: BaseException | None = None
+    done, _ = wait(running, return_when=FIRST_COMPLETED)
+    for future in done:
+        labels = running.pop(future)
+        try:
+            pid, seconds = future.result()
+            log(f"[done] {labels} in {seconds:.0f} s (process {pid})")
+        except Stopped as exc:
+            log(f"[stopped] {labels}: {exc}")
+            failure = failure or exc
+        except Exception as exc:  # noqa: BLE001 — raised once the others have ended
+            log(f"[failed] {labels}: {exc}")
+            failure = failure or exc
+    return failure
 
 
 def train_in_process(unit: list[tuple[str, str]], deadline: float | None
