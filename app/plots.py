@@ -342,10 +342,9 @@ def similarity_grid(maps: dict[str, list[np.ndarray]], title: str,
     groups = max(len(m) for m in maps.values())
     b = len(next(iter(maps.values()))[0])
     labels = [_short(x) for x in labels] if labels is not None else [str(i) for i in range(b)]
-    strips = images is not None
-    off = int(strips)  # the thumbnail row and column come first
+    off = int(images is not None)  # the thumbnail row and column come first
     per_cell = max(230, 12 * b)  # px per map: a 32-image batch still shows 12 px per image
-    strip_px = 40 if strips else 0
+    strip_px = 40 * off
     fig = make_subplots(
         rows=groups + off, cols=len(columns) + off, shared_xaxes="columns",
         shared_yaxes="rows", horizontal_spacing=0.02, vertical_spacing=0.02,
@@ -353,35 +352,53 @@ def similarity_grid(maps: dict[str, list[np.ndarray]], title: str,
         column_widths=[strip_px] * off + [per_cell] * len(columns),
         subplot_titles=[""] * off + columns)  # the first row's cells: the column titles
     zmax = float(max(np.max(x) for v in maps.values() for x in v))
-    side = int(np.clip(per_cell // b, 8, 32))
     for c, name in enumerate(columns):
         for g, m in enumerate(maps[name]):
-            fig.add_trace(go.Heatmap(z=np.asarray(m, float), colorscale="Viridis", zmin=0,
-                                     zmax=zmax, showscale=(c == 0 and g == 0),
-                                     colorbar=dict(title="G̃", len=0.5),
-                                     hovertemplate="image %{y} × image %{x}: %{z:.4f}"
-                                                   "<extra>" + name + f" · group {g + 1}"
-                                                   "</extra>"),
+            fig.add_trace(_similarity_heatmap(m, zmax, f"{name} · group {g + 1}",
+                                              scale=c == 0 and g == 0),
                           row=g + 1 + off, col=c + 1 + off)
-        if strips:
-            fig.add_trace(_thumbnail_strip(images, False, side), row=1, col=c + 2)
     for g in range(groups):
-        if strips:
-            fig.add_trace(_thumbnail_strip(images, True, side), row=g + 2, col=1)
         fig.update_yaxes(title_text=f"group {g + 1}", row=g + 1 + off, col=1)
+    _similarity_axes(fig, labels, last_row=groups + off)
+    if images is not None:
+        _add_thumbnail_strips(fig, images, len(columns), groups, side=int(
+            np.clip(per_cell // b, 8, 32)))
+    return _layout(fig, title, per_cell * groups + strip_px + 160,
+                   margin=dict(l=110, r=20, t=90, b=110))
+
+
+def _similarity_heatmap(m: np.ndarray, zmax: float, name: str, *, scale: bool) -> go.Heatmap:
+    """One b×b map on the grid's shared colour scale (``scale``: draw the colour bar)."""
+    return go.Heatmap(z=np.asarray(m, float), colorscale="Viridis", zmin=0, zmax=zmax,
+                      showscale=scale, colorbar=dict(title="G̃", len=0.5),
+                      hovertemplate="image %{y} × image %{x}: %{z:.4f}<extra>" + name
+                                    + "</extra>")
+
+
+def _similarity_axes(fig: go.Figure, labels: list[str], *, last_row: int) -> None:
+    """Every map's axes span its b cells (row 0 on top); only the bottom row and the left
+    column carry the images' labels."""
+    b = len(labels)
     ticks = dict(tickmode="array", tickvals=list(range(b)), ticktext=labels,
                  tickfont=dict(size=9))
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False,
                      range=[-0.5, b - 0.5])
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False,
                      range=[b - 0.5, -0.5])
-    fig.update_xaxes(showticklabels=True, tickangle=-60, row=groups + off, **ticks)
+    fig.update_xaxes(showticklabels=True, tickangle=-60, row=last_row, **ticks)
     fig.update_yaxes(showticklabels=True, col=1, **ticks)
-    if strips:  # the strips' other axis: one image tall (wide), no ticks, row 0 on top
-        fig.update_yaxes(range=[0.5, -0.5], showticklabels=False, row=1)
-        fig.update_xaxes(range=[-0.5, 0.5], showticklabels=False, col=1)
-    return _layout(fig, title, per_cell * groups + strip_px + 160,
-                   margin=dict(l=110, r=20, t=90, b=110))
+
+
+def _add_thumbnail_strips(fig: go.Figure, images: np.ndarray, columns: int, groups: int, *,
+                          side: int) -> None:
+    """The batch's thumbnails above each map column (row 1) and beside each group's row
+    (column 1), ``side`` px each; the strips' other axis is one image tall (wide), unlabelled."""
+    for c in range(columns):
+        fig.add_trace(_thumbnail_strip(images, False, side), row=1, col=c + 2)
+    for g in range(groups):
+        fig.add_trace(_thumbnail_strip(images, True, side), row=g + 2, col=1)
+    fig.update_yaxes(range=[0.5, -0.5], showticklabels=False, row=1)
+    fig.update_xaxes(range=[-0.5, 0.5], showticklabels=False, col=1)
 
 
 CURVE_MARKER_SIZE = 9  # a 1-epoch run is one point per curve: it must read as a mark
