@@ -106,43 +106,48 @@ def main() -> None:
     for name in args.only or CARDS:
         meta = CARDS[name]
         experiment = ROOT / meta["experiment"] if "experiment" in meta else args.experiment
-        recipe = recipe_text(experiment, args.trained_on, meta.get("recipe_file"))
         path = ROOT / "checkpoints" / f"{name}.pt"
         run = run_dir(experiment, meta["run"])
         if args.ship:
             strip_checkpoint(run / "latest.pt", path)
-        rel = path.relative_to(ROOT)
-        ckpt = load_checkpoint(path)
-        print(f"{name}: evaluating", file=sys.stderr, flush=True)
-        test = evaluate(["--checkpoint", str(path), "--split", "test"])
-        lossless = evaluate(["--checkpoint", str(path), "--split", "test_lossless_1k"])
-        sweep = evaluate(["--checkpoint", str(path), "--split", "test", "--limit",
-                          str(args.sweep_limit), "--sweep", "--sweep-sigmas", "0.05", "0.1",
-                          "0.2"])
-        card = {
-            "name": name, **{k: v for k, v in meta.items()
-                             if k not in ("run", "experiment", "recipe_file")},
-            "architecture": ckpt.model, "input_kind": ckpt.input_kind,
-            "normalization": ckpt.normalization.to_dict(), "epoch": ckpt.epoch,
-            "seed": ckpt.config.get("seed"), "recipe": recipe,
-            "training_images": ckpt.config.get("train_subset") or 50000,
-            "epochs": ckpt.config.get("epochs"),
-            "training_run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
-            "metrics": {"accuracy": test["accuracy"], "nll": test["nll"], "ece": test["ece"]},
-            "test_batch": test, "test_batch_lossless_1k": lossless,
-            "corruption_sweep": {"split": "test", "limit": args.sweep_limit, "rows": sweep},
-            "commands": {
-                "test_batch": f"tgd evaluate --checkpoint {rel} --split test --json",
-                "test_batch_lossless_1k":
-                    f"tgd evaluate --checkpoint {rel} --split test_lossless_1k --json",
-                "corruption_sweep": f"tgd evaluate --checkpoint {rel} --split test --limit "
-                                    f"{args.sweep_limit} --sweep --sweep-sigmas 0.05 0.1 0.2 "
-                                    "--json",
-            },
-            "git_commit": ckpt.git_commit,
-        }
+        card = make_card(name, path, run, args.sweep_limit,
+                         recipe_text(experiment, args.trained_on, meta.get("recipe_file")))
         path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         path.with_suffix(".md").write_text(markdown(card))
+
+
+def evaluations(checkpoint: str, sweep_limit: int) -> dict[str, list[str]]:
+    """The ``tgd evaluate`` arguments (less ``--json``) behind each set of a card's numbers."""
+    on = ["--checkpoint", checkpoint, "--split"]
+    return {"test_batch": [*on, "test"], "test_batch_lossless_1k": [*on, "test_lossless_1k"],
+            "corruption_sweep": [*on, "test", "--limit", str(sweep_limit), "--sweep",
+                                 "--sweep-sigmas", "0.05", "0.1", "0.2"]}
+
+
+def make_card(name: str, path: Path, run: Path, sweep_limit: int, recipe: str) -> dict:
+    """The card of ``checkpoints/<name>.pt``: CARDS' entry, what the checkpoint records, every
+    evaluation of :func:`evaluations` and the commands that reproduce them."""
+    meta, ckpt = CARDS[name], load_checkpoint(path)
+    print(f"{name}: evaluating", file=sys.stderr, flush=True)
+    found = {key: evaluate(argv) for key, argv in evaluations(str(path), sweep_limit).items()}
+    test = found["test_batch"]
+    return {
+        "name": name, **{k: v for k, v in meta.items()
+                         if k not in ("run", "experiment", "recipe_file")},
+        "architecture": ckpt.model, "input_kind": ckpt.input_kind,
+        "normalization": ckpt.normalization.to_dict(), "epoch": ckpt.epoch,
+        "seed": ckpt.config.get("seed"), "recipe": recipe,
+        "training_images": ckpt.config.get("train_subset") or 50000,
+        "epochs": ckpt.config.get("epochs"),
+        "training_run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
+        "metrics": {"accuracy": test["accuracy"], "nll": test["nll"], "ece": test["ece"]},
+        "test_batch": test, "test_batch_lossless_1k": found["test_batch_lossless_1k"],
+        "corruption_sweep": {"split": "test", "limit": sweep_limit,
+                             "rows": found["corruption_sweep"]},
+        "commands": {key: f"tgd evaluate {' '.join(argv)} --json" for key, argv in
+                     evaluations(str(path.relative_to(ROOT)), sweep_limit).items()},
+        "git_commit": ckpt.git_commit,
+    }
 
 
 def markdown(card: dict) -> str:
