@@ -273,6 +273,10 @@ def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_p
     logits_only = runs["tgd_raw_a05_b0 seed 0"]
     assert logits_only.differences(runs["tgd_raw_a05 seed 0"].model_dump()) == ["method_params"]
     assert logits_only.method_params == {"alpha": 0.5, "beta": 0}
+    patch_logits_only = runs["tgd_patch_a05_b0 seed 0"]
+    assert patch_logits_only.differences(runs["tgd_patch_a05 seed 0"].model_dump()) == [
+        "method_params"]
+    assert patch_logits_only.differences(logits_only.model_dump()) == ["pi", "teachers"]
     weak = runs["teacher t2_raw_weak"]
     assert weak.differences(runs["init (scratch student)"].model_dump()) == ["epochs"]
     assert weak.epochs == 1 and weak.student_input == "raw"
