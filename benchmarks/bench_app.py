@@ -333,8 +333,14 @@ def report_lines(args: argparse.Namespace, load: float, runs: dict[str, dict]) -
     """The markdown section for ``runs`` (label → :func:`measure`'s timings): set-up, command,
     the browser-visitor and gradio_client tables, the before/after ratio when there is a
     'before', and the server-side phases."""
-    users = args.concurrent
-    lines = [
+    return [*setup_lines(args, load), "", *browser_table(args, runs), "",
+            *client_table(args, runs), *ratio_lines(args, runs), "", *phase_table(args, runs),
+            "", *WHERE_THE_TIME_WENT]
+
+
+def setup_lines(args: argparse.Namespace, load: float) -> list[str]:
+    """The machine, the command and what one call and each figure are."""
+    return [
         f"Measured {time.strftime('%Y-%m-%d')} on {cpu_name()}, {os.cpu_count()} cores, "
         f"load average {load:.1f} before the run; Python {sys.version.split()[0]}.",
         "",
@@ -348,8 +354,12 @@ def report_lines(args: argparse.Namespace, load: float, runs: dict[str, dict]) -
         "process used until `/` answered (about its time on an idle machine). *Server CPU per "
         "call*: the app process's user + system CPU time over the concurrent calls divided by "
         "their number — what a call costs whatever else runs on the machine; *client CPU per "
-        "call*: the same for the benchmark process, whose users share the app's 2 cores.",
-        "",
+        "call*: the same for the benchmark process, whose users share the app's 2 cores."]
+
+
+def browser_table(args: argparse.Namespace, runs: dict[str, dict]) -> list[str]:
+    """The browser-like visitors' first calls and later rounds, one row per code."""
+    return [
         f"**{args.concurrent} browser-like visitors** (`BrowserUser`: what a browser with the page "
         "open does — one keep-alive connection and one gradio session per visitor; upload, "
         "queue join, event stream; all on one asyncio loop). *First call*: every visitor's "
@@ -359,9 +369,14 @@ def report_lines(args: argparse.Namespace, load: float, runs: dict[str, dict]) -
         "| code | first call p50 (ms) | first call p95 (ms) | later p50 (ms) | "
         "later p95 (ms) | server CPU per call (ms) | client CPU per call (ms) |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        *[browser_row(label, r) for label, r in runs.items()],
-        "",
-        f"**Start, single calls, and {args.concurrent} `gradio_client` users** (one "
+        *[browser_row(label, r) for label, r in runs.items()]]
+
+
+def client_table(args: argparse.Namespace, runs: dict[str, dict]) -> list[str]:
+    """Start, single calls and the ``gradio_client`` users, one row per code."""
+    users = args.concurrent
+    return [
+        f"**Start, single calls, and {users} `gradio_client` users** (one "
         f"`gradio_client.Client` per user in a thread, connected beforehand, {args.rounds} "
         "rounds; `gradio_client` opens new HTTP connections for every upload, queue join and "
         "event stream, so its own CPU per call is several times the server's and, on these 2 "
@@ -371,21 +386,29 @@ def report_lines(args: argparse.Namespace, load: float, runs: dict[str, dict]) -
         f"single p50 (ms) | single p95 (ms) | {users} users p50 (ms) | {users} users p95 (ms) | "
         "server CPU per call (ms) | client CPU per call (ms) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *[row(label, r) for label, r in runs.items()],
-    ]
-    if "before" in runs:
-        ratios = {kind: percentile(runs["before"][kind]["later"], 95)
-                  / percentile(runs["after"][kind]["later"], 95)
-                  for kind in ("browser", "gradio_client")}
-        lines += ["", f"{args.concurrent}-concurrent p95 **{ratios['browser']:.1f}×** lower than "
-                      f"before with browser-like visitors, {ratios['gradio_client']:.1f}× with "
-                      "`gradio_client` users (both measured in this run)."]
-    lines += ["", f"Server side of the {args.concurrent} browser-like visitors' calls (gradio's "
-                  "profiler, `GRADIO_PROFILING=1`), p50 / p95 in ms:", "",
-              "| code | upload | queue wait | preprocess | handler | postprocess | total |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [phase_row(label, r["browser"]["phases"]) for label, r in runs.items()]
-    return lines + ["", *WHERE_THE_TIME_WENT]
+        *[row(label, r) for label, r in runs.items()]]
+
+
+def ratio_lines(args: argparse.Namespace, runs: dict[str, dict]) -> list[str]:
+    """How many times lower the later rounds' p95 is after than before (none without a
+    'before')."""
+    if "before" not in runs:
+        return []
+    ratios = {kind: percentile(runs["before"][kind]["later"], 95)
+              / percentile(runs["after"][kind]["later"], 95)
+              for kind in ("browser", "gradio_client")}
+    return ["", f"{args.concurrent}-concurrent p95 **{ratios['browser']:.1f}×** lower than "
+                f"before with browser-like visitors, {ratios['gradio_client']:.1f}× with "
+                "`gradio_client` users (both measured in this run)."]
+
+
+def phase_table(args: argparse.Namespace, runs: dict[str, dict]) -> list[str]:
+    """The server-side phases of the browser-like visitors' calls, one row per code."""
+    return [f"Server side of the {args.concurrent} browser-like visitors' calls (gradio's "
+            "profiler, `GRADIO_PROFILING=1`), p50 / p95 in ms:", "",
+            "| code | upload | queue wait | preprocess | handler | postprocess | total |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *[phase_row(label, r["browser"]["phases"]) for label, r in runs.items()]]
 
 
 def main() -> None:
