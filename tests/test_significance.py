@@ -394,6 +394,9 @@ def test_the_ablation_recipe_parses_and_plans_every_row(tmp_path, monkeypatch, c
     assert control.differences(runs["tgd_a0.5_b3000 seed 2"].model_dump()) == ["teachers"]
     assert (runs["teacher t2_raw_weak"].differences(runs["teacher t1"].model_dump())
             == ["epochs"])
+    raw_b0 = runs["tgd_raw_t2_a0.5_b0 seed 2"]  # with tgd_a0.5_b0: T2 x similarity term
+    assert raw_b0.differences(control.model_dump()) == ["method_params"]
+    assert raw_b0.differences(runs["tgd_a0.5_b0 seed 2"].model_dump()) == ["teachers"]
     assert not paired_by_seed(recipe, "tgd_aug", "kd_t1")
 
     assert main(["experiment", str(path), "--plan", "--out", str(tmp_path / "abl")]) == 0
