@@ -21,7 +21,7 @@ gr = pytest.importorskip("gradio")
 from app import jobs_view  # noqa: E402
 from app import screenshots as drive  # noqa: E402
 from app.__main__ import PublicWithoutAuth, check_exposure, is_loopback  # noqa: E402
-from tests.waiting import gradio_client  # noqa: E402
+from tests.waiting import SLOW, gradio_client  # noqa: E402
 from tests.zoo_helpers import save_net, use_zoo  # noqa: E402
 from tgd_core.core.paths import PROJECT_ROOT  # noqa: E402
 from tgd_core.jobs import Job, JobStore  # noqa: E402
@@ -144,7 +144,7 @@ def app(tmp_path_factory):
 
 def http_status(url: str) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(url, timeout=SLOW) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -219,7 +219,7 @@ def test_share_counts_as_public():
 def run_app(*args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TGD_APP_")}
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=PROJECT_ROOT,
-                          env={**environ, **env}, capture_output=True, text=True, timeout=120)
+                          env={**environ, **env}, capture_output=True, text=True, timeout=SLOW)
 
 
 @pytest.mark.parametrize("args, env", [(["--host", "0.0.0.0"], {}),

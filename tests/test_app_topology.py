@@ -14,7 +14,7 @@ gr = pytest.importorskip("gradio")
 
 import app.topology_view as view  # noqa: E402
 from app.topology_view import control_values  # noqa: E402
-from tests.waiting import gradio_client  # noqa: E402
+from tests.waiting import SLOW, gradio_client  # noqa: E402
 
 
 def figure(plot):
@@ -309,10 +309,10 @@ def test_the_raw_explore_api_reads_only_uploaded_files(tmp_path, monkeypatch):
             body = json.dumps({"data": [payload, *control_values("paper"), 128]}).encode()
             req = urllib.request.Request(f"{url}gradio_api/call/explore", data=body,
                                          headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with urllib.request.urlopen(req, timeout=SLOW) as resp:
                 event = json.loads(resp.read())["event_id"]
             with urllib.request.urlopen(f"{url}gradio_api/call/explore/{event}",
-                                        timeout=60) as resp:
+                                        timeout=SLOW) as resp:
                 kind, data = resp.read().decode().split("\n", 1)
             return f"{kind}\n{json.loads(data.removeprefix('data: '))}"
 

@@ -72,14 +72,14 @@ def test_upload_renders_the_persistence_diagrams(page, tmp_path):
     assert "40×30 image" in info and "Time: decode" in info
 
 
-def test_a_500x375_photo_renders_its_diagram_within_10_s(page, tmp_path):
+def test_a_500x375_photo_renders_its_diagram(page, tmp_path):
     from PIL import Image
 
     from tests.test_app_photos import synthetic_photo
 
     path = tmp_path / "photo.png"
     Image.fromarray(synthetic_photo(500, 375, seed=2)).save(path)
-    info = drive.show_topology(page, path, timeout_ms=10_000)
+    info = drive.show_topology(page, path)  # bounded against hangs only: no speed guess
     assert "128×96 image" in info and "original 500×375" in info
 
 
@@ -95,7 +95,7 @@ def test_a_bad_upload_shows_a_sentence_naming_the_field_and_the_fix(page, tmp_pa
     drive.open_tab(page, "topology")
     drive.upload_topology(page, path)
     toast = page.get_by_text(re.compile(r"Image: the file is (not an image|empty)")).first
-    toast.wait_for(timeout=20_000)
+    toast.wait_for()  # the page's bound against hangs (screenshots.TIMEOUT_MS)
     text = toast.inner_text()
     assert "upload a PNG or JPEG" in text
     assert "UnidentifiedImageError" not in text and "preprocess" not in text

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.waiting import SLOW
+
 
 def test_evaluate_choices_mirror_the_engine():
     from tgd_core.commands.evaluate import CORRUPTION_GROUPS, CORRUPTION_NAMES, SEVERITY_LEVELS
@@ -38,7 +40,7 @@ def test_commands_that_do_not_compute_import_neither_torch_nor_numba(argv, tmp_p
             " file=sys.stderr)")
     env = {**os.environ, "TGD_STATE_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, timeout=120)
+                         env=env, timeout=SLOW)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip().splitlines()[-1] == "[]"
 

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.waiting import SLOW
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
@@ -66,12 +68,12 @@ def test_the_image_layout_runs_and_finds_the_shipped_models(tmp_path):
              "print(tgd_core.__file__); print(app.__file__); "
              "print(sorted(e.name for e in model_zoo.discover(official='/nonexistent')))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=SLOW)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert all(line.startswith(str(tmp_path)) for line in lines[:2])
     shipped = {p.stem for p in (ROOT / "checkpoints").glob("*.pt")}
     assert shipped and all(name in lines[2] for name in shipped)
     cli = subprocess.run([sys.executable, "-m", "tgd_core", "--help"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=SLOW)
     assert cli.returncode == 0 and "export" in cli.stdout, cli.stderr

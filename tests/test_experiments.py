@@ -460,10 +460,10 @@ def test_parallel_runs_in_processes_after_their_teachers_and_resumes_a_stop(tmp_
 
 def test_a_failed_parallel_run_lets_the_others_finish_and_starts_nothing_that_needs_it(
         tmp_path, capsys):
-    """``--parallel 2`` resuming with teacher t2's ``latest.pt`` truncated: t2's worker fails with a line
-    naming the checkpoint, t1 (started beside it) still finishes and is kept, the student that
-    needs both never starts, and the command ends with a one-line error; once the bad file is
-    gone the same command trains what is left."""
+    """``--parallel 2`` resuming with teacher t2's ``latest.pt`` truncated: t2's worker fails
+    with a line naming the checkpoint, t1 (started beside it) still finishes and is kept, the
+    student that needs both never starts, and the command ends with a one-line error; once the
+    bad file is gone the same command trains what is left."""
     spec = {**TINY, "methods": {"mtkd": TINY["methods"]["mtkd"]}}
     recipe = tmp_path / "fail.yaml"
     recipe.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -477,7 +477,8 @@ def test_a_failed_parallel_run_lets_the_others_finish_and_starts_nothing_that_ne
 
     assert main(cli) == 2
     log = capsys.readouterr().err.splitlines()
-    assert any(line.startswith("[failed] teacher t2: ") and "latest.pt" in line for line in log), log
+    assert any(line.startswith("[failed] teacher t2: ") and "latest.pt" in line
+               for line in log), log
     assert any(line.startswith("[done] teacher t1 ") for line in log)
     assert not any("mtkd" in line for line in log)
     assert log[-1].startswith("tgd: error: experiment: ") and "latest.pt" in log[-1]
