@@ -72,3 +72,41 @@ def test_contrasts_are_holm_adjusted_over_the_contrasts_picked(tmp_path, capsys)
     assert "p = 0.03, Holm 0.06 |" in lines[2]
     with pytest.raises(SystemExit, match="was not compared with a baseline"):
         docs_tables.main(["contrasts", f"{a}:kd"])
+
+
+def write_evals(runs, name, values):
+    """``runs/<name>/seed<k>/eval.json`` whose every number is ``values[k]``."""
+    for seed, v in enumerate(values):
+        metrics = {"accuracy": v, "ece": v, "nll": v}
+        sweep = [{"corruption": "clean", "severity": 0, "sigma": None, "accuracy": v},
+                 {"corruption": "gaussian_noise", "severity": 1, "sigma": None, "accuracy": v},
+                 {"corruption": "gaussian_noise_sigma", "severity": None, "sigma": 0.1,
+                  "accuracy": v}]
+        folder = runs / name / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "eval.json").write_text(json.dumps({"best": metrics, "last": metrics,
+                                                      "sweep": sweep}))
+
+
+def test_an_interaction_is_a_difference_of_differences_paired_by_seed(tmp_path, capsys):
+    """(A − B) − (C − D) per seed = [1, 2, 2] − [0, 1, 0] = [1, 1, 2]: mean 4/3, standard error
+    1/3, t = 4 on 2 degrees of freedom: 95 % CI 4/3 ± 4.302653 / 3, p = 1 − 4 / √18 (the t
+    distribution with 2 degrees of freedom has F(t) = 1/2 + t / (2 √(t² + 2)))."""
+    runs = tmp_path / "runs"
+    for name, values in (("a", [80, 81, 82]), ("b", [79, 79, 80]), ("c", [78, 78, 78]),
+                         ("d", [78, 77, 78])):
+        write_evals(runs, name, values)
+    row, base = docs_tables.interaction_pair(runs, ["a", "b", "c", "d"])
+    assert (row["method"], base["method"], row["seeds"]) == ("(a − b)", "(c − d)", 3)
+    for key in NUMBERS:
+        assert row[f"{key}_delta"] == pytest.approx(4 / 3)
+        assert row[f"{key}_delta_high"] - 4 / 3 == pytest.approx(4.302653 / 3, abs=1e-6)
+        assert row[f"{key}_delta_p"] == pytest.approx(1 - 4 / 18 ** 0.5)
+        assert row[f"{key}_delta_p_holm"] == row[f"{key}_delta_p"]  # one test
+    assert docs_tables.main(["interaction", str(runs), "a", "b", "c", "d"]) == 0
+    assert "| (a − b) − (c − d) | +1.33 [−0.10, +2.77], p = 0.057" in capsys.readouterr().out
+
+    (runs / "d" / "seed1" / "eval.json").unlink()
+    (runs / "d" / "seed2" / "eval.json").unlink()
+    with pytest.raises(SystemExit, match=r"share 1 evaluated seed\(s\)"):
+        docs_tables.interaction_pair(runs, ["a", "b", "c", "d"])
