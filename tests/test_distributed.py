@@ -66,8 +66,11 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def assert_same_metrics(a: Path, b: Path, rel: float = 1e-5) -> None:
-    for ra, rb in zip(metrics(a), metrics(b), strict=True):
+def assert_same_metrics(a: Path, b: Path, later_rel: float = 1e-5) -> None:
+    """The epochs' losses agree to 1e-5 (relative) in the first epoch (two steps) and to
+    ``later_rel`` after it, where rounding differences have been amplified by training."""
+    for epoch, (ra, rb) in enumerate(zip(metrics(a), metrics(b), strict=True)):
+        rel = 1e-5 if epoch == 0 else later_rel
         for key in ra:
             if key.startswith("train_") and key != "train_accuracy":
                 assert ra[key] == pytest.approx(rb[key], rel=rel), key
@@ -82,13 +85,18 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     torchrun(*command, "--out", str(tmp_path / "ddp"))
     single(*command, "--out", str(tmp_path / "one"))
     two_steps = command is not TGD_CACHED
-    assert_same_metrics(tmp_path / "ddp", tmp_path / "one", rel=1e-5 if two_steps else 1e-4)
+    # the cached case's second epoch (steps 3-4): measured on an AVX-512 Xeon, train_sim of 2
+    # processes and of one differ by 1.3e-4 (relative) — and by 1.1e-2 with per-rank BatchNorm
+    # statistics (sync_batchnorm=false), 6.5e-3 in the first epoch — so 1e-3 separates the two
+    assert_same_metrics(tmp_path / "ddp", tmp_path / "one", later_rel=1e-3)
     gap = weight_gap(tmp_path / "ddp/latest.pt", tmp_path / "one/latest.pt")
     if two_steps:
         assert gap < 1e-4  # float rounding (reduction order) only
     if command is not SCRATCH:  # the test can fail: per-rank BatchNorm statistics are far off
         torchrun(*command, "--set", "sync_batchnorm=false", "--out", str(tmp_path / "nosync"))
         assert weight_gap(tmp_path / "nosync/latest.pt", tmp_path / "one/latest.pt") > 100 * gap
+        with pytest.raises(AssertionError):  # the metrics' tolerances see that difference too
+            assert_same_metrics(tmp_path / "nosync", tmp_path / "one", later_rel=1e-3)
     # rank 0 alone wrote the run's files, one line per epoch
     epochs = 1 if two_steps else 2
     assert json.loads((tmp_path / "ddp/result.json").read_text())["epochs"] == epochs
