@@ -132,10 +132,30 @@ def sweep(corruption: str, n_images: int, seed: int = 0, severity: int = 5,
 
 
 def build(examples: list[str]) -> None:
-    """The view's components and events (call inside a ``gr.Blocks`` context)."""
+    """The view's components and events (call inside a ``gr.Blocks`` context): the prediction
+    panel, then the sweep; a prediction on Predict and on every change of its inputs."""
     gr.Markdown("Corrupt a CIFAR-10 test image (or your own, resized to 32×32) and compare the "
                 "class probabilities of every available network; sweep the severities on a "
                 "random test subset for accuracy and calibration.")
+    inputs, outputs, run = _predict_panel(examples)
+    sweep_controls, sweep_outputs, sweep_run = _sweep_panel()
+    run.click(predict, inputs, outputs, api_name="noise_predict")
+    for control in inputs:
+        control.change(_predict_if_image, inputs, outputs, api_name=False,
+                       show_progress="minimal")
+    corruption = inputs[1]
+    sweep_run.click(sweep, [corruption, *sweep_controls], sweep_outputs, api_name="noise_sweep")
+
+
+def _predict_if_image(image, *values):
+    """:func:`predict`, or empty outputs while there is no image."""
+    return predict(image, *values) if image is not None else (None, None, None, "")
+
+
+def _predict_panel(examples: list[str]) -> tuple[list, list, gr.Button]:
+    """The image and its corruption's controls beside the clean and corrupted images and the
+    class probabilities: (inputs: image, corruption, severity, seed, true class; outputs:
+    clean, corrupted, probabilities, info; the Predict button)."""
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             image = image_upload(label="Image", height=220,
@@ -158,6 +178,12 @@ def build(examples: list[str]) -> None:
                 noisy_out = gr.Image(label="Corrupted", height=180, interactive=False)
             info = gr.Markdown(elem_id="noise-info")
             bars = gr.Plot(label="Class probabilities", elem_id="noise-probs")
+    return [image, corruption, severity, seed, truth], [clean_out, noisy_out, bars, info], run
+
+
+def _sweep_panel() -> tuple[list, list, gr.Button]:
+    """The severity sweep: (its controls after the corruption: images, subset seed,
+    reliability severity; its outputs: accuracy plot, reliability plot, table; its button)."""
     with gr.Accordion("Sweep over severities (the corruption chosen above)", open=True):
         with gr.Row():
             n_images = SWEEP_IMAGES.slider(100, 10)
@@ -169,12 +195,4 @@ def build(examples: list[str]) -> None:
             acc_plot = gr.Plot(label="Accuracy vs severity", elem_id="noise-sweep-plot")
             rel_plot = gr.Plot(label="Reliability", elem_id="noise-reliability")
         table = gr.Dataframe(headers=SWEEP_COLUMNS, label="Results", interactive=False)
-
-    inputs = [image, corruption, severity, seed, truth]
-    outputs = [clean_out, noisy_out, bars, info]
-    run.click(predict, inputs, outputs, api_name="noise_predict")
-    for control in (image, corruption, severity, seed, truth):
-        control.change(lambda *a: predict(*a) if a[0] is not None else (None, None, None, ""),
-                       inputs, outputs, api_name=False, show_progress="minimal")
-    sweep_run.click(sweep, [corruption, n_images, sweep_seed, rel_severity],
-                    [acc_plot, rel_plot, table], api_name="noise_sweep")
+    return [n_images, sweep_seed, rel_severity], [acc_plot, rel_plot, table], sweep_run
