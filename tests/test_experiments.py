@@ -177,7 +177,7 @@ def test_shipped_recipes_are_valid(tmp_path):
         runs = plan(recipe, tmp_path / name)
         reused = reused_teachers(recipe, tmp_path / name)
         assert len(runs) == (len(recipe.teachers) - len(reused) + (recipe.init is not None)
-                             + len(recipe.methods) * len(recipe.seeds))
+                             + sum(len(recipe.seeds_of(row)) for row in recipe.methods))
     # cpu_topology's t1 and t2_paper are cpu.yaml's t1 and t2 (its settings; its checkpoints
     # once that experiment has trained them)
     cpu = Recipe.load(PROJECT_ROOT / "recipes" / "cpu.yaml")
@@ -277,6 +277,13 @@ def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_p
     assert patch_logits_only.differences(runs["tgd_patch_a05 seed 0"].model_dump()) == [
         "method_params"]
     assert patch_logits_only.differences(logits_only.model_dump()) == ["pi", "teachers"]
+    two_by_two = {"tgd_patch_a05", "tgd_raw_a05", "tgd_raw_a05_b0", "tgd_patch_a05_b0"}
+    for row in recipe.methods:  # the 2 x 2 at alpha 0.5 has five seeds, the rest the recipe's
+        assert recipe.seeds_of(row) == ([0, 1, 2, 3, 4] if row in two_by_two else [0, 1, 2])
+    for row in two_by_two:
+        for seed in (0, 1, 2):
+            assert runs[f"{row} seed {seed}"].out_dir.startswith(
+                "docs/results/runs/cpu_pi_teacher/"), (row, seed)
     weak = runs["teacher t2_raw_weak"]
     assert weak.differences(runs["init (scratch student)"].model_dump()) == ["epochs"]
     assert weak.epochs == 1 and weak.student_input == "raw"

@@ -179,6 +179,24 @@ def test_any_number_of_distinct_seeds(tmp_path):
         Recipe.load(path)
 
 
+def test_a_row_may_have_seeds_of_its_own(tmp_path):
+    """More seeds for the rows a question turns on: their runs are planned, reported and
+    paired (on the seeds both rows have) like any other."""
+    rows = {"kd_t1": RECIPE["methods"]["kd_t1"],
+            "tgd": {**RECIPE["methods"]["tgd"], "seeds": [0, 1, 2, 3]}}
+    recipe = Recipe(**{**RECIPE, "seeds": [0, 1], "methods": rows})
+    assert (recipe.seeds_of("kd_t1"), recipe.seeds_of("tgd")) == ([0, 1], [0, 1, 2, 3])
+    labels = [label for label, _ in plan(recipe, tmp_path) if " seed " in label]
+    assert labels == ["kd_t1 seed 0", "kd_t1 seed 1"] + [f"tgd seed {k}" for k in range(4)]
+    assert "Seeds: [0, 1]; tgd: [0, 1, 2, 3] (*seeds*" in _markdown(recipe, [], {})
+    path = tmp_path / "dup.yaml"
+    for bad, problem in (([3, 3], "seeds must be distinct, got \\[3, 3\\]"),
+                         ([], "at least 1 item")):
+        path.write_text(yaml.safe_dump({**RECIPE, "methods": {"tgd": {"seeds": bad}}}))
+        with pytest.raises(TGDError, match=f"invalid recipe: methods.tgd.seeds: .*{problem}"):
+            Recipe.load(path)
+
+
 # --- the reports -------------------------------------------------------------------------------
 
 

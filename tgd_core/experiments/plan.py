@@ -210,7 +210,7 @@ def plan(recipe: Recipe, out: Path, reused: dict[str, Path] | None = None
 
 def _method_runs(recipe: Recipe, name: str, out: Path, teacher_paths: dict[str, Path],
                  init_path: Path | None) -> list[tuple[str, Any]]:
-    """The runs of method row ``name``: one per seed."""
+    """The runs of method row ``name``: one per seed of the row."""
     spec = recipe.methods[name]
     unknown = set(spec.teachers.values()) - set(recipe.teachers)
     if unknown:
@@ -218,7 +218,7 @@ def _method_runs(recipe: Recipe, name: str, out: Path, teacher_paths: dict[str, 
     if spec.init and init_path is None:
         raise TGDError(f"method {name}: init needs the recipe's 'init' stage")
     runs = []
-    for seed in recipe.seeds:
+    for seed in recipe.seeds_of(name):
         values = {**recipe.common, **recipe.student, **spec.overrides,
                   "method": spec.method or name, "method_params": spec.params,
                   "teachers": {role: str(teacher_paths[t]) for role, t in spec.teachers.items()},

@@ -1,7 +1,7 @@
 """The recipe of an experiment (YAML): teachers, the scratch student used as TGD's "annealing"
-start, the methods, the seeds (any number, distinct), the evaluation and the ``baseline`` row
-the others are compared with (:mod:`.significance`), with TrainConfig fields shared by all runs
-(``common``) or set per stage. A teacher entry may be another recipe's teacher
+start, the methods, the seeds (any number, distinct; a row may have its own), the evaluation and
+the ``baseline`` row the others are compared with (:mod:`.significance`), with TrainConfig fields
+shared by all runs (``common``) or set per stage. A teacher entry may be another recipe's teacher
 (:class:`TeacherReference`, ``{from_recipe: paper, name: t1}``); ``reuse`` names experiment
 folders whose finished runs count as this recipe's where they learned the same
 (:mod:`.plan`). ``extends: OTHER`` starts from another recipe's file: each top-level key this
@@ -23,6 +23,13 @@ from tgd_core.core.validation import validated
 from tgd_core.evaluation.sweep import Condition, conditions
 
 
+def distinct_seeds(seeds: list[int]) -> list[int]:
+    """``seeds`` unchanged; ValueError if one repeats."""
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    return seeds
+
+
 class MethodSpec(BaseModel):
     """One row of the comparison: a method, its parameters and which teachers fill its roles."""
 
@@ -32,6 +39,14 @@ class MethodSpec(BaseModel):
     teachers: dict[str, str] = Field(default_factory=dict, description="role -> teacher name")
     init: bool = False  # start from the recipe's scratch student (TGD's annealing)
     overrides: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] | None = Field(None, min_length=1, description="this row's seeds "
+                                    "(default: the recipe's), e.g. more seeds for the rows "
+                                    "a question turns on")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        return None if seeds is None else distinct_seeds(seeds)
 
 
 class EvalSpec(BaseModel):
@@ -77,9 +92,7 @@ class Recipe(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be distinct, got {seeds}")
-        return seeds
+        return distinct_seeds(seeds)
 
     @field_validator("teachers")
     @classmethod
@@ -106,6 +119,10 @@ class Recipe(BaseModel):
                                  f"{', '.join(self.methods)})")
             self.baseline = None
         return self
+
+    def seeds_of(self, row: str) -> list[int]:
+        """The seeds of method row ``row``: its own, else the recipe's."""
+        return self.methods[row].seeds or self.seeds
 
     def with_baseline(self, row: str) -> Recipe:
         """This recipe with its rows compared with ``row`` instead (training is unchanged);

@@ -148,10 +148,17 @@ def plus_minus(row: dict, key: str, digits: int = 2) -> str:
             if f"{key}_mean" in row else "–")
 
 
+def seeds_line(recipe: Recipe) -> str:
+    """The recipe's seeds, then those of each row that has its own: ``[0, 1, 2]; tgd: [0, 1,
+    2, 3, 4]``."""
+    own = [f"{name}: {spec.seeds}" for name, spec in recipe.methods.items() if spec.seeds]
+    return "; ".join([str(recipe.seeds), *own])
+
+
 def _markdown(recipe: Recipe, rows: list[dict], evals: dict[str, list[dict]]) -> str:
     """``results.md``: the summary table, then accuracy per corruption (mean over severities)."""
     lines = [f"# Experiment `{recipe.name}`", "", recipe.description.strip(), "",
-             f"Seeds: {recipe.seeds} (*seeds*: how many of them a row has finished). Mean ± "
+             f"Seeds: {seeds_line(recipe)} (*seeds*: how many of them a row has finished). Mean ± "
              "std over seeds (the value alone from one seed). Accuracy in %, ECE as a fraction "
              "(15 bins), NLL in nats. *best* = the epoch with the highest test accuracy "
              "(selected on the test set, as the reference code does); *last* = the final epoch.",
@@ -269,7 +276,7 @@ def _plots(recipe: Recipe, out: Path, evals: dict[str, list[dict]]) -> None:
         bins = [b for b in runs[0]["last"]["reliability"] if b["count"]]
         rel.add_trace(go.Scatter(x=[b["confidence"] for b in bins],
                                  y=[b["accuracy"] for b in bins], mode="lines+markers",
-                                 name=f"{name} (seed {recipe.seeds[0]})"))
+                                 name=f"{name} (seed {runs[0].get('seed', 0)})"))
     rel.update_layout(title="Reliability diagrams (last epoch)", xaxis_title="confidence",
                       yaxis_title="accuracy", template="plotly_white")
     rel.write_html(out / "reliability.html", include_plotlyjs="cdn")
