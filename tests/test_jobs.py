@@ -254,6 +254,12 @@ def test_malformed_config_is_rejected_naming_the_field(store: JobStore, capsys) 
     assert cli.main(["jobs", "submit", "test-counter", "--set", "steps=-1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "steps: Input should be greater than or equal to 1" in err
+    with pytest.raises(SystemExit):  # the help names every built-in kind
+        cli.main(["jobs", "submit", "--help"])
+    from tgd_core.jobs.registry import KINDS
+
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(kind in help_text for kind in KINDS)
 
 
 def test_submit_normalises_config_and_cli_set_nests(store: JobStore, capsys) -> None:

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         return q
 
     q = add("submit", _submit, "queue a job; its config is validated now")
-    q.add_argument("kind", help="pi-cache, evaluate, ... (train, distill, experiment when ready)")
+    q.add_argument("kind", help="train, distill, experiment, evaluate, pi-cache, or a plugin's "
+                                "(TGD_JOB_PLUGINS); an unknown kind is refused with the list")
     q.add_argument("--config", default=None, help="JSON object, or @file.json")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set one config field (dotted keys for nested ones); the value is read "

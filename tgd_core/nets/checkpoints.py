@@ -188,6 +188,15 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
         "versions": library_versions(),
         "git_commit": git_commit if git_commit is not None else current_git_commit(),
     }
+    buffer = _checked_bytes(payload, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()),
+                        fault=f"checkpoint-{path.name}")
+
+
+def _checked_bytes(payload: dict[str, Any], path: Path) -> io.BytesIO:
+    """``payload`` serialised, once it is finite (:class:`NonFiniteError`) and reads back under
+    ``weights_only=True`` (:class:`TGDError` naming the field that does not)."""
     bad, total = non_finite_tensors(named_tensors(
         {k: payload[k] for k in ("state_dict", "optimizer", "scheduler", "training_state")}))
     if bad:
@@ -196,14 +205,12 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     buffer.seek(0)
-    try:  # what we write must read back under weights_only=True
+    try:
         _load(buffer, path)
     except TGDError as exc:
         raise TGDError(f"{path}: not saved: fields must be plain numbers, strings, lists, "
                        f"dicts or tensors ({str(exc).split(': ', 1)[1]})") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda f: f.write(buffer.getbuffer()),
-                        fault=f"checkpoint-{path.name}")
+    return buffer
 
 
 def strip_checkpoint(src: str | Path, dst: str | Path) -> Path:
