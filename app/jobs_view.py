@@ -21,7 +21,7 @@ from tgd_core.core import paths
 from tgd_core.core.errors import TGDError
 from tgd_core.distill import METHODS
 from tgd_core.distill.tgd import TGDParams
-from tgd_core.jobs import FINISHED, Job, JobStore
+from tgd_core.jobs import CANCELLABLE, FINISHED, RESUMABLE, Job, JobStore
 from tgd_core.nets import model_zoo
 from tgd_core.nets.models import MODELS
 from tgd_core.training.config import TrainConfig
@@ -293,28 +293,38 @@ def details(job_id) -> tuple[Any, str]:
     return fig, "\n\n".join(lines)
 
 
+def buttons(job: Job | None) -> tuple[Any, Any]:
+    """The Cancel and Resume buttons for ``job``: each clickable only where the job store
+    would do it (cancel a queued or running job, resume a failed, cancelled or interrupted one)."""
+    status = job.status if job is not None else None
+    return (gr.update(interactive=status in CANCELLABLE),
+            gr.update(interactive=status in RESUMABLE))
+
+
 def poll(job_id, seen: dict | None):
-    """Timer handler: the table always (the selected job highlighted); curves, description and
-    files only when the job changed."""
+    """Timer handler: the table always (the selected job highlighted); curves, description,
+    files and the Cancel and Resume buttons only when the job changed."""
     seen = seen or {}
     rows = jobs_table(job_id)
     job = _job_or_none(job_id)
+    unchanged = (rows, *(gr.skip(),) * 5, seen)
     if job is None:
-        return rows, gr.skip(), gr.skip(), gr.skip(), seen
+        return unchanged
     key = {"id": job.id, "status": job.status_text, "progress": round(job.progress, 3),
            "eta": _eta(job), "attempt": job.attempt}
     if key == seen:
-        return rows, gr.skip(), gr.skip(), gr.skip(), seen
+        return unchanged
     fig, text = details(job.id)
     files = job_files(job.id) if job.status in FINISHED or seen.get("id") != job.id \
         else gr.skip()
-    return rows, fig, text, files, key
+    return rows, fig, text, files, *buttons(job), key
 
 
-def select_job(job_id) -> tuple[Any, str, list[str], dict, Any]:
-    """Handler (a job selected): (curves, description, its files, fresh poll state, the table
-    with its row highlighted)."""
-    return (*details(job_id), job_files(job_id), {}, jobs_table(job_id))
+def select_job(job_id) -> tuple[Any, ...]:
+    """Handler (a job selected): (curves, description, its files, the Cancel and Resume
+    buttons, fresh poll state, the table with its row highlighted)."""
+    return (*details(job_id), job_files(job_id), *buttons(_job_or_none(job_id)), {},
+            jobs_table(job_id))
 
 
 def refresh_checkpoints(shown: dict | None):
@@ -380,8 +390,9 @@ def build() -> None:
                                  column_widths=TABLE_WIDTHS, elem_id="jobs-table")
             with gr.Row():
                 job_id = JOB_ID.number(None, elem_id="job-id")
-                cancel_btn = gr.Button("Cancel", variant="stop", elem_id="job-cancel")
-                resume_btn = gr.Button("Resume", elem_id="job-resume")
+                cancel_btn = gr.Button("Cancel", variant="stop", interactive=False,
+                                       elem_id="job-cancel")
+                resume_btn = gr.Button("Resume", interactive=False, elem_id="job-resume")
             text = gr.Markdown(PLACEHOLDER, elem_id="job-details")
             curves = gr.Plot(label="Loss and accuracy", elem_id="job-curves")
             files = gr.File(label="Checkpoints and logs", file_count="multiple",
@@ -391,7 +402,8 @@ def build() -> None:
     raw = {"preprocess": False}
 
     submit_btn.click(submit, form, [note, table, job_id], api_name="submit_job", **raw)
-    timer.tick(poll, [job_id, seen], [table, curves, text, files, seen], api_name=False,
+    timer.tick(poll, [job_id, seen], [table, curves, text, files, cancel_btn, resume_btn, seen],
+               api_name=False,
                show_progress="hidden", **raw)
     cancel_btn.click(cancel, job_id, table, api_name="cancel_job", **raw)
     resume_btn.click(resume, job_id, table, api_name="resume_job", **raw)
@@ -402,5 +414,5 @@ def build() -> None:
         return evt.row_value[0] if evt.row_value else gr.skip()
 
     table.select(select, None, job_id, api_name=False)
-    job_id.change(select_job, job_id, [curves, text, files, seen, table], api_name="select_job",
-                  **raw)
+    job_id.change(select_job, job_id, [curves, text, files, cancel_btn, resume_btn, seen, table],
+                  api_name="select_job", **raw)

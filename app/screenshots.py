@@ -26,7 +26,8 @@ VIEW_MARKERS = {"topology": "#topology-run", "teachers": "#teachers-run", "jobs"
 DESKTOP, PHONE = (1440, 900), (390, 844)
 SCREENSHOT_EXAMPLE = 3  # the explorer's screenshot: this example clicked (0 shows on load)
 TIMEOUT_MS = 60_000
-POLL_MS = 2_000
+#: The download link of a finished job's best.pt in the Jobs view's file list.
+BEST_CHECKPOINT_LINK = '#job-files td[aria-label="best.pt"] + td a'
 
 
 @contextmanager
@@ -203,12 +204,12 @@ def stop_workers(state_dir: str | Path) -> None:
 
 
 def show_job(page) -> None:
-    """Run a tiny 3-epoch scratch job and wait for its curves (needs the ``train`` kind)."""
+    """Run a tiny 3-epoch scratch job and wait for its curves and its files."""
     note = submit_job(page, train_subset=512, test_subset=256, epochs=3, batch_size=64)
     job_id = int(note.split("Job ", 1)[1].split(" ", 1)[0])
     wait_for_status(page, job_id, "succeeded")
     page.locator("#job-curves .main-svg").first.wait_for()
-    page.wait_for_timeout(2.5 * POLL_MS)  # the file list follows the next poll
+    page.locator(BEST_CHECKPOINT_LINK).wait_for()
 
 
 def show_export(page) -> str:
@@ -233,8 +234,6 @@ def main() -> None:
 
     if not (args.image or example_images()):
         ap.error("no example images (CIFAR-10 missing): pass --image")
-    from tgd_core.jobs import available_kinds
-
     state = tempfile.mkdtemp(prefix="tgd-screenshots-")  # jobs go to a throw-away store
     os.environ["TGD_STATE_DIR"] = state
     with running_app() as url, browser() as page:
@@ -246,13 +245,10 @@ def main() -> None:
         page.screenshot(path=str(out / "topology.png"), full_page=True)
         show_teachers(page)
         page.screenshot(path=str(out / "teachers.png"), full_page=True)
-        if "train" in available_kinds():
-            try:
-                show_job(page)
-            finally:
-                stop_workers(state)
-        else:
-            open_tab(page, "jobs")
+        try:
+            show_job(page)
+        finally:
+            stop_workers(state)
         page.screenshot(path=str(out / "jobs.png"), full_page=True)
         show_noise(page, 4)
         show_sweep(page)

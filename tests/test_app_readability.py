@@ -61,7 +61,7 @@ def test_the_selected_job_row_is_highlighted(zoo, kinds):
     assert all(set(s) == {""} for s in styling(jobs_view.jobs_table(None)))
     assert all(set(s) == {""} for s in styling(jobs_view.jobs_table(999)))
     # the handlers return the table with their job selected
-    assert set(styling(jobs_view.select_job(ids[0])[4])[2]) == {jobs_view.SELECTED_STYLE}
+    assert set(styling(jobs_view.select_job(ids[0])[6])[2]) == {jobs_view.SELECTED_STYLE}
     assert set(styling(jobs_view.poll(ids[2], {})[0])[0]) == {jobs_view.SELECTED_STYLE}
 
 

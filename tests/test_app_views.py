@@ -193,7 +193,11 @@ def test_cancel_resume_details_files_and_poll(zoo, kinds):
         jobs_view.cancel(999)
     with pytest.raises(gr.Error, match="Selected job: must be a whole number"):
         jobs_view.resume(job_id + 0.5)
+    interactive = lambda job: [u["interactive"] for u in jobs_view.buttons(job)]  # noqa: E731
+    assert interactive(jobs_view.store().get(job_id)) == [True, False]  # queued: cancel only
+    assert interactive(None) == [False, False]
     assert table_rows(jobs_view.cancel(job_id))[0][3] == "cancelled"
+    assert interactive(jobs_view.store().get(job_id)) == [False, True]  # cancelled: resume only
     with pytest.raises(gr.Error, match="only queued or running"):
         jobs_view.cancel(job_id)
     assert table_rows(jobs_view.resume(job_id))[0][3] == "queued"
@@ -210,10 +214,12 @@ def test_cancel_resume_details_files_and_poll(zoo, kinds):
     assert [os.path.basename(f) for f in jobs_view.job_files(job_id)] == \
         ["latest.pt", "metrics.jsonl"]
 
-    table, fig2, text2, files, seen = jobs_view.poll(job_id, {})
+    table, fig2, text2, files, cancel, resume, seen = jobs_view.poll(job_id, {})
     assert table_rows(table)[0][0] == job_id and seen["status"] == "queued" and len(files) == 2
+    assert (cancel["interactive"], resume["interactive"]) == (True, False)
     again = jobs_view.poll(job_id, seen)
-    assert all(isinstance(x, type(gr.skip())) for x in again[1:4])
+    assert all(isinstance(x, type(gr.skip())) for x in again[1:6])
+    assert jobs_view.select_job(job_id)[3:5] == jobs_view.buttons(jobs_view.store().get(job_id))
     assert jobs_view.details(None)[0] is None and jobs_view.job_files(999) == []
 
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tests.waiting import SLOW, wait_for
 from tgd_core.core.errors import TGDError
 from tgd_core.jobs import JobContext, JobStopped, JobStore, register_kind
-from tgd_core.jobs.store import SCHEMA_VERSION, pid_alive
+from tgd_core.jobs.store import CANCELLABLE, RESUMABLE, SCHEMA_VERSION, STATUSES, pid_alive
 
 TESTS = Path(__file__).resolve().parent
 
@@ -301,6 +301,22 @@ def test_a_stored_config_that_fails_validation_fails_the_job_with_one_line(
     assert job.status == "failed" and job.traceback is None
     assert job.error.startswith("bad train config: epochs: Input should be less than or equal")
     assert "\n" not in job.error
+
+
+def test_cancellable_and_resumable_name_what_the_store_does(store: JobStore) -> None:
+    """The app enables its Cancel and Resume buttons from these sets: for every status, the
+    store cancels (resumes) a job exactly when its status is in CANCELLABLE (RESUMABLE)."""
+    for status in STATUSES:
+        for action, allowed in ((store.cancel, CANCELLABLE), (store.resume, RESUMABLE)):
+            job = store.submit("test-counter", {"steps": 1})
+            with store._tx("test") as c:
+                c.execute("UPDATE jobs SET status = ? WHERE id = ?", (status, job.id))
+            try:
+                action(job.id)
+                done = True
+            except TGDError:
+                done = False
+            assert done == (status in allowed), (action.__name__, status)
 
 
 def test_control_transitions(store: JobStore) -> None:

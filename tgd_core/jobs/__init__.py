@@ -25,7 +25,7 @@ first lookup.
 
 from tgd_core.jobs.context import JobContext, JobStopped
 from tgd_core.jobs.registry import JobKind, available_kinds, register_kind
-from tgd_core.jobs.store import FINISHED, STATUSES, Job, JobStore
+from tgd_core.jobs.store import CANCELLABLE, FINISHED, RESUMABLE, STATUSES, Job, JobStore
 
 
 def __getattr__(name: str):
@@ -44,6 +44,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "FINISHED", "KINDS", "REGISTRY", "STATUSES", "Job", "JobContext", "JobKind", "JobStopped",
-    "JobStore", "Supervisor", "available_kinds", "ensure_worker", "register_kind",
+    "CANCELLABLE", "FINISHED", "KINDS", "REGISTRY", "RESUMABLE", "STATUSES", "Job", "JobContext",
+    "JobKind", "JobStopped", "JobStore", "Supervisor", "available_kinds", "ensure_worker",
+    "register_kind",
 ]

@@ -35,6 +35,7 @@ from tgd_core.core.fileio import fault_point
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 RESUMABLE = frozenset({"failed", "cancelled", "interrupted"})
+CANCELLABLE = frozenset({"queued", "running"})
 DB_NAME = "jobs.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 STALE_AFTER_S = 600.0  # a running job whose heartbeat is older than this is interrupted
