@@ -183,12 +183,18 @@ def test_a_row_may_have_seeds_of_its_own(tmp_path):
     """More seeds for the rows a question turns on: their runs are planned, reported and
     paired (on the seeds both rows have) like any other."""
     rows = {"kd_t1": RECIPE["methods"]["kd_t1"],
-            "tgd": {**RECIPE["methods"]["tgd"], "seeds": [0, 1, 2, 3]}}
+            "tgd": {**RECIPE["methods"]["tgd"], "seeds": [0, 1, 2, 3]},
+            "kd_t2": {**RECIPE["methods"]["kd_t2"], "seeds": [5]},
+            "mtkd": {"teachers": {"t1": "t1", "t2": "t2"}, "seeds": [0, 1, 2, 3]}}
     recipe = Recipe(**{**RECIPE, "seeds": [0, 1], "methods": rows})
     assert (recipe.seeds_of("kd_t1"), recipe.seeds_of("tgd")) == ([0, 1], [0, 1, 2, 3])
     labels = [label for label, _ in plan(recipe, tmp_path) if " seed " in label]
-    assert labels == ["kd_t1 seed 0", "kd_t1 seed 1"] + [f"tgd seed {k}" for k in range(4)]
-    assert "Seeds: [0, 1]; tgd: [0, 1, 2, 3] (*seeds*" in _markdown(recipe, [], {})
+    assert labels == (["kd_t1 seed 0", "kd_t1 seed 1"] + [f"tgd seed {k}" for k in range(4)]
+                      + ["kd_t2 seed 5"] + [f"mtkd seed {k}" for k in range(4)])
+    assert "Seeds: [0, 1] (tgd, mtkd: [0, 1, 2, 3]; kd_t2: [5]) (*seeds*" in _markdown(
+        recipe, [], {})
+    alone = Recipe(**{**RECIPE, "seeds": [0, 1], "methods": {"kd_t1": rows["kd_t1"]}})
+    assert "Seeds: [0, 1] (*seeds*" in _markdown(alone, [], {})
     path = tmp_path / "dup.yaml"
     for bad, problem in (([3, 3], "seeds must be distinct, got \\[3, 3\\]"),
                          ([], "at least 1 item")):

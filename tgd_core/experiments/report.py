@@ -149,10 +149,14 @@ def plus_minus(row: dict, key: str, digits: int = 2) -> str:
 
 
 def seeds_line(recipe: Recipe) -> str:
-    """The recipe's seeds, then those of each row that has its own: ``[0, 1, 2]; tgd: [0, 1,
-    2, 3, 4]``."""
-    own = [f"{name}: {spec.seeds}" for name, spec in recipe.methods.items() if spec.seeds]
-    return "; ".join([str(recipe.seeds), *own])
+    """The recipe's seeds, then the rows that have their own, grouped by seeds: ``[0, 1, 2]
+    (tgd, mtkd: [0, 1, 2, 3, 4])``."""
+    own: dict[str, list[str]] = {}
+    for name, spec in recipe.methods.items():
+        if spec.seeds:
+            own.setdefault(str(spec.seeds), []).append(name)
+    groups = "; ".join(f"{', '.join(rows)}: {seeds}" for seeds, rows in own.items())
+    return f"{recipe.seeds}" + (f" ({groups})" if groups else "")
 
 
 def _markdown(recipe: Recipe, rows: list[dict], evals: dict[str, list[dict]]) -> str:
