@@ -359,6 +359,17 @@ def test_control_transitions(store: JobStore) -> None:
     assert c.id > b.id  # ids are never reused
 
 
+def test_a_process_reaped_between_the_two_checks_of_pid_alive_is_dead(monkeypatch) -> None:
+    """kill(pid, 0) can succeed on a zombie that is reaped before /proc/<pid>/stat is read (a
+    crashed job's child, under load): that process is gone, not alive."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its pid is free
+    assert not pid_alive(child.pid)
+    monkeypatch.setattr(os, "kill", lambda pid, sig: None)  # kill(0) "succeeded" just before
+    assert not pid_alive(child.pid)
+    assert pid_alive(os.getpid())
+
+
 def test_reconcile_interrupts_jobs_of_dead_processes(store: JobStore) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

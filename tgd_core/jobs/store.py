@@ -95,8 +95,10 @@ def pid_alive(pid: int | None) -> bool:
         return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # reaped since kill(0), unless there is no /proc (not Linux)
+        return not Path("/proc/self/stat").exists()
     except OSError:
-        return True  # no /proc (not Linux): trust kill(0)
+        return True
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
