@@ -228,7 +228,8 @@ def _significance_table(rows: list[dict]) -> list[str]:
              "scipy.stats; *Holm*: that p-value adjusted for comparing every row with "
              f"{baseline} (Holm's step-down method over the rows, per number). "
              "n/a: undefined (fewer than two seeds on a side, or no spread). "
-             "Seeds with a NaN are left out (then `n=` says how many were used). Accuracy in "
+             "Seeds with a NaN, or that only one of the two rows has, are left out (then "
+             "`n=` says how many values of the method / of the baseline were used). Accuracy in "
              "points of %; Gaussian-noise acc is the mean over the noise σ.", "",
              "| method | test | " + " | ".join(f"Δ {label} [{level} CI], p"
                                                for label in COMPARED.values()) + " |",
