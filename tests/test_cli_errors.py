@@ -98,6 +98,8 @@ CASES = [
     ("experiment-recipe-binary", ["experiment", "{d}/binary.bin"], ["{d}/binary.bin"]),
     ("experiment-only-not-a-row", ["experiment", "{d}/ok.yaml", "--plan", "--only", "kd"],
      ["--only kd", "not a row of recipe x", "scratch"]),
+    ("experiment-seeds-not-a-seed", ["experiment", "{d}/ok.yaml", "--plan", "--seeds", "0", "7"],
+     ["--seeds 7", "not a seed of recipe x", "their seeds: 0"]),
     ("experiment-out-under-a-file", ["experiment", "{d}/ok.yaml", "--plan", "--out",
                                      "{d}/afile/x"], ["{d}/afile/x", "{d}/afile is a file"]),
     # jobs
@@ -121,6 +123,9 @@ CASES = [
     ("jobs-experiment-only-not-a-row", ["jobs", "submit", "experiment", "--config",
                                         '{"recipe": "{d}/ok.yaml", "only": ["kd"]}'],
      ["only kd", "not a row of recipe x"]),
+    ("jobs-experiment-seeds-not-a-seed", ["jobs", "submit", "experiment", "--config",
+                                          '{"recipe": "{d}/ok.yaml", "seeds": [3]}'],
+     ["seeds 3", "not a seed of recipe x"]),
     ("jobs-no-such-job", ["jobs", "show", "999"], ["999"]),
     ("jobs-state-dir-under-a-file", ["jobs", "list", "--state-dir", "{d}/afile/s"],
      ["{d}/afile/s"]),

@@ -234,6 +234,34 @@ def test_only_selects_rows_and_the_teachers_and_init_they_need(tmp_path, capsys)
     assert "argument --only: ',' names no row" in capsys.readouterr().err
 
 
+def test_seeds_select_runs_of_those_seeds_with_what_they_need(tmp_path, capsys):
+    """``--seeds``: the students of those seeds (of each row's own seeds; with ``--only``, of
+    those rows), their teachers and init student; a seed no selected row has is refused."""
+    from tgd_core.experiments.runner import selected_runs
+
+    recipe = Recipe(**{**TINY, "seeds": [0, 1],
+                       "methods": {**TINY["methods"], "scratch": {"seeds": [0, 1, 2]}}})
+    runs = plan(recipe, tmp_path / "exp")
+
+    def labels(only, seeds):
+        return [label for label, _ in selected_runs(recipe, runs, only, seeds)]
+
+    assert labels(["kd_t1"], [1]) == ["teacher t1", "kd_t1 seed 1"]
+    assert labels(["scratch", "kd_t2"], [2]) == ["scratch seed 2"]
+    assert labels(["tgd"], [0, 1]) == labels(["tgd"], None)
+    assert labels(None, [2]) == ["scratch seed 2"]
+    assert len(labels(None, [0])) == 3 + len(recipe.methods)  # t1, t2, init, a run a row
+    with pytest.raises(TGDError, match=r"^--seeds 2 5: not a seed of rows kd_t1, tgd \(their "
+                                       r"seeds: 0, 1\)$"):
+        labels(["kd_t1", "tgd"], [0, 2, 5])
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "seeds": [0, 1]}))
+    assert main(["experiment", str(path), "--plan", "--only", "kd_t1", "--seeds", "1",
+                 "--out", str(tmp_path / "exp")]) == 0
+    assert [line.split()[1:4] for line in capsys.readouterr().out.splitlines()] == [
+        ["teacher", "t1", "wrn16_1/raw"], ["kd_t1", "seed", "1"]]
+
+
 def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_path,
                                                                           monkeypatch):
     """recipes/cpu_pi_teacher.yaml: cpu_full_ablation's rows as they were (planned where its

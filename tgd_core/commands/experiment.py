@@ -18,6 +18,9 @@ def register(sub) -> None:
     p.add_argument("--only", nargs="+", type=comma_separated, metavar="METHOD",
                    help="only these methods (rows; by spaces or commas), and the teachers and "
                         "init student they need")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                   help="only the runs of these seeds (of each row's own); with --only, of "
+                        "those rows")
     p.add_argument("--plan", action="store_true", help="list the runs and their state; train "
                                                        "nothing")
     p.add_argument("--baseline", metavar="METHOD",
@@ -59,13 +62,14 @@ def run(args) -> int:
     if args.baseline:
         recipe = recipe.with_baseline(args.baseline)
     recipe.check_rows(args.only)
+    recipe.check_seeds(args.seeds, args.only)
     out = Path(args.out or f"runs/experiments/{recipe.name}")
     check_output_folder(out)
     if args.plan:
-        print_plan(recipe, out, args.only, args.group_students)
+        print_plan(recipe, out, args.only, args.seeds, args.group_students)
         return 0
     try:
-        run_experiment(recipe, out, only=args.only,
+        run_experiment(recipe, out, only=args.only, seeds=args.seeds,
                        progress=False if args.no_progress else None, log=main_log,
                        report=not args.no_report, parallel=args.parallel,
                        stop_after=args.stop_after, group_students=args.group_students,
@@ -76,15 +80,16 @@ def run(args) -> int:
     return archived(recipe, out, args.archive, 0)
 
 
-def print_plan(recipe, out: Path, only: list[str] | None, group_students: bool) -> None:
-    """``--plan``: each run (of the rows in ``only`` and what they need) and its state —
-    reuse (finished elsewhere), done, partial (a latest.pt to resume from) or todo — and,
-    with ``--group-students``, the groups that would train together."""
+def print_plan(recipe, out: Path, only: list[str] | None, seeds: list[int] | None,
+               group_students: bool) -> None:
+    """``--plan``: each run (of the rows in ``only`` at ``seeds``, and what they need) and its
+    state — reuse (finished elsewhere), done, partial (a latest.pt to resume from) or todo —
+    and, with ``--group-students``, the groups that would train together."""
     from tgd_core.experiments.plan import finished, plan, reused_teachers, student_groups
     from tgd_core.experiments.runner import selected_runs
 
     reused = reused_teachers(recipe, out)
-    runs = selected_runs(recipe, plan(recipe, out, reused), only)
+    runs = selected_runs(recipe, plan(recipe, out, reused), only, seeds)
     used = {Path(path) for _, cfg in runs for path in cfg.teachers.values()}
     for role, path in reused.items():
         if not only or Path(path) in used:

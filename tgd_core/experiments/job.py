@@ -35,18 +35,21 @@ class ScaledContext:
 
 
 class ExperimentJob(BaseModel):
-    """Config of an ``experiment`` job: a recipe file, where to write, which rows, and whether
-    the students that see identical batches train together (``tgd experiment
+    """Config of an ``experiment`` job: a recipe file, where to write, which rows at which
+    seeds, and whether the students that see identical batches train together (``tgd experiment
     --group-students``)."""
 
     model_config = ConfigDict(extra="forbid")
     recipe: str
     out: str | None = None
     only: list[str] | None = None
+    seeds: list[int] | None = None
     group_students: bool = False
 
     def model_post_init(self, _context: Any) -> None:
-        Recipe.load(self.recipe).check_rows(self.only, "only")  # rejected at submit time
+        recipe = Recipe.load(self.recipe)  # rows and seeds rejected at submit time
+        recipe.check_rows(self.only, "only")
+        recipe.check_seeds(self.seeds, self.only, "seeds")
 
 
 def run_experiment_job(cfg: ExperimentJob, ctx) -> dict[str, Any]:
@@ -58,8 +61,8 @@ def run_experiment_job(cfg: ExperimentJob, ctx) -> dict[str, Any]:
     recipe = Recipe.load(cfg.recipe)
     out = Path(cfg.out) if cfg.out else ctx.run_dir / "experiment"
     try:
-        rows = run_experiment(recipe, out, only=cfg.only, progress=False, ctx=ctx,
-                              log=lambda m: print(m, flush=True),
+        rows = run_experiment(recipe, out, only=cfg.only, seeds=cfg.seeds, progress=False,
+                              ctx=ctx, log=lambda m: print(m, flush=True),
                               group_students=cfg.group_students)
     except Stopped as exc:
         raise JobStopped(str(exc)) from None

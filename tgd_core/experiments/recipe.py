@@ -139,6 +139,17 @@ class Recipe(BaseModel):
             raise TGDError(f"{option} {' '.join(unknown)}: not a row of recipe {self.name} (its "
                            f"rows: {', '.join(self.methods)})")
 
+    def check_seeds(self, seeds: list[int] | None, rows: list[str] | None = None,
+                    option: str = "--seeds") -> None:
+        """TGDError in one line if any of ``seeds`` (e.g. ``--seeds``') is a seed of none of
+        ``rows`` (default: every row)."""
+        where = f"rows {', '.join(rows)}" if rows else f"recipe {self.name}"
+        known = sorted({seed for row in rows or self.methods for seed in self.seeds_of(row)})
+        unknown = [str(seed) for seed in seeds or [] if seed not in known]
+        if unknown:
+            raise TGDError(f"{option} {' '.join(unknown)}: not a seed of {where} (their "
+                           f"seeds: {', '.join(map(str, known))})")
+
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         """The recipe in the YAML file ``path``; TGDError naming the file and the problem."""

@@ -37,16 +37,18 @@ from tgd_core.experiments.report import summarise, write_reports
 
 
 def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = None,
-                   progress: bool | None = None, log=print, report: bool = True, ctx=None,
-                   parallel: int = 1, stop_after: float | None = None,
-                   group_students: bool = False, train: bool = True) -> list[dict[str, Any]]:
+                   seeds: list[int] | None = None, progress: bool | None = None, log=print,
+                   report: bool = True, ctx=None, parallel: int = 1,
+                   stop_after: float | None = None, group_students: bool = False,
+                   train: bool = True) -> list[dict[str, Any]]:
     """Train what is missing, evaluate, write the reports (unless ``report=False``, e.g. for
-    parallel partial runs); returns the summary rows. With ``train=False`` nothing is trained:
-    the finished students are evaluated and reported (an interim report of an experiment
-    still under way; each row over the seeds it has finished). ``ctx`` (a job context) sees
-    each run's progress scaled to the whole experiment and can stop it at a step boundary. Under
-    ``torchrun`` every run trains data-parallel; rank 0 evaluates and reports (the other ranks
-    return no rows). ``parallel``, ``stop_after``: see the module doc (a stop raises
+    parallel partial runs); returns the summary rows. ``only``, ``seeds``: only these rows, at
+    these seeds (:func:`selected_runs`). With ``train=False`` nothing is trained: the finished
+    students are evaluated and reported (an interim report of an experiment still under way;
+    each row over the seeds it has finished). ``ctx`` (a job context) sees each run's progress
+    scaled to the whole experiment and can stop it at a step boundary. Under ``torchrun`` every
+    run trains data-parallel; rank 0 evaluates and reports (the other ranks return no rows).
+    ``parallel``, ``stop_after``: see the module doc (a stop raises
     :class:`~tgd_core.training.Stopped` once every run has stopped); ``group_students``:
     see the module doc."""
     from tgd_core.core import distributed
@@ -63,7 +65,7 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
     else:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.json").write_text(recipe.model_dump_json(indent=2) + "\n")
-    selected = selected_runs(recipe, plan(recipe, out), only)
+    selected = selected_runs(recipe, plan(recipe, out), only, seeds)
     units = student_groups(selected) if group_students else [[run] for run in selected]
     if not train:
         selected = [(label, cfg) for label, cfg in selected if finished(cfg)]
@@ -159,16 +161,20 @@ class Deadline:
         return time.time() >= self.deadline
 
 
-def selected_runs(recipe: Recipe, runs: list[tuple[str, Any]], only: list[str] | None
-                  ) -> list[tuple[str, Any]]:
-    """The planned runs of the rows named in ``only`` and the runs they need (the teachers and
-    the init student they start from: :func:`needed_runs`), in plan order; every run without
-    ``only``. A name that is not a row of the recipe is refused in one line."""
-    if not only:
+def selected_runs(recipe: Recipe, runs: list[tuple[str, Any]], only: list[str] | None,
+                  seeds: list[int] | None = None) -> list[tuple[str, Any]]:
+    """The planned runs of the rows named in ``only`` at the ``seeds`` given (default: every
+    row, every seed of each) and the runs they need (the teachers and the init student they
+    start from: :func:`needed_runs`), in plan order. A name that is not a row of the recipe,
+    or a seed that none of the rows has, is refused in one line."""
+    if not only and not seeds:
         return runs
     recipe.check_rows(only)
+    recipe.check_seeds(seeds, only)
     needs = needed_runs(runs)
-    rows = {label for label, _ in runs if is_student(label) and label.split(" seed ")[0] in only}
+    rows = {label for label, cfg in runs if is_student(label)
+            and (not only or label.split(" seed ")[0] in only)
+            and (not seeds or cfg.seed in seeds)}
     wanted = rows | {need for label in rows for need in needs[label]}
     return [(label, cfg) for label, cfg in runs if label in wanted]
 
