@@ -121,6 +121,19 @@ def test_an_interim_report_evaluates_the_finished_runs_and_trains_nothing(tmp_pa
         main(["experiment", str(recipe), "--report-only", "--no-report"])
 
 
+def test_seeds_train_and_report_only_the_runs_of_those_seeds(tmp_path, capsys):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "methods": {"scratch": {}}, "seeds": [0, 1]},
+                                     sort_keys=False))
+    out = tmp_path / "exp"
+    assert main(["experiment", str(recipe), "--out", str(out), "--no-progress",
+                 "--seeds", "1"]) == 0
+    assert (out / "scratch/seed1/result.json").exists()
+    assert not any((out / name).exists() for name in ("scratch/seed0", "teachers", "init"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["method"], r["seeds"]) for r in summary["rows"]] == [("scratch", 1)]
+
+
 def test_plan_rejects_bad_recipes(tmp_path):
     bad = {**TINY, "methods": {"kd": {"teachers": {"t1": "t9"}}}}
     with pytest.raises(TGDError, match="unknown teacher"):
