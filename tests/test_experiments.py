@@ -280,7 +280,7 @@ def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_p
     """recipes/cpu_pi_teacher.yaml: cpu_full_ablation's rows as they were (planned where its
     archive holds them), two rows that differ from its `tgd` in the PI teacher only, one that
     differs from `tgd_patch` in α only, and its control, whose T2 is the init student's
-    training stopped after one epoch (no topology)."""
+    training stopped after one epoch (no topology); `tgd` and `tgd_b0` at that α."""
     from tgd_core.core.paths import PROJECT_ROOT
 
     monkeypatch.chdir(PROJECT_ROOT)  # the recipe's reuse folders are relative to the project
@@ -318,6 +318,13 @@ def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_p
     assert patch_logits_only.differences(runs["tgd_patch_a05 seed 0"].model_dump()) == [
         "method_params"]
     assert patch_logits_only.differences(logits_only.model_dump()) == ["pi", "teachers"]
+    paper_a05, paper_a05_b0 = runs["tgd_a05 seed 1"], runs["tgd_a05_b0 seed 1"]
+    assert paper_a05.differences(runs["tgd seed 1"].model_dump()) == ["method_params"]
+    assert paper_a05.method_params == {"alpha": 0.5}
+    assert paper_a05.differences(heavy_t2.model_dump()) == ["pi", "teachers"]
+    assert paper_a05_b0.differences(runs["tgd_b0 seed 1"].model_dump()) == ["method_params"]
+    assert paper_a05_b0.differences(runs["tgd_patch_a05_b0 seed 1"].model_dump()) == [
+        "pi", "teachers"]
     two_by_two = {"tgd_patch_a05", "tgd_raw_a05", "tgd_raw_a05_b0", "tgd_patch_a05_b0"}
     for row in recipe.methods:  # the 2 x 2 at alpha 0.5 has five seeds, the rest the recipe's
         assert recipe.seeds_of(row) == ([0, 1, 2, 3, 4] if row in two_by_two else [0, 1, 2])
