@@ -276,6 +276,15 @@ def _temp_beside(out: Path) -> Path:
     return tmp
 
 
+def _validate(exported: np.ndarray, eager: torch.Tensor, described: str,
+              atol: float) -> Validation:
+    """The exported model's logits against PyTorch eager's on the same images."""
+    got = torch.from_numpy(exported)
+    return Validation(images=described, max_abs_diff=float((got - eager).abs().max()),
+                      argmax_agreement=int((got.argmax(1) == eager.argmax(1)).sum()),
+                      n=len(eager), atol=float(atol))
+
+
 def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", *,
                       atol: float = DEFAULT_ATOL, data_dir: str | Path | None = None,
                       num_threads: int | None = None) -> ExportResult:
@@ -300,13 +309,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "onnx"
     try:
         _write(NormalizedNetwork(network, ckpt.normalization).eval(), example, fmt, tmp)
         exported = ExportedClassifier(tmp, num_threads=num_threads, metadata=meta)
-        got = torch.from_numpy(exported.predict(images))
         want = predict_logits(network, images, ckpt.normalization, transform=transform,
                               num_threads=num_threads)
-        validation = Validation(
-            images=described, max_abs_diff=float((got - want).abs().max()),
-            argmax_agreement=int((got.argmax(1) == want.argmax(1)).sum()), n=len(images),
-            atol=float(atol))
+        validation = _validate(exported.predict(images), want, described, atol)
         if not validation.passed:
             raise TGDError(f"{out}: not written: the exported {fmt} model differs from PyTorch "
                            f"by max |Δ logit| {validation.max_abs_diff:.2e} > tolerance "
