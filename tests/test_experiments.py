@@ -325,6 +325,10 @@ def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_p
     assert paper_a05_b0.differences(runs["tgd_b0 seed 1"].model_dump()) == ["method_params"]
     assert paper_a05_b0.differences(runs["tgd_patch_a05_b0 seed 1"].model_dump()) == [
         "pi", "teachers"]
+    for beta in (1000, 10000):  # the paper-mode T2's similarity term at other weights
+        dose = runs[f"tgd_a05_b{beta} seed 1"]
+        assert dose.differences(paper_a05.model_dump()) == ["method_params"]
+        assert dose.method_params == {"alpha": 0.5, "beta": beta}
     two_by_two = {"tgd_patch_a05", "tgd_raw_a05", "tgd_raw_a05_b0", "tgd_patch_a05_b0"}
     alpha_half = two_by_two | {"tgd_a05", "tgd_a05_b0"}
     for row in recipe.methods:  # the alpha-0.5 rows have five seeds, the rest the recipe's
