@@ -330,7 +330,7 @@ def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_p
         assert dose.differences(paper_a05.model_dump()) == ["method_params"]
         assert dose.method_params == {"alpha": 0.5, "beta": beta}
     two_by_two = {"tgd_patch_a05", "tgd_raw_a05", "tgd_raw_a05_b0", "tgd_patch_a05_b0"}
-    alpha_half = two_by_two | {"tgd_a05", "tgd_a05_b0"}
+    alpha_half = two_by_two | {"tgd_a05", "tgd_a05_b0", "tgd_a05_b1000", "tgd_a05_b10000"}
     for row in recipe.methods:  # the alpha-0.5 rows have five seeds, the rest the recipe's
         assert recipe.seeds_of(row) == ([0, 1, 2, 3, 4] if row in alpha_half else [0, 1, 2])
     for row in alpha_half:
