@@ -1,17 +1,22 @@
 """Stage CIFAR-10 for the device machine: xz parts small enough to travel, one per call.
 
     .venv/bin/python scripts/stage_cifar10.py [--src ../shared/data/cifar10] [--stage .stage]
-                                              [--part-mib 48] [--preset 6]
+                                              [--part-mib MiB] [--preset 6]
+    .venv/bin/python scripts/stage_cifar10.py --plan {cifar10,runs} [--stage .stage]
     python3 scripts/stage_cifar10.py --unpack [--stage .stage] [--dest .stage/data]
 
 The device tool sends only the working tree (at most 64 MiB, the repository included, ignored
 paths only when a call's ``carry`` names them) and ``../shared`` stays behind, while CIFAR-10
 is about 186 MB (the five training batches, ``test_batch``, ``test_batch_lossless_1k``,
 ``batches.meta``). Packing writes them as one tar, xz-compressed and split into parts of at
-most ``--part-mib`` MiB (48: room for the ~12 MiB tree beside one part; 3 parts), into the
-ignored folder ``.stage/``: ``cifar10.tar.xz.001``, ``.002``, … and ``cifar10.manifest.json``
-(the sha256 and size of every part and of every file). A warm device machine keeps the ignored
-files earlier calls brought, so consecutive calls each carry the manifest and one part
+most ``--part-mib`` MiB, into the ignored folder ``.stage/``: ``cifar10.tar.xz.001``, ``.002``,
+… and ``cifar10.manifest.json`` (the sha256 and size of every part and of every file). By
+default a part is as large as fits beside the tree that travels with every call (measured with
+git: tracked files and untracked ones it does not ignore) and the wheels of
+``.stage/wheels`` that the first call brings (scripts/device_paper.py ``--fetch-wheels``). A
+warm device machine keeps the ignored files earlier calls brought, so consecutive calls each
+carry the manifest and what fits; packing, and ``--plan`` for parts already here (``runs``:
+the runs an earlier session brought back), print those calls' ``carry`` lists
 (docs/device.md gives the sequence). Unpacking, there, verifies every part against the
 manifest (a missing or damaged part is named), reassembles the tar, extracts it into
 ``<dest>/cifar10/`` — the layout :func:`tgd_core.data.datasets.load_cifar10` reads —, checks
@@ -27,9 +32,10 @@ import hashlib
 import io
 import json
 import lzma
+import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +48,10 @@ FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_b
 NAME = "cifar10"  # the parts are cifar10.tar.xz.NNN, the manifest cifar10.manifest.json
 MiB = 2**20
 CHUNK = 4 * MiB
+DEVICE_TREE_LIMIT = 64 * MiB  # what one device call takes: the tree and its carried paths
+MARGIN = MiB  # for files written between planning and the call (logs, caches)
+MANIFEST_ROOM = 64 * 1024  # a part and its manifest (a few KiB) travel together
+LATE_WHEELS = ("plotly-",)  # wheels only the recipe's final report needs: any call with room
 
 
 def sha256_of(path: Path) -> str:
@@ -212,6 +222,81 @@ def unpack(stage: Path, dest: Path) -> Path:
     return dest / "cifar10"
 
 
+def travelling_bytes(root: Path) -> int:
+    """Bytes of the working tree every device call sends: the files git tracks and the
+    untracked ones it does not ignore."""
+    try:
+        listing = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached",
+                                  "--others", "--exclude-standard"],
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise TGDError(f"{root}: cannot list the working tree with git ({exc})") from None
+    names = {name for name in listing.decode().split("\0") if name}
+    return sum((root / n).stat().st_size for n in names if (root / n).is_file())
+
+
+def carry_room(root: Path) -> int:
+    """Bytes one device call may carry beside the working tree of ``root``."""
+    tree = travelling_bytes(root)
+    room = DEVICE_TREE_LIMIT - tree - MARGIN
+    if room < MiB:
+        raise TGDError(f"{root}: the working tree is {tree / MiB:.1f} MiB, leaving no room "
+                       f"to carry data within the device's {DEVICE_TREE_LIMIT // MiB} MiB")
+    return room
+
+
+def carry_plan(parts: Sequence[Path], manifest: Path, room: int, first: Sequence[Path] = (),
+               anywhere: Sequence[Path] = ()) -> list[list[Path]]:
+    """The calls, in order, that bring ``parts`` to a warm device machine within ``room``
+    bytes each: every call with parts carries ``manifest`` and as many parts as fit, the first
+    call ``first`` as well; each of ``anywhere`` goes with the first call that has room for
+    it, else in a call of its own at the end."""
+    def size(paths):
+        return sum(p.stat().st_size for p in paths)
+
+    calls = [[manifest, *first]]
+    for part in parts:
+        if size([manifest, part]) > room:
+            raise TGDError(f"{part}: {size([part]) / MiB:.1f} MiB does not fit in one call "
+                           f"beside the tree ({room / MiB:.1f} MiB of room): pack smaller parts")
+        if size(calls[-1]) + size([part]) > room:
+            calls.append([manifest])
+        calls[-1].append(part)
+    for extra in anywhere:
+        if size([extra]) > room:
+            raise TGDError(f"{extra}: {size([extra]) / MiB:.1f} MiB does not fit in one call")
+        home = next((c for c in calls if size(c) + size([extra]) <= room), None)
+        if home is None:
+            calls.append(home := [])
+        home.append(extra)
+    return calls
+
+
+def wheels(stage: Path) -> tuple[list[Path], list[Path]]:
+    """The carried wheels of ``stage/wheels``: those the first call needs, those any call may
+    bring (:data:`LATE_WHEELS`)."""
+    found = sorted((stage / "wheels").glob("*.whl"))
+    late = [w for w in found if w.name.startswith(LATE_WHEELS)]
+    return [w for w in found if w not in late], late
+
+
+def plan(stage: Path, name: str, room: int) -> list[list[Path]]:
+    """The carry lists of the parts of ``name`` in ``stage`` (with the wheels for CIFAR-10,
+    the first thing a fresh machine gets)."""
+    manifest = read_manifest(stage, name)
+    parts = [stage / part["name"] for part in manifest["parts"]]
+    first, late = wheels(stage) if name == NAME else ([], [])
+    return carry_plan(parts, stage / f"{name}.manifest.json", room, first, late)
+
+
+def print_plan(calls: list[list[Path]]) -> None:
+    for i, call in enumerate(calls, 1):
+        carry = [str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT)
+                 else str(p) for p in call]
+        mib = sum(p.stat().st_size for p in call) / MiB
+        print(f"call {i} ({mib:.1f} MiB): carry {json.dumps(carry)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unpack", action="store_true", help="verify and extract the parts")
@@ -219,19 +304,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", type=Path, default=ROOT / ".stage")
     parser.add_argument("--dest", type=Path, default=ROOT / ".stage/data",
                         help="unpack: TGD_DATA_DIR (the files go to DEST/cifar10)")
-    parser.add_argument("--part-mib", type=float, default=48.0)
+    parser.add_argument("--part-mib", type=float,
+                        help="part size (default: what fits in one call beside the tree and "
+                             "the first call's wheels)")
     parser.add_argument("--preset", type=int, default=6, choices=range(10))
+    parser.add_argument("--plan", choices=(NAME, "runs"),
+                        help="print the calls' carry lists for the parts already staged")
     args = parser.parse_args(argv)
     try:
         if args.unpack:
             folder = unpack(args.stage, args.dest)
             print(f"unpacked {len(FILES)} files into {folder}; "
                   f"export TGD_DATA_DIR={folder.parent.resolve()}")
-        else:
-            manifest = pack(args.src, args.stage, int(args.part_mib * MiB), args.preset)
-            for part in manifest["parts"]:
-                print(f"{args.stage / part['name']}: {part['bytes'] / MiB:.1f} MiB")
-            print(f"{args.stage / (NAME + '.manifest.json')}: {len(manifest['parts'])} parts")
+            return 0
+        room = carry_room(ROOT)
+        if args.plan:
+            print_plan(plan(args.stage, args.plan, room))
+            return 0
+        part_bytes = (int(args.part_mib * MiB) if args.part_mib else
+                      room - sum(w.stat().st_size for w in wheels(args.stage)[0])
+                      - MANIFEST_ROOM)
+        manifest = pack(args.src, args.stage, part_bytes, args.preset)
+        for part in manifest["parts"]:
+            print(f"{args.stage / part['name']}: {part['bytes'] / MiB:.1f} MiB")
+        print(f"{args.stage / (NAME + '.manifest.json')}: {len(manifest['parts'])} parts")
+        print_plan(plan(args.stage, NAME, room))
     except (TGDError, OSError, lzma.LZMAError, tarfile.TarError) as exc:
         print(f"stage_cifar10: error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,52 @@ def test_device_paper_packs_small_files_first_and_restores_them(tmp_path):
     assert (restored / "teachers/t1/latest.pt").read_bytes() == (
         out / "teachers/t1/latest.pt").read_bytes()
     assert not device_paper.restore_runs(stage, restored)  # never over an existing folder
+
+
+def test_carry_plan_fills_each_call_beside_the_tree(tmp_path):
+    """Each call carries the manifest and the parts that fit in the room the tree leaves; the
+    first call also the wheels the device needs first; a late wheel rides where there is room
+    (docs/device.md's calls)."""
+    def file(name, size):
+        (tmp_path / name).write_bytes(b"x" * size)
+        return tmp_path / name
+
+    manifest = file("m.json", 10)
+    parts = [file(f"p.{i}", size) for i, size in enumerate((60, 60, 25, 30))]
+    first, late = [file("pydantic.whl", 20)], [file("plotly.whl", 35)]
+    calls = stage_cifar10.carry_plan(parts, manifest, 100, first, late)
+    assert calls == [[manifest, first[0], parts[0]], [manifest, parts[1], parts[2]],
+                     [manifest, parts[3], late[0]]]
+    assert stage_cifar10.carry_plan(parts[:1], manifest, 100, first, [file("big.whl", 80)]) \
+        == [[manifest, first[0], parts[0]], [tmp_path / "big.whl"]]
+    with pytest.raises(TGDError, match=r"p.0: 0.0 MiB does not fit in one call beside the tree"):
+        stage_cifar10.carry_plan(parts, manifest, 65)
+
+
+def test_packing_sizes_parts_to_the_room_and_prints_the_calls(tmp_path, fake_cifar,
+                                                              monkeypatch, capsys):
+    stage = tmp_path / "stage"
+    (stage / "wheels").mkdir(parents=True)
+    (stage / "wheels/pydantic-2-py3-none-any.whl").write_bytes(b"w" * 3000)
+    (stage / "wheels/plotly-7-py3-none-any.whl").write_bytes(b"w" * 9000)
+    room = 20_000 + stage_cifar10.MANIFEST_ROOM
+    monkeypatch.setattr(stage_cifar10, "carry_room", lambda root: room)
+    assert stage_cifar10.main(["--src", str(fake_cifar), "--stage", str(stage),
+                               "--preset", "0"]) == 0
+    manifest = json.loads((stage / "cifar10.manifest.json").read_text())
+    assert manifest["parts"][0]["bytes"] == 17_000  # room less the first call's wheel
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("call")]
+    calls = [[Path(p) for p in json.loads(line.split("carry ", 1)[1])] for line in lines]
+    assert all(sum(p.stat().st_size for p in call) <= room for call in calls)
+    carried = [p.name for call in calls for p in call if ".tar.xz." in p.name]
+    assert carried == [part["name"] for part in manifest["parts"]]  # each once, in order
+    assert "pydantic-2-py3-none-any.whl" in [p.name for p in calls[0]]
+    assert sum(p.name.startswith("plotly") for call in calls for p in call) == 1
+    stage_cifar10.main(["--plan", "cifar10", "--stage", str(stage)])
+    assert capsys.readouterr().out.splitlines() == lines
+
+
+def test_the_project_tree_leaves_room_for_the_data():
+    """The tree travels with every device call: it must leave room for CIFAR-10's ~136 MiB
+    of xz in at most six calls (docs/device.md); committing large files breaks that."""
+    assert stage_cifar10.carry_room(PROJECT_ROOT) >= 24 * stage_cifar10.MiB
