@@ -19,6 +19,7 @@ from tgd_core.core.errors import TGDError
 from tgd_core.experiments.plan import plan
 from tgd_core.experiments.recipe import Recipe
 from tgd_core.experiments.runner import run_experiment
+from tgd_core.nets.checkpoints import load_checkpoint, strip_checkpoint, weights_sha256
 
 pytestmark = pytest.mark.usefixtures("cifar_test_images")
 
@@ -57,18 +58,26 @@ def test_archived_runs_outlive_their_experiment_folder(tmp_path, monkeypatch, ca
                  "--archive", "archive"]) == 0
     assert "archive: 1 run(s) added or updated in archive" in capsys.readouterr().err
 
-    # the runs others start from keep their checkpoint; students keep their records only
+    # the runs others start from keep their network (not their optimizer state); students
+    # keep their records only
     archive = tmp_path / "archive"
     for place in ("teachers/t1", "teachers/t2", "init"):
-        assert sha256(archive / place / "latest.pt") == sha256(tmp_path / "exp" / place /
-                                                               "latest.pt")
+        kept, trained = (load_checkpoint(root / place / "latest.pt")
+                         for root in (archive, tmp_path / "exp"))
+        assert kept.optimizer is None and trained.optimizer is not None
+        assert kept.state_dict.keys() == trained.state_dict.keys()
+        assert all(torch.equal(kept.state_dict[k], v) for k, v in trained.state_dict.items())
+        assert (kept.epoch, kept.metrics, kept.versions) == (
+            trained.epoch, trained.metrics, trained.versions)
+        assert (archive / place / "latest.pt").stat().st_size < (
+            tmp_path / "exp" / place / "latest.pt").stat().st_size
     student = archive / "tgd/seed0"
     assert sorted(p.name for p in student.iterdir()) == [
         "config.json", "eval.json", "inputs.json", "metrics.jsonl", "result.json"]
     assert json.loads((student / "inputs.json").read_text()) == {
-        "teacher t1": sha256(archive / "teachers/t1/latest.pt"),
-        "teacher t2": sha256(archive / "teachers/t2/latest.pt"),
-        "init student": sha256(archive / "init/latest.pt")}
+        "teacher t1": weights_sha256(archive / "teachers/t1/latest.pt"),
+        "teacher t2": weights_sha256(archive / "teachers/t2/latest.pt"),
+        "init student": weights_sha256(tmp_path / "exp/init/latest.pt")}
     main(["experiment", str(recipe_file), "--out", "exp", "--report-only", "--archive",
           "archive"])
     assert "archive: 0 run(s) added or updated" in capsys.readouterr().err
@@ -130,6 +139,18 @@ def test_archived_runs_started_from_checkpoints_elsewhere_are_matched_by_content
 
     # another checkout holds the same teacher at another path: the student is reused
     (tmp_path / "shipped").rename(tmp_path / "elsewhere")
+    (runs,) = plan(recipe("elsewhere", ["archive"]), tmp_path / "exp")
+    assert runs[1].out_dir == "archive/kd_t1/seed0"
+
+    # ... or the same network without its optimizer state (a shipped copy): reused as well
+    strip_checkpoint(tmp_path / "elsewhere/t1.pt", tmp_path / "elsewhere/t1.pt")
+    (runs,) = plan(recipe("elsewhere", ["archive"]), tmp_path / "exp")
+    assert runs[1].out_dir == "archive/kd_t1/seed0"
+
+    # an archive written before networks were digested recorded the file's SHA-256: the
+    # same file still matches
+    inputs = tmp_path / "archive/kd_t1/seed0/inputs.json"
+    inputs.write_text(json.dumps({"teacher t1": sha256(tmp_path / "elsewhere/t1.pt")}))
     (runs,) = plan(recipe("elsewhere", ["archive"]), tmp_path / "exp")
     assert runs[1].out_dir == "archive/kd_t1/seed0"
 

@@ -17,7 +17,7 @@ A process killed inside :func:`atomic_write` leaves its temporary file behind;
 :func:`remove_stale_temps` clears those of dead processes when the folder is used again.
 :func:`json_text` is the one JSON encoder for files and output that others parse: NaN and
 infinities become ``null`` (``NaN`` is not JSON). :func:`file_sha256` names a file by its
-content (memoised per path, size and modification time).
+content (memoised per path, size and modification time: :func:`memoised_by_stat`).
 """
 
 from __future__ import annotations
@@ -116,19 +116,26 @@ def json_text(obj: Any, *, indent: int | None = None) -> str:
     return json.dumps(_finite_or_none(obj), indent=indent, allow_nan=False)
 
 
-def file_sha256(path: str | Path) -> str | None:
-    """The SHA-256 of the file at ``path`` (hex), or None if there is no such file. Memoised
-    per resolved path, size and modification time: a plan compares the same checkpoints for
-    every run."""
-    try:
-        stat = Path(path).resolve().stat()
-    except OSError:
-        return None
-    return _sha256_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+def memoised_by_stat(fn: Callable[[str], Any]) -> Callable[[str | Path], Any]:
+    """``fn`` of a file's resolved path, memoised per path, size and modification time (a
+    plan compares the same checkpoints for every run); None where there is no such file."""
+    cached = functools.lru_cache(maxsize=256)(lambda path, size, mtime_ns: fn(path))
+
+    @functools.wraps(fn)
+    def of(path: str | Path) -> Any:
+        try:
+            resolved = Path(path).resolve()
+            stat = resolved.stat()
+        except OSError:
+            return None
+        return cached(str(resolved), stat.st_size, stat.st_mtime_ns)
+
+    return of
 
 
-@functools.lru_cache(maxsize=256)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str | None:
+@memoised_by_stat
+def file_sha256(path: str) -> str | None:
+    """The SHA-256 of the file at ``path`` (hex), or None if there is no such file."""
     try:
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()

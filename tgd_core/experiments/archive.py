@@ -8,9 +8,12 @@ of each finished run of a recipe into an experiment-shaped folder small enough t
 - every run: ``config.json``, ``result.json``, ``metrics.jsonl`` and ``eval.json`` (a
   student's evaluation: a student is archived once the experiment has evaluated it — its
   record is complete — as after a report, ``--report-only`` included);
-- the runs that other runs start from (teachers, the init student): ``latest.pt`` as well;
-- ``inputs.json``: the SHA-256 of the checkpoints the run started from (teachers, init
-  student), by :func:`~.plan.run_inputs` name.
+- the runs that other runs start from (teachers, the init student): ``latest.pt`` as well,
+  without its optimizer state (:func:`~tgd_core.nets.checkpoints.stripped_bytes`: a finished
+  run is never resumed; half the bytes, which travel with every call to a device machine);
+- ``inputs.json``: the digest of each network the run started from (teachers, init student;
+  :func:`~tgd_core.nets.checkpoints.weights_sha256`, equal for a checkpoint and its stripped
+  copy), by :func:`~.plan.run_inputs` name.
 
 A recipe that extends another's experiment and reuses its archive (``reuse``) archives only
 its own runs: the reused ones stay where they are archived, not copied twice.
@@ -26,9 +29,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tgd_core.core.fileio import atomic_write, file_sha256, json_text
+from tgd_core.core.fileio import atomic_write, json_text
 from tgd_core.experiments.plan import INPUTS_FILE, finished, is_student, plan, run_inputs
 from tgd_core.experiments.recipe import Recipe
+from tgd_core.nets.checkpoints import stripped_bytes, weights_sha256
 
 RECORD = ("metrics.jsonl", "eval.json", "config.json")  # copied for every run
 STARTED_FROM = "latest.pt"  # copied for the runs others start from
@@ -52,9 +56,10 @@ def archive_runs(recipe: Recipe, out: str | Path, dest: str | Path, *, log=print
         if (not finished(cfg) or (source / INPUTS_FILE).is_file()
                 or is_student(label) and not (source / "eval.json").is_file()):
             continue
-        names = [*([] if is_student(label) else [STARTED_FROM]), *RECORD]
-        files = {name: (source / name).read_bytes() for name in names
+        files = {name: (source / name).read_bytes() for name in RECORD
                  if (source / name).is_file()}
+        if not is_student(label):
+            files[STARTED_FROM] = stripped_bytes(source / STARTED_FROM)
         files[INPUTS_FILE] = (json_text(_input_digests(cfg.model_dump()), indent=2)
                               + "\n").encode()
         files[FINISHED_MARK] = (source / FINISHED_MARK).read_bytes()
@@ -74,8 +79,8 @@ def run_place(folder: Path, roots: list[Path]) -> Path:
 
 
 def _input_digests(values: dict[str, Any]) -> dict[str, str | None]:
-    """The SHA-256 of each checkpoint a run config starts from."""
-    return {name: file_sha256(path) for name, path in run_inputs(values).items()
+    """The weights digest of each checkpoint a run config starts from."""
+    return {name: weights_sha256(path) for name, path in run_inputs(values).items()
             if path is not None}
 
 

@@ -126,7 +126,7 @@ def _reused_or_planned(recipe: Recipe, cfg, out: Path):
 
 
 INPUT_FIELDS = ("teachers", "init_student")  # the config fields naming checkpoints it starts from
-INPUTS_FILE = "inputs.json"  # an archived run's record of its inputs' SHA-256 (archive.py)
+INPUTS_FILE = "inputs.json"  # an archived run's record of its inputs' digests (archive.py)
 
 
 def run_inputs(values: dict[str, Any]) -> dict[str, str | None]:
@@ -137,12 +137,15 @@ def run_inputs(values: dict[str, Any]) -> dict[str, str | None]:
 
 
 def same_inputs(cfg, saved: dict[str, Any], folder: Path) -> bool:
-    """Whether the run at ``folder`` (config ``saved``) started from checkpoints with the same
-    content as ``cfg``'s, whatever their paths: each compared with the SHA-256 the run's
-    archive recorded (:data:`INPUTS_FILE`; a run archived on another machine, or in another
-    checkout, started from the shipped checkpoints that this one has elsewhere), else with
-    the file ``saved`` names, where it is still there."""
+    """Whether the run at ``folder`` (config ``saved``) started from the same networks as
+    ``cfg``'s, whatever their paths: each checkpoint's
+    :func:`~tgd_core.nets.checkpoints.weights_sha256` compared with the one the run's archive
+    recorded (:data:`INPUTS_FILE`; a run archived on another machine, or in another checkout,
+    started from the shipped checkpoints that this one has elsewhere; archives written before
+    it recorded whole-file SHA-256s, which match the file itself), else with that of the file
+    ``saved`` names, where it is still there."""
     from tgd_core.core.fileio import file_sha256
+    from tgd_core.nets.checkpoints import weights_sha256
 
     now, then = run_inputs(cfg.model_dump()), run_inputs(saved)
     try:
@@ -156,8 +159,12 @@ def same_inputs(cfg, saved: dict[str, Any], folder: Path) -> bool:
             if path != then[name]:
                 return False
             continue
-        digest = file_sha256(path)
-        if digest is None or digest != (recorded.get(name) or file_sha256(then[name])):
+        digest = weights_sha256(path)
+        if recorded.get(name):
+            same = recorded[name] in (digest, file_sha256(path))
+        else:
+            same = digest == weights_sha256(then[name])
+        if digest is None or not same:
             return False
     return True
 

@@ -17,7 +17,9 @@ content). Neither saving nor loading accepts NaN or infinite weights (:class:`No
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import json
 import pickle
 import platform
 import re
@@ -33,13 +35,14 @@ import torch
 import tgd_core
 from tgd_core.core import paths
 from tgd_core.core.errors import TGDError
-from tgd_core.core.fileio import atomic_write
+from tgd_core.core.fileio import atomic_write, memoised_by_stat
 from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
 from tgd_core.nets.models import MODELS, WideResNet, build_model, model_name
 
 FORMAT = "tgd-checkpoint"
 VERSION = 1
 INPUT_KINDS = ("raw", "pi")
+TRAINING_ONLY = ("optimizer", "scheduler", "training_state")  # what resuming needs, nothing else
 _OFFICIAL_KEYS = {"model_state_dict"}
 _DEFAULT_NORMALIZATION = {3: ("raw", CIFAR10_RAW), 6: ("pi", CIFAR10_PI)}
 
@@ -198,7 +201,7 @@ def _checked_bytes(payload: dict[str, Any], path: Path) -> io.BytesIO:
     """``payload`` serialised, once it is finite (:class:`NonFiniteError`) and reads back under
     ``weights_only=True`` (:class:`TGDError` naming the field that does not)."""
     bad, total = non_finite_tensors(named_tensors(
-        {k: payload[k] for k in ("state_dict", "optimizer", "scheduler", "training_state")}))
+        {k: payload[k] for k in ("state_dict", *TRAINING_ONLY)}))
     if bad:
         raise NonFiniteError(f"{path}: not saved: {describe_non_finite(bad, total)}",
                              bad, total)
@@ -213,14 +216,45 @@ def _checked_bytes(payload: dict[str, Any], path: Path) -> io.BytesIO:
     return buffer
 
 
+def stripped_bytes(src: str | Path) -> bytes:
+    """Our checkpoint at ``src`` without :data:`TRAINING_ONLY` (what a shipped model or an
+    archived teacher needs: weights, architecture, normalisation, epoch, metrics, config, and
+    the versions and commit it was trained with), serialised: the same bytes for the same
+    checkpoint. About half the file for an SGD-with-momentum run."""
+    path = Path(src)
+    raw = _read(path)
+    if not isinstance(raw, Mapping) or raw.get("format") != FORMAT:
+        raise TGDError(f"{path}: not a '{FORMAT}' file: nothing to strip")
+    _from_ours(path, raw)  # validated as any checkpoint we load
+    payload = {**raw, **dict.fromkeys(TRAINING_ONLY)}
+    return _checked_bytes(payload, path).getvalue()
+
+
 def strip_checkpoint(src: str | Path, dst: str | Path) -> Path:
-    """Copy a checkpoint without its optimizer and training state (what a shipped model
-    needs: weights, architecture, normalisation, config, metrics, versions, commit)."""
-    ckpt = load_checkpoint(src)
-    return save_checkpoint(dst, ckpt.build(), input_kind=ckpt.input_kind,
-                           normalization=ckpt.normalization, epoch=ckpt.epoch,
-                           metrics=ckpt.metrics, config=ckpt.config,
-                           git_commit=ckpt.git_commit or "")
+    """Write :func:`stripped_bytes` of ``src`` to ``dst`` (atomically)."""
+    data = stripped_bytes(src)
+    return atomic_write(Path(dst), lambda f: f.write(data), fault=f"checkpoint-{Path(dst).name}")
+
+
+@memoised_by_stat
+def weights_sha256(path: str) -> str | None:
+    """The SHA-256 of the network a checkpoint holds — architecture, input kind,
+    normalisation, and the state dict's names, dtypes, shapes and values in name order —,
+    what a run that starts from it depends on: equal for a checkpoint and its stripped copy
+    (:func:`stripped_bytes`), whatever else the file holds. None where ``path`` holds no
+    readable checkpoint."""
+    try:
+        ckpt = load_checkpoint(path)
+    except TGDError:
+        return None
+    digest = hashlib.sha256(json.dumps(
+        [ckpt.model, ckpt.in_channels, ckpt.num_classes, ckpt.input_kind,
+         ckpt.normalization.to_dict()]).encode())
+    for name in sorted(ckpt.state_dict):
+        tensor = ckpt.state_dict[name].detach().cpu().contiguous()
+        digest.update(f"\n{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _one_line(exc: BaseException, limit: int = 120) -> str:
