@@ -26,7 +26,8 @@ calls):
    experiment still busy half a reserve later (the evaluation of a finished recipe) is killed —
    its files are crash-safe — so that the packing always happens.
 4. **Pack.** The experiment folder into ``$OUT`` as ``runs.tar.xz.NNN`` parts of at most 15 MiB
-   (at most 7, beside ``runs.manifest.json``: the device returns 8 files of 16 MiB at most):
+   beside ``runs.manifest.json``, within what the device returns (8 files of 16 MiB at most,
+   64 MiB in all, counting what the call left there already: :func:`out_budget`):
    every small file (configs, metrics, results, evaluations, reports) first, then the
    checkpoints of finished runs, then those of unfinished ones; what does not fit is named in
    the manifest's ``left_out`` (a later call, e.g. with ``--budget 0``, packs again). The log
@@ -53,7 +54,7 @@ from tgd_core.core.errors import TGDError  # noqa: E402
 
 MiB = 2**20
 PART_BYTES = 15 * MiB
-MAX_PARTS = 7
+OUT_BYTES, OUT_FILES = 64 * MiB, 8  # what the device returns through $OUT: bytes, files
 STOPPED = 3  # tgd experiment's exit status when --stop-after stopped it (resumable)
 
 
@@ -120,6 +121,16 @@ def pack_order(out: Path) -> list[str]:
         return (1 if done else 2), path.stat().st_size, str(path)
 
     return [str(p.relative_to(out)) for p in sorted(files, key=rank)]
+
+
+def out_budget(out_dir: Path) -> int:
+    """Bytes of runs (uncompressed: xz adds a few bytes at most to incompressible data) that
+    ``out_dir`` can still return in parts of :data:`PART_BYTES` beside the files there now
+    and the manifest (1 MiB kept for it and xz's overhead)."""
+    present = [p for p in out_dir.rglob("*") if p.is_file()] if out_dir.is_dir() else []
+    room = OUT_BYTES - sum(p.stat().st_size for p in present)
+    parts = OUT_FILES - 1 - len(present)
+    return max(0, min(room, parts * PART_BYTES) - MiB)
 
 
 def pack_runs(out: Path, dest: Path, budget_bytes: int) -> dict:
@@ -199,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         status = train(args, data, site, start + args.budget - args.pack_reserve)
         if args.out.exists():
             out_dir.mkdir(parents=True, exist_ok=True)
-            manifest = pack_runs(args.out, out_dir, MAX_PARTS * PART_BYTES)
+            manifest = pack_runs(args.out, out_dir, out_budget(out_dir))
             print(f"device_paper: packed {len(manifest['files'])} files in "
                   f"{len(manifest['parts'])} parts into {out_dir}", flush=True)
     except (TGDError, subprocess.CalledProcessError) as exc:

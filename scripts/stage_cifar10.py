@@ -4,6 +4,7 @@
                                               [--part-mib MiB] [--preset 6]
     .venv/bin/python scripts/stage_cifar10.py --plan {cifar10,runs} [--stage .stage]
     python3 scripts/stage_cifar10.py --unpack [--stage .stage] [--dest .stage/data]
+    .venv/bin/python scripts/stage_cifar10.py --unpack-runs runs/experiments/paper [--stage .stage]
 
 The device tool sends only the working tree (at most 64 MiB, the repository included, ignored
 paths only when a call's ``carry`` names them) and ``../shared`` stays behind, while CIFAR-10
@@ -300,6 +301,9 @@ def print_plan(calls: list[list[Path]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unpack", action="store_true", help="verify and extract the parts")
+    parser.add_argument("--unpack-runs", type=Path, metavar="DIR",
+                        help="verify and extract the runs parts a device call brought back "
+                             "(scripts/device_paper.py) into DIR")
     parser.add_argument("--src", type=Path, default=ROOT.parent / "shared/data/cifar10")
     parser.add_argument("--stage", type=Path, default=ROOT / ".stage")
     parser.add_argument("--dest", type=Path, default=ROOT / ".stage/data",
@@ -316,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
             folder = unpack(args.stage, args.dest)
             print(f"unpacked {len(FILES)} files into {folder}; "
                   f"export TGD_DATA_DIR={folder.parent.resolve()}")
+            return 0
+        if args.unpack_runs:
+            manifest = unpack_files(args.stage, "runs", args.unpack_runs)
+            print(f"unpacked {len(manifest['files'])} files into {args.unpack_runs}; "
+                  f"not brought back: {manifest.get('left_out') or 'none'}")
             return 0
         room = carry_room(ROOT)
         if args.plan:

@@ -105,6 +105,9 @@ def test_device_paper_packs_small_files_first_and_restores_them(tmp_path):
     assert (restored / "teachers/t1/latest.pt").read_bytes() == (
         out / "teachers/t1/latest.pt").read_bytes()
     assert not device_paper.restore_runs(stage, restored)  # never over an existing folder
+    looked = tmp_path / "looked"  # here, the same parts unpacked to look at and archive
+    assert stage_cifar10.main(["--unpack-runs", str(looked), "--stage", str(stage)]) == 0
+    assert (looked / "results.md").read_bytes() == (out / "results.md").read_bytes()
 
 
 def test_carry_plan_fills_each_call_beside_the_tree(tmp_path):
@@ -154,3 +157,28 @@ def test_the_project_tree_leaves_room_for_the_data():
     """The tree travels with every device call: it must leave room for CIFAR-10's ~136 MiB
     of xz in at most six calls (docs/device.md); committing large files breaks that."""
     assert stage_cifar10.carry_room(PROJECT_ROOT) >= 24 * stage_cifar10.MiB
+
+
+def test_device_paper_packs_within_what_the_device_returns(tmp_path):
+    """$OUT returns 8 files and 64 MiB in all: the runs' budget leaves room for the files a
+    call wrote there already and for the manifest."""
+    spec = importlib.util.spec_from_file_location("device_paper",
+                                                  PROJECT_ROOT / "scripts/device_paper.py")
+    device_paper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(device_paper)
+    MiB, part = stage_cifar10.MiB, device_paper.PART_BYTES
+    out = tmp_path / "OUT"
+    assert device_paper.out_budget(out) == 63 * MiB  # nothing there yet: 64 MiB less 1
+    out.mkdir()
+    (out / "bench.log").write_bytes(b"x" * (10 * MiB))
+    assert device_paper.out_budget(out) == 53 * MiB
+    for i in range(5):
+        (out / f"f{i}").write_bytes(b"")
+    assert device_paper.out_budget(out) == part - MiB  # 8 files: 6 there, the manifest, one
+    (out / "f5").write_bytes(b"")
+    assert device_paper.out_budget(out) == 0
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "result.json").write_text("{}")
+    manifest = device_paper.pack_runs(runs, tmp_path / "back", device_paper.out_budget(out))
+    assert manifest["left_out"] == ["result.json"]
