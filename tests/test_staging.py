@@ -13,11 +13,18 @@ import pytest
 
 from tgd_core.core.errors import TGDError
 from tgd_core.core.paths import PROJECT_ROOT
+from tgd_core.nets.checkpoints import load_checkpoint
 
-spec = importlib.util.spec_from_file_location("stage_cifar10",
-                                              PROJECT_ROOT / "scripts/stage_cifar10.py")
-stage_cifar10 = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(stage_cifar10)
+
+def _load(name: str):
+    """The script ``scripts/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / f"scripts/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+stage_cifar10 = _load("stage_cifar10")
 
 
 @pytest.fixture
@@ -77,10 +84,7 @@ def test_unpack_names_a_missing_or_damaged_part(tmp_path, fake_cifar, capsys):
 def test_device_paper_packs_small_files_first_and_restores_them(tmp_path):
     """scripts/device_paper.py: what fits the budget comes back (small files, then finished
     runs' checkpoints, then the others), the rest is named; a later session restores it."""
-    spec = importlib.util.spec_from_file_location("device_paper",
-                                                  PROJECT_ROOT / "scripts/device_paper.py")
-    device_paper = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(device_paper)
+    device_paper = _load("device_paper")
     rng = np.random.default_rng(1)
     out = tmp_path / "paper"
     sizes = {"teachers/t1/result.json": 10, "teachers/t1/latest.pt": 3000,
@@ -162,10 +166,7 @@ def test_the_project_tree_leaves_room_for_the_data():
 def test_device_paper_packs_within_what_the_device_returns(tmp_path):
     """$OUT returns 8 files and 64 MiB in all: the runs' budget leaves room for the files a
     call wrote there already and for the manifest."""
-    spec = importlib.util.spec_from_file_location("device_paper",
-                                                  PROJECT_ROOT / "scripts/device_paper.py")
-    device_paper = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(device_paper)
+    device_paper = _load("device_paper")
     MiB, part = stage_cifar10.MiB, device_paper.PART_BYTES
     out = tmp_path / "OUT"
     assert device_paper.out_budget(out) == 63 * MiB  # nothing there yet: 64 MiB less 1
@@ -182,3 +183,66 @@ def test_device_paper_packs_within_what_the_device_returns(tmp_path):
     (runs / "result.json").write_text("{}")
     manifest = device_paper.pack_runs(runs, tmp_path / "back", device_paper.out_budget(out))
     assert manifest["left_out"] == ["result.json"]
+
+
+def test_a_device_call_rehearsed_on_the_cpu(tmp_path, monkeypatch, capfd):
+    """docs/device.md's sequence with a tiny recipe, the device played by this machine: the
+    data staged in parts, a call that unpacks it, trains within its budget and packs the runs
+    into $OUT; here, the runs unpacked, reported and archived; a fresh machine's call that
+    restores them trains nothing again."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.test_experiments import TINY
+
+    device_paper = _load("device_paper")
+    rng = np.random.default_rng(2)
+    src = tmp_path / "cifar"
+    src.mkdir()
+    for name in stage_cifar10.FILES:
+        batch = {"data": rng.integers(0, 256, (64, 3072), dtype=np.uint8),
+                 "labels": (np.arange(64) % 10).tolist()}
+        (src / name).write_bytes(pickle.dumps(batch))
+    stage = tmp_path / "stage"
+    stage_cifar10.pack(src, stage, 200_000, preset=0)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "methods": {"kd_t1": TINY["methods"]["kd_t1"]}},
+                                     sort_keys=False))
+    call = ["--recipe", str(recipe), "--stage", str(stage), "--budget", "900",
+            "--pack-reserve", "120", "--parallel", "2"]
+
+    monkeypatch.setenv("OUT", str(tmp_path / "OUT1"))
+    assert device_paper.main([*call, "--out", str(tmp_path / "device/exp")]) == 0
+    assert "[train] kd_t1 seed 0" in "".join(capfd.readouterr())
+    manifest = json.loads((tmp_path / "OUT1/runs.manifest.json").read_text())
+    assert manifest["left_out"] == []
+    assert {"teachers/t1/latest.pt", "kd_t1/seed0/result.json", "summary.json"} <= set(
+        manifest["files"])
+
+    here = tmp_path / "here"  # this machine: what came back, unpacked and archived
+    here.mkdir()
+    for part in (tmp_path / "OUT1").iterdir():
+        (here / part.name).write_bytes(part.read_bytes())
+    assert stage_cifar10.main(["--unpack-runs", str(here / "exp"), "--stage", str(here)]) == 0
+    env = {**__import__("os").environ, "TGD_DATA_DIR": str(stage / "data")}
+    subprocess.run([sys.executable, "-m", "tgd_core", "experiment", str(recipe), "--out",
+                    str(here / "exp"), "--report-only", "--archive", str(here / "archive")],
+                   check=True, env=env, capture_output=True)
+    kept = load_checkpoint(here / "archive/teachers/t1/latest.pt")
+    assert kept.optimizer is None and (here / "archive/kd_t1/seed0/eval.json").is_file()
+
+    # a fresh machine: the data and the runs carried again; nothing is trained twice
+    fresh = tmp_path / "fresh_stage"
+    fresh.mkdir()
+    for path in [*stage.glob("cifar10.*"), *(tmp_path / "OUT1").iterdir()]:
+        (fresh / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setenv("OUT", str(tmp_path / "OUT2"))
+    again = [*call[:2], "--stage", str(fresh), *call[4:], "--out", str(tmp_path / "d2/exp")]
+    assert device_paper.main(again) == 0
+    printed = "".join(capfd.readouterr())
+    assert "restored earlier runs" in printed and "[train]" not in printed
+    for name in ("teachers/t1/latest.pt", "kd_t1/seed0/latest.pt"):
+        assert (tmp_path / "d2/exp" / name).read_bytes() == (
+            tmp_path / "device/exp" / name).read_bytes()
