@@ -9,7 +9,8 @@ On the device machine, in the repository root (docs/device.md gives the whole se
 calls):
 
 0. **Packages.** The device image lacks pydantic (and its pydantic-core, annotated-types,
-   typing-inspection) and plotly (the final report's plots): ``--fetch-wheels``, run here,
+   typing-inspection) and plotly (the final report's plots), and its typing-extensions and
+   narwhals may be too old for them (:data:`WHEELS`): ``--fetch-wheels``, run here,
    downloads their pinned x86-64/CPython 3.12 wheels into ``.stage/wheels`` (ignored, carried);
    there they are installed once into ``.stage/site`` (``--packages-only`` does only this), put
    on the ``PYTHONPATH`` of the experiment; export it for other commands
@@ -58,7 +59,11 @@ OUT_BYTES, OUT_FILES = 64 * MiB, 8  # what the device returns through $OUT: byte
 STOPPED = 3  # tgd experiment's exit status when --stop-after stopped it (resumable)
 
 
-WHEELS = ("pydantic", "pydantic_core", "annotated_types", "typing_inspection", "plotly")
+# The device image lacks pydantic and its own dependencies and plotly; its typing_extensions
+# and narwhals may be older than pydantic's (>= 4.16) and plotly's (>= 1.15.1) floors, so this
+# environment's versions travel too and, first on the PYTHONPATH, shadow the image's.
+WHEELS = ("pydantic", "pydantic_core", "annotated_types", "typing_inspection",
+          "typing_extensions", "plotly", "narwhals")
 
 
 def fetch_wheels(stage: Path) -> list[Path]:

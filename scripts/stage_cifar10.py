@@ -52,7 +52,7 @@ CHUNK = 4 * MiB
 DEVICE_TREE_LIMIT = 64 * MiB  # what one device call takes: the tree and its carried paths
 MARGIN = MiB  # for files written between planning and the call (logs, caches)
 MANIFEST_ROOM = 64 * 1024  # a part and its manifest (a few KiB) travel together
-LATE_WHEELS = ("plotly-",)  # wheels only the recipe's final report needs: any call with room
+LATE_WHEELS = ("plotly-", "narwhals-")  # only the recipe's final report needs them: any call
 
 
 def sha256_of(path: Path) -> str:
