@@ -11,19 +11,22 @@ paths only when a call's ``carry`` names them) and ``../shared`` stays behind, w
 is about 186 MB (the five training batches, ``test_batch``, ``test_batch_lossless_1k``,
 ``batches.meta``). Packing writes them as one tar, xz-compressed and split into parts of at
 most ``--part-mib`` MiB, into the ignored folder ``.stage/``: ``cifar10.tar.xz.001``, ``.002``,
-… and ``cifar10.manifest.json`` (the sha256 and size of every part and of every file). By
-default a part is as large as fits beside the tree that travels with every call (measured with
-git: tracked files and untracked ones it does not ignore) and the wheels of
-``.stage/wheels`` that the first call brings (scripts/device_paper.py ``--fetch-wheels``). A
-warm device machine keeps the ignored files earlier calls brought, so consecutive calls each
-carry the manifest and what fits; packing, and ``--plan`` for parts already here (``runs``:
-the runs an earlier session brought back), print those calls' ``carry`` lists
-(docs/device.md gives the sequence). Unpacking, there, verifies every part against the
-manifest (a missing or damaged part is named), reassembles the tar, extracts it into
-``<dest>/cifar10/`` — the layout :func:`tgd_core.data.datasets.load_cifar10` reads —, checks
-every file's sha256 and prints the ``TGD_DATA_DIR`` to export
-(:func:`tgd_core.core.paths.data_dir`). Standard library (and the project's error type) only:
-it runs under the device's ``python3``.
+… and ``cifar10.manifest.json`` (the sha256 and size of every part and of every file). A
+batch's pixels travel as a lossless WebP mosaic beside the rest of its pickle: 97.6 MiB in all
+where xz alone made 135.5, a device call less. By default a part is as large as fits beside
+the tree that travels with every call (measured with git: tracked files and untracked ones it
+does not ignore) and the wheels of ``.stage/wheels`` that the first call brings
+(scripts/device_paper.py ``--fetch-wheels``). A warm device machine keeps the ignored files
+earlier calls brought, so consecutive calls each carry the manifest and what fits; packing,
+and ``--plan`` for parts already here (``runs``: the runs an earlier session brought back),
+print those calls' ``carry`` lists (docs/device.md gives the sequence). Unpacking, there,
+verifies every part against the manifest (a missing or damaged part is named), reassembles
+the tar, extracts it into ``<dest>/cifar10/`` — the layout
+:func:`tgd_core.data.datasets.load_cifar10` reads —, puts every batch together again and checks
+every file's sha256, and prints the ``TGD_DATA_DIR`` to export
+(:func:`tgd_core.core.paths.data_dir`). The standard library, NumPy and Pillow (the device
+image has both; the runs' parts need neither) and the project's error type only: it runs
+under the device's ``python3``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import hashlib
 import io
 import json
 import lzma
+import pickle
 import subprocess
 import sys
 import tarfile
@@ -53,6 +57,8 @@ DEVICE_TREE_LIMIT = 64 * MiB  # what one device call takes: the tree and its car
 MARGIN = MiB  # for files written between planning and the call (logs, caches)
 MANIFEST_ROOM = 64 * 1024  # a part and its manifest (a few KiB) travel together
 LATE_WHEELS = ("plotly-", "narwhals-")  # only the recipe's final report needs them: any call
+ROW_BYTES = 3 * 32 * 32  # one CIFAR image in a batch's ``data``: R, G and B planes
+MOSAIC_COLUMNS = 100  # images a row in a batch's WebP mosaic (3,200 px; WebP allows 16,383)
 
 
 def sha256_of(path: Path) -> str:
@@ -123,11 +129,74 @@ class PartReader(io.RawIOBase):
             self.file = None
 
 
+def pixel_span(data: bytes) -> tuple[int, int] | None:
+    """Where a python-version CIFAR batch keeps its images: the byte offset and the number of
+    rows of its ``data`` array (uint8, N × 3072) stored as one run of bytes in the pickle, or
+    None for any other file."""
+    import numpy as np
+
+    try:
+        batch = pickle.loads(data, encoding="latin1")
+        rows = np.ascontiguousarray(batch["data"])
+    except Exception:  # noqa: BLE001 - whatever it is, it is not a batch: packed as it is
+        return None
+    if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != ROW_BYTES:
+        return None
+    offset = data.find(rows.tobytes())
+    return None if offset < 0 else (offset, len(rows))
+
+
+def encode_pixels(pixels: bytes, rows: int) -> bytes:
+    """CIFAR rows (each R, G and B planes of 32 × 32) as one lossless WebP mosaic of
+    :data:`MOSAIC_COLUMNS` images a row, the last row padded with black."""
+    import numpy as np
+    from PIL import Image
+
+    grid_rows = -(-rows // MOSAIC_COLUMNS)
+    images = np.zeros((grid_rows * MOSAIC_COLUMNS, 32, 32, 3), np.uint8)
+    images[:rows] = np.frombuffer(pixels, np.uint8).reshape(rows, 3, 32, 32).transpose(0, 2, 3, 1)
+    mosaic = images.reshape(grid_rows, MOSAIC_COLUMNS, 32, 32, 3).transpose(0, 2, 1, 3, 4)
+    out = io.BytesIO()
+    Image.fromarray(mosaic.reshape(grid_rows * 32, MOSAIC_COLUMNS * 32, 3)).save(
+        out, "WEBP", lossless=True, quality=100, method=4)
+    return out.getvalue()
+
+
+def decode_pixels(webp: bytes, rows: int) -> bytes:
+    """The inverse of :func:`encode_pixels`."""
+    import numpy as np
+    from PIL import Image
+
+    mosaic = np.asarray(Image.open(io.BytesIO(webp)).convert("RGB"))
+    grid_rows = mosaic.shape[0] // 32
+    images = mosaic.reshape(grid_rows, 32, MOSAIC_COLUMNS, 32, 3).transpose(0, 2, 1, 3, 4)
+    images = images.reshape(-1, 32, 32, 3)[:rows]
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)).tobytes()
+
+
+def archive_members(path: Path, name: str, images: bool) -> tuple[list[tuple[str, bytes]], dict]:
+    """The tar members that carry the file ``path`` (archived as ``name``) and its manifest
+    entry: the file itself, or, for a CIFAR batch when ``images``, ``<name>.frame`` (the file
+    without its pixels) and ``<name>.webp`` (the pixels, :func:`encode_pixels`; a quarter
+    smaller than xz makes them, so the data takes a device call less)."""
+    data = path.read_bytes()
+    entry = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    span = pixel_span(data) if images else None
+    if span is None:
+        return [(name, data)], entry
+    offset, rows = span
+    end = offset + rows * ROW_BYTES
+    entry["pixels"] = {"offset": offset, "rows": rows, "codec": "webp-lossless"}
+    return [(f"{name}.frame", data[:offset] + data[end:]),
+            (f"{name}.webp", encode_pixels(data[offset:end], rows))], entry
+
+
 def pack_files(root: Path, names: list[str], stage: Path, name: str, part_bytes: int,
-               preset: int = 6) -> dict:
+               preset: int = 6, images: bool = False) -> dict:
     """Write ``names`` (paths relative to ``root``) as one tar, xz-compressed, in parts
     ``<stage>/<name>.tar.xz.NNN`` of ``part_bytes`` at most, and ``<name>.manifest.json``
-    with the size and sha256 of every part and file; returns the manifest."""
+    with the size and sha256 of every part and file; returns the manifest. With ``images``
+    the pixels of CIFAR batches travel as lossless WebP (:func:`archive_members`)."""
     missing = [n for n in names if not (root / n).is_file()]
     if missing:
         raise TGDError(f"{root}: missing file(s) {missing}")
@@ -136,18 +205,17 @@ def pack_files(root: Path, names: list[str], stage: Path, name: str, part_bytes:
     stage.mkdir(parents=True, exist_ok=True)
     for old in stage.glob(f"{name}.tar.xz.*"):
         old.unlink()
-    files = {n: {"bytes": (root / n).stat().st_size, "sha256": sha256_of(root / n)}
-             for n in names}
+    files = {}
     parts = PartWriter(stage / f"{name}.tar.xz", part_bytes)
     with parts, lzma.LZMAFile(parts, "w", preset=preset) as xz, \
             tarfile.open(fileobj=xz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for n in names:
-            info = tar.gettarinfo(str(root / n), arcname=n)
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mode = 0o644
-            with open(root / n, "rb") as f:
-                tar.addfile(info, f)
+            carried, files[n] = archive_members(root / n, n, images)
+            for arcname, data in carried:
+                info = tarfile.TarInfo(arcname)
+                info.size, info.mode = len(data), 0o644
+                info.mtime = int((root / n).stat().st_mtime)
+                tar.addfile(info, io.BytesIO(data))
     manifest = {"archive": f"{name}.tar.xz", "files": files,
                 "parts": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_of(p)}
                           for p in parts.paths]}
@@ -160,7 +228,7 @@ def pack(src: Path, stage: Path, part_bytes: int, preset: int = 6) -> dict:
     if not all((src / n).is_file() for n in FILES):
         missing = [n for n in FILES if not (src / n).is_file()]
         raise TGDError(f"{src}: missing CIFAR-10 file(s) {missing}")
-    return pack_files(src, list(FILES), stage, NAME, part_bytes, preset)
+    return pack_files(src, list(FILES), stage, NAME, part_bytes, preset, images=True)
 
 
 def read_manifest(stage: Path, name: str = "cifar10") -> dict:
@@ -199,22 +267,47 @@ def members(tar: tarfile.TarFile, wanted: set[str]) -> Iterator[tarfile.TarInfo]
         yield info
 
 
+def carried_names(files: dict) -> set[str]:
+    """The tar members that carry the manifest's ``files`` (:func:`archive_members`)."""
+    return {m for n, meta in files.items()
+            for m in ([f"{n}.frame", f"{n}.webp"] if "pixels" in meta else [n])}
+
+
 def unpack_files(stage: Path, name: str, dest: Path) -> dict:
-    """Verify the parts of ``name`` in ``stage`` and extract their files under ``dest``
-    (each then checked against its sha256); returns the manifest."""
+    """Verify the parts of ``name`` in ``stage`` and extract their files under ``dest`` (a
+    CIFAR batch put together again from its frame and its WebP pixels), each then checked
+    against its sha256; returns the manifest."""
     manifest = read_manifest(stage, name)
     paths = verified_parts(stage, manifest)
     dest.mkdir(parents=True, exist_ok=True)
-    files = manifest["files"]
+    files, frames = manifest["files"], {}
     with lzma.LZMAFile(io.BufferedReader(PartReader(paths), CHUNK)) as xz, \
             tarfile.open(fileobj=xz, mode="r|") as tar:
-        for info in members(tar, set(files)):
-            tar.extract(info, dest, filter="data")
+        for info in members(tar, carried_names(files)):
+            stem, suffix = info.name.rpartition(".")[::2]
+            if info.name in files:
+                tar.extract(info, dest, filter="data")
+            elif suffix == "frame":
+                frames[stem] = tar.extractfile(info).read()
+            else:
+                write_batch(dest / stem, frames.pop(stem, b""), tar.extractfile(info).read(),
+                            files[stem]["pixels"])
     for n, meta in files.items():
         path = dest / n
         if not path.is_file() or sha256_of(path) != meta["sha256"]:
             raise TGDError(f"{path}: missing or its sha256 differs from the manifest")
     return manifest
+
+
+def write_batch(path: Path, frame: bytes, webp: bytes, pixels: dict) -> None:
+    """A CIFAR batch again: its frame with the WebP's pixels put back at their offset."""
+    try:
+        data = decode_pixels(webp, pixels["rows"])
+    except Exception as exc:  # noqa: BLE001 - a decoder's error, named in one line
+        raise TGDError(f"{path.name}: cannot decode its pixels ({exc})") from None
+    offset = pixels["offset"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(frame[:offset] + data + frame[offset:])
 
 
 def unpack(stage: Path, dest: Path) -> Path:
@@ -281,13 +374,22 @@ def wheels(stage: Path) -> tuple[list[Path], list[Path]]:
     return [w for w in found if w not in late], late
 
 
-def plan(stage: Path, name: str, room: int) -> list[list[Path]]:
-    """The carry lists of the parts of ``name`` in ``stage`` (with the wheels for CIFAR-10,
-    the first thing a fresh machine gets)."""
-    manifest = read_manifest(stage, name)
-    parts = [stage / part["name"] for part in manifest["parts"]]
-    first, late = wheels(stage) if name == NAME else ([], [])
-    return carry_plan(parts, stage / f"{name}.manifest.json", room, first, late)
+def staged_parts(stage: Path, name: str) -> list[Path]:
+    """The parts of ``name`` its manifest in ``stage`` lists."""
+    return [stage / part["name"] for part in read_manifest(stage, name)["parts"]]
+
+
+def plan(stage: Path, names: Sequence[str], room: int) -> list[list[Path]]:
+    """The carry lists that bring the staged parts of ``names`` (each with its manifest) to a
+    fresh machine: the first name's parts in order (with the wheels for CIFAR-10, the first
+    thing a fresh machine needs), the others' in the room left over, then in calls of their
+    own."""
+    first, *others = names
+    wheels_first, late = wheels(stage) if first == NAME else ([], [])
+    extras = [path for name in others
+              for path in (stage / f"{name}.manifest.json", *staged_parts(stage, name))]
+    return carry_plan(staged_parts(stage, first), stage / f"{first}.manifest.json", room,
+                      wheels_first, [*late, *extras])
 
 
 def print_plan(calls: list[list[Path]]) -> None:
@@ -312,8 +414,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="part size (default: what fits in one call beside the tree and "
                              "the first call's wheels)")
     parser.add_argument("--preset", type=int, default=6, choices=range(10))
-    parser.add_argument("--plan", choices=(NAME, "runs"),
-                        help="print the calls' carry lists for the parts already staged")
+    parser.add_argument("--plan", nargs="+", choices=(NAME, "runs"),
+                        help="print the calls' carry lists for the parts already staged: "
+                             "those of the first, then the others' in the room left over")
     args = parser.parse_args(argv)
     try:
         if args.unpack:
@@ -337,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         for part in manifest["parts"]:
             print(f"{args.stage / part['name']}: {part['bytes'] / MiB:.1f} MiB")
         print(f"{args.stage / (NAME + '.manifest.json')}: {len(manifest['parts'])} parts")
-        print_plan(plan(args.stage, NAME, room))
+        print_plan(plan(args.stage, [NAME], room))
     except (TGDError, OSError, lzma.LZMAError, tarfile.TarError) as exc:
         print(f"stage_cifar10: error: {exc}", file=sys.stderr)
         return 2

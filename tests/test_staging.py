@@ -29,14 +29,16 @@ stage_cifar10 = _load("stage_cifar10")
 
 @pytest.fixture
 def fake_cifar(tmp_path):
-    """Every CIFAR-10 file, each a valid python-version batch of 30 random images."""
+    """Every CIFAR-10 file: the batches of 130 random images each (two mosaic rows, the second
+    one short), the label names."""
     rng = np.random.default_rng(0)
     src = tmp_path / "src"
     src.mkdir()
-    for name in stage_cifar10.FILES:
-        batch = {"data": rng.integers(0, 256, (30, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, 30).tolist()}
+    for name in stage_cifar10.FILES[:-1]:
+        batch = {"batch_label": name, "labels": rng.integers(0, 10, 130).tolist(),
+                 "data": rng.integers(0, 256, (130, 3072), dtype=np.uint8)}
         (src / name).write_bytes(pickle.dumps(batch))
+    (src / "batches.meta").write_bytes(pickle.dumps({"label_names": ["airplane", "cat"]}))
     return src
 
 
@@ -44,12 +46,15 @@ def test_pack_and_unpack_round_trip(tmp_path, fake_cifar):
     from tgd_core.data.datasets import load_cifar10
 
     stage = tmp_path / "stage"
-    part = 32 * 1024
+    part = 128 * 1024
     assert stage_cifar10.main(["--src", str(fake_cifar), "--stage", str(stage),
                                "--part-mib", str(part / 2**20), "--preset", "1"]) == 0
     manifest = json.loads((stage / "cifar10.manifest.json").read_text())
     sizes = [p["bytes"] for p in manifest["parts"]]
     assert len(sizes) > 3 and max(sizes) == part and all(s <= part for s in sizes)
+    pixels = {n: meta.get("pixels") for n, meta in manifest["files"].items()}
+    assert pixels.pop("batches.meta") is None  # not a batch: travels as it is
+    assert all(p["rows"] == 130 and p["codec"] == "webp-lossless" for p in pixels.values())
     assert [p["name"] for p in manifest["parts"]][:2] == ["cifar10.tar.xz.001",
                                                           "cifar10.tar.xz.002"]
     dest = tmp_path / "data"
@@ -57,7 +62,29 @@ def test_pack_and_unpack_round_trip(tmp_path, fake_cifar):
     for name in stage_cifar10.FILES:
         assert (dest / "cifar10" / name).read_bytes() == (fake_cifar / name).read_bytes()
     images, labels = load_cifar10("train", data_dir=dest)  # the engine's layout
-    assert images.shape == (150, 32, 32, 3) and len(labels) == 150
+    assert images.shape == (650, 32, 32, 3) and len(labels) == 650
+
+
+def test_a_batch_travels_as_its_frame_and_a_lossless_webp(tmp_path, fake_cifar):
+    """The pixels leave the pickle for a WebP mosaic and come back bit for bit; pixels that
+    do not decode are named in one line."""
+    data = (fake_cifar / "test_batch").read_bytes()
+    (frame, frame_bytes), (webp, webp_bytes) = stage_cifar10.archive_members(
+        fake_cifar / "test_batch", "test_batch", images=True)[0]
+    assert (frame, webp) == ("test_batch.frame", "test_batch.webp")
+    assert len(frame_bytes) == len(data) - 130 * 3072 and webp_bytes[8:12] == b"WEBP"
+    entry = stage_cifar10.archive_members(fake_cifar / "test_batch", "test_batch", True)[1]
+    stage_cifar10.write_batch(tmp_path / "again", frame_bytes, webp_bytes, entry["pixels"])
+    assert (tmp_path / "again").read_bytes() == data
+    assert stage_cifar10.archive_members(fake_cifar / "test_batch", "t", images=False)[0] \
+        == [("t", data)]
+    batch = pickle.loads(data)  # protocol 2 from Python 3 keeps no run of pixel bytes:
+    (tmp_path / "p2").write_bytes(pickle.dumps(batch, protocol=2))  # the file goes whole
+    assert stage_cifar10.archive_members(tmp_path / "p2", "p2", images=True)[1].keys() \
+        == {"bytes", "sha256"}
+    with pytest.raises(TGDError, match=r"^bad: cannot decode its pixels \(.+\)$"):
+        stage_cifar10.write_batch(tmp_path / "bad", frame_bytes, webp_bytes[:100],
+                                  entry["pixels"])
 
 
 def test_unpack_names_a_missing_or_damaged_part(tmp_path, fake_cifar, capsys):
@@ -134,6 +161,31 @@ def test_carry_plan_fills_each_call_beside_the_tree(tmp_path):
         stage_cifar10.carry_plan(parts, manifest, 65)
 
 
+def test_the_runs_ride_in_the_room_the_data_leaves(tmp_path, monkeypatch, capsys):
+    """A later session's plan: CIFAR-10's calls, the runs' manifest and parts in the room they
+    leave (docs/device.md's resume), then in as few calls of their own as fit."""
+    rng = np.random.default_rng(3)
+    src, stage = tmp_path / "src", tmp_path / "stage"
+    src.mkdir()
+    for name, size in (("cifar", 100_000), ("r0.pt", 30_000), ("r1.pt", 30_000),
+                       ("r2.pt", 30_000)):
+        (src / name).write_bytes(rng.integers(0, 256, size, np.uint8).tobytes())
+    stage_cifar10.pack_files(src, ["cifar"], stage, "cifar10", 40_000, preset=0)
+    stage_cifar10.pack_files(src, ["r0.pt", "r1.pt", "r2.pt"], stage, "runs", 25_000, 0)
+    data = stage_cifar10.staged_parts(stage, "cifar10")
+    runs = stage_cifar10.staged_parts(stage, "runs")
+    monkeypatch.setattr(stage_cifar10, "carry_room", lambda root: 70_000)
+    for names, parts, n_calls in ((["cifar10", "runs"], [*data, *runs], 3),
+                                  (["runs"], runs, 2)):
+        assert stage_cifar10.main(["--plan", *names, "--stage", str(stage)]) == 0
+        calls = [[stage / Path(p).name for p in json.loads(line.split("carry ", 1)[1])]
+                 for line in capsys.readouterr().out.splitlines()]
+        assert len(calls) == n_calls
+        assert all(sum(p.stat().st_size for p in call) <= 70_000 for call in calls)
+        assert sorted(p for call in calls for p in call if ".tar.xz." in p.name) \
+            == sorted(parts)  # each once
+
+
 def test_packing_sizes_parts_to_the_room_and_prints_the_calls(tmp_path, fake_cifar,
                                                               monkeypatch, capsys):
     stage = tmp_path / "stage"
@@ -158,8 +210,9 @@ def test_packing_sizes_parts_to_the_room_and_prints_the_calls(tmp_path, fake_cif
 
 
 def test_the_project_tree_leaves_room_for_the_data():
-    """The tree travels with every device call: it must leave room for CIFAR-10's ~136 MiB
-    of xz in at most six calls (docs/device.md); committing large files breaks that."""
+    """The tree travels with every device call: it must leave room for CIFAR-10's ~98 MiB of
+    parts and the 12.5 MiB of wheels in at most five calls (docs/device.md); committing large
+    files breaks that."""
     assert stage_cifar10.carry_room(PROJECT_ROOT) >= 24 * stage_cifar10.MiB
 
 
