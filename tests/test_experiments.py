@@ -297,7 +297,8 @@ def test_the_pi_teacher_recipe_changes_only_t2_and_reuses_the_cpu_ablation(tmp_p
     ablation_runs = ("runs/experiments/cpu_full_ablation/",  # where it ran, else its archive
                      "docs/results/runs/cpu_full_ablation/")
     for row in shared:
-        for seed in recipe.seeds:
+        assert recipe.seeds_of(row) == ablation.seeds_of(row) == [0, 1, 2, 3, 4]
+        for seed in recipe.seeds_of(row):
             assert runs[f"{row} seed {seed}"].out_dir.startswith(ablation_runs), (row, seed)
     assert runs["init (scratch student)"].out_dir.startswith(ablation_runs)
     for row, teacher in (("tgd_patch", "t2_patch"), ("tgd_cubical", "t2_cubical")):
