@@ -7,26 +7,26 @@
     .venv/bin/python scripts/stage_cifar10.py --unpack-runs runs/experiments/paper [--stage .stage]
 
 The device tool sends only the working tree (at most 64 MiB, the repository included, ignored
-paths only when a call's ``carry`` names them) and ``../shared`` stays behind, while CIFAR-10
-is about 186 MB (the five training batches, ``test_batch``, ``test_batch_lossless_1k``,
-``batches.meta``). Packing writes them as one tar, xz-compressed and split into parts of at
-most ``--part-mib`` MiB, into the ignored folder ``.stage/``: ``cifar10.tar.xz.001``, ``.002``,
-… and ``cifar10.manifest.json`` (the sha256 and size of every part and of every file). A
-batch's pixels travel as a lossless WebP mosaic beside the rest of its pickle: 97.6 MiB in all
-where xz alone made 135.5, a device call less. By default a part is as large as fits beside
-the tree that travels with every call (measured with git: tracked files and untracked ones it
-does not ignore) and the wheels of ``.stage/wheels`` that the first call brings
-(scripts/device_paper.py ``--fetch-wheels``). A warm device machine keeps the ignored files
-earlier calls brought, so consecutive calls each carry the manifest and what fits; packing,
-and ``--plan`` for parts already here (``runs``: the runs an earlier session brought back),
-print those calls' ``carry`` lists (docs/device.md gives the sequence). Unpacking, there,
-verifies every part against the manifest (a missing or damaged part is named), reassembles
-the tar, extracts it into ``<dest>/cifar10/`` — the layout
-:func:`tgd_core.data.datasets.load_cifar10` reads —, puts every batch together again and checks
-every file's sha256, and prints the ``TGD_DATA_DIR`` to export
-(:func:`tgd_core.core.paths.data_dir`). The standard library, NumPy and Pillow (the device
-image has both; the runs' parts need neither) and the project's error type only: it runs
-under the device's ``python3``.
+paths only when a call's ``carry`` names them) and ``../shared`` stays behind, while CIFAR-10 is
+about 186 MB (the five training batches, ``test_batch``, ``test_batch_lossless_1k``,
+``batches.meta``). Packing writes them as one tar, xz-compressed and split into parts of at most
+``--part-mib`` MiB, into the ignored folder ``.stage/``: ``cifar10.tar.xz.001``, ``.002``, … and
+``cifar10.manifest.json`` (the sha256 and size of every part and of every file). A batch's
+pixels travel as a lossless WebP mosaic beside the rest of its pickle: 97.6 MiB in all where xz
+alone made 135.5, a device call less. By default the parts are sized to as few calls as fit
+beside the tree that travels with every call (measured with git: tracked files and untracked
+ones it does not ignore) and the wheels of ``.stage/wheels`` (the first call brings pydantic's,
+scripts/device_paper.py ``--fetch-wheels``), then cut evenly over those calls, so that each
+keeps room for a tree that grows before the calls. A warm device machine keeps the ignored files
+earlier calls brought, so consecutive calls each carry the manifest and what fits; packing, and
+``--plan`` for parts already here (``runs``: the runs an earlier session brought back), print
+those calls' ``carry`` lists (docs/device.md gives the sequence). Unpacking, there, verifies
+every part against the manifest (a missing or damaged part is named), reassembles the tar,
+extracts it into ``<dest>/cifar10/`` — the layout :func:`tgd_core.data.datasets.load_cifar10`
+reads —, puts every batch together again and checks every file's sha256, and prints the
+``TGD_DATA_DIR`` to export (:func:`tgd_core.core.paths.data_dir`). The standard library, NumPy
+and Pillow (the device image has both; the runs' parts need neither) and the project's error
+type only: it runs under the device's ``python3``.
 """
 
 from __future__ import annotations
@@ -316,6 +316,45 @@ def unpack(stage: Path, dest: Path) -> Path:
     return dest / "cifar10"
 
 
+def resplit(stage: Path, name: str, part_bytes: int) -> dict:
+    """Cut the staged parts of ``name`` again, ``part_bytes`` each (the same byte stream, not
+    compressed again); returns the rewritten manifest."""
+    manifest = read_manifest(stage, name)
+    old = verified_parts(stage, manifest)
+    fresh = PartWriter(stage / f".{name}.tar.xz", part_bytes)
+    with fresh, io.BufferedReader(PartReader(old), CHUNK) as stream:
+        for block in iter(lambda: stream.read(CHUNK), b""):
+            fresh.write(block)
+    for path in old:
+        path.unlink()
+    manifest["parts"] = []
+    for path in fresh.paths:
+        final = path.with_name(path.name[1:])
+        path.rename(final)
+        manifest["parts"].append({"name": final.name, "bytes": final.stat().st_size,
+                                  "sha256": sha256_of(final)})
+    (stage / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def balance(stage: Path, room: int) -> dict:
+    """The CIFAR-10 parts cut as evenly as the calls that carry them allow: as many calls as
+    the largest parts need, each with room to spare for a tree that grows before the calls (a
+    commit) — the first call's wheels counted, the others' riding where there is room."""
+    manifest = read_manifest(stage, NAME)
+    calls = len(plan(stage, [NAME], room))
+    first, late = wheels(stage)
+    data = sum(part["bytes"] for part in manifest["parts"])
+    carried = data + sum(w.stat().st_size for w in [*first, *late])
+    even = -(-carried // calls)
+    if even >= manifest["parts"][0]["bytes"]:
+        return manifest
+    balanced = resplit(stage, NAME, even)
+    if len(plan(stage, [NAME], room)) > calls:  # the wheels found no room: cut as before
+        return resplit(stage, NAME, manifest["parts"][0]["bytes"])
+    return balanced
+
+
 def travelling_bytes(root: Path) -> int:
     """Bytes of the working tree every device call sends: the files git tracks and the
     untracked ones it does not ignore."""
@@ -437,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                       room - sum(w.stat().st_size for w in wheels(args.stage)[0])
                       - MANIFEST_ROOM)
         manifest = pack(args.src, args.stage, part_bytes, args.preset)
+        if not args.part_mib:
+            manifest = balance(args.stage, room)
         for part in manifest["parts"]:
             print(f"{args.stage / part['name']}: {part['bytes'] / MiB:.1f} MiB")
         print(f"{args.stage / (NAME + '.manifest.json')}: {len(manifest['parts'])} parts")

@@ -209,6 +209,30 @@ def test_packing_sizes_parts_to_the_room_and_prints_the_calls(tmp_path, fake_cif
     assert capsys.readouterr().out.splitlines() == lines
 
 
+def test_parts_are_cut_evenly_over_the_calls_they_need(tmp_path, fake_cifar, monkeypatch,
+                                                      capsys):
+    """Packing fills the first parts to the room, then cuts the same stream into even parts
+    over as many calls: each call keeps room to spare for a tree that grows before the calls,
+    and the parts still unpack bit for bit."""
+    stage = tmp_path / "stage"
+    (stage / "wheels").mkdir(parents=True)
+    (stage / "wheels/pydantic-2-py3-none-any.whl").write_bytes(b"w" * 3000)
+    (stage / "wheels/plotly-7-py3-none-any.whl").write_bytes(b"w" * 9000)
+    room = 1_300_000
+    monkeypatch.setattr(stage_cifar10, "carry_room", lambda root: room)
+    assert stage_cifar10.main(["--src", str(fake_cifar), "--stage", str(stage),
+                               "--preset", "0"]) == 0
+    calls = [[Path(p) for p in json.loads(line.split("carry ", 1)[1])]
+             for line in capsys.readouterr().out.splitlines() if line.startswith("call")]
+    sizes = [sum(p.stat().st_size for p in call) for call in calls]
+    data = sum(p.stat().st_size for p in stage.glob("cifar10.tar.xz.*"))
+    assert len(calls) == -(-(data + 12_000) // (room - stage_cifar10.MANIFEST_ROOM))
+    assert max(sizes) - min(sizes) < 0.02 * room and max(sizes) < 0.8 * room  # room to spare
+    stage_cifar10.unpack(stage, tmp_path / "data")
+    for name in stage_cifar10.FILES:
+        assert (tmp_path / "data/cifar10" / name).read_bytes() == (fake_cifar / name).read_bytes()
+
+
 def test_the_project_tree_leaves_room_for_the_data():
     """The tree travels with every device call: it must leave room for CIFAR-10's ~98 MiB of
     parts and the 12.5 MiB of wheels in at most five calls (docs/device.md); committing large
