@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 
+from tests.waiting import wait_for
 from tgd_core.core.errors import TGDError
 from tgd_core.nets.checkpoints import load_checkpoint, named_tensors, non_finite_tensors
 from tgd_core.training import Stopped, TrainConfig, learning_rate, run_training, trainer
@@ -238,32 +239,52 @@ def test_evaluate_command_reproduces_the_runs_test_accuracy(tmp_path, capsys):
         assert out["nll"] == pytest.approx(result["best"]["test_nll"], rel=1e-5)
 
 
+#: ``python -c`` program: `tgd train ARGS` whose loop, after step 3 of epoch 2, creates the file
+#: $TGD_TEST_PAUSED and waits there forever (to be killed): a kill in mid-epoch, at a known point.
+PAUSING_TRAIN = """
+import os, pathlib, sys, threading
+from tgd_core.cli import main
+from tgd_core.training.trainer import Trainer
+
+after_step = Trainer.after_step
+
+def pausing_after_step(self, b, epoch, result, bar):
+    after_step(self, b, epoch, result, bar)
+    if (epoch, b.step) == (1, 2):
+        pathlib.Path(os.environ["TGD_TEST_PAUSED"]).touch()
+        threading.Event().wait()
+
+Trainer.after_step = pausing_after_step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
-    """SIGKILL a real `tgd train` process once its epoch-1 checkpoint exists (wherever it then
-    is: writing best.pt or the metrics row, or in epoch 2); `--resume` continues from the
-    checkpoint and ends with the weights and metrics rows of an uninterrupted run."""
+    """SIGKILL a real `tgd train` process in the middle of epoch 2 (its epoch-1 checkpoint
+    written, three steps of epoch 2 taken); `--resume` continues from the checkpoint and ends
+    with the weights and metrics rows of an uninterrupted run."""
+    import os
     import signal
     import subprocess
     import sys
-    import time
 
-    args = ["--model", "wrn16_1", "--train-subset", "192", "--test-subset", "32",
+    args = ["train", "--model", "wrn16_1", "--train-subset", "192", "--test-subset", "32",
             "--epochs", "3", "--batch-size", "32", "--threads", "2", "--no-progress",
             "--augment", "--set", "milestones=[2]"]
-    cmd = [sys.executable, "-m", "tgd_core", "train", *args]
-    subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, capture_output=True)
-    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "cut")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    checkpoint = tmp_path / "cut" / "latest.pt"  # written at the end of epoch 1, atomically
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not checkpoint.exists():
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed"
+    subprocess.run([sys.executable, "-m", "tgd_core", *args, "--out", str(tmp_path / "full")],
+                   check=True, capture_output=True)
+    paused, log = tmp_path / "paused", tmp_path / "cut.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-c", PAUSING_TRAIN, *args, "--out",
+                                 str(tmp_path / "cut")], stdout=err, stderr=err,
+                                env={**os.environ, "TGD_TEST_PAUSED": str(paused)})
+    wait_for(lambda: paused.exists() or proc.poll() is not None, what="the pause in epoch 2")
+    assert proc.poll() is None, log.read_text()[-2000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert load_checkpoint(tmp_path / "cut/latest.pt").epoch in (1, 2)
-    subprocess.run([*cmd, "--out", str(tmp_path / "cut"), "--resume"], check=True,
-                   capture_output=True)
+    assert load_checkpoint(tmp_path / "cut/latest.pt").epoch == 1
+    subprocess.run([sys.executable, "-m", "tgd_core", *args, "--out", str(tmp_path / "cut"),
+                    "--resume"], check=True, capture_output=True)
     a, b = weights(tmp_path / "full/latest.pt"), weights(tmp_path / "cut/latest.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert same_rows(tmp_path / "cut/metrics.jsonl", tmp_path / "full/metrics.jsonl")
