@@ -161,8 +161,10 @@ def test_archived_runs_started_from_checkpoints_elsewhere_are_matched_by_content
 
 
 def test_runs_reused_from_another_archive_are_not_copied_again(tmp_path, monkeypatch):
-    """A recipe that adds a row to an archived experiment archives its new runs only; runs
-    it reuses from a working folder (not an archive) are copied as its own."""
+    """A recipe that adds a row to an archived experiment archives its new runs only, also
+    where it finds the reused runs in that experiment's working folder, listed before the
+    archive; runs it reuses from a working folder that no archive holds are copied as its
+    own."""
     from tgd_core.experiments.archive import archive_runs
 
     monkeypatch.chdir(tmp_path)
@@ -172,7 +174,9 @@ def test_runs_reused_from_another_archive_are_not_copied_again(tmp_path, monkeyp
     rows = {**ROWS, "scratch": TINY["methods"]["scratch"]}
     from_working = Recipe(**{**TINY, "methods": rows, "reuse": ["exp", "archive"]})
     run_experiment(from_working, "more", log=quiet)
-    assert sorted(archive_runs(from_working, "more", "more_archive", log=quiet)) == [
+    assert archive_runs(from_working, "more", "more_archive", log=quiet) == ["scratch seed 0"]
+    unarchived = Recipe(**{**TINY, "methods": rows, "reuse": ["exp"]})
+    assert sorted(archive_runs(unarchived, "more", "own_archive", log=quiet)) == [
         "init (scratch student)", "kd_t1 seed 0", "scratch seed 0", "teacher t1",
         "teacher t2", "tgd seed 0"]
     from_archive = Recipe(**{**TINY, "methods": rows, "reuse": ["archive"]})

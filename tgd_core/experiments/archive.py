@@ -16,7 +16,9 @@ of each finished run of a recipe into an experiment-shaped folder small enough t
   copy), by :func:`~.plan.run_inputs` name.
 
 A recipe that extends another's experiment and reuses its archive (``reuse``) archives only
-its own runs: the reused ones stay where they are archived, not copied twice.
+its own runs: the reused ones stay where they are archived, not copied twice — also when the
+plan finds them in the other experiment's working folder, listed before its archive, and that
+archive holds the same record.
 
 Named in a recipe's ``reuse``, the folder's runs are finished runs like any other
 (:func:`~.plan.same_inputs` compares their inputs by content where paths differ): not trained
@@ -46,15 +48,18 @@ def archive_runs(recipe: Recipe, out: str | Path, dest: str | Path, *, log=print
     of the runs whose record changed there. Students not yet evaluated (no ``eval.json``)
     wait for a later archive; files already equal are left alone; runs reused from an
     archive (``dest`` itself or another one the recipe reuses: their folder holds the
-    ``inputs.json`` only an archive writes) are kept there already and skipped."""
+    ``inputs.json`` only an archive writes), or held by one at the same place with the same
+    result, are kept there already and skipped."""
     out, dest = Path(out), Path(dest)
+    roots = [out, *map(Path, recipe.reuse)]
     changed = []
     for label, cfg in plan(recipe, out):
         source = Path(cfg.out_dir)
-        place = run_place(source, [out, *map(Path, recipe.reuse)])
+        place = run_place(source, roots)
         target = dest / place
         if (not finished(cfg) or (source / INPUTS_FILE).is_file()
-                or is_student(label) and not (source / "eval.json").is_file()):
+                or is_student(label) and not (source / "eval.json").is_file()
+                or archived_in(source, place, [r for r in roots[1:] if r != dest])):
             continue
         files = {name: (source / name).read_bytes() for name in RECORD
                  if (source / name).is_file()}
@@ -76,6 +81,15 @@ def run_place(folder: Path, roots: list[Path]) -> Path:
         if folder.is_relative_to(root):
             return folder.relative_to(root)
     raise ValueError(f"{folder} is in none of {', '.join(map(str, roots))}")
+
+
+def archived_in(source: Path, place: Path, archives: list[Path]) -> bool:
+    """Whether one of ``archives`` holds the finished run at ``source`` already: an archived
+    run (``inputs.json``) at ``place`` whose ``result.json`` is the same, byte for byte."""
+    result = (source / FINISHED_MARK).read_bytes()
+    return any((root / place / INPUTS_FILE).is_file()
+               and (root / place / FINISHED_MARK).is_file()
+               and (root / place / FINISHED_MARK).read_bytes() == result for root in archives)
 
 
 def _input_digests(values: dict[str, Any]) -> dict[str, str | None]:
