@@ -20,6 +20,9 @@ batch of 128 (issue #14, item 2):
    on the H100 and H200 lent here, /work/.library/device/KINDS.md — 1024³ in fp32 on the CPU,
    the precision each device trains in), or ``--peak-tflops`` when given.
 
+Where torch.compile fails in a fast run, the run goes on eagerly (:mod:`tgd_core.training.fast`)
+and the case's row says so (``compile_error``, a line under the table).
+
 Each loop trains a scratch student on synthetic data resident on the device (``--steps``
 batches an epoch; the pixels do not change the speed): one epoch to warm up (cuDNN autotuning,
 torch.compile), then one timed epoch ending with a device synchronisation. The JSON of every
@@ -135,7 +138,7 @@ def measure(engine: str, case, args, barrier=None) -> dict:
         start, end = timed_epoch(trainer, barrier)
     images = args.steps * args.batch
     return {"images": images, "start": start, "end": end, "flops_per_image": flops,
-            "images_per_second": images / (end - start)}
+            "images_per_second": images / (end - start), **trainer.result_extras()}
 
 
 def worker(case, args, barrier, results) -> None:
@@ -204,6 +207,8 @@ def run(args) -> dict:
             m = measure(engine, case, args)
             row[engine] = m["images_per_second"]
             row["flops_per_image"] = m["flops_per_image"]
+            if m.get("compile_error"):
+                row["compile_error"] = m["compile_error"]  # its fast loop ran eagerly
         row["speedup"] = row["fast"] / row["standard"]
         if args.parallel > 1:
             agg = concurrent(case, args)
@@ -233,6 +238,8 @@ def table(results: dict, command: str) -> list[str]:
         lines.append(f"| {r['case']} | {r['flops_per_image'] / 1e9:.2f} | "
                      f"{r['standard']:,.0f} | {r['fast']:,.0f} | {r['speedup']:.1f}× | "
                      f"{r['fast_tflops']:.2f} | {agg} |")
+    lines += [f"\n{r['case']}: torch.compile failed ({r['compile_error']}), so its fast loop "
+              "ran eagerly." for r in results["cases"] if r.get("compile_error")]
     return lines
 
 

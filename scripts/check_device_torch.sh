@@ -6,14 +6,21 @@
 #
 #   bash scripts/check_device_torch.sh [PYTEST ARGS...]
 #
-# The versions come from DEVICE_PYTHON (python3.12), DEVICE_TORCH (2.11.0), DEVICE_TORCHVISION
-# (0.26.0) and DEVICE_NUMPY (2.5.2); the venv is built once in DIR (/tmp/device_env_<torch>).
+# The versions come from DEVICE_PYTHON (python3.12, else pyenv's 3.12), DEVICE_TORCH (2.11.0),
+# DEVICE_TORCHVISION (0.26.0) and DEVICE_NUMPY (2.5.2); the venv is built once in DIR
+# (/tmp/device_env_<torch>).
 # The CUDA libraries torch loads even on a CPU are the project .venv's (linked, not copied).
 # Default tests: the training engine's, the experiment runner's, the device scripts' and the
 # topology kernels'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${DEVICE_PYTHON:-python3.12}
+if [ -z "${DEVICE_PYTHON:-}" ] && ! python3.12 -V >/dev/null 2>&1; then
+    # a pyenv shim that is not the global version: pyenv's own Python 3.12, if installed
+    for candidate in "$(pyenv root 2>/dev/null || echo ~/.pyenv)"/versions/3.12*/bin/python3.12; do
+        [ -x "$candidate" ] && python=$candidate
+    done
+fi
 torch_version=${DEVICE_TORCH:-2.11.0}
 vision_version=${DEVICE_TORCHVISION:-0.26.0}
 numpy_version=${DEVICE_NUMPY:-2.5.2}
@@ -35,7 +42,7 @@ if [ ! -x "$venv/bin/python" ]; then
     pip=("$venv/bin/python" -m pip)
     "${pip[@]}" install -q "numpy==$numpy_version" scipy scikit-learn numba gudhi ripser persim \
         PyYAML tqdm pillow pytest pytest-timeout filelock typing_extensions sympy networkx \
-        jinja2 fsspec $(grep -E '^(pydantic|plotly)==' requirements.txt)
+        jinja2 fsspec "setuptools<82" $(grep -E '^(pydantic|plotly)==' requirements.txt)
     "${pip[@]}" download -q --no-deps --only-binary=:all: -d "$dir" \
         "torch==$torch_version" "torchvision==$vision_version"
     "${pip[@]}" install -q --no-deps --no-index "$dir"/torch-*.whl "$dir"/torchvision-*.whl

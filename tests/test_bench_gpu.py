@@ -39,6 +39,14 @@ def test_every_case_is_measured_and_published(tmp_path, monkeypatch):
     table = doc.read_text()
     assert "<!-- gpu:begin -->" in table and "WRN16-3 PI 6×50×50" in table
     assert "--device cpu --steps 1 --batch 4 --parallel 1" in table
+    assert "torch.compile failed" not in table
+
+    # a case whose fast runs could not compile (they trained on eagerly) is named under the table
+    results["cases"][1]["compile_error"] = "BackendCompilerFailed: triton: no ptxas"
+    figures.write_text(json.dumps(results))
+    assert bench_gpu.main(["--publish-json", str(figures), "--write", str(doc)]) == 0
+    assert ("WRN16-3 raw: torch.compile failed (BackendCompilerFailed: triton: no ptxas), so "
+            "its fast loop ran eagerly.") in doc.read_text()
 
 
 def test_concurrent_runs_and_a_given_peak(tmp_path, monkeypatch):

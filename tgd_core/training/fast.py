@@ -22,7 +22,10 @@ What changes is where the work happens and how often the host waits for the devi
   (``torch.optim.SGD(fused=True)``; the same update as the standard loop's, up to rounding),
   cuDNN autotuning, and the forward pass with its losses compiled (``compile``; default on CUDA):
   full batches run the compiled step (static shapes), an epoch's last partial batch runs the same
-  step eagerly, so it never triggers a recompilation.
+  step eagerly, so it never triggers a recompilation. Should compiling (or running) the compiled
+  step fail — a compiler stack that differs from the one tested — the run warns once, goes on
+  eagerly with the same numbers, and says so in ``result.json`` (``compiled_step``,
+  ``compile_error``), rather than losing a device session to it.
 - Teacher targets, when nothing changes between epochs (no augmentation), come from the
   :class:`~.targets.TargetCache` as in the standard loop; it is filled once, before the first
   step, from the first epoch's batches, then read by index on the device without the cache's
@@ -38,6 +41,7 @@ augmentation, the same SGD when not fused): ``tests/test_fast_path.py`` checks i
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 
@@ -48,6 +52,8 @@ from tgd_core.training.data import TrainBatch, TrainData
 from tgd_core.training.loop_state import StepResult
 from tgd_core.training.run_files import call_context
 from tgd_core.training.trainer import Stopped, Trainer, learning_rate
+
+log = logging.getLogger(__name__)
 
 
 def uses_fast_engine(engine: str, device: torch.device) -> bool:
@@ -114,7 +120,8 @@ class FastTrainer(Trainer):
         compile_step = (self.cfg.compile if self.cfg.compile is not None
                         else self.device.type == "cuda")
         self.compiled_loss = (torch.compile(self.step_loss, dynamic=False) if compile_step
-                              else self.step_loss)
+                              else None)
+        self.compile_error: str | None = None
         self.fill_target_cache()
         self.reset_totals()
 
@@ -198,6 +205,31 @@ class FastTrainer(Trainer):
                        for k, v in losses.items())
         return logits, losses, loss
 
+    def batch_loss(self, full: bool, *args) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                                    torch.Tensor]:
+        """:meth:`step_loss`, compiled for a full batch. Where compiling or running the compiled
+        step raises, the run stops compiling (:meth:`stop_compiling`) and computes the step
+        eagerly: a genuine error of the step raises there again."""
+        if full and self.compiled_loss is not None:
+            try:
+                return self.compiled_loss(*args)
+            except Exception as error:  # noqa: BLE001 — dynamo, inductor, triton: eager instead
+                self.stop_compiling(error)
+        return self.step_loss(*args)
+
+    def stop_compiling(self, error: Exception) -> None:
+        """Train on eagerly: one warning, and the error kept for ``result.json``."""
+        self.compiled_loss = None
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        self.compile_error = f"{type(error).__name__}: {first_line}"
+        log.warning("%s: the compiled step failed (%s); training on without torch.compile",
+                    self.out, self.compile_error)
+
+    def result_extras(self) -> dict:
+        """Whether the step ran compiled at the end, and why not where compiling failed."""
+        failed = {"compile_error": self.compile_error} if self.compile_error else {}
+        return {"compiled_step": self.compiled_loss is not None, **failed}
+
     def train_step(self, b: TrainBatch, epoch: int) -> None:
         """One SGD step on batch ``b``; its totals are added on the device (read by
         :meth:`sync`). A non-finite loss skips nothing here: the read stops the run."""
@@ -208,8 +240,7 @@ class FastTrainer(Trainer):
         targets = self.step_targets(inputs, b)
         share = len(labels) * self.dist.world / b.global_size
         full = b.global_size == self.cfg.batch_size
-        logits, losses, loss = (self.compiled_loss if full else self.step_loss)(
-            inputs, labels, targets, share)
+        logits, losses, loss = self.batch_loss(full, inputs, labels, targets, share)
         self.accumulate(b, logits.detach(), losses, loss.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

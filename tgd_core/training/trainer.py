@@ -165,10 +165,10 @@ class Trainer:
         if self.main:
             repair_after_crash(self.metrics_path, self.best_path, self.state,
                                self.save_checkpoint, self.ctx)
+        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp)
         self.cache = self.build_target_cache()
         self.steps = self.data.steps_per_epoch()
         self.total_steps = self.cfg.epochs * self.steps
-        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp)
 
     def check_folder(self, resume: bool) -> None:
         """Refuse a resume without ``latest.pt``, a new run over an existing one, and a resume
@@ -264,15 +264,17 @@ class Trainer:
         self.last_good = f"{self.latest_path} ({self.state.position()})"
 
     def build_target_cache(self) -> TargetCache | None:
-        """The teacher-target cache (None when the teachers must run live), its shapes learnt
-        from this rank's part of the first batch."""
+        """The teacher-target cache (None when the teachers must run live), its shapes and
+        dtypes learnt from this rank's part of the first batch, under the steps' autocast
+        (bf16 teacher outputs with ``amp``)."""
         cfg, data = self.cfg, self.data
         _, probe_idx = data.batch_indices(0, 0)
         probe_idx = probe_idx[self.dist.shard(len(probe_idx))]
-        return TargetCache.create(self.distiller, len(data.train),
-                                  data.inputs(data.train, probe_idx.to(self.device)),
-                                  augment=cfg.augment, fixed_batches=cfg.fixed_batches,
-                                  enabled=cfg.teacher_cache)
+        with self.amp:
+            return TargetCache.create(self.distiller, len(data.train),
+                                      data.inputs(data.train, probe_idx.to(self.device)),
+                                      augment=cfg.augment, fixed_batches=cfg.fixed_batches,
+                                      enabled=cfg.teacher_cache)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -453,12 +455,17 @@ class Trainer:
         state = self.state
         result = {"best_epoch": state.best_epoch, "best": state.best, "last": state.last,
                   "epochs": self.cfg.epochs, "train_seconds": state.elapsed,
-                  "selection": "best = highest test accuracy over the evaluated epochs"}
+                  "selection": "best = highest test accuracy over the evaluated epochs",
+                  **self.result_extras()}
         if self.main:
             atomic_write(self.out / "result.json", json_text(result, indent=2) + "\n",
                          fault="result")
         self.dist.barrier()  # the run's files are complete before any rank moves on
         return result
+
+    def result_extras(self) -> dict[str, Any]:
+        """What a variant adds to ``result.json`` (none here)."""
+        return {}
 
     def diverged(self, where: str, what: str) -> TGDError:
         """The one-line error that stops a diverged run."""
