@@ -64,6 +64,34 @@ def test_similarity_is_invariant_to_the_teachers_spatial_size():
 
 # -- methods --------------------------------------------------------------------------------------
 
+def float32_args(args: tuple) -> list:
+    """The arguments with every tensor (also in a list) cast to float32."""
+    return [[y.float() for y in x] if isinstance(x, list) and isinstance(x[0], torch.Tensor)
+            else x.float() if isinstance(x, torch.Tensor) else x for x in args]
+
+
+def test_losses_are_computed_in_float32_inside_a_bf16_autocast():
+    """Under the ``amp`` autocast every loss and teacher target is the float32 computation on
+    the (bf16) network outputs cast up, bit for bit; left to autocast, the Gram matrices would
+    be computed in bf16."""
+    gen = torch.Generator().manual_seed(0)
+    s, t = (torch.randn(16, 10, generator=gen).mul(6).bfloat16() for _ in "st")
+    f_s, f_t, f_u = (torch.randn(16, 8, 4, 4, generator=gen).bfloat16() for _ in "stu")
+    target = losses.merged_teacher_similarity([f_t.float(), f_u.float()], [0.5, 0.5])
+    cases = [(losses.kd_loss, (s, t, 4.0)), (losses.similarity_matrix, (f_s,)),
+             (losses.similarity_loss, (f_s, target)),
+             (losses.merged_teacher_similarity, ([f_t, f_u], [0.5, 0.5])),
+             (losses.attention_loss, (f_s, losses.attention_map(f_t.float()))),
+             (losses.hint_loss, (f_s, f_t))]
+    for fn, args in cases:
+        expected = fn(*float32_args(args))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = fn(*args)
+        assert got.dtype == torch.float32 and torch.equal(got, expected), fn.__name__
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert losses.similarity_matrix.__wrapped__(f_s.float()).dtype == torch.bfloat16
+
+
 def networks(seed=0):
     torch.manual_seed(seed)
     return (Network(build_model("wrn16_1"), "raw", CIFAR10_RAW),
