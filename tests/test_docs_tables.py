@@ -3,17 +3,13 @@ adjustment over a family of contrasts picked from several summaries (hand-comput
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tgd_core.core.paths import PROJECT_ROOT
+from tests.scripts import load_script
 
-spec = importlib.util.spec_from_file_location("docs_tables",
-                                              PROJECT_ROOT / "scripts" / "docs_tables.py")
-docs_tables = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(docs_tables)
+docs_tables = load_script("docs_tables")
 
 NUMBERS = ("best_accuracy", "last_accuracy", "corrupted_mean", "noise_mean", "last_ece",
            "last_nll")

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.scripts import load_script
 from tgd_core.cli import main
 from tgd_core.core.errors import TGDError
+from tgd_core.core.paths import PROJECT_ROOT
 from tgd_core.experiments.plan import finished, plan
 from tgd_core.experiments.recipe import Recipe
 
@@ -41,30 +43,22 @@ TINY = {
 
 
 def test_the_paper_recipe_in_miniature_with_its_device_settings(tmp_path):
-    """recipes/paper.yaml as the device runs it — every method and parameter, WRN16-3 teachers,
-    bf16 autocast, channels_last, no augmentation (cached teacher targets), the fast loop, runs
-    in parallel processes — on 64 images for two epochs: what a device session would be the
-    first to run (its amp with cached targets once crashed every distilled student)."""
-    paper = yaml.safe_load((Path(__file__).parent.parent / "recipes/paper.yaml").read_text())
-    assert paper["common"]["amp"] and not paper["common"]["augment"]
-    paper.pop("reuse")
-    paper["common"].update(train_subset=64, test_split="test_lossless_1k", test_subset=32,
-                           epochs=2, milestones=[1], batch_size=32, threads=1, device="cpu",
-                           engine="fast", compile=False, sync_every_steps=2)
-    paper.update(seeds=[0], evaluation={**TINY["evaluation"], "subset": 32,
-                                        "corruption_subset": 16})
-    recipe = tmp_path / "paper.yaml"
-    recipe.write_text(yaml.safe_dump(paper, sort_keys=False))
-    out = tmp_path / "exp"
-    assert main(["experiment", str(recipe), "--out", str(out), "--no-progress",
-                 "--parallel", "2"]) == 0
-    rows = json.loads((out / "summary.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == list(paper["methods"])
-    for method in paper["methods"]:
-        config = json.loads((out / method / "seed0/config.json").read_text())
-        assert config["amp"] and config["engine"] == "fast"
-        result = json.loads((out / method / "seed0/result.json").read_text())
-        assert result["epochs"] == 2 and result["compiled_step"] is False
+    """scripts/rehearse_paper.py: recipes/paper.yaml as the device runs it — every method and
+    parameter, WRN16-3 teachers, bf16 autocast, channels_last, cached teacher targets, the fast
+    loop, two runs at a time — on 64 images for two epochs (its amp with cached targets once
+    crashed every distilled student). Compiled, it takes minutes: docs/device.md."""
+    rehearse_paper = load_script("rehearse_paper")
+    recipe = rehearse_paper.miniature_recipe(False)
+    assert recipe["common"]["amp"] and not recipe["common"]["augment"]
+    assert recipe["methods"] == yaml.safe_load(
+        (PROJECT_ROOT / "recipes/paper.yaml").read_text())["methods"]
+    assert rehearse_paper.rehearse(tmp_path, compile_step=False, parallel=2) == []
+    rows = json.loads((tmp_path / "exp/summary.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == list(recipe["methods"])
+    config = json.loads((tmp_path / "exp/tgd/seed0/config.json").read_text())
+    assert config["amp"] and config["engine"] == "fast" and config["student"] == "wrn16_1"
+    assert rehearse_paper.problems(tmp_path / "exp", recipe, compile_step=True)[0] == (
+        "teachers/t1: compiled_step False (compile not asked)")
 
 
 def test_all_methods_end_to_end_from_the_cli(tmp_path, capsys):
@@ -206,7 +200,6 @@ def test_a_recipe_extends_another_replacing_the_keys_it_sets(tmp_path):
 
 
 def test_shipped_recipes_are_valid(tmp_path):
-    from tgd_core.core.paths import PROJECT_ROOT
     from tgd_core.experiments.plan import reused_teachers
 
     for path in sorted((PROJECT_ROOT / "recipes").glob("*.yaml")):

@@ -3,7 +3,6 @@ layout the engine reads (issue #14: data for the device machine), on a small fak
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 from pathlib import Path
@@ -11,20 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.scripts import load_script
 from tgd_core.core.errors import TGDError
 from tgd_core.core.paths import PROJECT_ROOT
 from tgd_core.nets.checkpoints import load_checkpoint
 
-
-def _load(name: str):
-    """The script ``scripts/<name>.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / f"scripts/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-stage_cifar10 = _load("stage_cifar10")
+stage_cifar10 = load_script("stage_cifar10")
 
 
 @pytest.fixture
@@ -111,7 +102,7 @@ def test_unpack_names_a_missing_or_damaged_part(tmp_path, fake_cifar, capsys):
 def test_device_paper_packs_small_files_first_and_restores_them(tmp_path):
     """scripts/device_paper.py: what fits the budget comes back (small files, then finished
     runs' checkpoints, then the others), the rest is named; a later session restores it."""
-    device_paper = _load("device_paper")
+    device_paper = load_script("device_paper")
     rng = np.random.default_rng(1)
     out = tmp_path / "paper"
     sizes = {"teachers/t1/result.json": 10, "teachers/t1/latest.pt": 3000,
@@ -243,7 +234,7 @@ def test_the_project_tree_leaves_room_for_the_data():
 def test_device_paper_packs_within_what_the_device_returns(tmp_path):
     """$OUT returns 8 files and 64 MiB in all: the runs' budget leaves room for the files a
     call wrote there already and for the manifest."""
-    device_paper = _load("device_paper")
+    device_paper = load_script("device_paper")
     MiB, part = stage_cifar10.MiB, device_paper.PART_BYTES
     out = tmp_path / "OUT"
     assert device_paper.out_budget(out) == 63 * MiB  # nothing there yet: 64 MiB less 1
@@ -274,7 +265,7 @@ def test_a_device_call_rehearsed_on_the_cpu(tmp_path, monkeypatch, capfd):
 
     from tests.test_experiments import TINY
 
-    device_paper = _load("device_paper")
+    device_paper = load_script("device_paper")
     rng = np.random.default_rng(2)
     src = tmp_path / "cifar"
     src.mkdir()
