@@ -1,7 +1,8 @@
 """recipes/paper.yaml in miniature, with the settings the device trains it with: every method
 and parameter of the recipe, its WRN16-3 teachers, bf16 autocast, channels_last, no
-augmentation (cached teacher targets), the fast loop and runs in parallel processes — on 64
-training images for two epochs, on the CPU. What a device session would run first, run here.
+augmentation (teacher targets cached; live for SP's and TGD's per-batch similarity maps), the
+fast loop and runs in parallel processes — on 64 training images for two epochs, on the CPU.
+What a device session would run first, run here.
 
     .venv/bin/python scripts/rehearse_paper.py [--compile] [--parallel 2] [--out DIR]
     # under the device's Python and torch, in the venv scripts/check_device_torch.sh builds:

@@ -44,7 +44,7 @@ TINY = {
 
 def test_the_paper_recipe_in_miniature_with_its_device_settings(tmp_path):
     """scripts/rehearse_paper.py: recipes/paper.yaml as the device runs it — every method and
-    parameter, WRN16-3 teachers, bf16 autocast, channels_last, cached teacher targets, the fast
+    parameter, WRN16-3 teachers, bf16 autocast, channels_last, cached and live teachers, the fast
     loop, two runs at a time — on 64 images for two epochs (its amp with cached targets once
     crashed every distilled student). Compiled, it takes minutes: docs/device.md."""
     rehearse_paper = load_script("rehearse_paper")
