@@ -188,6 +188,61 @@ def test_on_the_fly_pis_come_from_the_host_and_match_the_standard_loop(tmp_path)
     assert_same_run(standard, fast)
 
 
+@pytest.mark.parametrize("method", ["sp", "tgd"])
+def test_similarity_maps_come_from_cached_teacher_features_when_batches_change(tmp_path,
+                                                                               method):
+    """The paper's protocol (no augmentation, batches reshuffled every epoch): the teachers'
+    features are cached by sample and each step makes its batch's similarity maps of them, so
+    the teachers run only in the first epoch — and the run is the run with live teachers (the
+    standard loop's, and the fast loop's), weights to float32 rounding."""
+    from tgd_core.training.fast import FastTrainer
+
+    teachers = tiny_teachers(tmp_path)
+    if method == "sp":
+        teachers = {"t1": teachers["t1"]}
+    common = dict(method=method, teachers=teachers, augment=False, epochs=2)
+    live = tiny(tmp_path, "live", engine="standard", teacher_cache=False, **common)
+    run_training(live, progress=False)
+    calls = []
+
+    class Counting(FastTrainer):
+        def build_target_cache(self):
+            cache = super().build_target_cache()
+            for t in self.distiller.teachers.values():
+                t.register_forward_hook(lambda *_: calls.append(self.state.epoch))
+            return cache
+
+    trainer = Counting(tiny(tmp_path, "cached", engine="fast", **common), progress=False)
+    trainer.run()
+    assert trainer.cache is not None and trainer.cache.derive is not None
+    assert set(trainer.cache.rows) >= {"t1_f1", "t1_f2", "t1_f3"}
+    assert calls == [0] * 3 * len(teachers)  # epoch 1's 3 batches; epoch 2 from the cache
+    assert_same_run(live, trainer.cfg)
+
+
+def test_the_cache_budget(monkeypatch):
+    """4 GiB on the CPU unless configured; on CUDA at most half the free memory, below any cap;
+    a cache larger than its budget is not made (the teachers run live)."""
+    from tgd_core.training import targets
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert targets.cache_budget(cpu, None) == 4 * 2**30
+    assert targets.cache_budget(cpu, 0.5) == 2**29
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (60 * 2**30, 80 * 2**30))
+    assert targets.cache_budget(cuda, None) == 30 * 2**30
+    assert targets.cache_budget(cuda, 8) == 8 * 2**30
+
+
+def test_a_cache_over_its_budget_is_not_made(tmp_path):
+    from tgd_core.training.fast import FastTrainer
+
+    cfg = tiny(tmp_path, "run", method="sp", teachers={"t1": tiny_teachers(tmp_path)["t1"]},
+               augment=False, engine="fast", teacher_cache_gib=1e-4)  # 80 rows need ~0.01 GiB
+    trainer = FastTrainer(cfg, progress=False)
+    trainer.setup(resume=False)
+    assert trainer.cache is None
+
+
 def test_bf16_autocast_caches_the_teacher_targets_it_computes(tmp_path):
     """The paper recipe's ``amp`` (bf16 autocast) with cached teacher targets: the cache holds
     the teachers' bf16 outputs (it learns their dtype under the steps' autocast), so a run that

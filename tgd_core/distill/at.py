@@ -31,7 +31,7 @@ class AT(Distiller):
     per_sample_targets = ("att1", "att2", "att3")
     needs_student_features = True
 
-    def teacher_targets(self, inputs):
+    def teacher_rows(self, inputs):
         _, feats = self.teacher_forward("t1", inputs, features=True)
         return {f"att{i + 1}": losses.attention_map(f, self.params.p) for i, f in enumerate(feats)}
 

@@ -87,10 +87,23 @@ class Distiller(nn.Module):
         return self.teachers[role](x, return_features=features)
 
     def teacher_targets(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """What the loss needs from the teachers for this batch (no gradients). Keys listed in
+        """What the loss needs from the teachers for this batch (no gradients): the targets
+        :meth:`targets_from_rows` makes of the teachers' :meth:`teacher_rows`. Keys listed in
         ``per_sample_targets`` have one row per sample and can be cached by sample; the others
         (e.g. b × b similarity maps) belong to the batch as a whole."""
+        return self.targets_from_rows(self.teacher_rows(inputs))
+
+    def teacher_rows(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The teachers' outputs for this batch, one row per sample (logits, attention maps,
+        features; no gradients): what a cache keeps by sample when the batches change between
+        epochs."""
         return {}
+
+    @torch.no_grad()
+    def targets_from_rows(self, rows: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch's targets from its samples' :meth:`teacher_rows`: the rows themselves,
+        unless the method derives targets of the whole batch from them (similarity maps)."""
+        return dict(rows)
 
     def compute_losses(self, logits: torch.Tensor, features: list[torch.Tensor] | None,
                        targets: Mapping[str, torch.Tensor], labels: torch.Tensor

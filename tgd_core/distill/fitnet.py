@@ -41,7 +41,7 @@ class FitNet(Distiller):
         t_ch = 16 * self.teachers["t1"].width * 2**layer
         self.adapter = nn.Sequential(nn.Conv2d(s_ch, t_ch, 1, bias=False), nn.BatchNorm2d(t_ch))
 
-    def teacher_targets(self, inputs):
+    def teacher_rows(self, inputs):
         _, feats = self.teacher_forward("t1", inputs, features=True)
         return {"hint": feats[self.params.hint_layer - 1]}
 

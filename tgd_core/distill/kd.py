@@ -32,7 +32,7 @@ class KD(Distiller):
     teacher_roles = ("t1",)
     per_sample_targets = ("t1_logits",)
 
-    def teacher_targets(self, inputs):
+    def teacher_rows(self, inputs):
         return {"t1_logits": self.teacher_forward("t1", inputs)}
 
     def _kd(self, logits, teacher_logits):

@@ -27,7 +27,7 @@ class MTKD(KD):
     teacher_roles = ("t1", "t2")
     per_sample_targets = ("t1_logits", "t2_logits")
 
-    def teacher_targets(self, inputs):
+    def teacher_rows(self, inputs):
         return {"t1_logits": self.teacher_forward("t1", inputs),
                 "t2_logits": self.teacher_forward("t2", inputs)}
 

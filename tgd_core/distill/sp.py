@@ -8,6 +8,7 @@ over the three group outputs l; default γ = 3000 (applied as γ/3 per group sum
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from pydantic import Field
 
@@ -30,10 +31,15 @@ class SP(Distiller):
     needs_student_features = True
     batch_level_terms = ("sim",)
 
-    def teacher_targets(self, inputs):
+    def teacher_rows(self, inputs):
         _, feats = self.teacher_forward("t1", inputs, features=True)
-        return {f"sim{i + 1}": losses.row_normalise(losses.similarity_matrix(f))
-                for i, f in enumerate(feats)}
+        return {f"t1_f{i + 1}": f for i, f in enumerate(feats)}
+
+    @torch.no_grad()
+    def targets_from_rows(self, rows):
+        """G̃_T1 of each layer, from T1's features of the batch."""
+        return {f"sim{layer}": losses.row_normalise(losses.similarity_matrix(rows[f"t1_f{layer}"]))
+                for layer in (1, 2, 3)}
 
     def compute_losses(self, logits, features, targets, labels):
         sim = sum(losses.similarity_loss(f, targets[f"sim{i + 1}"])

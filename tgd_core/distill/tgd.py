@@ -12,6 +12,7 @@ row normalisation (:func:`.losses.merged_teacher_similarity`). Defaults τ = 4, 
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 
 from tgd_core.distill import losses
@@ -34,15 +35,21 @@ class TGD(MTKD):
     needs_student_features = True
     batch_level_terms = ("sim",)
 
-    def teacher_targets(self, inputs):
-        p = self.params
-        logits1, f1 = self.teacher_forward("t1", inputs, features=True)
-        logits2, f2 = self.teacher_forward("t2", inputs, features=True)
-        out = {"t1_logits": logits1, "t2_logits": logits2}
-        for layer in range(3):
-            out[f"sim{layer + 1}"] = losses.merged_teacher_similarity(
-                [f1[layer], f2[layer]], [p.alpha, 1 - p.alpha])
-        return out
+    def teacher_rows(self, inputs):
+        rows = {}
+        for role in ("t1", "t2"):
+            rows[f"{role}_logits"], features = self.teacher_forward(role, inputs, features=True)
+            rows.update({f"{role}_f{i + 1}": f for i, f in enumerate(features)})
+        return rows
+
+    @torch.no_grad()
+    def targets_from_rows(self, rows):
+        """Both teachers' logits, and each layer's merged G̃_T from their features."""
+        weights = [self.params.alpha, 1 - self.params.alpha]
+        return {"t1_logits": rows["t1_logits"], "t2_logits": rows["t2_logits"],
+                **{f"sim{layer}": losses.merged_teacher_similarity(
+                    [rows[f"t1_f{layer}"], rows[f"t2_f{layer}"]], weights)
+                   for layer in (1, 2, 3)}}
 
     def compute_losses(self, logits, features, targets, labels):
         terms = super().compute_losses(logits, features, targets, labels)

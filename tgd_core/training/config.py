@@ -56,6 +56,10 @@ class TrainConfig(BaseModel):
     fixed_batches: bool = Field(False, description="draw the batches' composition once")
     teacher_cache: bool = Field(True, description="cache teacher targets (no augmentation)",
                                 json_schema_extra=BOOKKEEPING)
+    teacher_cache_gib: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="the teacher cache's most GiB (None: 4 on "
+        "the CPU, no cap on CUDA); on CUDA also at most half the free device memory",
+        json_schema_extra=BOOKKEEPING)
     teacher_inference: TeacherInference = Field(
         "exact", description="how the teachers run: exact float32, 'folded' (BatchNorm folded "
         "into the convolutions, exact up to rounding) or 'int8' (post-training quantised, CPU)")

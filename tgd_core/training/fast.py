@@ -192,7 +192,7 @@ class FastTrainer(Trainer):
         if not self.cache_full:
             with self.amp:
                 return cache.targets(self.distiller, inputs, b.idx, b.batch)
-        return {**{k: v[b.idx] for k, v in cache.rows.items()}, **cache.batches.get(b.batch, {})}
+        return cache.lookup(b.idx, b.batch)
 
     def step_loss(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
                   targets: dict[str, torch.Tensor] | None, share: float

@@ -1,31 +1,53 @@
 """Cache of teacher targets: without augmentation a teacher sees the same inputs every epoch,
 so what a method needs from it is computed once and reused.
 
-Per-sample targets (logits, attention maps, hints) are stored by sample index; per-batch targets
-(b × b similarity maps) by batch id, which only repeats with ``fixed_batches``. The cache is
-used only when every target of the method can be served from it and the per-sample storage fits
-``max_bytes``; otherwise the teachers run live. Cached values are the teachers' own outputs
-(eval mode), so training sees the same numbers up to floating-point rounding.
+Two ways to keep them, the first that serves the method within the memory budget:
+
+- **targets**: per-sample targets (logits, attention maps, hints) by sample index; per-batch
+  targets (b × b similarity maps) by batch id, which only repeats with ``fixed_batches``.
+- **rows**: the teachers' per-sample outputs (:meth:`Distiller.teacher_rows`: logits and
+  features) by sample index, from which each step derives its batch's targets
+  (:meth:`Distiller.targets_from_rows`) — the way to serve similarity maps when the batches
+  change every epoch (the paper's protocol): a Gram matrix of cached features costs a small
+  fraction of the two teachers' forward passes it replaces.
+
+Otherwise the teachers run live. Cached values are the teachers' own outputs (eval mode, the
+steps' autocast), so training sees the same numbers up to floating-point rounding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 
 import torch
 
 from tgd_core.distill.base import Distiller
 
-MAX_BYTES = 4 * 2**30
+log = logging.getLogger(__name__)
+
+MAX_BYTES = 4 * 2**30  # the budget on the CPU unless configured
+DEVICE_SHARE = 0.5  # on an accelerator: at most this share of its free memory
+
+
+def cache_budget(device: torch.device, cap_gib: float | None) -> int:
+    """Bytes the cache may hold: ``cap_gib`` (default 4 GiB on the CPU, no cap elsewhere) and,
+    on CUDA, at most half the device's free memory at this moment — a run that starts beside
+    others (``--parallel``) leaves them room."""
+    budget = MAX_BYTES if cap_gib is None and device.type != "cuda" else (
+        float("inf") if cap_gib is None else cap_gib * 2**30)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = min(budget, DEVICE_SHARE * free)
+    return int(budget)
 
 
 class TargetCache:
-    def __init__(self, probe_targets: Mapping[str, torch.Tensor], per_sample: tuple[str, ...],
-                 n_samples: int, device: torch.device) -> None:
-        self.per_sample = per_sample
-        self.per_batch = tuple(k for k in probe_targets if k not in per_sample)
-        self.rows = {k: probe_targets[k].new_zeros((n_samples, *probe_targets[k].shape[1:]))
-                     for k in per_sample}
+    def __init__(self, rows: Mapping[str, torch.Tensor], n_samples: int, device: torch.device,
+                 per_batch: tuple[str, ...] = (),
+                 derive: Callable[[dict], dict] | None = None) -> None:
+        self.rows = {k: v.new_zeros((n_samples, *v.shape[1:])) for k, v in rows.items()}
+        self.per_batch, self.derive = per_batch, derive
         self.filled = torch.zeros(n_samples, dtype=torch.bool, device=device)
         self.batches: dict[int, dict[str, torch.Tensor]] = {}
         self.hits = self.misses = 0
@@ -34,31 +56,66 @@ class TargetCache:
     def create(cls, distiller: Distiller, n_samples: int, probe: Mapping[str, torch.Tensor], *,
                augment: bool, fixed_batches: bool, enabled: bool = True,
                max_bytes: int = MAX_BYTES) -> TargetCache | None:
-        """A cache for ``distiller``, or None when caching cannot serve it. ``probe``: one batch
-        of inputs, to learn the targets' shapes."""
+        """A cache for ``distiller``, or None when caching cannot serve it within
+        ``max_bytes``. ``probe``: one batch of inputs, to learn the targets' shapes."""
         if not enabled or augment or not distiller.teachers:
             return None
-        targets = distiller.teacher_targets(probe)
+        rows = distiller.teacher_rows(probe)
+        targets = distiller.targets_from_rows(rows)
         per_sample = tuple(distiller.per_sample_targets)
-        if set(targets) - set(per_sample) and not fixed_batches:
-            return None
-        row_bytes = sum(targets[k][0].numel() * targets[k].element_size() for k in per_sample)
-        if row_bytes * n_samples > max_bytes:
-            return None
+        per_batch = tuple(k for k in targets if k not in per_sample)
         device = next(iter(targets.values())).device
-        return cls(targets, per_sample, n_samples, device)
+        if not per_batch or fixed_batches:
+            sample_targets = {k: targets[k] for k in per_sample}
+            if _bytes(sample_targets, n_samples) <= max_bytes:
+                return cls._allocate(sample_targets, n_samples, device, per_batch=per_batch)
+        if per_batch and _bytes(rows, n_samples) <= max_bytes:
+            return cls._allocate(rows, n_samples, device, derive=distiller.targets_from_rows)
+        return None
+
+    @classmethod
+    def _allocate(cls, rows: Mapping[str, torch.Tensor], n_samples: int, device: torch.device,
+                  **how) -> TargetCache | None:
+        """The cache, or None (one warning) where the device has not the memory after all."""
+        try:
+            return cls(rows, n_samples, device, **how)
+        except torch.OutOfMemoryError:
+            log.warning("teacher cache: %.1f GiB did not fit on %s; the teachers run live",
+                        _bytes(rows, n_samples) / 2**30, device)
+            return None
 
     def targets(self, distiller: Distiller, inputs: Mapping[str, torch.Tensor],
                 idx: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
         """The targets of the batch (sample indices ``idx``, batch id ``batch``)."""
         if bool(self.filled[idx].all()) and (not self.per_batch or batch in self.batches):
             self.hits += 1
-            return {**{k: v[idx] for k, v in self.rows.items()}, **self.batches.get(batch, {})}
+            return self.lookup(idx, batch)
         self.misses += 1
+        if self.derive is not None:
+            rows = distiller.teacher_rows(inputs)
+            self.store(rows, idx)
+            return self.derive(rows)
         targets = distiller.teacher_targets(inputs)
-        for k in self.per_sample:
-            self.rows[k][idx] = targets[k]
-        self.filled[idx] = True
+        self.store(targets, idx)
         if self.per_batch:
             self.batches[batch] = {k: targets[k] for k in self.per_batch}
         return targets
+
+    def store(self, values: Mapping[str, torch.Tensor], idx: torch.Tensor) -> None:
+        """Keep the batch's per-sample values by sample index."""
+        for k, rows in self.rows.items():
+            rows[idx] = values[k]
+        self.filled[idx] = True
+
+    def lookup(self, idx: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
+        """The targets of a batch whose samples (and, for per-batch targets, batch id) are
+        filled, without checking that they are."""
+        rows = {k: v[idx] for k, v in self.rows.items()}
+        if self.derive is not None:
+            return self.derive(rows)
+        return {**rows, **self.batches.get(batch, {})}
+
+
+def _bytes(rows: Mapping[str, torch.Tensor], n_samples: int) -> int:
+    """Bytes of ``n_samples`` rows shaped as one batch's ``rows``."""
+    return sum(v[0].numel() * v.element_size() for v in rows.values()) * n_samples

@@ -64,7 +64,7 @@ from tgd_core.training.config import TrainConfig
 from tgd_core.training.data import TrainBatch, TrainData, prefetch
 from tgd_core.training.loop_state import LoopState, StepResult
 from tgd_core.training.run_files import append_metrics, call_context, repair_after_crash
-from tgd_core.training.targets import TargetCache
+from tgd_core.training.targets import TargetCache, cache_budget
 
 
 class RunContext(Protocol):
@@ -274,7 +274,8 @@ class Trainer:
             return TargetCache.create(self.distiller, len(data.train),
                                       data.inputs(data.train, probe_idx.to(self.device)),
                                       augment=cfg.augment, fixed_batches=cfg.fixed_batches,
-                                      enabled=cfg.teacher_cache)
+                                      enabled=cfg.teacher_cache,
+                                      max_bytes=cache_budget(self.device, cfg.teacher_cache_gib))
 
     # -- the loop ---------------------------------------------------------------------------
 
