@@ -17,7 +17,8 @@ import torch
 from tgd_core.core.errors import TGDError
 from tgd_core.nets.checkpoints import load_checkpoint
 from tgd_core.training import TrainConfig, run_training
-from tgd_core.training.trainer import Stopped, trainer_class
+from tgd_core.training.fast import FastTrainer
+from tgd_core.training.trainer import Stopped, Trainer, trainer_class
 
 pytestmark = pytest.mark.usefixtures("cifar_test_images")  # needs the CIFAR-10 data
 
@@ -55,9 +56,6 @@ def assert_same_run(a: TrainConfig, b: TrainConfig) -> None:
 
 
 def test_engine_selection():
-    from tgd_core.training.fast import FastTrainer
-    from tgd_core.training.trainer import Trainer
-
     cpu = dict(device="cpu")
     assert trainer_class(TrainConfig.build(**cpu)) is Trainer  # auto: standard off CUDA
     assert trainer_class(TrainConfig.build(engine="standard", **cpu)) is Trainer
@@ -151,26 +149,31 @@ def tiny_teachers(tmp_path) -> dict[str, str]:
     return teachers
 
 
-def test_tgd_with_cached_teacher_targets_matches_the_standard_loop(tmp_path):
-    """Teachers (raw, PI) trained once; TGD without augmentation: the fast loop fills the
-    target cache before its first step and never runs the teachers in a step."""
-    from tgd_core.training.fast import FastTrainer
-
-    teachers = tiny_teachers(tmp_path)
-    common = dict(method="tgd", teachers=teachers, augment=False, fixed_batches=True)
-    standard = tiny(tmp_path, "standard", engine="standard", **common)
-    fast = tiny(tmp_path, "fast", engine="fast", **common)
-    run_training(standard, progress=False)
+def teacher_counting_trainer(cfg: TrainConfig):
+    """A fast-loop trainer of ``cfg`` and the list its teachers append (epoch, step) to at
+    each forward pass after the cache's probe."""
     calls = []
 
     class Counting(FastTrainer):
         def build_target_cache(self):
             cache = super().build_target_cache()
             for t in self.distiller.teachers.values():
-                t.register_forward_hook(lambda *_: calls.append(self.state.step))
+                t.register_forward_hook(
+                    lambda *_: calls.append((self.state.epoch, self.state.step)))
             return cache
 
-    trainer = Counting(fast, progress=False)
+    return Counting(cfg, progress=False), calls
+
+
+def test_tgd_with_cached_teacher_targets_matches_the_standard_loop(tmp_path):
+    """Teachers (raw, PI) trained once; TGD without augmentation: the fast loop fills the
+    target cache before its first step and never runs the teachers in a step."""
+    teachers = tiny_teachers(tmp_path)
+    common = dict(method="tgd", teachers=teachers, augment=False, fixed_batches=True)
+    standard = tiny(tmp_path, "standard", engine="standard", **common)
+    fast = tiny(tmp_path, "fast", engine="fast", **common)
+    run_training(standard, progress=False)
+    trainer, calls = teacher_counting_trainer(fast)
     trainer.run()
     assert trainer.cache is not None and trainer.cache_full
     assert trainer.cache.misses == 3 and len(calls) == 2 * 3  # 2 teachers × 3 batches, once
@@ -195,28 +198,17 @@ def test_similarity_maps_come_from_cached_teacher_features_when_batches_change(t
     features are cached by sample and each step makes its batch's similarity maps of them, so
     the teachers run only in the first epoch — and the run is the run with live teachers (the
     standard loop's, and the fast loop's), weights to float32 rounding."""
-    from tgd_core.training.fast import FastTrainer
-
     teachers = tiny_teachers(tmp_path)
     if method == "sp":
         teachers = {"t1": teachers["t1"]}
     common = dict(method=method, teachers=teachers, augment=False, epochs=2)
     live = tiny(tmp_path, "live", engine="standard", teacher_cache=False, **common)
     run_training(live, progress=False)
-    calls = []
-
-    class Counting(FastTrainer):
-        def build_target_cache(self):
-            cache = super().build_target_cache()
-            for t in self.distiller.teachers.values():
-                t.register_forward_hook(lambda *_: calls.append(self.state.epoch))
-            return cache
-
-    trainer = Counting(tiny(tmp_path, "cached", engine="fast", **common), progress=False)
+    trainer, calls = teacher_counting_trainer(tiny(tmp_path, "cached", engine="fast", **common))
     trainer.run()
     assert trainer.cache is not None and trainer.cache.derive is not None
     assert set(trainer.cache.rows) >= {"t1_f1", "t1_f2", "t1_f3"}
-    assert calls == [0] * 3 * len(teachers)  # epoch 1's 3 batches; epoch 2 from the cache
+    assert [epoch for epoch, _ in calls] == [0] * 3 * len(teachers)  # epoch 1's 3 batches
     assert_same_run(live, trainer.cfg)
 
 
@@ -234,8 +226,6 @@ def test_the_cache_budget(monkeypatch):
 
 
 def test_a_cache_over_its_budget_is_not_made(tmp_path):
-    from tgd_core.training.fast import FastTrainer
-
     cfg = tiny(tmp_path, "run", method="sp", teachers={"t1": tiny_teachers(tmp_path)["t1"]},
                augment=False, engine="fast", teacher_cache_gib=1e-4)  # 80 rows need ~0.01 GiB
     trainer = FastTrainer(cfg, progress=False)
@@ -294,8 +284,6 @@ def test_the_compiled_tgd_step_is_the_eager_step(tmp_path):
     are sums that nearly cancel: an eager float32 step is itself up to 0.8 % off a float64
     one; compiled and eager measured 0.12 % apart. A wrong graph — a lost loss term, frozen
     BatchNorm statistics — is off by far more.)"""
-    from tgd_core.training.fast import FastTrainer
-
     cfg = tiny(tmp_path, "tgd", method="tgd", teachers=tiny_teachers(tmp_path), augment=False,
                fixed_batches=True, engine="fast", compile=True)
     trainer = FastTrainer(cfg, progress=False)

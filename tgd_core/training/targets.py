@@ -43,6 +43,9 @@ def cache_budget(device: torch.device, cap_gib: float | None) -> int:
 
 
 class TargetCache:
+    """Teacher targets (or the rows they are made of) kept by sample, and per-batch targets by
+    batch id; :meth:`create` picks the way (module doc)."""
+
     def __init__(self, rows: Mapping[str, torch.Tensor], n_samples: int, device: torch.device,
                  per_batch: tuple[str, ...] = (),
                  derive: Callable[[dict], dict] | None = None) -> None:
