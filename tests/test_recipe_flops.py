@@ -1,4 +1,4 @@
-"""benchmarks/recipe_flops.py on a tiny recipe: each run's FLOPs per image, live and cached."""
+"""benchmarks/recipe_flops.py on a tiny recipe: each row's FLOPs per image, live and cached."""
 
 from __future__ import annotations
 
@@ -9,26 +9,36 @@ import yaml
 
 from tests.test_experiments import TINY
 from tgd_core.core.paths import PROJECT_ROOT
+from tgd_core.experiments.recipe import Recipe
 
 sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 
 import recipe_flops  # noqa: E402
 
 
-def test_every_run_is_counted_live_and_cached(tmp_path, capsys):
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump({**TINY, "seeds": [0, 1]}))
-    rows = {name: (copies, live, cached) for name, copies, live, cached
-            in recipe_flops.run_rows({**TINY, "seeds": [0, 1]}, batch=4)}
-    assert list(rows) == ["teacher t1", "teacher t2", "init", *TINY["methods"]]
-    scratch = rows["scratch"][1]
-    assert rows["init"] == (1, scratch, scratch) and rows["scratch"] == (2, scratch, scratch)
-    assert rows["teacher t2"][1] > rows["teacher t1"][1] == pytest.approx(scratch)  # PIs: 6 ch.
+def test_every_row_is_counted_live_and_cached(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "seeds": [0, 1],
+                                    "common": {**TINY["common"], "batch_size": 4}},
+                                   sort_keys=False))
+    found = {r["row"]: r for r in recipe_flops.rows(Recipe.load(path), tmp_path / "exp")}
+    assert list(found) == ["teacher t1", "teacher t2", "init (scratch student)",
+                           *TINY["methods"]]
+    assert [(r["runs"], r["todo"], r["image_steps"]) for r in found.values()] == (
+        [(1, 1, 64)] * 3 + [(2, 2, 64)] * len(TINY["methods"]))
+    scratch = found["scratch"]["live"]
+    assert found["init (scratch student)"]["cached"] == scratch == found["scratch"]["cached"]
+    assert found["teacher t2"]["live"] > found["teacher t1"]["live"]  # 6 PI maps of 50 × 50
     for method in ("kd_t1", "mtkd", "at"):  # per-sample targets: a cached step is a student's
-        assert rows[method][2] == pytest.approx(scratch, rel=1e-3)
-        assert rows[method][2] < rows[method][1]
-    for method in ("sp", "tgd"):  # similarity maps made each step from cached features
-        assert scratch < rows[method][2] < rows[method][1]
-    assert recipe_flops.main([str(recipe), "--batch", "4"]) == 0
+        assert found[method]["cached"] == pytest.approx(scratch, rel=1e-3)
+        assert found[method]["cached"] < found[method]["live"]
+    for method in ("sp", "tgd"):  # the student's similarity maps stay in the step
+        assert scratch < found[method]["cached"] < found[method]["live"]
+
+    assert recipe_flops.main([str(path), "--out", str(tmp_path / "exp")]) == 0
     printed = capsys.readouterr().out
-    assert "tiny: batch 4, 64 image-steps a run" in printed and "| tgd | 2 |" in printed
+    assert printed.startswith("tiny: FLOPs per training image") and "| tgd | 2 | 2 |" in printed
+    total = sum(2 * r["image_steps"] * r["cached"] / 1e6 for r in found.values()
+                if r["runs"] == 2) + sum(r["image_steps"] * r["cached"] / 1e6
+                                         for r in found.values() if r["runs"] == 1)
+    assert printed.rstrip().endswith(f"| {total:.1f} | {total:.1f} |")
