@@ -74,7 +74,9 @@ def run_gflop(cfg, teacher_archs: dict[str, tuple[str, str]]) -> tuple[float, fl
     inputs = {k: torch.rand(cfg.batch_size, *s) for k, s in shapes.items()}
     labels = torch.randint(0, 10, (cfg.batch_size,))
     teachers = {role: network(*teacher_archs[path], shapes) for role, path in cfg.teachers.items()}
-    distiller = get_method(cfg.method)(network(cfg.student, cfg.student_input, shapes), teachers)
+    method = get_method(cfg.method)
+    distiller = method(network(cfg.student, cfg.student_input, shapes), teachers,
+                       method.Params(**cfg.method_params))
     live = step_gflop(distiller, inputs, labels)
     cache = TargetCache.create(distiller, cfg.batch_size, inputs, augment=cfg.augment,
                                fixed_batches=cfg.fixed_batches, max_bytes=2**50)

@@ -178,6 +178,7 @@ def test_tgd_with_cached_teacher_targets_matches_the_standard_loop(tmp_path):
     assert trainer.cache is not None and trainer.cache_full
     assert trainer.cache.misses == 3 and len(calls) == 2 * 3  # 2 teachers × 3 batches, once
     assert_same_run(standard, fast)
+    assert result(fast)["teacher_targets"].startswith("cached: the teachers' per-sample targets")
 
 
 def test_on_the_fly_pis_come_from_the_host_and_match_the_standard_loop(tmp_path):
@@ -210,6 +211,9 @@ def test_similarity_maps_come_from_cached_teacher_features_when_batches_change(t
     assert set(trainer.cache.rows) >= {"t1_f1", "t1_f2", "t1_f3"}
     assert [epoch for epoch, _ in calls] == [0] * 3 * len(teachers)  # epoch 1's 3 batches
     assert_same_run(live, trainer.cfg)
+    assert result(trainer.cfg)["teacher_targets"].startswith(
+        "cached: the teachers' per-sample outputs")
+    assert result(live)["teacher_targets"] == "live: teacher_cache is off"
 
 
 def test_the_cache_budget(monkeypatch):
@@ -225,12 +229,32 @@ def test_the_cache_budget(monkeypatch):
     assert targets.cache_budget(cuda, 8) == 8 * 2**30
 
 
-def test_a_cache_over_its_budget_is_not_made(tmp_path):
+def test_a_cache_over_its_budget_is_not_made(tmp_path, caplog):
     cfg = tiny(tmp_path, "run", method="sp", teachers={"t1": tiny_teachers(tmp_path)["t1"]},
                augment=False, engine="fast", teacher_cache_gib=1e-4)  # 80 rows need ~0.01 GiB
     trainer = FastTrainer(cfg, progress=False)
     trainer.setup(resume=False)
     assert trainer.cache is None
+    assert trainer.result_extras()["teacher_targets"] == \
+        "live: no cache fits its budget of 0.0001 GiB"
+    assert "over its budget of 0.00 GiB; the teachers run live" in caplog.text
+
+
+def test_tgd_without_its_similarity_term_is_mtkd_and_caches_logits_only(tmp_path):
+    """β = 0 with batches reshuffled every epoch (the ablation's tgd_*_b0 rows): no feature or
+    similarity map is computed or cached — the cache keeps the two teachers' logits by sample,
+    not their features — and the run trains MTKD's weights bit for bit."""
+    teachers = tiny_teachers(tmp_path)
+    common = dict(teachers=teachers, augment=False, epochs=2, method_params={"alpha": 0.9})
+    mtkd = tiny(tmp_path, "mtkd", method="mtkd", **common)
+    run_training(mtkd, progress=False)
+    trainer = Trainer(tiny(tmp_path, "tgd_b0", method="tgd", **{
+        **common, "method_params": {"alpha": 0.9, "beta": 0}}), progress=False)
+    trainer.run()
+    assert set(trainer.cache.rows) == {"t1_logits", "t2_logits"} and trainer.cache.derive is None
+    ref = weights(f"{mtkd.out_dir}/latest.pt")
+    assert all(torch.equal(w, ref[k]) for k, w in weights(f"{trainer.out}/latest.pt").items())
+    assert [r["train_sim"] for r in rows(trainer.cfg)] == [0.0, 0.0]
 
 
 def test_bf16_autocast_caches_the_teacher_targets_it_computes(tmp_path):

@@ -18,14 +18,19 @@ import recipe_flops  # noqa: E402
 
 def test_every_row_is_counted_live_and_cached(tmp_path, capsys):
     path = tmp_path / "tiny.yaml"
+    tgd_b0 = {"method": "tgd", "teachers": {"t1": "t1", "t2": "t2"}, "params": {"beta": 0}}
     path.write_text(yaml.safe_dump({**TINY, "seeds": [0, 1],
-                                    "common": {**TINY["common"], "batch_size": 4}},
+                                    "common": {**TINY["common"], "batch_size": 4},
+                                    "methods": {**TINY["methods"], "tgd_b0": tgd_b0}},
                                    sort_keys=False))
     found = {r["row"]: r for r in recipe_flops.rows(Recipe.load(path), tmp_path / "exp")}
     assert list(found) == ["teacher t1", "teacher t2", "init (scratch student)",
-                           *TINY["methods"]]
+                           *TINY["methods"], "tgd_b0"]
+    # each row's own parameters: TGD without its similarity term costs MTKD's step
+    assert (found["tgd_b0"]["live"], found["tgd_b0"]["cached"]) == (
+        found["mtkd"]["live"], found["mtkd"]["cached"])
     assert [(r["runs"], r["todo"], r["image_steps"]) for r in found.values()] == (
-        [(1, 1, 64)] * 3 + [(2, 2, 64)] * len(TINY["methods"]))
+        [(1, 1, 64)] * 3 + [(2, 2, 64)] * (len(TINY["methods"]) + 1))
     scratch = found["scratch"]["live"]
     assert found["init (scratch student)"]["cached"] == scratch == found["scratch"]["cached"]
     assert found["teacher t2"]["live"] > found["teacher t1"]["live"]  # 6 PI maps of 50 × 50

@@ -226,9 +226,11 @@ class FastTrainer(Trainer):
                     self.out, self.compile_error)
 
     def result_extras(self) -> dict:
-        """Whether the step ran compiled at the end, and why not where compiling failed."""
+        """The standard loop's, then whether the step ran compiled at the end, and why not
+        where compiling failed."""
         failed = {"compile_error": self.compile_error} if self.compile_error else {}
-        return {"compiled_step": self.compiled_loss is not None, **failed}
+        return {**super().result_extras(), "compiled_step": self.compiled_loss is not None,
+                **failed}
 
     def train_step(self, b: TrainBatch, epoch: int) -> None:
         """One SGD step on batch ``b``; its totals are added on the device (read by

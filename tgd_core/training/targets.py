@@ -55,25 +55,39 @@ class TargetCache:
         self.batches: dict[int, dict[str, torch.Tensor]] = {}
         self.hits = self.misses = 0
 
+    def describe(self) -> str:
+        """What it keeps and its size (per-batch maps, which grow as batches are met, aside):
+        for ``result.json``."""
+        what = "outputs" if self.derive is not None else "targets"
+        size = sum(v.numel() * v.element_size() for v in self.rows.values()) / 2**30
+        return f"cached: the teachers' per-sample {what}, {size:.3g} GiB"
+
     @classmethod
     def create(cls, distiller: Distiller, n_samples: int, probe: Mapping[str, torch.Tensor], *,
                augment: bool, fixed_batches: bool, enabled: bool = True,
                max_bytes: int = MAX_BYTES) -> TargetCache | None:
         """A cache for ``distiller``, or None when caching cannot serve it within
-        ``max_bytes``. ``probe``: one batch of inputs, to learn the targets' shapes."""
-        if not enabled or augment or not distiller.teachers:
+        ``max_bytes`` (:func:`why_live`; one warning when the budget is the reason).
+        ``probe``: one batch of inputs, to learn the targets' shapes."""
+        if why_live(distiller, augment=augment, enabled=enabled) is not None:
             return None
         rows = distiller.teacher_rows(probe)
         targets = distiller.targets_from_rows(rows)
         per_sample = tuple(distiller.per_sample_targets)
         per_batch = tuple(k for k in targets if k not in per_sample)
         device = next(iter(targets.values())).device
+        needed = []
         if not per_batch or fixed_batches:
             sample_targets = {k: targets[k] for k in per_sample}
-            if _bytes(sample_targets, n_samples) <= max_bytes:
+            needed.append(_bytes(sample_targets, n_samples))
+            if needed[-1] <= max_bytes:
                 return cls._allocate(sample_targets, n_samples, device, per_batch=per_batch)
-        if per_batch and _bytes(rows, n_samples) <= max_bytes:
-            return cls._allocate(rows, n_samples, device, derive=distiller.targets_from_rows)
+        if per_batch:
+            needed.append(_bytes(rows, n_samples))
+            if needed[-1] <= max_bytes:
+                return cls._allocate(rows, n_samples, device, derive=distiller.targets_from_rows)
+        log.warning("teacher cache: %.2f GiB needed, over its budget of %.2f GiB; the teachers "
+                    "run live", min(needed) / 2**30, max_bytes / 2**30)
         return None
 
     @classmethod
@@ -117,6 +131,17 @@ class TargetCache:
         if self.derive is not None:
             return self.derive(rows)
         return {**rows, **self.batches.get(batch, {})}
+
+
+def why_live(distiller: Distiller, *, augment: bool, enabled: bool) -> str | None:
+    """Why no cache can serve ``distiller`` whatever the budget (None: one may)."""
+    if not distiller.teachers:
+        return "none: the method has no teachers"
+    if not enabled:
+        return "live: teacher_cache is off"
+    if augment:
+        return "live: augmented inputs change every epoch"
+    return None
 
 
 def _bytes(rows: Mapping[str, torch.Tensor], n_samples: int) -> int:

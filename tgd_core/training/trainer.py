@@ -64,7 +64,7 @@ from tgd_core.training.config import TrainConfig
 from tgd_core.training.data import TrainBatch, TrainData, prefetch
 from tgd_core.training.loop_state import LoopState, StepResult
 from tgd_core.training.run_files import append_metrics, call_context, repair_after_crash
-from tgd_core.training.targets import TargetCache, cache_budget
+from tgd_core.training.targets import TargetCache, cache_budget, why_live
 
 
 class RunContext(Protocol):
@@ -266,16 +266,21 @@ class Trainer:
     def build_target_cache(self) -> TargetCache | None:
         """The teacher-target cache (None when the teachers must run live), its shapes and
         dtypes learnt from this rank's part of the first batch, under the steps' autocast
-        (bf16 teacher outputs with ``amp``)."""
+        (bf16 teacher outputs with ``amp``); how the teachers are served is kept for
+        ``result.json`` (``teacher_targets``)."""
         cfg, data = self.cfg, self.data
         _, probe_idx = data.batch_indices(0, 0)
         probe_idx = probe_idx[self.dist.shard(len(probe_idx))]
+        budget = cache_budget(self.device, cfg.teacher_cache_gib)
         with self.amp:
-            return TargetCache.create(self.distiller, len(data.train),
-                                      data.inputs(data.train, probe_idx.to(self.device)),
-                                      augment=cfg.augment, fixed_batches=cfg.fixed_batches,
-                                      enabled=cfg.teacher_cache,
-                                      max_bytes=cache_budget(self.device, cfg.teacher_cache_gib))
+            cache = TargetCache.create(self.distiller, len(data.train),
+                                       data.inputs(data.train, probe_idx.to(self.device)),
+                                       augment=cfg.augment, fixed_batches=cfg.fixed_batches,
+                                       enabled=cfg.teacher_cache, max_bytes=budget)
+        self.teacher_targets = cache.describe() if cache is not None else (
+            why_live(self.distiller, augment=cfg.augment, enabled=cfg.teacher_cache)
+            or f"live: no cache fits its budget of {budget / 2**30:.3g} GiB")
+        return cache
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -465,8 +470,9 @@ class Trainer:
         return result
 
     def result_extras(self) -> dict[str, Any]:
-        """What a variant adds to ``result.json`` (none here)."""
-        return {}
+        """What ``result.json`` says of how the run trained, beyond its metrics (a variant
+        adds its own): how the teachers' targets were served."""
+        return {"teacher_targets": self.teacher_targets}
 
     def diverged(self, where: str, what: str) -> TGDError:
         """The one-line error that stops a diverged run."""
