@@ -42,22 +42,29 @@ TINY = {
 }
 
 
-def test_the_paper_recipe_in_miniature_with_its_device_settings(tmp_path):
-    """scripts/rehearse_paper.py: recipes/paper.yaml as the device runs it — every method and
-    parameter, WRN16-3 teachers, bf16 autocast, channels_last, cached and live teachers, the fast
-    loop, two runs at a time — on 64 images for two epochs (its amp with cached targets once
-    crashed every distilled student). Compiled, it takes minutes: docs/device.md."""
-    rehearse_paper = load_script("rehearse_paper")
-    recipe = rehearse_paper.miniature_recipe(False)
+@pytest.mark.parametrize("name", ["paper", "ablation"])
+def test_a_device_recipe_in_miniature_with_its_device_settings(tmp_path, name):
+    """scripts/rehearse_recipe.py: recipes/paper.yaml and recipes/ablation.yaml (which extends
+    it and takes its teachers by reference) as the device runs them — every teacher, method and
+    parameter, bf16 autocast, channels_last, cached and live teachers, on-the-fly PIs, the fast
+    loop, two runs at a time — on 64 images for two epochs (paper.yaml's amp with cached targets
+    once crashed every distilled student). Compiled, it takes minutes: docs/device.md."""
+    from tgd_core.experiments.recipe import Recipe
+
+    rehearse = load_script("rehearse_recipe")
+    path = PROJECT_ROOT / f"recipes/{name}.yaml"
+    recipe = rehearse.miniature_recipe(False, path)
     assert recipe["common"]["amp"] and not recipe["common"]["augment"]
-    assert recipe["methods"] == yaml.safe_load(
-        (PROJECT_ROOT / "recipes/paper.yaml").read_text())["methods"]
-    assert rehearse_paper.rehearse(tmp_path, compile_step=False, parallel=2) == []
+    assert recipe["methods"] == Recipe.load(path).model_dump(mode="json")["methods"]
+    assert rehearse.rehearse(tmp_path, compile_step=False, parallel=2, recipe=path) == []
     rows = json.loads((tmp_path / "exp/summary.json").read_text())["rows"]
     assert [r["method"] for r in rows] == list(recipe["methods"])
     config = json.loads((tmp_path / "exp/tgd/seed0/config.json").read_text())
     assert config["amp"] and config["engine"] == "fast" and config["student"] == "wrn16_1"
-    assert rehearse_paper.problems(tmp_path / "exp", recipe, compile_step=True)[0] == (
+    for teacher in recipe["teachers"]:  # shrunk too, those of another recipe included
+        config = json.loads((tmp_path / f"exp/teachers/{teacher}/config.json").read_text())
+        assert (config["train_subset"], config["epochs"]) == (64, 2)
+    assert rehearse.problems(tmp_path / "exp", recipe, compile_step=True)[0] == (
         "teachers/t1: compiled_step False (compile not asked)")
 
 

@@ -59,8 +59,9 @@ class TargetCache:
         """What it keeps and its size (per-batch maps, which grow as batches are met, aside):
         for ``result.json``."""
         what = "outputs" if self.derive is not None else "targets"
-        size = sum(v.numel() * v.element_size() for v in self.rows.values()) / 2**30
-        return f"cached: the teachers' per-sample {what}, {size:.3g} GiB"
+        size = sum(v.numel() * v.element_size() for v in self.rows.values())
+        shift, unit = (30, "GiB") if size >= 2**30 else (20, "MiB")
+        return f"cached: the teachers' per-sample {what}, {size / 2**shift:.3g} {unit}"
 
     @classmethod
     def create(cls, distiller: Distiller, n_samples: int, probe: Mapping[str, torch.Tensor], *,
