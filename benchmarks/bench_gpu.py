@@ -1,7 +1,8 @@
 """Training throughput on an accelerator: the standard loop against the fast loop, in one run.
 
     python3 benchmarks/bench_gpu.py [--device cuda] [--steps 60] [--batch 128] [--parallel 4]
-                                    [--peak-tflops T] [--no-compile] [--write docs/benchmarks.md]
+                                    [--peak-tflops T] [--no-compile] [--no-graphs]
+                                    [--write docs/benchmarks.md]
     .venv/bin/python benchmarks/bench_gpu.py --device cpu --steps 2 --parallel 2   # smoke check
 
 For WRN16-1 and WRN16-3 on raw 32×32 images and WRN16-3 on 6×50×50 PI stacks, at the paper's
@@ -11,9 +12,12 @@ batch of 128 (issue #14, item 2):
    host-made batches, one host↔device sync a step) and with the fast loop
    (:class:`~tgd_core.training.fast.FastTrainer`), both with the paper recipe's bf16 autocast
    (on CUDA) and channels_last, and their ratio;
-2. the aggregate images/s of ``--parallel`` fast runs at once, each in its own process (as
-   ``tgd experiment --parallel`` runs them), timed from a common barrier to the last finish;
-3. TFLOP/s: the FLOPs of one training step (forward and backward, counted by
+2. on CUDA with compile, the fast loop again with its step replayed as CUDA graphs
+   (``compile_mode: reduce-overhead``; ``--no-graphs`` skips it; a failure is named, not fatal);
+3. the aggregate images/s of ``--parallel`` fast runs at once, each in its own process (as
+   ``tgd experiment --parallel`` runs them), in the compile mode that was faster alone, timed
+   from a common barrier to the last finish;
+4. TFLOP/s: the FLOPs of one training step (forward and backward, counted by
    ``torch.utils.flop_counter.FlopCounterMode``: matrix products and convolutions) per image ×
    images/s, and that as a fraction of the chip's peak: the rate of a dense matrix product
    measured in the same run (:func:`matmul_tflops`: 8192³ in bf16 on CUDA — about 790 TFLOP/s
@@ -64,6 +68,7 @@ CASES = (("WRN16-1 raw", "wrn16_1", "raw", (3, 32, 32)),
          ("WRN16-3 raw", "wrn16_3", "raw", (3, 32, 32)),
          ("WRN16-3 PI 6×50×50", "wrn16_3", "pi", (6, 50, 50)))
 ENGINES = {"standard": Trainer, "fast": FastTrainer}
+GRAPHS = "reduce-overhead"  # torch.compile's mode that replays the step as CUDA graphs
 TEST_IMAGES = 256
 
 
@@ -81,13 +86,15 @@ def synthetic_data(cfg: TrainConfig, kind: str, shape: tuple[int, ...], n: int,
     return TrainData.from_splits(cfg, split(n), split(TEST_IMAGES), {kind: norm}, 10)
 
 
-def make_trainer(engine: str, model: str, kind: str, shape, args, out: Path) -> Trainer:
+def make_trainer(engine: str, model: str, kind: str, shape, args, out: Path,
+                 compile_mode: str = "default") -> Trainer:
     """A set-up trainer of ``engine`` on synthetic data (scratch, paper recipe settings)."""
     cuda = args.device.startswith("cuda")
     cfg = TrainConfig.build(student=model, student_input=kind, batch_size=args.batch,
                             epochs=2, milestones=[1], amp=cuda, channels_last=True,
                             device=args.device, engine=engine, compile=args.compile and cuda,
-                            sync_every_steps=max(args.steps, 1), out_dir=str(out))
+                            compile_mode=compile_mode, sync_every_steps=max(args.steps, 1),
+                            out_dir=str(out))
 
     class OnSyntheticData(ENGINES[engine]):
         def load_data(self) -> TrainData:
@@ -129,11 +136,12 @@ def step_flops(trainer: Trainer) -> float:
     return counter.get_total_flops() / len(b.labels)
 
 
-def measure(engine: str, case, args, barrier=None) -> dict:
+def measure(engine: str, case, args, barrier=None, compile_mode: str = "default") -> dict:
     """images/s (and FLOPs per image) of one run of ``case`` with ``engine``."""
     _, model, kind, shape = case
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = make_trainer(engine, model, kind, shape, args, Path(tmp) / "run")
+        trainer = make_trainer(engine, model, kind, shape, args, Path(tmp) / "run",
+                               compile_mode)
         flops = step_flops(trainer)
         start, end = timed_epoch(trainer, barrier)
     images = args.steps * args.batch
@@ -141,16 +149,26 @@ def measure(engine: str, case, args, barrier=None) -> dict:
             "images_per_second": images / (end - start), **trainer.result_extras()}
 
 
-def worker(case, args, barrier, results) -> None:
+def worker(case, args, barrier, results, compile_mode: str) -> None:
     """One of the concurrent runs (a spawned process)."""
-    results.put(measure("fast", case, args, barrier))
+    results.put(measure("fast", case, args, barrier, compile_mode))
 
 
-def concurrent(case, args) -> dict:
+def graphed(case, args) -> dict:
+    """The fast loop with its step replayed as CUDA graphs: its measurement, or the error
+    (one line) that stopped it — the other figures do not depend on it."""
+    try:
+        return measure("fast", case, args, compile_mode=GRAPHS)
+    except Exception as error:  # noqa: BLE001 — any failure is a finding, not the end
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        return {"error": f"{type(error).__name__}: {first_line}"}
+
+
+def concurrent(case, args, compile_mode: str = "default") -> dict:
     """Aggregate images/s of ``args.parallel`` fast runs in separate processes."""
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(args.parallel), ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(case, args, barrier, results))
+    procs = [ctx.Process(target=worker, args=(case, args, barrier, results, compile_mode))
              for _ in range(args.parallel)]
     for p in procs:
         p.start()
@@ -197,30 +215,51 @@ def matmul_tflops(device: str, repeats: int = 10, warmup: int = 3) -> tuple[floa
 def run(args) -> dict:
     peak, source = ((args.peak_tflops, "given (--peak-tflops)") if args.peak_tflops
                     else matmul_tflops(args.device))
+    compiled = args.compile and args.device.startswith("cuda")
     results = {"device": device_name(args.device), "torch": torch.__version__,
                "python": platform.python_version(), "batch": args.batch, "steps": args.steps,
                "parallel": args.parallel, "peak_tflops": peak, "peak_source": source,
-               "compile": args.compile and args.device.startswith("cuda"), "cases": []}
+               "compile": compiled, "graphs": compiled and args.graphs, "cases": []}
     for case in CASES:
-        row = {"case": case[0]}
-        for engine in ENGINES:
-            m = measure(engine, case, args)
-            row[engine] = m["images_per_second"]
-            row["flops_per_image"] = m["flops_per_image"]
-            if m.get("compile_error"):
-                row["compile_error"] = m["compile_error"]  # its fast loop ran eagerly
-        row["speedup"] = row["fast"] / row["standard"]
-        if args.parallel > 1:
-            agg = concurrent(case, args)
-            row["aggregate"], row["aggregate_per_run"] = (agg["images_per_second"],
-                                                          agg["per_run"])
-        for key in ("standard", "fast", "aggregate"):
-            if key in row:
-                row[f"{key}_tflops"] = tflops(row[key], row["flops_per_image"])
-                row[f"{key}_peak_fraction"] = row[f"{key}_tflops"] / peak
+        row = add_rates(measure_case(case, args, results["graphs"]), peak)
         results["cases"].append(row)
         print(json.dumps(row), flush=True)
     return results
+
+
+def measure_case(case, args, graphs: bool) -> dict:
+    """One case's row: images/s of the standard loop, the fast loop, the fast loop on CUDA
+    graphs (``graphs``) and ``args.parallel`` fast runs at once in the faster mode."""
+    row = {"case": case[0]}
+    for engine in ENGINES:
+        m = measure(engine, case, args)
+        row[engine] = m["images_per_second"]
+        row["flops_per_image"] = m["flops_per_image"]
+        if m.get("compile_error"):
+            row["compile_error"] = m["compile_error"]  # its fast loop ran eagerly
+    row["speedup"] = row["fast"] / row["standard"]
+    row["aggregate_mode"] = "default"
+    if graphs:
+        m = graphed(case, args)
+        if "error" in m or m.get("compile_error"):
+            row["graphs_error"] = m.get("error") or m["compile_error"]
+        else:
+            row["graphs"] = m["images_per_second"]
+            if row["graphs"] > row["fast"]:
+                row["aggregate_mode"] = GRAPHS
+    if args.parallel > 1:
+        agg = concurrent(case, args, row["aggregate_mode"])
+        row["aggregate"], row["aggregate_per_run"] = agg["images_per_second"], agg["per_run"]
+    return row
+
+
+def add_rates(row: dict, peak: float) -> dict:
+    """``row`` with the TFLOP/s and the fraction of ``peak`` of each loop it measured."""
+    for key in ("standard", "fast", "graphs", "aggregate"):
+        if key in row:
+            row[f"{key}_tflops"] = tflops(row[key], row["flops_per_image"])
+            row[f"{key}_peak_fraction"] = row[f"{key}_tflops"] / peak
+    return row
 
 
 def table(results: dict, command: str) -> list[str]:
@@ -230,16 +269,25 @@ def table(results: dict, command: str) -> list[str]:
              f"{'on' if results['compile'] else 'off'}; peak {results['peak_tflops']:.0f} "
              f"TFLOP/s ({results.get('peak_source', 'bf16')}). Command: `{command}`", "",
              f"| network | GFLOP/image (train step) | standard img/s | fast img/s | fast / "
-             f"standard | fast TFLOP/s | {n} runs at once: img/s | TFLOP/s | % of peak |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"standard | fast TFLOP/s | fast, CUDA graphs img/s | {n} runs at once: img/s "
+             f"| TFLOP/s | % of peak |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["cases"]:
-        agg = (f"{r['aggregate']:,.0f} | {r['aggregate_tflops']:.1f} | "
-               f"{100 * r['aggregate_peak_fraction']:.1f} %" if "aggregate" in r else "— | — | —")
+        agg = (f"{r['aggregate']:,.0f}{' (graphs)' if r.get('aggregate_mode') == GRAPHS else ''}"
+               f" | {r['aggregate_tflops']:.1f} | {100 * r['aggregate_peak_fraction']:.1f} %"
+               if "aggregate" in r else "— | — | —")
+        graphs = (f"{r['graphs']:,.0f} ({r['graphs'] / r['standard']:.1f}×)" if "graphs" in r
+                  else "failed" if "graphs_error" in r else "—")
         lines.append(f"| {r['case']} | {r['flops_per_image'] / 1e9:.2f} | "
                      f"{r['standard']:,.0f} | {r['fast']:,.0f} | {r['speedup']:.1f}× | "
-                     f"{r['fast_tflops']:.2f} | {agg} |")
+                     f"{r['fast_tflops']:.2f} | {graphs} | {agg} |")
     lines += [f"\n{r['case']}: torch.compile failed ({r['compile_error']}), so its fast loop "
               "ran eagerly." for r in results["cases"] if r.get("compile_error")]
+    lines += [f"\n{r['case']}: the fast loop on CUDA graphs failed ({r['graphs_error']})."
+              for r in results["cases"] if r.get("graphs_error")]
+    if any(r.get("aggregate_mode") == GRAPHS for r in results["cases"]):
+        lines.append(f"\n(graphs): the {n} runs at once replayed CUDA graphs "
+                     f"(`compile_mode: {GRAPHS}`), faster alone than the default mode.")
     return lines
 
 
@@ -252,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the chip's peak (default: measure a matrix product in this run)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--no-graphs", dest="graphs", action="store_false",
+                        help="skip the fast loop on CUDA graphs (compile_mode reduce-overhead)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--write", help="publish the table into this docs/benchmarks.md")
     parser.add_argument("--publish-json", type=Path, metavar="JSON",

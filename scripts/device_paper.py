@@ -3,7 +3,7 @@ a time budget, pack the runs into ``$OUT``.
 
     python3 scripts/device_paper.py [--budget 540] [--parallel 6] [--recipe recipes/paper.yaml]
                                     [--out runs/experiments/paper] [--only METHOD ...]
-                                    [--seeds SEED ...]
+                                    [--seeds SEED ...] [--set FIELD=VALUE ...]
 
 On the device machine, in the repository root (docs/device.md gives the whole sequence of
 calls):
@@ -167,6 +167,8 @@ def train(args, data: Path, site: Path, deadline: float) -> int:
         cmd += ["--only", *args.only]
     if args.seeds:
         cmd += ["--seeds", *map(str, args.seeds)]
+    for assignment in args.set:
+        cmd += ["--set", assignment]
     path = os.pathsep.join(p for p in (str(site.resolve()), os.environ.get("PYTHONPATH"))
                            if p)
     env = {**os.environ, "TGD_DATA_DIR": str(data.resolve()), "PYTHONUNBUFFERED": "1",
@@ -194,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs/experiments/paper")
     parser.add_argument("--only", nargs="+", metavar="METHOD")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="tgd experiment's --set (e.g. compile_mode=reduce-overhead)")
     parser.add_argument("--stage", type=Path, default=ROOT / ".stage")
     parser.add_argument("--fetch-wheels", action="store_true",
                         help="here: download the wheels the device lacks, then stop")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -68,3 +70,43 @@ def test_bad_arguments_are_refused_in_one_line(bad, capsys):
     with pytest.raises(SystemExit):
         bench_gpu.main(bad)
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_the_fast_loop_on_cuda_graphs_is_measured_and_its_failure_named(monkeypatch):
+    """The CUDA-graphs column (on the CPU the mode compiles nothing: the plumbing is what is
+    checked): measured beside the others, the aggregate run in the faster mode; a failure is
+    named under the table and the other figures stand."""
+    args = SimpleNamespace(device="cpu", steps=1, batch=2, parallel=2, compile=True)
+    case, calls = bench_gpu.CASES[0], []
+    real_measure = bench_gpu.measure
+
+    def measure(engine, case, args, barrier=None, compile_mode="default", fail=False):
+        calls.append((engine, compile_mode))
+        if compile_mode == bench_gpu.GRAPHS and fail:
+            raise RuntimeError("accessing tensor output of CUDAGraphs that has been overwritten")
+        result = real_measure(engine, case, args, barrier, compile_mode)
+        if compile_mode == bench_gpu.GRAPHS:
+            result["images_per_second"] = 1e9  # as if the graphs were the faster
+        return result
+
+    def concurrent(case, args, compile_mode):
+        calls.append(("aggregate", compile_mode))
+        return {"images_per_second": 1.0, "per_run": [0.5, 0.5]}
+
+    monkeypatch.setattr(bench_gpu, "measure", measure)
+    monkeypatch.setattr(bench_gpu, "concurrent", concurrent)
+    row = bench_gpu.add_rates(bench_gpu.measure_case(case, args, graphs=True), 1.0)
+    assert calls == [("standard", "default"), ("fast", "default"), ("fast", bench_gpu.GRAPHS),
+                     ("aggregate", bench_gpu.GRAPHS)]
+    assert row["graphs"] == 1e9 and row["aggregate_mode"] == bench_gpu.GRAPHS
+
+    monkeypatch.setattr(bench_gpu, "measure", partial(measure, fail=True))
+    failed = bench_gpu.add_rates(bench_gpu.measure_case(case, args, graphs=True), 1.0)
+    assert "graphs" not in failed and failed["aggregate_mode"] == "default"
+    assert failed["graphs_error"].startswith("RuntimeError: accessing tensor output")
+    assert min(failed["standard"], failed["fast"], failed["aggregate"]) > 0
+    results = {"device": "cpu", "torch": "x", "batch": 2, "steps": 1, "parallel": 2,
+               "peak_tflops": 1.0, "compile": True, "cases": [row, failed]}
+    text = "\n".join(bench_gpu.table(results, "cmd"))
+    assert "| 1 (graphs) |" in text and "| failed |" in text
+    assert "the fast loop on CUDA graphs failed (RuntimeError: accessing tensor output" in text

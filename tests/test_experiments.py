@@ -108,6 +108,28 @@ def test_all_methods_end_to_end_from_the_cli(tmp_path, capsys):
     assert "no method row named 'kd'" in capsys.readouterr().err
 
 
+def test_placement_set_for_a_whole_experiment(tmp_path, capsys):
+    """``tgd experiment --set FIELD=VALUE``: where and how fast every run trains (over what a
+    teacher, stage or row sets itself), never what it learns — a learned field is refused in
+    one line naming the ones that may be set."""
+    tiny = {**TINY, "methods": {**TINY["methods"], "kd_t1": {
+        "method": "kd", "teachers": {"t1": "t1"}, "overrides": {"threads": 2}}}}
+    placed = Recipe(**tiny).with_placement({"threads": 1, "compile_mode": "reduce-overhead"})
+    runs = plan(placed, tmp_path / "exp")
+    assert len(runs) == 3 + len(TINY["methods"])
+    assert {(cfg.threads, cfg.compile_mode) for _, cfg in runs} == {(1, "reduce-overhead")}
+    with pytest.raises(TGDError, match=r"--set epochs, out_dir: a whole experiment takes only "
+                                       r"where and how fast its runs train \(compile, "):
+        Recipe(**tiny).with_placement({"epochs": 3, "out_dir": "x", "threads": 1})
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny, sort_keys=False))
+    assert main(["experiment", str(recipe), "--out", str(tmp_path / "exp"), "--plan",
+                 "--set", "compile_mode=reduce-overhead", "--set", "threads=1"]) == 0
+    capsys.readouterr()
+    assert main(["experiment", str(recipe), "--plan", "--set", "lr=0.5"]) != 0
+    assert "--set lr: a whole experiment takes only" in capsys.readouterr().err
+
+
 def test_a_killed_experiment_resumes_its_runs(tmp_path):
     from tgd_core.experiments.runner import run_experiment
     from tgd_core.training import Stopped, run_training

@@ -282,8 +282,11 @@ def test_a_device_call_rehearsed_on_the_cpu(tmp_path, monkeypatch, capfd):
             "--pack-reserve", "120", "--parallel", "2"]
 
     monkeypatch.setenv("OUT", str(tmp_path / "OUT1"))
-    assert device_paper.main([*call, "--out", str(tmp_path / "device/exp")]) == 0
+    assert device_paper.main([*call, "--set", "sync_every_steps=3", "--out",
+                              str(tmp_path / "device/exp")]) == 0
     assert "[train] kd_t1 seed 0" in "".join(capfd.readouterr())
+    config = json.loads((tmp_path / "device/exp/kd_t1/seed0/config.json").read_text())
+    assert config["sync_every_steps"] == 3  # --set reaches every run
     manifest = json.loads((tmp_path / "OUT1/runs.manifest.json").read_text())
     assert manifest["left_out"] == []
     assert {"teachers/t1/latest.pt", "kd_t1/seed0/result.json", "summary.json"} <= set(

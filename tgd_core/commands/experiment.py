@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tgd_core.commands import check_output_folder
+from tgd_core.commands import apply_assignments, check_output_folder
 
 STOPPED = 3  # exit status of an experiment stopped by --stop-after (resumable)
 
@@ -44,6 +44,10 @@ def register(sub) -> None:
     p.add_argument("--stop-after", type=positive_float, metavar="SECONDS",
                    help="stop every run at its next step boundary after SECONDS (latest.pt "
                         "saved; exit status 3): the same command resumes")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="for every run, a field of where and how fast it trains, never of "
+                        "what it learns (TrainConfig's placement fields), e.g. --set "
+                        "compile_mode=reduce-overhead; repeatable")
     p.add_argument("--archive", metavar="DIR",
                    help="then (also after a stop) copy the records of the finished runs into "
                         "DIR, small enough to commit: name DIR in the recipe's reuse and they "
@@ -56,7 +60,7 @@ def run(args) -> int:
     from tgd_core.experiments.runner import main_log, run_experiment
     from tgd_core.training import Stopped
 
-    recipe = Recipe.load(args.recipe)
+    recipe = Recipe.load(args.recipe).with_placement(apply_assignments({}, args.set))
     if args.only:
         args.only = [name for names in args.only for name in names]
     if args.baseline:

@@ -132,6 +132,32 @@ class Recipe(BaseModel):
                            f"{', '.join(self.methods)})")
         return self.model_copy(update={"baseline": row})
 
+    def with_placement(self, values: dict[str, Any]) -> Recipe:
+        """This recipe with the TrainConfig placement fields ``values`` — where and how fast
+        its runs train, never what they learn (``device``, ``compile_mode``, ``threads`` …) —
+        set for every run: in ``common`` and over every teacher, stage and row that sets its
+        own. TGDError naming any other field."""
+        from tgd_core.training.config import TrainConfig
+
+        allowed = TrainConfig.fields_of_kind("placement") - {"out_dir"}
+        wrong = sorted(set(values) - allowed)
+        if wrong:
+            raise TGDError(f"--set {', '.join(wrong)}: a whole experiment takes only where and "
+                           f"how fast its runs train ({', '.join(sorted(allowed))}); what a run "
+                           "learns is the recipe's")
+        if not values:
+            return self
+
+        def placed(spec: dict[str, Any]) -> dict[str, Any]:
+            return {**spec, **values}
+
+        return self.model_copy(update={
+            "common": placed(self.common), "student": placed(self.student),
+            "teachers": {role: placed(spec) for role, spec in self.teachers.items()},
+            "init": None if self.init is None else placed(self.init),
+            "methods": {name: row.model_copy(update={"overrides": placed(row.overrides)})
+                        for name, row in self.methods.items()}})
+
     def check_rows(self, names: list[str] | None, option: str = "--only") -> None:
         """TGDError in one line if any of ``names`` (e.g. ``--only``'s) is not a row."""
         unknown = [name for name in names or [] if name not in self.methods]

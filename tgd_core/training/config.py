@@ -25,6 +25,9 @@ MAX_SEED = 2**32 - 1  # numpy's seed range
 # into the convolutions, or int8 post-training quantised (CPU).
 TeacherInference = Literal["exact", "folded", "int8"]
 
+# torch.compile's modes for the fast loop's step (``max-autotune`` also uses CUDA graphs).
+CompileMode = Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"]
+
 # What a field says about a run (declared with each field, read by ``fields_of_kind``):
 # "placement" — where or how fast it runs, never what is learned (a run may resume elsewhere);
 # "bookkeeping" — how it evaluates, checkpoints or caches along the way (a finished run's
@@ -88,6 +91,10 @@ class TrainConfig(BaseModel):
         json_schema_extra=PLACEMENT)
     compile: bool | None = Field(None, description="fast engine: torch.compile the step "
                                  "(None: on CUDA)", json_schema_extra=PLACEMENT)
+    compile_mode: CompileMode = Field(
+        "default", description="fast engine: torch.compile's mode; 'reduce-overhead' replays "
+        "the step as CUDA graphs (one launch for all its kernels; CUDA only, elsewhere the "
+        "default)", json_schema_extra=PLACEMENT)
     sync_every_steps: int = Field(50, ge=1, le=100_000, description="fast engine: steps "
                                   "between reads of the device-side totals (divergence, "
                                   "progress, stop requests)", json_schema_extra=PLACEMENT)

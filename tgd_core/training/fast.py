@@ -22,10 +22,13 @@ What changes is where the work happens and how often the host waits for the devi
   (``torch.optim.SGD(fused=True)``; the same update as the standard loop's, up to rounding),
   cuDNN autotuning, and the forward pass with its losses compiled (``compile``; default on CUDA):
   full batches run the compiled step (static shapes), an epoch's last partial batch runs the same
-  step eagerly, so it never triggers a recompilation. Should compiling (or running) the compiled
-  step fail — a compiler stack that differs from the one tested — the run warns once, goes on
-  eagerly with the same numbers, and says so in ``result.json`` (``compiled_step``,
-  ``compile_error``), rather than losing a device session to it.
+  step eagerly, so it never triggers a recompilation. ``compile_mode: reduce-overhead`` records
+  the compiled step (forward and backward) as CUDA graphs and replays them, one launch for all
+  of a step's kernels, for networks too small to keep the GPU busy between launches (each step
+  marks the start of a new replay, and the gradients are released before it). Should compiling
+  (or running) the compiled step fail — a compiler stack that differs from the one tested — the
+  run warns once, goes on eagerly with the same numbers, and says so in ``result.json``
+  (``compiled_step``, ``compile_error``), rather than losing a device session to it.
 - Teacher targets, when nothing changes between epochs (no augmentation), come from the
   :class:`~.targets.TargetCache` as in the standard loop; it is filled once, before the first
   step, from the first epoch's batches, then read by index on the device without the cache's
@@ -119,8 +122,11 @@ class FastTrainer(Trainer):
         self.cache_full = False
         compile_step = (self.cfg.compile if self.cfg.compile is not None
                         else self.device.type == "cuda")
-        self.compiled_loss = (torch.compile(self.step_loss, dynamic=False) if compile_step
+        self.compiled_loss = (torch.compile(self.step_loss, dynamic=False,
+                                            mode=self.cfg.compile_mode) if compile_step
                               else None)
+        self.graphed = compile_step and self.cfg.compile_mode in ("reduce-overhead",
+                                                                  "max-autotune")
         self.compile_error: str | None = None
         self.fill_target_cache()
         self.reset_totals()
@@ -212,6 +218,8 @@ class FastTrainer(Trainer):
         eagerly: a genuine error of the step raises there again."""
         if full and self.compiled_loss is not None:
             try:
+                if self.graphed:  # the previous step's graph outputs are no longer read
+                    torch.compiler.cudagraph_mark_step_begin()
                 return self.compiled_loss(*args)
             except Exception as error:  # noqa: BLE001 — dynamo, inductor, triton: eager instead
                 self.stop_compiling(error)
@@ -242,9 +250,9 @@ class FastTrainer(Trainer):
         targets = self.step_targets(inputs, b)
         share = len(labels) * self.dist.world / b.global_size
         full = b.global_size == self.cfg.batch_size
+        self.optimizer.zero_grad(set_to_none=True)  # before a graph replay reuses its memory
         logits, losses, loss = self.batch_loss(full, inputs, labels, targets, share)
         self.accumulate(b, logits.detach(), losses, loss.detach())
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
 
