@@ -114,17 +114,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_epoch(trainer: Trainer, barrier=None) -> tuple[float, float]:
-    """Warm-up epoch, then (start, end) wall-clock times of a timed epoch (after ``barrier``)."""
+def timed_epoch(trainer: Trainer, barrier=None) -> tuple[float, float, float]:
+    """Warm-up epoch, then (start, end) wall-clock times of a timed epoch (after ``barrier``);
+    and the warm-up epoch's seconds (compilation included)."""
+    warm_start = time.time()
     trainer.train_epoch(0)
     synchronize(trainer.device)
+    warmup = time.time() - warm_start
     trainer.state = LoopState(epoch=1)
     if barrier is not None:
         barrier.wait()
     start = time.time()
     trainer.train_epoch(1)
     synchronize(trainer.device)
-    return start, time.time()
+    return start, time.time(), warmup
 
 
 def step_flops(trainer: Trainer) -> float:
@@ -147,9 +150,10 @@ def measure(engine: str, case, args, barrier=None, compile_mode: str = "default"
         trainer = make_trainer(engine, model, kind, shape, args, Path(tmp) / "run",
                                compile_mode)
         flops = step_flops(trainer)
-        start, end = timed_epoch(trainer, barrier)
+        start, end, warmup = timed_epoch(trainer, barrier)
     images = args.steps * args.batch
-    return {"images": images, "start": start, "end": end, "flops_per_image": flops,
+    return {"images": images, "start": start, "end": end, "warmup_seconds": warmup,
+            "flops_per_image": flops,
             "images_per_second": images / (end - start), **trainer.result_extras()}
 
 
@@ -238,6 +242,7 @@ def measure_case(case, args, graphs: bool) -> dict:
     for engine in ENGINES:
         m = measure(engine, case, args)
         row[engine] = m["images_per_second"]
+        row[f"{engine}_warmup_seconds"] = m["warmup_seconds"]
         row["flops_per_image"] = m["flops_per_image"]
         if m.get("compile_error"):
             row["compile_error"] = m["compile_error"]  # its fast loop ran eagerly
@@ -248,7 +253,8 @@ def measure_case(case, args, graphs: bool) -> dict:
         if "error" in m or m.get("compile_error"):
             row["graphs_error"] = m.get("error") or m["compile_error"]
         else:
-            row["graphs"] = m["images_per_second"]
+            row["graphs"], row["graphs_warmup_seconds"] = m["images_per_second"], m[
+                "warmup_seconds"]
             if row["graphs"] > row["fast"]:
                 row["aggregate_mode"] = GRAPHS
     if args.parallel > 1:
@@ -289,6 +295,13 @@ def table(results: dict, command: str) -> list[str]:
               "ran eagerly." for r in results["cases"] if r.get("compile_error")]
     lines += [f"\n{r['case']}: the fast loop on CUDA graphs failed ({r['graphs_error']})."
               for r in results["cases"] if r.get("graphs_error")]
+    warmups = [f"{r['case']} {r['fast_warmup_seconds']:.0f} s"
+               + (f" (on CUDA graphs {r['graphs_warmup_seconds']:.0f} s)"
+                  if "graphs_warmup_seconds" in r else "")
+               for r in results["cases"] if "fast_warmup_seconds" in r]
+    if warmups:
+        lines.append("\nThe fast loop's first (warm-up) epoch, compilation included, in one "
+                     "process: " + "; ".join(warmups) + ".")
     if any(r.get("aggregate_mode") == GRAPHS for r in results["cases"]):
         lines.append(f"\n(graphs): the {n} runs at once replayed CUDA graphs "
                      f"(`compile_mode: {GRAPHS}`), faster alone than the default mode.")

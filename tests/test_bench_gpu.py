@@ -109,4 +109,6 @@ def test_the_fast_loop_on_cuda_graphs_is_measured_and_its_failure_named(monkeypa
                "peak_tflops": 1.0, "compile": True, "cases": [row, failed]}
     text = "\n".join(bench_gpu.table(results, "cmd"))
     assert "| 1 (graphs) |" in text and "| failed |" in text
+    assert "first (warm-up) epoch, compilation included, in one process: WRN16-1 raw " in text
+    assert row["graphs_warmup_seconds"] > 0 and "(on CUDA graphs" in text
     assert "the fast loop on CUDA graphs failed (RuntimeError: accessing tensor output" in text
