@@ -32,10 +32,12 @@ What changes is where the work happens and how often the host waits for the devi
 - Teacher targets, when nothing changes between epochs (no augmentation), come from the
   :class:`~.targets.TargetCache` as in the standard loop; it is filled once, before the first
   step, from the first epoch's batches, then read by index on the device without the cache's
-  per-step check of what is filled. With augmentation the teachers run live, inside the
-  compiled step. On-the-fly PIs are computed by the topology engine on the host from the
-  augmented views (:meth:`Trainer.batches`, prefetched in a thread); only then do batches come
-  from the host.
+  per-step check of what is filled. Where the cache keeps the teachers' per-sample outputs
+  (batches reshuffled every epoch: SP's and TGD's similarity maps), the step gathers the batch's
+  rows and makes the maps inside the compiled step, fused and replayed with it. With
+  augmentation the teachers run live, inside the compiled step. On-the-fly PIs are computed by
+  the topology engine on the host from the augmented views (:meth:`Trainer.batches`,
+  prefetched in a thread); only then do batches come from the host.
 
 On a CPU device the fast loop computes what the standard loop computes (same batches, same
 augmentation, the same SGD when not fused): ``tests/test_fast_path.py`` checks it.
@@ -190,22 +192,29 @@ class FastTrainer(Trainer):
         return {k: v.contiguous(memory_format=torch.channels_last) for k, v in b.inputs.items()}
 
     def step_targets(self, inputs: dict[str, torch.Tensor], b: TrainBatch
-                     ) -> dict[str, torch.Tensor] | None:
-        """Cached teacher targets of the batch (None: the teachers run in the step)."""
+                     ) -> tuple[dict[str, torch.Tensor] | None, bool]:
+        """Cached teacher targets of the batch (None: the teachers run in the step), and
+        whether they are still the teachers' per-sample outputs, of which :meth:`step_loss`
+        makes the batch's targets (similarity maps) inside the compiled step."""
         cache = self.cache
         if cache is None:
-            return None
+            return None, False
         if not self.cache_full:
             with self.amp:
-                return cache.targets(self.distiller, inputs, b.idx, b.batch)
-        return cache.lookup(b.idx, b.batch)
+                return cache.targets(self.distiller, inputs, b.idx, b.batch), False
+        if cache.derive is not None:
+            return cache.gather(b.idx), True
+        return cache.lookup(b.idx, b.batch), False
 
     def step_loss(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
-                  targets: dict[str, torch.Tensor] | None, share: float
+                  targets: dict[str, torch.Tensor] | None, share: float, from_rows: bool = False
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """(logits, loss terms, training loss) of a batch: the standard loop's forward (the
-        part torch.compile compiles)."""
+        part torch.compile compiles), the targets first made of the teachers' cached outputs
+        where ``from_rows`` (in the compiled graph: fused, and replayed with it)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
+            if from_rows:
+                targets = self.cache.derive(targets)
             logits, losses = self.model(inputs, labels, targets)
             loss = sum(v if k in self.distiller.batch_level_terms else v * share
                        for k, v in losses.items())
@@ -247,11 +256,11 @@ class FastTrainer(Trainer):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         inputs, labels = self.step_inputs(b), b.labels
-        targets = self.step_targets(inputs, b)
+        targets, from_rows = self.step_targets(inputs, b)
         share = len(labels) * self.dist.world / b.global_size
         full = b.global_size == self.cfg.batch_size
         self.optimizer.zero_grad(set_to_none=True)  # before a graph replay reuses its memory
-        logits, losses, loss = self.batch_loss(full, inputs, labels, targets, share)
+        logits, losses, loss = self.batch_loss(full, inputs, labels, targets, share, from_rows)
         self.accumulate(b, logits.detach(), losses, loss.detach())
         loss.backward()
         self.optimizer.step()

@@ -125,10 +125,14 @@ class TargetCache:
             rows[idx] = values[k]
         self.filled[idx] = True
 
+    def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rows kept for the samples ``idx`` (filled, unchecked)."""
+        return {k: v[idx] for k, v in self.rows.items()}
+
     def lookup(self, idx: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
         """The targets of a batch whose samples (and, for per-batch targets, batch id) are
         filled, without checking that they are."""
-        rows = {k: v[idx] for k, v in self.rows.items()}
+        rows = self.gather(idx)
         if self.derive is not None:
             return self.derive(rows)
         return {**rows, **self.batches.get(batch, {})}
