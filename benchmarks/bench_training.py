@@ -415,8 +415,8 @@ def distillation_timings(inputs, labels, views: np.ndarray, cl: bool, steps: int
     d = get_method("scratch")(Network(build_model("wrn16_1"), "raw", CIFAR10_RAW))
     d = d.to(memory_format=torch.channels_last) if cl else d
     d_cached, d_rows = tgd_distiller(cl, views), tgd_distiller(cl, views)
-    cache = TargetCache.create(d_cached, len(labels), inputs, augment=False, fixed_batches=True)
-    rows = TargetCache.create(d_rows, len(labels), inputs, augment=False, fixed_batches=False)
+    cache, _ = TargetCache.create(d_cached, len(labels), inputs, augment=False, fixed_batches=True)
+    rows, _ = TargetCache.create(d_rows, len(labels), inputs, augment=False, fixed_batches=False)
     live = {f"teachers live, teacher_inference={name}":
             tgd_distiller(cl, views, paper_teachers(name, views)) for name in TEACHER_INFERENCE}
     live |= {f"teachers live, {name} (measured only)": tgd_distiller(cl, views, with_pi_variant(

@@ -78,7 +78,7 @@ def run_gflop(cfg, teacher_archs: dict[str, tuple[str, str]]) -> tuple[float, fl
     distiller = method(network(cfg.student, cfg.student_input, shapes), teachers,
                        method.Params(**cfg.method_params))
     live = step_gflop(distiller, inputs, labels)
-    cache = TargetCache.create(distiller, cfg.batch_size, inputs, augment=cfg.augment,
+    cache, _ = TargetCache.create(distiller, cfg.batch_size, inputs, augment=cfg.augment,
                                fixed_batches=cfg.fixed_batches, max_bytes=2**50)
     return live, live if cache is None else step_gflop(distiller, inputs, labels, cache)
 

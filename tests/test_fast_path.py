@@ -16,7 +16,7 @@ import torch
 
 from tgd_core.core.errors import TGDError
 from tgd_core.nets.checkpoints import load_checkpoint
-from tgd_core.training import TrainConfig, run_training
+from tgd_core.training import TrainConfig, run_training, targets
 from tgd_core.training.fast import FastTrainer
 from tgd_core.training.trainer import Stopped, Trainer, trainer_class
 
@@ -219,7 +219,6 @@ def test_similarity_maps_come_from_cached_teacher_features_when_batches_change(t
 def test_the_cache_budget(monkeypatch):
     """4 GiB on the CPU unless configured; on CUDA at most half the free memory, below any cap;
     a cache larger than its budget is not made (the teachers run live)."""
-    from tgd_core.training import targets
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert targets.cache_budget(cpu, None) == 4 * 2**30
@@ -235,9 +234,28 @@ def test_a_cache_over_its_budget_is_not_made(tmp_path, caplog):
     trainer = FastTrainer(cfg, progress=False)
     trainer.setup(resume=False)
     assert trainer.cache is None
-    assert trainer.result_extras()["teacher_targets"] == \
-        "live: no cache fits its budget of 0.0001 GiB"
-    assert "over its budget of 0.00 GiB; the teachers run live" in caplog.text
+    served = trainer.result_extras()["teacher_targets"]
+    assert served.startswith("live: no cache fits its budget of 0.0001 GiB (")
+    assert served.endswith(" GiB needed)")
+    assert "no cache fits its budget of 0.0001 GiB" in caplog.text
+
+
+def test_a_cache_the_device_cannot_hold_says_so(tmp_path, monkeypatch, caplog):
+    """Within its budget but out of device memory when allocated (a run beside others): the
+    teachers run live, and ``result.json`` says that, not that the budget was too small."""
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(targets.TargetCache, "__init__", out_of_memory)
+    cfg = tiny(tmp_path, "run", method="kd", teachers={"t1": tiny_teachers(tmp_path)["t1"]},
+               augment=False, engine="fast")
+    trainer = FastTrainer(cfg, progress=False)
+    trainer.setup(resume=False)
+    assert trainer.cache is None
+    served = trainer.result_extras()["teacher_targets"]
+    assert served.startswith("live: the cache (") and served.endswith("did not fit in the "
+                                                                      "memory of cpu")
+    assert "did not fit in the memory of cpu" in caplog.text
 
 
 def test_tgd_without_its_similarity_term_is_mtkd_and_caches_logits_only(tmp_path):

@@ -66,12 +66,14 @@ class TargetCache:
     @classmethod
     def create(cls, distiller: Distiller, n_samples: int, probe: Mapping[str, torch.Tensor], *,
                augment: bool, fixed_batches: bool, enabled: bool = True,
-               max_bytes: int = MAX_BYTES) -> TargetCache | None:
-        """A cache for ``distiller``, or None when caching cannot serve it within
-        ``max_bytes`` (:func:`why_live`; one warning when the budget is the reason).
+               max_bytes: int = MAX_BYTES) -> tuple[TargetCache | None, str]:
+        """A cache for ``distiller`` (None when caching cannot serve it within ``max_bytes``)
+        and how the teachers are served, for ``result.json``: :meth:`describe`, or why they run
+        live (:func:`why_live`; over the budget, or out of device memory: one warning each).
         ``probe``: one batch of inputs, to learn the targets' shapes."""
-        if why_live(distiller, augment=augment, enabled=enabled) is not None:
-            return None
+        reason = why_live(distiller, augment=augment, enabled=enabled)
+        if reason is not None:
+            return None, reason
         rows = distiller.teacher_rows(probe)
         targets = distiller.targets_from_rows(rows)
         per_sample = tuple(distiller.per_sample_targets)
@@ -87,20 +89,24 @@ class TargetCache:
             needed.append(_bytes(rows, n_samples))
             if needed[-1] <= max_bytes:
                 return cls._allocate(rows, n_samples, device, derive=distiller.targets_from_rows)
-        log.warning("teacher cache: %.2f GiB needed, over its budget of %.2f GiB; the teachers "
-                    "run live", min(needed) / 2**30, max_bytes / 2**30)
-        return None
+        reason = (f"live: no cache fits its budget of {max_bytes / 2**30:.3g} GiB "
+                  f"({min(needed) / 2**30:.3g} GiB needed)")
+        log.warning("teacher cache: %s", reason.removeprefix("live: "))
+        return None, reason
 
     @classmethod
     def _allocate(cls, rows: Mapping[str, torch.Tensor], n_samples: int, device: torch.device,
-                  **how) -> TargetCache | None:
-        """The cache, or None (one warning) where the device has not the memory after all."""
+                  **how) -> tuple[TargetCache | None, str]:
+        """The cache and its description, or None and why (one warning) where the device has
+        not the memory after all."""
         try:
-            return cls(rows, n_samples, device, **how)
+            cache = cls(rows, n_samples, device, **how)
         except torch.OutOfMemoryError:
-            log.warning("teacher cache: %.1f GiB did not fit on %s; the teachers run live",
-                        _bytes(rows, n_samples) / 2**30, device)
-            return None
+            reason = (f"live: the cache ({_bytes(rows, n_samples) / 2**30:.3g} GiB) did not fit "
+                      f"in the memory of {device}")
+            log.warning("teacher cache: %s", reason.removeprefix("live: "))
+            return None, reason
+        return cache, cache.describe()
 
     def targets(self, distiller: Distiller, inputs: Mapping[str, torch.Tensor],
                 idx: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:

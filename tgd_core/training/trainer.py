@@ -64,7 +64,7 @@ from tgd_core.training.config import TrainConfig
 from tgd_core.training.data import TrainBatch, TrainData, prefetch
 from tgd_core.training.loop_state import LoopState, StepResult
 from tgd_core.training.run_files import append_metrics, call_context, repair_after_crash
-from tgd_core.training.targets import TargetCache, cache_budget, why_live
+from tgd_core.training.targets import TargetCache, cache_budget
 
 
 class RunContext(Protocol):
@@ -273,13 +273,10 @@ class Trainer:
         probe_idx = probe_idx[self.dist.shard(len(probe_idx))]
         budget = cache_budget(self.device, cfg.teacher_cache_gib)
         with self.amp:
-            cache = TargetCache.create(self.distiller, len(data.train),
-                                       data.inputs(data.train, probe_idx.to(self.device)),
-                                       augment=cfg.augment, fixed_batches=cfg.fixed_batches,
-                                       enabled=cfg.teacher_cache, max_bytes=budget)
-        self.teacher_targets = cache.describe() if cache is not None else (
-            why_live(self.distiller, augment=cfg.augment, enabled=cfg.teacher_cache)
-            or f"live: no cache fits its budget of {budget / 2**30:.3g} GiB")
+            cache, self.teacher_targets = TargetCache.create(
+                self.distiller, len(data.train), data.inputs(data.train, probe_idx.to(self.device)),
+                augment=cfg.augment, fixed_batches=cfg.fixed_batches, enabled=cfg.teacher_cache,
+                max_bytes=budget)
         return cache
 
     # -- the loop ---------------------------------------------------------------------------
