@@ -17,7 +17,7 @@ import numpy as np
 from gradio.components.plot import PlotData
 
 from tgd_core.core.errors import TGDError
-from tgd_core.data.images import as_image_batch
+from tgd_core.data.images import ImageFileError, as_image_batch, read_image
 from tgd_core.evaluation.inspection import CIFAR_SIDE, to_cifar_size
 from tgd_core.nets import model_zoo
 
@@ -43,6 +43,9 @@ def guarded(fn: F) -> F:
 
 
 def _pass_through_preprocess(self: Any, payload: Any) -> Any:
+    """An image's upload as its file path (:func:`upload_path`); any other value as sent."""
+    if not isinstance(self, gr.Image):
+        return payload
     try:
         return upload_path(payload)
     except TGDError as exc:
@@ -94,35 +97,15 @@ def image_upload(**kwargs: Any) -> gr.Image:
 
 
 def _decode(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """An image file as an array (EXIF orientation applied; modes other than L, RGB and RGBA
-    converted to RGB), with notes on any conversion; TGDError naming the field and the fix for
-    an empty file, a file that is not an image, or one over :data:`MAX_UPLOAD_PIXELS`."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise TGDError(f"{IMAGE_FIELD}: the file is empty; {IMAGE_FIX}")
+    """An image file as an array with notes on any conversion (:func:`read_image`: EXIF
+    orientation applied, high-depth greys scaled, modes but L, RGB and RGBA converted to RGB);
+    TGDError naming the field and the fix for an empty file, a file that is not an image, or
+    one over :data:`MAX_UPLOAD_PIXELS`."""
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > MAX_UPLOAD_PIXELS:
-                raise TGDError(f"{IMAGE_FIELD}: {w}×{h} pixels is too large (at most "
-                               f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels); upload a "
-                               "smaller image")
-            im = ImageOps.exif_transpose(im)
-            notes = []
-            if im.mode not in ("L", "RGB", "RGBA"):
-                notes.append(f"{im.mode} image converted to RGB")
-                im = im.convert("RGB")
-            return np.asarray(im), notes
-    except TGDError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as exc:
-        reason = "cannot identify its format" if isinstance(exc, UnidentifiedImageError) \
-            else f"{exc.__class__.__name__}: {str(exc).replace(str(path), 'the file')}"
-        raise TGDError(f"{IMAGE_FIELD}: the file is not an image ({reason}); {IMAGE_FIX}") \
-            from None
+        return read_image(path, max_pixels=MAX_UPLOAD_PIXELS)
+    except ImageFileError as exc:
+        fix = "upload a smaller image" if exc.too_large else IMAGE_FIX
+        raise TGDError(f"{IMAGE_FIELD}: {exc.problem}; {fix}") from None
 
 
 def analysis_shape(width: int, height: int, longest: int) -> tuple[int, int]:
@@ -157,9 +140,11 @@ def prepare_image(image: Any) -> tuple[np.ndarray, list[str]]:
         raise TGDError(f"{IMAGE_FIELD}: upload an image, or pick one of the examples")
     if isinstance(image, (str, Path)):
         return load_image(image, MAX_SIDE)
-    arr = np.asarray(image)
-    if arr.ndim not in (2, 3) or arr.size == 0:
-        raise TGDError(f"{IMAGE_FIELD}: not an image: array of shape {arr.shape}")
+    arr = _array(image)
+    if arr.ndim not in (2, 3) or arr.size == 0 or (arr.ndim == 3
+                                                   and arr.shape[2] not in (1, 3, 4)):
+        raise TGDError(f"{IMAGE_FIELD}: not an image: array of shape {arr.shape} (an image "
+                       "is H×W, or H×W×C with 1, 3 or 4 channels)")
     h, w = arr.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise TGDError(f"{IMAGE_FIELD}: {w}×{h} pixels is too small (at least {MIN_SIDE} per "
@@ -181,6 +166,14 @@ def prepare_image(image: Any) -> tuple[np.ndarray, list[str]]:
     return batch[0], notes
 
 
+def _array(image: Any) -> np.ndarray:
+    """``image`` (an array or nested lists) as an array; TGDError for ragged lists."""
+    try:
+        return np.asarray(image)
+    except (ValueError, TypeError) as exc:
+        raise TGDError(f"{IMAGE_FIELD}: not an image ({str(exc).splitlines()[0]})") from None
+
+
 def load_image(image: Any, longest: int = MAX_SIDE) -> tuple[np.ndarray, list[str]]:
     """An upload (file path, as :func:`image_upload` passes it, or an array) as H×W×3 uint8,
     downscaled to at most ``longest`` pixels per side (≤ :data:`MAX_SIDE`) with a note saying
@@ -188,7 +181,7 @@ def load_image(image: Any, longest: int = MAX_SIDE) -> tuple[np.ndarray, list[st
     image = upload_path(image)
     if image is None:
         return prepare_image(None)
-    arr, notes = _decode(image) if isinstance(image, (str, Path)) else (np.asarray(image), [])
+    arr, notes = _decode(image) if isinstance(image, (str, Path)) else (_array(image), [])
     if arr.ndim not in (2, 3) or not (np.issubdtype(arr.dtype, np.number)
                                       or arr.dtype == np.bool_):
         return prepare_image(arr)  # refuses what is not an image, with its message

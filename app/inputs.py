@@ -27,6 +27,7 @@ from tgd_core.core.errors import TGDError
 T = TypeVar("T")
 COMPARISONS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
 BOUND_WORDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+MAX_WHOLE = 2**63 - 1  # the largest whole number a field takes, whatever its bounds
 
 
 def choice(value: Any, options: Iterable[str], field: str, what: str = "choices") -> str:
@@ -78,16 +79,22 @@ class NumberField:
 
     def check(self, value: Any) -> int | float:
         """``value`` as an int (whole fields) or float; TGDError naming the field when it is
-        missing, not a finite number, not whole, or out of bounds."""
+        missing, not a finite number, not whole, beyond 64 bits (whole), or out of bounds."""
         if value is None or value == "":
             raise TGDError(f"{self.label}: a number is required")
         if isinstance(value, bool) or not isinstance(value, Real):
             raise TGDError(f"{self.label}: must be a number, not {type(value).__name__}")
-        number = int(value) if isinstance(value, Integral) else float(value)
+        try:
+            number = int(value) if self.integer and isinstance(value, Integral) else \
+                float(value)
+        except OverflowError:  # an int beyond float's range (JSON carries any length)
+            number = math.inf
         if isinstance(number, float) and not math.isfinite(number):
             raise TGDError(f"{self.label}: must be a finite number")
         if self.integer and isinstance(number, float) and not number.is_integer():
             raise TGDError(f"{self.label}: must be a whole number")
+        if self.integer and abs(number) > MAX_WHOLE:  # SQLite's and torch's integers: 64 bits
+            raise TGDError(f"{self.label}: must lie within ±{MAX_WHOLE} (64-bit)")
         for key, holds in COMPARISONS.items():
             bound = getattr(self, key)
             if bound is not None and not holds(number, bound):

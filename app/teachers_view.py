@@ -11,7 +11,6 @@ from app.inputs import NumberField, pick
 from app.plots import similarity_grid
 from tgd_core.core.errors import TGDError
 from tgd_core.data.datasets import CIFAR10_CLASSES
-from tgd_core.data.images import load_image_file
 from tgd_core.distill.tgd import TGDParams
 from tgd_core.evaluation import inspection
 from tgd_core.nets import model_zoo
@@ -49,7 +48,7 @@ def _batch(files, n_samples: int, seed: int) -> tuple[np.ndarray, list[str], lis
     for f in files or []:
         path = getattr(f, "name", f)
         name = str(path).rsplit("/", 1)[-1]
-        img, why = network_image(load_image_file(path))
+        img, why = network_image(path)
         images.append(img)
         names.append(name)
         notes += [f"{name}: {n}" for n in why]

@@ -81,6 +81,9 @@ class TopologyControl:
         the value is not one it offers."""
         p, label = self.params[0], self.control.label
         if p.shape == "subset":
+            if not isinstance(value, (list, tuple, type(None))):
+                raise TGDError(f"{label}: expected the ticked options as a list, not "
+                               f"{type(value).__name__}")
             picked = [self.options.index(choice(v, self.options, label)) for v in value or ()]
             if not picked:
                 raise TGDError(f"{label}: tick at least one of {', '.join(self.options)}")

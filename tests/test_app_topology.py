@@ -203,7 +203,7 @@ def test_switching_mode_is_one_event_and_controls_fire_on_user_input_only(tmp_pa
 # --- errors (issue #17, item 3) -------------------------------------------------------------
 
 @pytest.mark.parametrize("content, message", [
-    (b"GIF89a? not really", "Image: the file is not an image (cannot identify its format); "
+    (b"GIF89a? not really", "Image: not a readable image (cannot identify its format); "
                             "upload a PNG or JPEG"),
     (b"", "Image: the file is empty; upload a PNG or JPEG"),
 ])
@@ -261,6 +261,53 @@ def test_number_fields_leave_bounds_to_the_handler():
     slider = field.slider(3, 1)
     assert slider.preprocess(50) == 50  # unchecked: the handler says "Epochs: must be ≤ 10"
     assert slider.get_block_name() == "slider"  # drawn as a gr.Slider
+
+
+def test_number_fields_refuse_numbers_beyond_their_types():
+    """JSON carries integers of any length: 10**400 for a float field, or a job id past
+    SQLite's 64 bits, is a field's one-line error, not an OverflowError."""
+    from app.inputs import NumberField
+    from tgd_core.core.errors import TGDError
+
+    with pytest.raises(TGDError, match="^Learning rate: must be a finite number$"):
+        NumberField("Learning rate", gt=0).check(10**400)
+    job = NumberField("Selected job", integer=True, ge=1)
+    assert job.check(2**63 - 1) == 2**63 - 1 and job.check(7.0) == 7
+    for huge in (2**63, 1e21, 10**400):
+        with pytest.raises(TGDError, match=r"^Selected job: must lie within ±\d+ \(64-bit\)$"):
+            job.check(huge)
+
+
+def test_a_slider_passes_any_payload_on_to_its_handler(tmp_path):
+    """Only an image's payload is read as an upload: a slider sent ``{"path": ...}`` reaches
+    its handler, whose check names the slider, not the image."""
+    from app.inputs import NumberField
+
+    field = NumberField("Severity", integer=True, ge=1, le=5)
+    payload = {"path": str(tmp_path / "x.png")}
+    assert field.slider(3, 1).preprocess(payload) == payload
+    with pytest.raises(Exception, match="^Severity: must be a number, not dict$"):
+        field.check(payload)
+
+
+@pytest.mark.parametrize("homology", [5, 1.0, True, "H0"])
+def test_a_subset_control_needs_a_list(homology):
+    with pytest.raises(gr.Error, match="homology: expected the ticked options as a list"):
+        view.explore(np.zeros((8, 8, 3), np.uint8), *control_values("cubical",
+                                                                    homology=homology))
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((8, 8, 2), np.uint8), r"array of shape \(8, 8, 2\) \(an image is H×W, or H×W×C "
+                                    r"with 1, 3 or 4 channels\)"),
+    ([[1, 2], [3]], "not an image \\(setting an array element with a sequence"),
+])
+def test_arrays_that_are_not_images_are_refused(array, message):
+    from app.common import load_image
+    from tgd_core.core.errors import TGDError
+
+    with pytest.raises(TGDError, match=message):
+        load_image(array)
 
 
 def test_an_image_upload_stays_undecoded_after_gradio_rebuilds_it(tmp_path):

@@ -113,6 +113,25 @@ def test_similarity_maps_without_teachers_and_errors(zoo, tmp_path):
                            progress=NO_PROGRESS)
 
 
+def test_similarity_map_uploads_are_decoded_like_the_other_tabs(zoo, tmp_path):
+    """The teachers tab decodes uploads as the explorer does: a wide photo is downscaled (not
+    refused), a decompression bomb refused from its header in one sentence without the
+    server's paths."""
+    from PIL import Image
+
+    wide, bomb = tmp_path / "wide.png", tmp_path / "bomb.png"
+    Image.fromarray(np.tile(RNG_IMAGE, (1, 120, 1))).save(wide)  # 5760×40
+    Image.new("1", (20_000, 20_000)).save(bomb)  # 400 megapixels in a 50 KB file
+    _, info, _ = teachers_view.maps([str(wide)], 2, 0, 0.5, "t1_raw", None, None,
+                                    progress=NO_PROGRESS)
+    assert "wide.png: Downscaled to 1024×7 (original 5760×40)." in info
+    with pytest.raises(gr.Error) as caught:
+        teachers_view.maps([str(bomb)], 2, 0, 0.5, "t1_raw", None, None, progress=NO_PROGRESS)
+    message = caught.value.message
+    assert message.startswith("Image: too large (over 178,956,970 pixels")
+    assert message.endswith("; upload a smaller image") and str(tmp_path) not in message
+
+
 def test_teacher_choices_say_none_when_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("TGD_CHECKPOINT_DIR", str(tmp_path / "none"))
     assert teachers_view.choices("teacher2") == [teachers_view.NONE]

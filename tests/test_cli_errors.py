@@ -44,7 +44,7 @@ CASES = [
     ("pi-input-empty-folder", ["pi", "--input", "{d}/adir", "--out", "{d}/o.npz"],
      ["{d}/adir", "no image files"]),
     ("pi-input-not-an-image", ["pi", "--input", "{d}/afile", "--out", "{d}/o.npz"],
-     ["{d}/afile", "not a readable image"]),
+     ["{d}/afile", "the file is empty"]),
     ("pi-bad-setting", ["pi", "--input", "{d}/imgs.npy", "--out", "{d}/o.npz",
                         "--resolution", "0"], ["resolution"]),
     ("pi-dataset-missing", ["pi", "--dataset", "cifar10", "--data-dir", "{d}/nodir",

@@ -9,7 +9,15 @@ import pytest
 from PIL import Image
 
 from tgd_core.core.errors import TGDError
-from tgd_core.data.images import HASH_BLOCK, as_image_batch, content_hash, load_images
+from tgd_core.data.images import (
+    HASH_BLOCK,
+    ImageFileError,
+    as_image_batch,
+    content_hash,
+    load_image_file,
+    load_images,
+    read_image,
+)
 
 
 def test_shapes_are_normalised():
@@ -72,6 +80,72 @@ def test_load_errors(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"garbage")
     with pytest.raises(TGDError, match="not a readable image"):
         load_images(tmp_path / "bad.png")
+
+
+GRADIENT = np.linspace(0.0, 1.0, 64 * 16).reshape(16, 64)  # 0 … 1 left to right
+
+
+@pytest.mark.parametrize("mode, values, expected, note", [
+    ("I;16", np.round(GRADIENT * 65535).astype(np.uint16), GRADIENT * 255,
+     "I;16 grey image read as 0–65535 and scaled to 0–255"),
+    ("F", GRADIENT.astype(np.float32), GRADIENT * 255,
+     "F grey image read as 0–1 and scaled to 0–255"),
+    ("F", (GRADIENT * 200).astype(np.float32), GRADIENT * 200, "F grey image read as 0–255"),
+    ("I", np.round(GRADIENT * 65535).astype(np.int32), GRADIENT * 255,
+     "I grey image read as 0–65535 and scaled to 0–255"),
+    ("I", np.round(GRADIENT * 1e6 - 5e5).astype(np.int32), GRADIENT * 255,
+     "I grey image stretched from its range [-500000, 500000] to 0–255"),
+])
+def test_high_depth_greys_are_scaled_not_clipped(tmp_path, mode, values, expected, note):
+    """A 16-bit PNG or a float TIFF keeps its tones: PIL's convert("RGB") clips them to
+    0–255 (a 16-bit gradient all but white, a [0, 1] float one black)."""
+    path = tmp_path / ("grey.png" if mode == "I;16" else "grey.tif")
+    Image.fromarray(values).save(path)
+    with Image.open(path) as im:
+        assert im.mode == mode
+    grey, notes = read_image(path, max_pixels=10**6)
+    assert grey.dtype == np.uint8 and notes == [note]
+    assert np.abs(grey.astype(float) - expected).max() <= 0.5 + 1e-9
+    rgb = load_image_file(path)
+    assert rgb.shape == (16, 64, 3) and (rgb == grey[..., None]).all()
+
+
+def test_read_image_applies_exif_orientation_and_converts_modes(tmp_path):
+    wide = np.zeros((10, 30, 3), np.uint8)
+    wide[:, :5] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    Image.fromarray(wide).save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    image, notes = read_image(tmp_path / "rotated.jpg", max_pixels=10**6)
+    assert image.shape == (30, 10, 3) and notes == []
+    assert image[:5].mean() > 200 and image[-5:].mean() < 50  # the white edge is on top
+    Image.new("CMYK", (4, 2), (0, 255, 0, 0)).save(tmp_path / "cmyk.tif")
+    image, notes = read_image(tmp_path / "cmyk.tif", max_pixels=10**6)
+    assert image.shape == (2, 4, 3) and notes == ["CMYK image converted to RGB"]
+
+
+def test_read_image_refuses_bad_files_without_decoding_them(tmp_path):
+    bomb = tmp_path / "bomb.png"  # 20000×20000 one-bit pixels: a 50 KB file, 400 megapixels
+    Image.new("1", (20_000, 20_000)).save(bomb)
+    big = tmp_path / "big.png"
+    Image.new("1", (5000, 5000)).save(big)
+    nan = tmp_path / "nan.tif"
+    Image.fromarray(np.full((2, 2), np.nan, np.float32)).save(nan)
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    for name, problem, too_large in [
+            ("bomb.png", "too large (over 178,956,970 pixels", True),
+            ("big.png", "5000×5000 pixels is too large (at most 1 megapixels)", True),
+            ("nan.tif", "not a readable image (F pixels hold NaN or infinity)", False),
+            ("empty.png", "the file is empty", False),
+            ("text.png", "not a readable image (cannot identify its format)", False),
+            ("missing.png", "no such file", False)]:
+        with pytest.raises(ImageFileError) as caught:
+            read_image(tmp_path / name, max_pixels=10**6)
+        error = caught.value
+        assert error.problem.startswith(problem) and error.too_large == too_large, name
+        assert str(error) == f"{tmp_path / name}: {error.problem}"
+        assert str(tmp_path) not in error.problem
 
 
 def test_content_hash_is_the_sha256_of_the_blocks_digests_and_length():

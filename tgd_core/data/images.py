@@ -123,21 +123,83 @@ def to_grey(images: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.299, 0.587, 0.114])
 
 
-def load_image_file(path: str | Path) -> np.ndarray:
-    """Read one image file as ``H×W×3`` uint8 (grey, palette and RGBA converted to RGB)."""
-    from PIL import Image, UnidentifiedImageError
+class ImageFileError(TGDError):
+    """An image file that cannot be read: ``problem`` says why without naming the file (the
+    message prefixes its path), ``too_large`` whether its size is the reason."""
+
+    def __init__(self, path: Path, problem: str, *, too_large: bool = False) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.problem, self.too_large = problem, too_large
+
+
+def read_image(path: str | Path, *, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    """An image file's first frame as ``H×W`` (grey), ``H×W×3`` or ``H×W×4`` uint8, EXIF
+    orientation applied, with a note on every conversion: 16-bit, 32-bit and float greys are
+    scaled to 8 bits (:func:`grey_to_uint8`), other modes but L, RGB and RGBA converted to RGB.
+    :class:`ImageFileError` for a missing or empty file, one that is not an image, or one of
+    more than ``max_pixels`` pixels — read from its header, so that no decompression bomb is
+    ever decoded."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise TGDError(f"{path}: no such file")
+        raise ImageFileError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise ImageFileError(path, "the file is empty")
     try:
         with Image.open(path) as im:
-            im.load()
-            if max(im.size) > MAX_IMAGE_SIDE:
-                raise TGDError(f"{path}: image of {im.size[0]}×{im.size[1]} pixels is too large")
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise TGDError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageFileError(path, f"{w}×{h} pixels is too large (at most "
+                                     f"{max_pixels / 1e6:.3g} megapixels)", too_large=True)
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("L", "RGB", "RGBA"):
+                return np.asarray(im), []
+            if im.mode == "F" or im.mode.startswith("I"):
+                return grey_to_uint8(np.asarray(im), im.mode, path)
+            return np.asarray(im.convert("RGB")), [f"{im.mode} image converted to RGB"]
+    except ImageFileError:
+        raise
+    except Image.DecompressionBombError:  # over twice PIL's limit: refused as it opens
+        raise ImageFileError(path, f"too large (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
+                             "twice PIL's decompression-bomb limit)", too_large=True) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = "cannot identify its format" if isinstance(exc, UnidentifiedImageError) \
+            else f"{exc.__class__.__name__}: {str(exc).replace(str(path), 'the file')}"
+        raise ImageFileError(path, f"not a readable image ({reason})") from None
+
+
+#: The ranges a high-depth grey image's values are read in, narrowest first (float: [0, 1]).
+GREY_RANGES = {"F": (1.0, 255.0, 65535.0), "I": (255.0, 65535.0)}
+
+
+def grey_to_uint8(values: np.ndarray, mode: str, path: Path) -> tuple[np.ndarray, list[str]]:
+    """A 16-bit (``I;16*``), 32-bit integer (``I``) or float (``F``) grey image as uint8 with
+    a note saying how: 16-bit by its full range (÷ 257); the others by the narrowest of
+    [0, 1] (float only), [0, 255] and [0, 65535] that holds their values, else stretched from
+    their own minimum and maximum. A plain conversion would clip them to 0–255 instead: a
+    16-bit photo all but white, a [0, 1] float image black."""
+    v = values.astype(np.float64)
+    if not np.isfinite(v).all():
+        raise ImageFileError(path, f"not a readable image ({mode} pixels hold NaN or infinity)")
+    lo, hi = float(v.min()), float(v.max())
+    full = 65535.0 if mode.startswith("I;16") else next(
+        (top for top in GREY_RANGES.get(mode, ()) if lo >= 0 and hi <= top), None)
+    if full is not None:
+        scaled = v * (255.0 / full)
+        note = f"{mode} grey image read as 0–{full:g}" + (" and scaled to 0–255"
+                                                         if full != 255 else "")
+    else:
+        scaled = (v - lo) * (255.0 / (hi - lo or 1.0))
+        note = f"{mode} grey image stretched from its range [{lo:g}, {hi:g}] to 0–255"
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8), [note]
+
+
+def load_image_file(path: str | Path) -> np.ndarray:
+    """Read one image file as ``H×W×3`` uint8 (:func:`read_image`: grey, high-depth, palette
+    and RGBA converted to RGB; at most :data:`MAX_IMAGE_SIDE` pixels a side)."""
+    image, _ = read_image(path, max_pixels=MAX_IMAGE_SIDE ** 2)
+    return as_image_batch(image, channels=3, name=str(path))[0]
 
 
 def load_images(path: str | Path) -> tuple[np.ndarray | list[np.ndarray], list[str]]:
