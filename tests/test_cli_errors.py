@@ -45,6 +45,8 @@ CASES = [
      ["{d}/adir", "no image files"]),
     ("pi-input-not-an-image", ["pi", "--input", "{d}/afile", "--out", "{d}/o.npz"],
      ["{d}/afile", "the file is empty"]),
+    ("pi-input-zero-byte-npy", ["pi", "--input", "{d}/zero.npy", "--out", "{d}/o.npz"],
+     ["{d}/zero.npy", "not a readable .npy array"]),
     ("pi-bad-setting", ["pi", "--input", "{d}/imgs.npy", "--out", "{d}/o.npz",
                         "--resolution", "0"], ["resolution"]),
     ("pi-dataset-missing", ["pi", "--dataset", "cifar10", "--data-dir", "{d}/nodir",
@@ -57,6 +59,12 @@ CASES = [
     ("evaluate-checkpoint-corrupt", ["evaluate", "--checkpoint", "{d}/bad.pt"], ["{d}/bad.pt"]),
     ("evaluate-data-missing", ["evaluate", "--checkpoint", "{d}/tiny.pt", "--data-dir",
                                "{d}/nodir"], ["{d}/nodir"]),
+    ("evaluate-sweep-output-format", ["evaluate", "--checkpoint", "{d}/tiny.pt", "--sweep",
+                                      "--output", "{d}/table.txt"],
+     ["{d}/table.txt", "must be .csv or .json"]),  # before the sweep, not after it
+    ("evaluate-sweep-output-under-a-file", ["evaluate", "--checkpoint", "{d}/tiny.pt",
+                                            "--sweep", "--output", "{d}/afile/t.csv"],
+     ["{d}/afile", "is a file, not a folder"]),
     # train
     ("train-config-missing", ["train", "--config", "{d}/missing.json"],
      ["{d}/missing.json", "No such file"]),
@@ -138,6 +146,10 @@ CASES = [
                                  "{d}/afile/m.onnx"], ["{d}/afile/m.onnx", "{d}/afile"]),
     ("export-out-is-a-folder", ["export", "--checkpoint", "{d}/tiny.pt", "--out", "{d}/adir"],
      ["{d}/adir", "folder"]),
+    ("export-out-is-a-fifo", ["export", "--checkpoint", "{d}/tiny.pt", "--out",
+                              "{d}/fifo.npz"], ["cannot write {d}/fifo.npz", "not a regular file"]),
+    ("pi-out-is-a-fifo", ["pi", "--input", "{d}/imgs.npy", "--out", "{d}/fifo.npz"],
+     ["cannot write {d}/fifo.npz", "not a regular file"]),
 ]
 
 
@@ -159,8 +171,10 @@ def workdir(tmp_path: Path, tiny_checkpoint: Path, monkeypatch) -> Path:
     rng = np.random.default_rng(0)
     np.save(tmp_path / "imgs.npy", rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))
     (tmp_path / "afile").write_text("")
+    (tmp_path / "zero.npy").write_bytes(b"")
     (tmp_path / "adir").mkdir()
     (tmp_path / "folder.npz").mkdir()
+    os.mkfifo(tmp_path / "fifo.npz")  # an --out that must stay a FIFO (as root, /dev/null)
     (tmp_path / "binary.bin").write_bytes(b"\xff\xfe\x00\x81")
     (tmp_path / "tiny.pt").symlink_to(tiny_checkpoint)
     for name, text in BAD_FILES.items():

@@ -65,3 +65,51 @@ def test_training_on_an_image_folder(folder, tmp_path):
     assert result["last"]["epoch"] == 1 and 0 <= result["last"]["test_accuracy"] <= 100
     with pytest.raises(TGDError, match="test_split"):
         TrainConfig.build(dataset="imagefolder", test_split="test_lossless_1k")
+
+
+def _write_batch(folder, name: str, batch, protocol: int = 2) -> None:
+    import pickle
+
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+
+
+class _RunsCode:
+    """What a crafted batch file could carry: a callable run by a plain ``pickle.load``."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_cifar_batch_loads_under_every_pickle_protocol(tmp_path, protocol):
+    """numpy pickles arrays through other globals per protocol (5: _frombuffer); the batch
+    reader allows those, and only those."""
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    _write_batch(tmp_path / "cifar10", "test_batch", {"data": data, "labels": [3, 9],
+                                                     "batch_label": b"x", "filenames": [b"a"]},
+                 protocol)
+    images, labels = load_cifar10("test", tmp_path)
+    assert images.shape == (2, 32, 32, 3) and labels.tolist() == [3, 9]
+    assert (images[1, 0, 0] == data[1, [0, 1024, 2048]]).all()
+
+
+@pytest.mark.parametrize("batch, message", [
+    ({"data": _RunsCode("MARKER"), "labels": [0]}, "refused to load io.open"),
+    ({"data": np.zeros((0, 3072), np.uint8), "labels": []}, "malformed batch: data (0, 3072)"),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [0, -1]},
+     "malformed batch: labels in [-1, 0], not 0–9"),
+    ({"data": np.zeros((1, 3072), np.uint8), "labels": [10]}, "labels in [10, 10]"),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}, "labels (1,)"),
+])
+def test_a_bad_cifar_batch_is_one_error_and_runs_nothing(tmp_path, batch, message):
+    marker = tmp_path / "ran"
+    if isinstance(batch["data"], _RunsCode):
+        batch["data"].marker = marker
+    _write_batch(tmp_path / "cifar10", "test_batch", batch)
+    with pytest.raises(TGDError, match="test_batch: ") as caught:
+        load_cifar10("test", tmp_path)
+    assert message in str(caught.value) and not marker.exists()

@@ -149,3 +149,24 @@ def test_pi_cache_killed_at_its_meta_file_or_second_part_loses_nothing(tmp_path:
     entry = PICache(root, len(images), compute_pis(images[:1])[1].shape[1:])
     assert [(a, b) for a, b, _ in entry.parts()] == [(0, 8), (8, 16), (16, 24), (24, 30)]
     np.testing.assert_array_equal(entry.load(), compute_pis(images)[1])
+
+
+def test_atomic_write_replaces_only_a_regular_file(tmp_path: Path) -> None:
+    """os.replace would put a file in the place of a FIFO or a device (as root, /dev/null):
+    atomic_write refuses to, and leaves no temporary file."""
+    from tgd_core.core.errors import TGDError
+    from tgd_core.core.fileio import atomic_write
+
+    fifo, folder, link = tmp_path / "fifo", tmp_path / "folder", tmp_path / "link"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    link.symlink_to(tmp_path / "target")
+    for path, kind in ((fifo, "not a regular file"), (folder, "a folder")):
+        with pytest.raises(TGDError, match=f"cannot write {path}: it is {kind}"):
+            atomic_write(path, b"x")
+    assert fifo.is_fifo() and folder.is_dir()
+    atomic_write(tmp_path / "file", b"1")
+    atomic_write(tmp_path / "file", b"2")
+    atomic_write(link, b"3")  # a dangling link is replaced by the file, as before
+    assert (tmp_path / "file").read_bytes() == b"2" and link.read_bytes() == b"3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "file", "folder", "link"]

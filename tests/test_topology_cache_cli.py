@@ -129,12 +129,13 @@ def test_cached_pis_faults_its_result_in_before_the_first_part(images, tmp_path,
                       ("part", 16, 24), ("part", 24, 30)]
 
 
-def test_corrupt_part_gives_clear_error(images, tmp_path):
+@pytest.mark.parametrize("content", [b"not numpy", b""])
+def test_corrupt_part_gives_clear_error(images, tmp_path, content):
     rep = PaperPIConfig()
     entry = PICache.for_images(images, rep, "toy", "train", tmp_path)
     entry.fill(images, rep)
-    entry.parts()[0][2].write_bytes(b"not numpy")
-    with pytest.raises(TGDError, match="unreadable"):
+    entry.parts()[0][2].write_bytes(content)
+    with pytest.raises(TGDError, match="unreadable .*: delete it to recompute"):
         entry.load()
 
 

@@ -322,3 +322,13 @@ def test_out_buffers_are_filled_returned_and_validated(cifar_test_images):
             paper_persistence_images(images, out=out)
     with pytest.raises(TGDError, match="pi_raw must be None"):
         paper_persistence_images(images, raw=False, out=(raw, u8))
+
+
+@pytest.mark.parametrize("threshold", [1.0, 5.0])
+def test_a_threshold_no_bar_passes_gives_empty_images(threshold):
+    """Persistence on [0, 1] pixel levels is at most 1: from threshold 1 no bar is kept and
+    every PI is zero (the schema allows any threshold ≥ 0; the tables of an empty diagram
+    once failed to build)."""
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    raw, u8 = paper_persistence_images(images, PaperPIConfig(threshold=threshold))
+    assert raw.shape == (2, 6, 50, 50) and not raw.any() and not u8.any()

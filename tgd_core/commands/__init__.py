@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tgd_core.core.errors import TGDError
+from tgd_core.core.fileio import check_replaceable
 
 
 def read_json_object(path: str | Path, what: str = "config") -> dict[str, Any]:
@@ -65,11 +66,11 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def check_output_file(path: str | Path) -> None:
-    """TGDError unless the file ``path`` can be written: not a folder, in an existing,
-    writable folder. (Checked before the work, so a bad path fails at once.)"""
+    """TGDError unless the file ``path`` can be written: a regular file or none (not a folder,
+    FIFO or device: :func:`check_replaceable`), in an existing, writable folder. (Checked
+    before the work, so a bad path fails at once.)"""
     path = Path(path)
-    if path.is_dir():
-        raise TGDError(f"cannot write {path}: it is a folder; name the file to write")
+    check_replaceable(path)
     folder = path.parent
     existing = _nearest_existing(folder)
     if not existing.is_dir():

@@ -12,7 +12,9 @@ a checkpoint with NaN or infinite weights is refused (one line, exit 2).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from tgd_core.commands import check_output_folder
 from tgd_core.core.errors import TGDError
 from tgd_core.core.fileio import json_text
 from tgd_core.data.datasets import CIFAR10_SPLITS, DATASETS, dataset_splits
@@ -70,6 +72,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise TGDError("--sweep-sigmas and --output need --sweep")
     if args.limit is not None and args.limit < 1:
         raise TGDError(f"--limit must be >= 1, got {args.limit}")
+    if args.output:
+        from tgd_core.evaluation.metrics import check_table_path
+
+        check_table_path(args.output)
+        check_output_folder(Path(args.output).parent)
 
 
 def run(args: argparse.Namespace) -> int:

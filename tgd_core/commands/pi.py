@@ -144,7 +144,7 @@ def open_images(path: str):
     if str(path).lower().endswith(".npy") and os.path.isfile(path):
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:  # EOFError: a zero-byte file
             raise TGDError(f"{path}: not a readable .npy array ({exc})") from None
         if arr.ndim == 4 and arr.dtype == np.uint8 and len(arr):
             as_image_batch(arr[:1], channels=None, name=str(path))  # shape checks only

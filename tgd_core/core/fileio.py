@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from tgd_core.core.errors import TGDError
+
 FAULT_ENV = "TGD_FAULT"
 _hits: dict[str, int] = {}
 _TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")  # .<target name>.<writer pid>.tmp
@@ -51,12 +53,24 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def check_replaceable(path: str | Path) -> None:
+    """TGDError where ``path`` exists but is not a regular file (links followed): ``os.replace``
+    would put a file in the place of a folder's name, a FIFO or a device — as root, even of
+    ``/dev/null``."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, FIFO or socket)"
+        raise TGDError(f"cannot write {path}: it is {kind}; name the file to write")
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | str, *,
                  fault: str | None = None) -> Path:
     """Write ``path`` atomically: ``write`` is the content (bytes or text) or a function that
     writes to a binary file object. ``fault`` names the fault point reached after the
-    temporary file is complete and before it replaces ``path`` (the worst moment to die)."""
+    temporary file is complete and before it replaces ``path`` (the worst moment to die).
+    Only a regular file is replaced (:func:`check_replaceable`)."""
     path = Path(path)
+    check_replaceable(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:

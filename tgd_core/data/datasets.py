@@ -37,18 +37,43 @@ def cifar10_dir(data_dir: str | Path | None = None) -> Path:
     return root / "cifar10"
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR batch holds — dicts, lists, strings, numbers and numpy arrays —
+    and refuses any other global: ``pickle.load`` would run whatever callable a crafted file in
+    a ``--data-dir`` names."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               *((f"numpy.{core}.multiarray", name) for core in ("core", "_core")
+                 for name in ("_reconstruct", "scalar")),
+               *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+               *((builtins, kind) for builtins in ("builtins", "__builtin__")
+                 for kind in ("bytes", "bytearray"))}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR batch "
+                                         "holds only arrays, lists and strings")
+        return super().find_class(module, name)
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A python-version CIFAR-10 batch file as (N×32×32×3 uint8 images, int64 labels in
+    0–9), read with :class:`_BatchUnpickler`; TGDError naming the file otherwise."""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+            batch = _BatchUnpickler(f, encoding="latin1").load()
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch["labels"], dtype=np.int64)
     except FileNotFoundError:
         raise TGDError(f"{path}: missing CIFAR-10 batch file") from None
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, OSError,
+            AttributeError, IndexError) as exc:
         raise TGDError(f"{path}: not a CIFAR-10 python-version batch ({exc})") from None
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise TGDError(f"{path}: malformed batch: data {data.shape}, {len(labels)} labels")
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),) or not len(data):
+        raise TGDError(f"{path}: malformed batch: data {data.shape}, labels {labels.shape}")
+    if labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES):
+        raise TGDError(f"{path}: malformed batch: labels in [{labels.min()}, {labels.max()}], "
+                       f"not 0–{len(CIFAR10_CLASSES) - 1}")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 

@@ -223,7 +223,7 @@ def load_images(path: str | Path) -> tuple[np.ndarray | list[np.ndarray], list[s
     if path.suffix.lower() == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:  # EOFError: a zero-byte file
             raise TGDError(f"{path}: not a readable .npy array ({exc})") from None
         batch = as_image_batch(arr, channels=None, name=str(path))
         return batch, [str(i) for i in range(len(batch))]

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from tgd_core.core.errors import TGDError
-from tgd_core.core.fileio import atomic_write, json_text
+from tgd_core.core.fileio import atomic_write, check_replaceable, json_text
 from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES
 from tgd_core.data.images import content_hash
 from tgd_core.data.normalization import Normalization, to_model_input
@@ -245,6 +245,19 @@ def _images_under(condition: Condition, images: np.ndarray, seed: int,
     return corrupted_cache[key]
 
 
+TABLE_SUFFIXES = (".csv", ".json")
+
+
+def check_table_path(path: str | Path) -> None:
+    """TGDError unless :func:`write_table` can write ``path``: a .csv or .json name, not a
+    folder or a device (:func:`check_replaceable`). Checked before a sweep, so a bad name
+    fails at once, not after the work."""
+    path = Path(path)
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise TGDError(f"{path}: table format must be .csv or .json")
+    check_replaceable(path)
+
+
 def write_table(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Write sweep rows as ``.csv`` or ``.json`` (chosen by the suffix), atomically; in JSON a
     non-finite metric is ``null``."""
@@ -260,6 +273,6 @@ def write_table(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
         writer.writerows(rows)
         text = buffer.getvalue()
     else:
-        raise TGDError(f"{path}: table format must be .csv or .json")
+        check_table_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, text)

@@ -223,7 +223,7 @@ class PICache:
         """Part file ``path`` (rows [start, stop)) into ``arr[start:stop]``, checked."""
         try:
             part = np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:  # EOFError: a zero-byte file
             raise TGDError(f"PI cache part {path} is unreadable ({exc}): delete it to "
                            "recompute") from None
         if part.shape != (stop - start, *self.shape):

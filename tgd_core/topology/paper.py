@@ -141,13 +141,14 @@ def _tile_factors(factors: np.ndarray, span: np.ndarray, size: int):
     the real pixels' (with the padding in it, the edge tiles' bound stayed zero and every
     point's far tail there was summed: a third of the sums computed on CIFAR-10)."""
     n, width = factors.shape
-    padded = np.zeros((n, -(-width // size) * size))
+    n_tiles = -(-width // size)
+    padded = np.zeros((n, n_tiles * size))
     padded[:, :width] = factors
     real_only = np.full_like(padded, np.inf)
     real_only[:, :width] = factors
     tiles = np.stack([span[:, 0] // size, -(-span[:, 1] // size)], axis=1)
-    return (padded.ravel(), padded.reshape(n, -1, size).max(axis=2),
-            real_only.reshape(n, -1, size).min(axis=2), tiles)
+    return (padded.ravel(), padded.reshape(n, n_tiles, size).max(axis=2, initial=0.0),
+            real_only.reshape(n, n_tiles, size).min(axis=2, initial=np.inf), tiles)
 
 
 @functools.lru_cache(maxsize=8)
