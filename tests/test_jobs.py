@@ -126,7 +126,19 @@ def run_held_training(config: Any, ctx: JobContext) -> dict[str, Any]:
     return run_train_job(config, HeldContext(ctx))
 
 
+class FreeJob(BaseModel):
+    """A config that takes any JSON object, as a plugin's may."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+def run_free(config: FreeJob, ctx: JobContext) -> dict[str, Any]:
+    return {"keys": sorted(config.data)}
+
+
 register_kind("test-counter", CounterJob, run_counter, replace=True)
+register_kind("test-free", FreeJob, run_free, replace=True)
 register_kind("test-train-held", "tgd_core.training.config:TrainConfig", run_held_training,
               replace=True)
 if os.environ.get("TEST_JOBS_PART_ROWS"):  # set for worker children only: tiny PI cache parts
@@ -229,8 +241,12 @@ def test_migrations_apply_in_order_and_newer_stores_are_refused(tmp_path: Path) 
         JobStore(tmp_path / "old.sqlite")
 
 
-def test_malformed_config_is_rejected_naming_the_field(store: JobStore, capsys) -> None:
+def test_malformed_config_is_rejected_naming_the_field(store: JobStore, capsys,
+                                                      tmp_path: Path) -> None:
     from tgd_core import cli
+
+    checkpoint = tmp_path / "x.pt"
+    checkpoint.write_bytes(b"read when the job runs")
 
     with pytest.raises(TGDError, match=r"test-counter config: steps: .*integer.*'many'"):
         store.submit("test-counter", {"steps": "many"})
@@ -245,7 +261,7 @@ def test_malformed_config_is_rejected_naming_the_field(store: JobStore, capsys) 
     with pytest.raises(TGDError, match="evaluate config: checkpoint: Field required"):
         store.submit("evaluate", {})
     with pytest.raises(TGDError, match="corruption and severity go together"):
-        store.submit("evaluate", {"checkpoint": "x.pt", "corruption": "contrast"})
+        store.submit("evaluate", {"checkpoint": str(checkpoint), "corruption": "contrast"})
     with pytest.raises(TGDError, match="train config: epochs"):
         store.submit("train", {"epochs": 0})
     with pytest.raises(TGDError, match="unknown job kind 'nope'"):
@@ -301,6 +317,97 @@ def test_a_stored_config_that_fails_validation_fails_the_job_with_one_line(
     assert job.status == "failed" and job.traceback is None
     assert job.error.startswith("bad train config: epochs: Input should be less than or equal")
     assert "\n" not in job.error
+
+
+def one_error_line(capsys) -> str:
+    """The CLI's stderr, checked to be one line."""
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err, err
+    return err
+
+
+def test_an_evaluate_job_needs_its_checkpoint_file_at_submit(store: JobStore, capsys,
+                                                             tmp_path: Path) -> None:
+    """``submit``'s help says the config is validated now: a checkpoint that is not a file
+    is refused then, not when a worker runs the job."""
+    from tgd_core import cli
+
+    missing = tmp_path / "missing.pt"
+    assert cli.main(["jobs", "submit", "evaluate", "--set", f"checkpoint={missing}"]) == 2
+    assert f"bad evaluate config: checkpoint: {missing}: no such file (got " in one_error_line(
+        capsys)
+    with pytest.raises(TGDError, match=r"^bad evaluate config: checkpoint: .*: a folder, not a "):
+        store.submit("evaluate", {"checkpoint": str(tmp_path)})
+    os.mkfifo(tmp_path / "fifo.pt")
+    with pytest.raises(TGDError, match=r"^bad evaluate config: checkpoint: .*fifo.pt: not a reg"):
+        store.submit("evaluate", {"checkpoint": str(tmp_path / "fifo.pt")})
+    assert store.list() == []
+    (tmp_path / "m.pt").write_bytes(b"its content is read when the job runs")
+    assert store.submit("evaluate", {"checkpoint": str(tmp_path / "m.pt")}).status == "queued"
+
+
+def test_job_ids_beyond_sqlite_integers_are_refused_in_one_line(store: JobStore,
+                                                                 capsys) -> None:
+    """SQLite integers are 64-bit: a larger id was an OverflowError."""
+    from tgd_core import cli
+
+    refused = r"^no job -?\d+: job ids are whole numbers from 1 to 9223372036854775807$"
+    for job_id in (0, -1, 2**63, 10**23, -(2**64)):
+        for action in (store.get, store.cancel, store.resume, store.retry, store.delete):
+            with pytest.raises(TGDError, match=refused):
+                action(job_id)
+    with pytest.raises(TGDError, match=r"^no job 9223372036854775807 in "):
+        store.get(2**63 - 1)
+    for command in ("show", "logs", "cancel", "resume", "retry", "delete"):
+        assert cli.main(["jobs", command, "99999999999999999999999"]) == 2
+        assert one_error_line(capsys).endswith(
+            "no job 99999999999999999999999: job ids are whole numbers from 1 to "
+            "9223372036854775807")
+
+
+def test_json_nested_too_deeply_is_refused_in_one_line(store: JobStore, capsys,
+                                                       tmp_path: Path) -> None:
+    """Deeper than Python's JSON parser (or pydantic's serializer) goes: RecursionError and
+    'Maximum serialization depth exceeded' were internal errors."""
+    from tgd_core import cli
+
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(deep)
+    for args, option in ((["--config", deep], "--config"),
+                         (["--config", f"@{tmp_path / 'deep.json'}"], "deep.json: --config file"),
+                         (["--set", f"data={deep}"], "--set data")):
+        assert cli.main(["jobs", "submit", "test-free", *args]) == 2
+        assert one_error_line(capsys).endswith(f"{option}: JSON nested too deeply to read")
+    nested: dict[str, Any] = {}
+    node = nested
+    for _ in range(1000):  # parses, validates, but cannot be stored as JSON
+        node["a"] = node = {}
+    with pytest.raises(TGDError, match=r"^bad test-free config: cannot be stored as JSON \("):
+        store.submit("test-free", {"data": nested})
+    assert store.list() == []
+
+
+def test_a_state_dir_that_is_not_a_folder_is_refused_and_left_alone(tmp_path: Path,
+                                                                    capsys) -> None:
+    """An existing empty file given as the state dir was made an SQLite database."""
+    from tgd_core import cli
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("")
+    assert cli.main(["jobs", "list", "--state-dir", str(notes)]) == 2
+    assert one_error_line(capsys).endswith(f"{notes}: the state dir is not a folder; name a "
+                                           "folder (it holds jobs.sqlite and runs/) or the "
+                                           "jobs.sqlite file itself")
+    assert notes.read_bytes() == b""
+    with pytest.raises(TGDError, match=r"cannot create the state dir \(Not a directory\)"):
+        JobStore(notes / "state")
+    (tmp_path / "a" / "jobs.sqlite").mkdir(parents=True)
+    with pytest.raises(TGDError, match=r"a/jobs.sqlite: the job store is not a file; move it "):
+        JobStore(tmp_path / "a")
+    (tmp_path / "named.db").mkdir()  # a folder is a state dir, whatever its name
+    with JobStore(tmp_path / "named.db") as s, JobStore(tmp_path / "file.db") as f:
+        assert s.db_path == tmp_path / "named.db" / "jobs.sqlite"
+        assert f.db_path == tmp_path / "file.db"
 
 
 def test_cancellable_and_resumable_name_what_the_store_does(store: JobStore) -> None:

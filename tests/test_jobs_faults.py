@@ -3,8 +3,9 @@ write point of the job store (``TGD_FAULT``, see :mod:`tgd_core.core.fileio`).
 
 After any crash the store must be consistent: the job is not lost, never runs in two processes
 at once, is left in a known status after reconciliation, its ``result.json`` is complete or
-absent, and one resume finishes it. Tests poll for the states they need; the limits only catch
-hangs.
+absent, and one resume finishes it. A store damaged on disk (or of another program) is one line
+naming it for every command, and a row whose stored JSON is damaged is still listed, shown and
+deletable. Tests poll for the states they need; the limits only catch hangs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,9 @@ import torch
 from test_jobs import executions, expected_total, finished
 
 from tests.waiting import SLOW, wait_for
+from tgd_core.core.errors import TGDError
 from tgd_core.jobs import JobStore
+from tgd_core.jobs.run_one import run_job
 from tgd_core.jobs.store import RESUMABLE, pid_alive
 from tgd_core.jobs.worker import Supervisor
 from tgd_core.nets.checkpoints import load_checkpoint
@@ -190,3 +195,101 @@ def test_a_command_killed_mid_write_leaves_the_store_before_or_after_it(
     run_queue(store)
     assert [(j.status, j.result) for j in store.list()] == [
         ("succeeded", {"total": 1, "resumed_from": 0})] * len(jobs_after)
+
+
+# -- a damaged store -------------------------------------------------------------------------
+
+def overwrite_pages(db: Path) -> None:
+    """Every page after the first (which holds the header and the schema) overwritten."""
+    data = bytearray(db.read_bytes())
+    assert len(data) > 4096, "a store of one page only"
+    data[4096:] = b"\xff" * (len(data) - 4096)
+    db.write_bytes(bytes(data))
+
+
+def replace_with(*statements: str, version: int = 1) -> Callable[[Path], None]:
+    """A damage that replaces the store with a database made by ``statements`` at schema
+    ``version``."""
+    def damage(db: Path) -> None:
+        db.unlink()
+        with closing(sqlite3.connect(db)) as conn:
+            for sql in (*statements, f"PRAGMA user_version = {version}"):
+                conn.execute(sql)
+            conn.commit()
+    return damage
+
+
+DAMAGES = {
+    "past-its-header": (overwrite_pages, "the job store is damaged (database disk image is "
+                                         "malformed); move it aside"),
+    "another-schema": (replace_with("CREATE TABLE x (a)"),
+                       "not a job store of this program (no table jobs); move it aside"),
+    "another-program": (replace_with("CREATE TABLE notes (a)", "CREATE TABLE tags (b)",
+                                     version=0),
+                        "not a job store of this program (tables notes, tags but no schema "
+                        "version); move it aside"),
+    "missing-columns": (replace_with("CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT)",
+                                     "INSERT INTO jobs (kind) VALUES ('x')"),
+                        "not a job store of this program (table jobs lacks 24 of its columns: "
+                        "attempt, cancel_requested, checkpoint_dir, …); move it aside"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_store_is_one_line_naming_it_for_every_command(
+        damage: str, tmp_path: Path, capsys) -> None:
+    """Damage past the header met by a later query, or a database of another schema at this
+    program's version, were internal errors ('malformed', 'no such table: jobs')."""
+    from tgd_core import cli
+
+    make_damage, problem = DAMAGES[damage]
+    with JobStore(tmp_path / "state") as s:
+        db = s.db_path
+        s.cancel(s.submit("pi-cache", {"split": "test"}).id)
+    make_damage(db)
+    before = db.read_bytes()
+    for command in (["list"], ["show", "1"], ["logs", "1"], ["cancel", "1"], ["retry", "1"],
+                    ["delete", "1"], ["submit", "pi-cache"]):
+        assert cli.main(["jobs", *command, "--state-dir", str(tmp_path / "state")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith(f"tgd: error: jobs {command[0]}: {db}: ")
+        assert problem in err
+    with pytest.raises(TGDError, match=f"^{db}: "):  # the app's way in: the same one line
+        with JobStore(db) as s:
+            s.list()
+    assert db.read_bytes() == before  # nothing of it lost or rewritten
+
+
+def test_a_row_whose_stored_json_is_damaged_is_listed_shown_failed_and_deletable(
+        store: JobStore, capsys) -> None:
+    """A config or result that is not a JSON object (by hand, a bad disk) was a JSONDecodeError
+    on 'tgd jobs list' and 'show'."""
+    from tgd_core import cli
+
+    bad, deep, listed, good = (store.submit("test-counter", {"steps": 1}) for _ in range(4))
+    with closing(sqlite3.connect(store.db_path)) as conn:
+        for job, config, result in ((bad, "{bad", None), (deep, "[" * 100_000, None),
+                                    (listed, "[1]", "nope")):
+            conn.execute("UPDATE jobs SET config = ?, result = ? WHERE id = ?",
+                         (config, result, job.id))
+        conn.commit()
+    assert cli.main(["jobs", "list"]) == 0
+    table = capsys.readouterr().out
+    assert f"job {bad.id}: stored config is not valid JSON; delete it and submit" in table
+    assert cli.main(["jobs", "list", "--json"]) == 0
+    rows = {j["id"]: j for j in json.loads(capsys.readouterr().out)}
+    assert [rows[j.id]["damaged"] for j in (bad, deep, listed, good)] == [
+        {"config": "not valid JSON"}, {"config": "JSON nested too deeply to read"},
+        {"config": "a JSON list, not an object", "result": "not valid JSON"}, {}]
+    assert [rows[j.id]["config"] for j in (bad, deep, listed)] == [None] * 3
+    assert rows[good.id]["config"]["steps"] == 1
+
+    assert cli.main(["jobs", "show", str(bad.id)]) == 0
+    shown = capsys.readouterr().out
+    assert f"damaged:          job {bad.id}: stored config is not valid JSON" in shown
+    assert "config:           unreadable (not valid JSON)" in shown
+    assert store.claim(worker_pid=os.getpid()).id == bad.id
+    assert run_job(store, bad.id) == "failed"  # nothing to validate or run
+    assert store.get(bad.id).error == store.get(bad.id).damage
+    assert cli.main(["jobs", "delete", str(bad.id)]) == 0
+    assert [j.id for j in store.list()] == [good.id, listed.id, deep.id]

@@ -33,6 +33,8 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TGDError(f"{what} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise TGDError(f"{what}: JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise TGDError(f"{what} must be a JSON object {{\"field\": value, ...}}, got "
                        f"{type(data).__name__}")
@@ -50,6 +52,8 @@ def apply_assignments(config: dict[str, Any], assignments: list[str]) -> dict[st
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
+        except RecursionError:
+            raise TGDError(f"--set {key.strip()}: JSON nested too deeply to read") from None
         *parents, leaf = key.strip().split(".")
         node = config
         for part in parents:

@@ -109,7 +109,7 @@ def _list(args: argparse.Namespace) -> int:
         epoch = "" if j.epoch is None else j.epoch
         print(f"{j.id:>5}  {j.kind:<11}{j.status_text:<12}{j.progress_text:>8}{epoch:>7}"
               f"{j.eta_text:>10}  {created:<17} "
-              f"{j.error or j.message or ''}")
+              f"{j.damage or j.error or j.message or ''}")
     return 0
 
 
@@ -121,11 +121,13 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d))
         return 0
-    long = ("config", "result", "traceback")
+    long = ("config", "result", "traceback", "damaged")
     for key, value in d.items():
         if key not in long and value is not None:
             print(f"{key + ':':<18}{value}")
-    print(f"{'config:':<18}{json.dumps(job.config)}")
+    if job.damage:
+        print(f"{'damaged:':<18}{job.damage}")
+    print(f"{'config:':<18}{job.config_text}")
     if job.result is not None:
         print(f"{'result:':<18}{json.dumps(job.result)}")
     if job.traceback:

@@ -129,6 +129,10 @@ def parse_config(kind: str, config: Mapping[str, Any]) -> Any:
 
 
 def validate_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The validated config with defaults filled in, as plain JSON data."""
+    """The validated config with defaults filled in, as plain JSON data; TGDError if it
+    cannot be (e.g. it is nested deeper than pydantic serializes)."""
     parsed = parse_config(kind, config)
-    return _adapter(type(parsed)).dump_python(parsed, mode="json")
+    try:
+        return _adapter(type(parsed)).dump_python(parsed, mode="json")
+    except (ValueError, RecursionError) as exc:  # "Maximum serialization depth exceeded", ...
+        raise TGDError(f"bad {kind} config: cannot be stored as JSON ({exc})") from None

@@ -110,6 +110,8 @@ def _stopped_status(ctx: JobContext) -> str:
 def _run(job: Job, ctx: JobContext) -> dict[str, Any]:
     """Validate the stored config and call the kind's runner; the keyword arguments of
     :meth:`JobStore.finish`."""
+    if "config" in job.damaged:  # unreadable in the store: nothing to validate or run
+        return {"status": "failed", "error": job.damage}
     try:
         runner, config = get_kind(job.kind).runner(), parse_config(job.kind, job.config)
     except TGDError as exc:  # a stored config that no longer validates, a kind now unknown

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -102,6 +103,18 @@ class EvaluateJob(_Config):
     device: str = "cpu"
 
     _split = field_validator("split")(_check_split)
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint(cls, v: str) -> str:
+        """The checkpoint must be a file now (checked again when the job runs); the message
+        names it in full (the input shown after it is cut short)."""
+        if os.path.isdir(v):
+            raise ValueError(f"{v}: a folder, not a checkpoint file")
+        if not os.path.isfile(v):
+            raise ValueError(f"{v}: " + ("not a regular file" if os.path.exists(v)
+                                         else "no such file"))
+        return v
 
     @field_validator("corruption")
     @classmethod

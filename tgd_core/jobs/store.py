@@ -11,6 +11,13 @@ Each write transaction has two fault points (:func:`tgd_core.core.fileio.fault_p
 just after, where ``<name>`` is the operation (``submit``, ``claim``, ``set_pid``,
 ``heartbeat``, ``finish``, ``cancel``, ``requeue``, ...): ``TGD_FAULT=jobs.claim`` kills a
 worker halfway through claiming a job.
+
+A damaged store never ends a command with a traceback: every statement runs through
+:meth:`JobStore._tx` or :meth:`JobStore._read`, which turn SQLite's errors into one-line
+TGDErrors naming the file; the schema is checked when a store is opened, before anything is
+written to it (:func:`expected_tables`), so a database of another program is refused untouched;
+a row whose stored JSON cannot be read is still listed, shown and deletable (:attr:`Job.damaged`)
+and fails if run.
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing, contextmanager, suppress
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,8 @@ CANCELLABLE = frozenset({"queued", "running"})
 DB_NAME = "jobs.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 STALE_AFTER_S = 600.0  # a running job whose heartbeat is older than this is interrupted
+MAX_JOB_ID = 2**63 - 1  # SQLite integers are 64-bit
+MOVE_ASIDE = "move it aside (a new, empty store is made in its place) or restore it"
 
 # Each migration is a list of statements; migration i takes the schema from version i to i + 1.
 MIGRATIONS: list[list[str]] = [
@@ -138,16 +147,38 @@ class Job:
     checkpoint_dir: Path
     result_path: Path
     result: dict[str, Any] | None
+    #: stored JSON fields that cannot be read (``config``, ``result``) → why; each is then
+    #: ``{}`` (config) or None (result) above
+    damaged: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
+        """The job of a row; a config or result that is not a readable JSON object is noted
+        in :attr:`damaged` (the row is still listed, shown and deletable)."""
         d = dict(row)
-        d["config"] = json.loads(d["config"])
-        d["result"] = None if d["result"] is None else json.loads(d["result"])
+        d["damaged"] = {}
+        for key, empty in (("config", {}), ("result", None)):
+            d[key], problem = _stored_object(d[key], empty)
+            if problem:
+                d["damaged"][key] = problem
         d["cancel_requested"], d["resume"] = bool(d["cancel_requested"]), bool(d["resume"])
         for key in ("run_dir", "log_path", "metrics_path", "checkpoint_dir", "result_path"):
             d[key] = Path(d[key])
         return cls(**d)
+
+    @property
+    def damage(self) -> str | None:
+        """One line naming this job and what of it cannot be read (None when all can)."""
+        if not self.damaged:
+            return None
+        what = "; ".join(f"{key} is {problem}" for key, problem in self.damaged.items())
+        return f"job {self.id}: stored {what}; delete it and submit the job again"
+
+    @property
+    def config_text(self) -> str:
+        """The config as JSON, or why it cannot be read."""
+        problem = self.damaged.get("config")
+        return f"unreadable ({problem})" if problem else json.dumps(self.config)
 
     @property
     def finished(self) -> bool:
@@ -188,15 +219,78 @@ class Job:
             d[key] = _iso(d[key])
         for key in ("run_dir", "log_path", "metrics_path", "checkpoint_dir", "result_path"):
             d[key] = str(d[key])
+        for key in self.damaged:  # unreadable, not empty
+            d[key] = None
         return d
 
 
+def _stored_object(text: str | None, empty: Any) -> tuple[Any, str | None]:
+    """A JSON object stored in a row (None stays ``empty``) → (it, None), or (``empty``,
+    the problem) when it is not JSON, too deeply nested to read or not an object."""
+    if text is None:
+        return empty, None
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError):  # JSONDecodeError, or a non-text value put in by hand
+        return empty, "not valid JSON"
+    except RecursionError:
+        return empty, "JSON nested too deeply to read"
+    if not isinstance(value, dict):
+        return empty, f"a JSON {type(value).__name__}, not an object"
+    return value, None
+
+
 def _resolve(path: str | Path | None) -> tuple[Path, Path]:
-    """``path`` (a state dir, a .sqlite file or None for ``TGD_STATE_DIR``) → (state dir, db)."""
+    """``path`` (a state dir, a .sqlite or .db file or None for ``TGD_STATE_DIR``) → (state
+    dir, db). TGDError if the state dir exists but is no folder, or the db is no file."""
     p = Path(path).expanduser() if path is not None else paths.state_dir()
-    if p.suffix in (".sqlite", ".db") or p.is_file():
-        return p.parent, p
-    return p, p / DB_NAME
+    is_db = p.suffix in (".sqlite", ".db") and not p.is_dir()
+    state_dir, db = (p.parent, p) if is_db else (p, p / DB_NAME)
+    if os.path.lexists(state_dir) and not state_dir.is_dir():
+        raise TGDError(f"{state_dir}: the state dir is not a folder; name a folder (it holds "
+                       f"{DB_NAME} and runs/) or the {DB_NAME} file itself")
+    if os.path.lexists(db) and not db.is_file():
+        raise TGDError(f"{db}: the job store is not a file; {MOVE_ASIDE}")
+    return state_dir, db
+
+
+def _tables(conn: sqlite3.Connection) -> dict[str, set[str]]:
+    """Each table of the database (SQLite's own left out) → its column names."""
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                        "AND name NOT LIKE 'sqlite_%'")]
+    return {name: _columns(conn, name) for name in names}
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    """The column names of ``table`` (empty if there is no such table)."""
+    return {r[0] for r in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))}
+
+
+def expected_tables() -> dict[str, set[str]]:
+    """The tables and columns of the current schema: :data:`MIGRATIONS` applied to an empty
+    in-memory database (so the check on open follows every new migration by itself)."""
+    with closing(sqlite3.connect(":memory:")) as conn:
+        for statements in MIGRATIONS:
+            for sql in statements:
+                conn.execute(sql)
+        return _tables(conn)
+
+
+def _schema_problem(conn: sqlite3.Connection) -> str | None:
+    """The first table this program uses that ``conn`` lacks or that lacks columns, said in
+    a few words (None when it has them all)."""
+    for table, columns in expected_tables().items():
+        have = _columns(conn, table)
+        missing = sorted(columns - have)
+        if missing:
+            names = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
+            return (f"table {table} lacks {len(missing)} of its columns: {names}" if have
+                    else f"no table {table}")
+    return None
+
+
+class StoreBusy(TGDError):
+    """Another process held the store locked for longer than the busy timeout."""
 
 
 class JobStore:
@@ -207,35 +301,66 @@ class JobStore:
         self.state_dir = self.state_dir.resolve()
         self.db_path = self.db_path.resolve()
         self.runs_dir = self.state_dir / "runs"
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
         try:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TGDError(f"{self.db_path.parent}: cannot create the state dir "
+                           f"({exc.strerror or exc})") from None
+        self._lock = threading.RLock()
+        with self._sqlite_errors():
             self._conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
                                          isolation_level=None, check_same_thread=False)
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._retry_locked(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._retry_locked(self._migrate)
-        except sqlite3.DatabaseError as exc:
-            raise TGDError(f"{self.db_path}: cannot open the job store ({exc})") from None
+        try:
+            self._open()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _open(self) -> None:
+        """Set the connection up, check the schema before anything is written to the file (a
+        database of another program is left as it was), switch to WAL and migrate (then check
+        the migrated schema)."""
+        self._conn.row_factory = sqlite3.Row
+        self._query(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._retry_locked(self._check_schema)
+        self._retry_locked(lambda: self._query("PRAGMA journal_mode = WAL"))
+        self._query("PRAGMA synchronous = NORMAL")
+        if self._retry_locked(self._migrate):
+            self._check_schema()
 
     @staticmethod
-    def _retry_locked(action) -> None:
-        """Run ``action``, retrying while the database is locked: switching a new file to WAL
-        needs an exclusive lock and SQLite answers "database is locked" at once, without its
-        busy handler, when another process is opening the same new store."""
+    def _retry_locked(action: Callable[[], Any]) -> Any:
+        """Run ``action`` (its result returned), retrying while the database is locked:
+        switching a new file to WAL needs an exclusive lock and SQLite answers "database is
+        locked" at once, without its busy handler, when another process is opening the same
+        new store."""
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         delay = 0.01
         while True:
             try:
-                action()
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                return action()
+            except StoreBusy:
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
+
+    def _check_schema(self) -> None:
+        """TGDError unless the file holds what its schema version says: no table at version 0
+        (a new store), every table and column this program uses at the current version (an
+        older one is checked once migrated; a newer one is refused by :meth:`_migrate`). So a
+        database of another program, or one changed by hand, is refused when opened."""
+        version = self.schema_version()
+        with self._read() as c:
+            if version == 0 and (tables := sorted(_tables(c))):
+                problem = f"tables {', '.join(tables[:3])} but no schema version"
+            elif version == SCHEMA_VERSION:
+                problem = _schema_problem(c)
+            else:
+                return
+        if problem:
+            raise TGDError(f"{self.db_path}: not a job store of this program ({problem}); "
+                           f"{MOVE_ASIDE}")
 
     def close(self) -> None:
         with self._lock:
@@ -250,27 +375,65 @@ class JobStore:
     # -- plumbing ------------------------------------------------------------------------------
 
     @contextmanager
+    def _sqlite_errors(self) -> Iterator[None]:
+        """Turn an SQLite error met on the store into one TGDError naming its file: every
+        statement runs inside this, through :meth:`_tx` or :meth:`_read`. (A ProgrammingError
+        is a bug of this module, not a problem of the file: it is left as it is.)"""
+        try:
+            yield
+        except sqlite3.ProgrammingError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self._store_error(exc) from None
+
+    def _store_error(self, exc: sqlite3.DatabaseError) -> TGDError:
+        """The TGDError for ``exc``: a busy store ("database is locked"), a damaged one (a
+        plain DatabaseError: SQLITE_CORRUPT, SQLITE_NOTADB) or another failure of SQLite's
+        (an I/O error, a full disk, a read-only file, ...)."""
+        text = str(exc) or type(exc).__name__
+        if "is locked" in text:
+            return StoreBusy(f"{self.db_path}: the job store is busy ({text}); try again")
+        if type(exc) is sqlite3.DatabaseError:
+            return TGDError(f"{self.db_path}: the job store is damaged ({text}); {MOVE_ASIDE}")
+        return TGDError(f"{self.db_path}: cannot use the job store ({text})")
+
+    @contextmanager
     def _tx(self, name: str) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken with BEGIN IMMEDIATE (waits for other writers);
-        ``name`` names its fault points (``jobs.<name>`` before COMMIT, ``.committed`` after)."""
-        with self._lock:
+        ``name`` names its fault points (``jobs.<name>`` before COMMIT, ``.committed`` after).
+        Any failure, COMMIT's included, rolls it back."""
+        with self._lock, self._sqlite_errors():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
                 fault_point(f"jobs.{name}")
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._conn.execute("COMMIT")
         fault_point(f"jobs.{name}.committed")
 
-    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+    def _rollback(self) -> None:
+        """End the open transaction, if any; the error that ended it is the one reported (a
+        rollback failing on a damaged file would only repeat it)."""
+        with suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
 
-    def _migrate(self) -> None:
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reading, under the lock, SQLite's errors made TGDErrors."""
+        with self._lock, self._sqlite_errors():
+            yield self._conn
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._read() as c:
+            return c.execute(sql, args).fetchall()
+
+    def _migrate(self) -> bool:
+        """Apply the migrations the store lacks; whether there were any."""
         if self.schema_version() == SCHEMA_VERSION:
-            return
+            return False
         with self._tx("migrate") as c:
             # re-read under the write lock: another process may have migrated meanwhile
             version = c.execute("PRAGMA user_version").fetchone()[0]
@@ -281,11 +444,15 @@ class JobStore:
                 for sql in statements:
                     c.execute(sql)
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return True
 
     def schema_version(self) -> int:
         return int(self._query("PRAGMA user_version")[0][0])
 
     def _row(self, c: sqlite3.Connection, job_id: int) -> Job:
+        """The job ``job_id`` (TGDError if there is none, or the id cannot be one)."""
+        if not 1 <= job_id <= MAX_JOB_ID:
+            raise TGDError(f"no job {job_id}: job ids are whole numbers from 1 to {MAX_JOB_ID}")
         row = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise TGDError(f"no job {job_id} in {self.db_path}")
@@ -294,8 +461,8 @@ class JobStore:
     # -- reading -------------------------------------------------------------------------------
 
     def get(self, job_id: int) -> Job:
-        with self._lock:
-            return self._row(self._conn, int(job_id))
+        with self._read() as c:
+            return self._row(c, int(job_id))
 
     def list(self, status: str | None = None, kind: str | None = None) -> list[Job]:
         """Jobs, newest first, optionally filtered by status and kind."""
