@@ -10,7 +10,8 @@ sees the old file or the new one, never half of one.
 itself with SIGKILL there, so a test can crash a real process at each write point and check
 what a resume finds. Without the variable it costs one dictionary lookup. The points:
 ``checkpoint-<file name>`` (e.g. ``checkpoint-latest.pt``, ``checkpoint-best.pt``),
-``metrics-row``, ``result`` (a run's result.json), ``pi-cache-part`` and ``pi-cache-meta``, each
+``metrics-row``, ``result`` (a run's result.json), ``experiment.eval`` (a run's eval.json),
+``pi-cache-part`` and ``pi-cache-meta``, each
 reached after the temporary file is complete and before it replaces the target.
 
 A process killed inside :func:`atomic_write` leaves its temporary file behind;

@@ -109,9 +109,10 @@ def _reused_or_planned(recipe: Recipe, cfg, out: Path):
     place = Path(cfg.out_dir).relative_to(out)
     for other in recipe.reuse:
         folder = Path(other) / place
+        found = cfg.model_copy(update={"out_dir": str(folder)})
         try:
             saved = json.loads((folder / "config.json").read_text())
-            if not isinstance(saved, dict):
+            if not isinstance(saved, dict) or not finished(found):
                 continue
             saved = _relocated(saved, place, Path(other))
             differ = set(learned_differences(cfg, saved)[0])
@@ -119,8 +120,7 @@ def _reused_or_planned(recipe: Recipe, cfg, out: Path):
             continue
         if (differ or (folder / INPUTS_FILE).is_file()) and differ <= set(INPUT_FIELDS):
             differ = set() if same_inputs(cfg, saved, folder) else {"inputs"}
-        found = cfg.model_copy(update={"out_dir": str(folder)})
-        if not differ and finished(found):
+        if not differ:
             return found
     return cfg
 
@@ -226,8 +226,8 @@ def _method_runs(recipe: Recipe, name: str, out: Path, teacher_paths: dict[str, 
         raise TGDError(f"method {name}: init needs the recipe's 'init' stage")
     runs = []
     for seed in recipe.seeds_of(name):
-        values = {**recipe.common, **recipe.student, **spec.overrides,
-                  "method": spec.method or name, "method_params": spec.params,
+        values = {**recipe.row_settings(name), "method": spec.method or name,
+                  "method_params": spec.params,
                   "teachers": {role: str(teacher_paths[t]) for role, t in spec.teachers.items()},
                   "init_student": str(init_path) if spec.init else None,
                   "seed": seed, "out_dir": str(out / name / f"seed{seed}")}
@@ -236,9 +236,48 @@ def _method_runs(recipe: Recipe, name: str, out: Path, teacher_paths: dict[str, 
 
 
 def finished(cfg) -> bool:
-    """Whether the run of ``cfg`` trained to its last epoch (its ``result.json`` says so)."""
-    result = Path(cfg.out_dir) / "result.json"
-    return result.exists() and json.loads(result.read_text()).get("epochs") == cfg.epochs
+    """Whether the run of ``cfg`` trained to its last epoch (its ``result.json`` says so).
+
+    A damaged ``result.json`` (a torn write, a bad copy) counts as unfinished where the run
+    keeps its ``latest.pt``: resuming from it at the last epoch trains nothing and writes
+    ``result.json`` again, so nothing is lost. Without ``latest.pt`` it is refused (the
+    TGDError of :func:`read_result`): training that run again would replace its ``best.pt``
+    and metrics, so the user decides."""
+    try:
+        result = read_result(Path(cfg.out_dir))
+    except TGDError:
+        if (Path(cfg.out_dir) / "latest.pt").is_file():
+            return False
+        raise
+    return result is not None and result.get("epochs") == cfg.epochs
+
+
+def read_result(folder: Path) -> dict[str, Any] | None:
+    """The ``result.json`` of the run in ``folder`` (None where there is none); TGDError
+    naming the file and what to do where it is damaged."""
+    path = folder / "result.json"
+    if not path.exists():
+        return None
+    try:
+        return json_object(path)
+    except (OSError, ValueError) as exc:
+        raise TGDError(f"{path} is damaged ({exc}): delete it and run the experiment again "
+                       "(a run that keeps its latest.pt resumes from it and writes the file "
+                       "anew)") from None
+
+
+def json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in the file ``path``; ValueError saying what is wrong with it (not
+    text, not JSON, not an object), OSError where it cannot be read."""
+    try:
+        value = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ValueError("not a text file") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"a JSON {type(value).__name__}, not an object")
+    return value
 
 
 # The config fields that fix a run's stream of training batches (order, augmentation, the

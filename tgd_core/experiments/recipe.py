@@ -6,13 +6,17 @@ shared by all runs (``common``) or set per stage. A teacher entry may be another
 folders whose finished runs count as this recipe's where they learned the same
 (:mod:`.plan`). ``extends: OTHER`` starts from another recipe's file: each top-level key this
 one sets replaces OTHER's whole (so a recipe that changes the rows or seeds of another restates
-nothing else). Loading a recipe file fails with one line naming the file and the problem.
+nothing else). Loading a recipe file fails with one line naming the file and the problem —
+also a key given twice in one mapping (YAML would keep the last silently), a recipe file with
+no method row, a ``name`` that is not one plain folder name (it names the experiment's folder)
+and an ``evaluation`` the runner could not carry out: all refused before anything trains.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -60,17 +64,48 @@ class EvalSpec(BaseModel):
         "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "gaussian_blur",
         "contrast", "jpeg_compression"])
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
-    noise_sigmas: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2])
+    noise_sigmas: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [0.05, 0.1, 0.2])  # add_gaussian_noise takes any finite σ >= 0
     corruption_subset: int | None = Field(2000, ge=1)
     seed: int = 0
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known_corruptions(cls, names: list[str]) -> list[str]:
+        """Names :func:`~tgd_core.data.corruptions.corrupt` accepts (its registry)."""
+        from tgd_core.data.corruptions import CORRUPTIONS
+
+        unknown = [name for name in names if name not in CORRUPTIONS]
+        if unknown:
+            raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(sorted(CORRUPTIONS))}")
+        return names
+
+    @field_validator("severities")
+    @classmethod
+    def _known_severities(cls, severities: list[int]) -> list[int]:
+        """Severities :func:`~tgd_core.data.corruptions.corrupt` accepts."""
+        from tgd_core.data.corruptions import SEVERITIES
+
+        unknown = [str(s) for s in severities if s not in SEVERITIES]
+        if unknown:
+            raise ValueError(f"unknown severity {', '.join(unknown)}; choose from "
+                             f"{', '.join(map(str, SEVERITIES))}")
+        return severities
 
     def conditions(self) -> list[Condition]:
         """The sweep's conditions: clean, every corruption × severity, each noise σ."""
         return conditions(self.corruptions, self.severities, self.noise_sigmas)
 
 
+# the recipe's name is its experiment's folder (runs/experiments/<name>): one plain folder name
+FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
 class Recipe(BaseModel):
-    """A whole experiment: what to train (teachers, init, methods × seeds) and evaluate."""
+    """A whole experiment: what to train (teachers, init, methods × seeds) and evaluate.
+    ``methods`` may be empty here (a plan of teachers only, as code builds it); a recipe
+    file must have a row (:meth:`load`)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -93,6 +128,15 @@ class Recipe(BaseModel):
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
         return distinct_seeds(seeds)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        """The name is a folder of ``runs/experiments/``: never a path out of it, nor empty."""
+        if not FOLDER_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not one plain folder name (letters, digits, -, _ "
+                             "and ., not starting with .): it names the experiment's folder")
+        return name
 
     @field_validator("teachers")
     @classmethod
@@ -119,6 +163,27 @@ class Recipe(BaseModel):
                                  f"{', '.join(self.methods)})")
             self.baseline = None
         return self
+
+    @model_validator(mode="after")
+    def _evaluation_split(self) -> Recipe:
+        """The evaluation split must be a split of every row's dataset (the runner evaluates
+        each student on it): refused now, not once everything has trained."""
+        from tgd_core.data.datasets import dataset_splits
+        from tgd_core.training.config import TrainConfig
+
+        default = TrainConfig.model_fields["dataset"].default
+        for row in self.methods:
+            dataset = self.row_settings(row).get("dataset", default)
+            splits = dataset_splits(dataset)
+            if self.evaluation.split not in splits:
+                raise ValueError(f"evaluation.split: {self.evaluation.split!r} is not a split "
+                                 f"of {dataset} (row {row}); choose from {', '.join(splits)}")
+        return self
+
+    def row_settings(self, row: str) -> dict[str, Any]:
+        """The TrainConfig fields method row ``row`` sets for its students: ``common``, then
+        ``student``, then the row's ``overrides``."""
+        return {**self.common, **self.student, **self.methods[row].overrides}
 
     def seeds_of(self, row: str) -> list[int]:
         """The seeds of method row ``row``: its own, else the recipe's."""
@@ -178,9 +243,14 @@ class Recipe(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
-        """The recipe in the YAML file ``path``; TGDError naming the file and the problem."""
-        return validated(cls, _extended_mapping(path), f"{path}: invalid recipe",
-                         show_input=False)
+        """The recipe in the YAML file ``path``; TGDError naming the file and the problem (a
+        recipe file with no method row too: it would compare nothing)."""
+        recipe = validated(cls, _extended_mapping(path), f"{path}: invalid recipe",
+                           show_input=False)
+        if not recipe.methods:
+            raise TGDError(f"{path}: invalid recipe: methods: names no row (a recipe compares "
+                           "at least one method)")
+        return recipe
 
 
 class TeacherReference(BaseModel):
@@ -281,7 +351,7 @@ def _unlearned() -> frozenset[str]:
 def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of the YAML file ``path`` (empty for an empty file)."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.load(Path(path).read_text(), Loader=UniqueKeyLoader)  # a SafeLoader
     except OSError as exc:
         raise TGDError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
@@ -294,6 +364,36 @@ def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         raise TGDError(f"{path}: a recipe is a YAML mapping (name:, methods:, ...), got a "
                        f"{type(data).__name__} at the top level")
     return data
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that sets a key twice (plain YAML keeps the
+    last value silently: a method row or a seeds list defined twice would lose one). Keys
+    merged in with ``<<`` may still be set again: that is what a merge is for."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """The mapping of ``node``; ConstructorError at the second of a key given twice."""
+        if isinstance(node, yaml.MappingNode):
+            _check_unique_keys(self, node)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    """ConstructorError at a key ``node`` sets twice, naming it and the line of its first;
+    ``<<`` merge entries and unhashable keys (which the loader refuses itself) are left alone."""
+    seen: dict[Any, yaml.Mark] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        try:
+            first = seen.setdefault(key, key_node.start_mark)
+        except TypeError:
+            continue
+        if first is not key_node.start_mark:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first set at line {first.line + 1})",
+                key_node.start_mark)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

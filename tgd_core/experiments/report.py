@@ -89,7 +89,7 @@ def teacher_accuracies(recipe: Recipe, out: Path) -> dict[str, dict[str, Any]]:
     ``result.json`` of its training run (this experiment's, a ``reuse`` experiment's, or the
     one beside a reused checkpoint); a checkpoint without one (a shipped model) gives the
     last epoch's from its own metrics, and no best (None)."""
-    from tgd_core.experiments.plan import _resolve_checkpoint, teacher_runs
+    from tgd_core.experiments.plan import _resolve_checkpoint, read_result, teacher_runs
 
     trained = teacher_runs(recipe, out, reused={
         role: Path() for role, spec in recipe.teachers.items() if "checkpoint" in spec})
@@ -98,8 +98,7 @@ def teacher_accuracies(recipe: Recipe, out: Path) -> dict[str, dict[str, Any]]:
         settings = {**recipe.common, **spec}
         run = (_resolve_checkpoint(str(spec["checkpoint"])).parent if "checkpoint" in spec
                else Path(trained[role].out_dir))
-        result = json.loads((run / "result.json").read_text()) \
-            if (run / "result.json").is_file() else None
+        result = read_result(run)
         if result is None and "checkpoint" in spec:
             result = {"last": _checkpoint_metrics(_resolve_checkpoint(str(spec["checkpoint"])))}
         pi = settings.get("pi", {}).get("mode", "paper")

@@ -30,8 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from tgd_core.core.errors import TGDError
+from tgd_core.core.fileio import atomic_write
 from tgd_core.experiments.job import ScaledContext
-from tgd_core.experiments.plan import finished, is_student, plan, student_groups
+from tgd_core.experiments.plan import (
+    finished,
+    is_student,
+    json_object,
+    plan,
+    read_result,
+    student_groups,
+)
 from tgd_core.experiments.recipe import EvalSpec, Recipe
 from tgd_core.experiments.report import summarise, write_reports
 
@@ -64,7 +72,7 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
         log = _quiet
     else:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.json").write_text(recipe.model_dump_json(indent=2) + "\n")
+        atomic_write(out / "recipe.json", recipe.model_dump_json(indent=2) + "\n")
     selected = selected_runs(recipe, plan(recipe, out), only, seeds)
     units = student_groups(selected) if group_students else [[run] for run in selected]
     if not train:
@@ -145,9 +153,10 @@ def train_unit(runs: Unit, *, progress: bool | None, log, context) -> None:
 
 
 def _train_seconds(runs: list[tuple[str, Any]]) -> dict[str, float]:
-    """The training seconds of every run (from its result.json)."""
-    return {label: json.loads((Path(cfg.out_dir) / "result.json").read_text()).get(
-        "train_seconds", 0.0) for label, cfg in runs}
+    """The training seconds of every run (from its result.json; TGDError naming a damaged
+    one: :func:`~.plan.read_result`)."""
+    return {label: (read_result(Path(cfg.out_dir)) or {}).get("train_seconds", 0.0)
+            for label, cfg in runs}
 
 
 class Deadline:
@@ -295,26 +304,28 @@ def _evaluate(runs: list[tuple[str, Any]], spec: EvalSpec, log) -> dict[str, lis
             continue
         log(f"[evaluate] {label}")
         evals.setdefault(label.split(" seed ")[0], []).append(
-            {**evaluate_run(cfg, spec, corrupted), "seed": cfg.seed})
+            {**evaluate_run(cfg, spec, corrupted, log=log), "seed": cfg.seed})
     return evals
 
 
-def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None) -> dict[str, Any]:
+def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None, *,
+                 log=print) -> dict[str, Any]:
     """Clean metrics of best and last checkpoints, and the corruption sweep of the last one;
-    cached in the run's eval.json. ``corrupted_cache`` shares corrupted images between runs."""
+    cached in the run's eval.json (written atomically; a damaged one is evaluated again:
+    :func:`cached_evaluation`). ``corrupted_cache`` shares corrupted images between runs."""
     from tgd_core.core.devices import select_device
     from tgd_core.data.datasets import load_dataset
     from tgd_core.evaluation.metrics import evaluate_conditions, evaluate_model
 
     path = Path(cfg.out_dir) / "eval.json"
     key = spec.model_dump()
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("spec") == key:
-            return cached
+    cached = cached_evaluation(path, key, log)
+    if cached is not None:
+        return cached
     if not (path.parent / "latest.pt").is_file():
         raise TGDError(f"{cfg.out_dir} keeps no checkpoint (an archived run?) and its "
-                       "eval.json is of another evaluation spec: it cannot be evaluated again")
+                       "eval.json is missing, damaged or of another evaluation spec: it "
+                       "cannot be evaluated again")
     images, labels = load_dataset(cfg.dataset, spec.split, cfg.data_dir, limit=spec.subset)
     out: dict[str, Any] = {"spec": key}
     device = select_device(cfg.device)
@@ -328,8 +339,22 @@ def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None) -> di
     out["sweep"] = evaluate_conditions(
         model, images[:n], labels[:n], ckpt.normalization, spec.conditions(), seed=spec.seed,
         transform=transform, corrupted_cache=corrupted_cache, device=device)
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write(path, json.dumps(out, indent=2) + "\n", fault="experiment.eval")
     return out
+
+
+def cached_evaluation(path: Path, key: dict[str, Any], log) -> dict[str, Any] | None:
+    """The evaluation in ``path`` (a run's eval.json) if it is of spec ``key``, else None.
+    eval.json is a cache derived from the run's checkpoints: a damaged one (a torn write, a
+    bad copy) is not an error but one warning naming it, and the run is evaluated again."""
+    if not path.exists():
+        return None
+    try:
+        cached = json_object(path)
+    except (OSError, ValueError) as exc:
+        log(f"warning: {path} is damaged ({exc}); evaluating the run again")
+        return None
+    return cached if cached.get("spec") == key else None
 
 
 def _load_for_evaluation(cfg, which: str, device):
