@@ -11,7 +11,10 @@ The authors' files (github.com/jeunsom/TGD, ``models/*.pth.tar``) hold ``model_s
 ``optimizer_state_dict`` and ``epoch``; the architecture is inferred from the tensor shapes and
 the normalisation is the reference code's (``TGD_METHOD.md`` §3). Any file that is not one of the
 two raises :class:`TGDError` with a one-line message naming the file (and never quoting its
-content). Neither saving nor loading accepts NaN or infinite weights (:class:`NonFiniteError`).
+content): every field's type is checked once, against :data:`OURS_FIELDS` or
+:data:`OFFICIAL_FIELDS` (:func:`check_fields`), the declared architecture numbers against the
+tensors' shapes before any model is built, the normalisation for finite values. Neither saving
+nor loading accepts NaN or infinite weights (:class:`NonFiniteError`).
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import functools
 import hashlib
 import io
 import json
+import math
 import pickle
 import platform
 import re
 import subprocess
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,6 +49,8 @@ INPUT_KINDS = ("raw", "pi")
 TRAINING_ONLY = ("optimizer", "scheduler", "training_state")  # what resuming needs, nothing else
 _OFFICIAL_KEYS = {"model_state_dict"}
 _DEFAULT_NORMALIZATION = {3: ("raw", CIFAR10_RAW), 6: ("pi", CIFAR10_PI)}
+MAX_CLASSES = 100_000  # architecture numbers a checkpoint may declare (bounds memory)
+MAX_IN_CHANNELS = 1_024
 
 
 @dataclass
@@ -73,6 +79,19 @@ class Checkpoint:
         net = build_model(self.model, in_channels=self.in_channels, num_classes=self.num_classes)
         net.load_state_dict(self.state_dict, strict=True)
         return net.to(device).eval()
+
+    def require(self, role: str, **expected: Any) -> None:
+        """A one-line TGDError naming the checkpoint (``role``: what it is to the run) when an
+        attribute differs from ``expected``'s (e.g. ``num_classes=10``): :func:`require_fit`."""
+        require_fit(f"{role} {self.path}", {k: getattr(self, k) for k in expected}, expected)
+
+
+def require_fit(what: str, found: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+    """TGDError ``"<what> does not fit this run: num_classes 3, expected 10"`` when a value of
+    ``found`` differs from ``expected``'s (``what`` names the checkpoint and its role)."""
+    diffs = [f"{k} {found[k]}, expected {v}" for k, v in expected.items() if found[k] != v]
+    if diffs:
+        raise TGDError(f"{what} does not fit this run: {'; '.join(diffs)}")
 
 
 def library_versions() -> dict[str, str]:
@@ -178,6 +197,7 @@ def save_checkpoint(path: str | Path, model: WideResNet, *, input_kind: str,
         raise TGDError(f"normalisation has {normalization.channels} channels, "
                        f"the model takes {model.in_channels}")
     path = Path(path)
+    _normalization(path, normalization.to_dict())  # finite: what a load accepts
     payload: dict[str, Any] = {
         "format": FORMAT, "version": VERSION,
         "model": model_name(model.depth, model.width),
@@ -305,6 +325,99 @@ def _read(path: Path) -> Any:
     return _load(path, path)
 
 
+# -- the payload's structure: one schema, one validator, for every load path ---------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a payload field may hold: an instance of ``types`` (a bool is no number), described
+    as ``name``; ``items``: the kind of a mapping's values or a list's items; ``fields``: a
+    mapping's own fields, checked in turn; ``required``: the field must be present."""
+
+    types: tuple[type, ...]
+    name: str
+    items: Kind | None = None
+    fields: Mapping[str, Kind] | None = None
+    required: bool = False
+
+    def admits(self, value: Any) -> bool:
+        return isinstance(value, self.types) and (bool in self.types
+                                                  or not isinstance(value, bool))
+
+
+def _optional(kind: Kind) -> Kind:
+    return replace(kind, types=(*kind.types, type(None)), name=f"{kind.name} or None")
+
+
+def _required(kind: Kind) -> Kind:
+    return replace(kind, required=True)
+
+
+INT, NUMBER = Kind((int,), "an integer"), Kind((int, float), "a number")
+STR, MAPPING = Kind((str,), "a string"), Kind((Mapping,), "a mapping")
+NUMBERS = Kind((list, tuple), "a list of numbers", items=NUMBER)
+TENSORS = Kind((Mapping,), "a mapping of tensors", items=Kind((torch.Tensor,), "a tensor"))
+_NORMALIZATION = {"mean": _required(NUMBERS), "std": _required(NUMBERS)}
+_LOOP = {  # a LoopState's payload (tgd_core.training.loop_state); absent keys keep defaults
+    "epoch": INT, "step": INT, "sums": replace(MAPPING, name="a mapping of numbers",
+                                               items=NUMBER),
+    "correct": INT, "seen": INT, "elapsed": NUMBER, "epoch_elapsed": NUMBER,
+    "best_accuracy": NUMBER, "best_epoch": _optional(INT), "best": _optional(MAPPING),
+    "last": _optional(MAPPING)}
+_TRAINING_STATE = {"loop": replace(MAPPING, fields=_LOOP), "method": TENSORS}
+OURS_FIELDS = {
+    "version": _required(INT), "model": _required(STR), "in_channels": _required(INT),
+    "num_classes": _required(INT), "input_kind": _required(STR),
+    "normalization": _required(replace(MAPPING, fields=_NORMALIZATION)),
+    "state_dict": _required(MAPPING), "optimizer": _optional(MAPPING),
+    "scheduler": _optional(MAPPING),
+    "training_state": _optional(replace(MAPPING, fields=_TRAINING_STATE)),
+    "epoch": _optional(INT), "metrics": _optional(MAPPING),
+    "config": _optional(replace(MAPPING, fields={"pi": _optional(MAPPING)})),
+    "versions": _optional(MAPPING), "git_commit": _optional(STR)}
+OFFICIAL_FIELDS = {"model_state_dict": _required(MAPPING),
+                   "optimizer_state_dict": _optional(MAPPING), "epoch": _optional(INT)}
+
+
+def check_fields(path: Path, payload: Mapping[str, Any], fields: Mapping[str, Kind],
+                 prefix: str = "") -> None:
+    """Every required field of ``fields`` is in ``payload`` and every field there is of its
+    kind, recursively: else a one-line TGDError naming ``path`` and the field (e.g. "field
+    'metrics' must be a mapping, not list"), never quoting the value."""
+    for name, kind in fields.items():
+        if name in payload:
+            _check_value(path, f"{prefix}{name}", payload[name], kind)
+        elif kind.required:
+            raise TGDError(f"{path}: checkpoint lacks the field '{prefix}{name}'")
+
+
+def _check_value(path: Path, where: str, value: Any, kind: Kind) -> None:
+    """``value`` (field ``where``) is of ``kind``: its type, its items' kinds, its fields."""
+    if not kind.admits(value):
+        raise TGDError(f"{path}: field '{where}' must be {kind.name}, not {type(value).__name__}")
+    if value is None:
+        return
+    if kind.items is not None:
+        items = value.values() if isinstance(value, Mapping) else value
+        bad = [type(v).__name__ for v in items if not kind.items.admits(v)]
+        if bad:
+            raise TGDError(f"{path}: field '{where}' must be {kind.name}; it holds {bad[0]}")
+    if kind.fields:
+        check_fields(path, value, kind.fields, f"{where}.")
+
+
+def _normalization(path: Path, data: Mapping[str, Any]) -> Normalization:
+    """The normalisation of (fields-checked) ``data``: finite means and finite positive stds,
+    one per channel (a NaN or infinite one makes every input NaN, every prediction one class)."""
+    mean, std = data["mean"], data["std"]
+    if not all(math.isfinite(v) for v in (*mean, *std)) or not all(s > 0 for s in std):
+        raise TGDError(f"{path}: normalisation mean and std must be finite, std positive")
+    try:
+        return Normalization.from_dict(data)
+    except TGDError as exc:
+        raise TGDError(f"{path}: {exc}") from None
+
+
 @functools.lru_cache(maxsize=32)
 def _expected_shapes(model: str, in_channels: int, num_classes: int) -> dict[str, tuple]:
     """Key -> shape of the state dict of the architecture, from a model built once on the CPU
@@ -317,21 +430,56 @@ def _expected_shapes(model: str, in_channels: int, num_classes: int) -> dict[str
     return {k: tuple(v.shape) for k, v in sd.items()}
 
 
+def _check_declared(path: Path, sd: Mapping[str, Any], in_channels: int,
+                    num_classes: int) -> None:
+    """The declared architecture numbers are in bounds and are those of the state dict's
+    tensors (conv1's input channels, fc's rows): checked before any model is built, so a
+    header cannot make the loader allocate what the file does not hold."""
+    for name, value, bound, key, dim in [("in_channels", in_channels, MAX_IN_CHANNELS,
+                                          "conv1.weight", 1),
+                                         ("num_classes", num_classes, MAX_CLASSES,
+                                          "fc.weight", 0)]:
+        if not 1 <= value <= bound:
+            raise TGDError(f"{path}: {name} {value} is not in 1..{bound}")
+        tensor = sd.get(key)
+        found = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None
+        if found is None or len(found) <= dim or found[dim] != value:
+            raise TGDError(f"{path}: {name} {value} does not match {key} of shape {found}")
+
+
+def shape_mismatch(expected: Mapping[str, tuple], sd: Mapping[Any, Any]) -> str | None:
+    """The first difference between ``sd`` and the key -> shape map ``expected`` (missing or
+    unexpected keys, then the first tensor of another shape), or None when they match."""
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(str(k)[:80] for k in sd if k not in expected)
+    if missing or unexpected:
+        return (f"{len(missing)} missing keys e.g. {missing[:2]}, {len(unexpected)} unexpected "
+                f"e.g. {unexpected[:2]}")
+    for key, shape in expected.items():
+        found = tuple(sd[key].shape) if isinstance(sd[key], torch.Tensor) else None
+        if found != tuple(shape):
+            return f"{key} has shape {found}, expected {tuple(shape)}"
+    return None
+
+
+def check_shapes(path: Path, what: str, reference: Mapping[str, torch.Tensor],
+                 state: Mapping[Any, Any]) -> None:
+    """``state`` (e.g. a method's saved state) has the keys and tensor shapes of the module
+    state ``reference``: else a one-line TGDError naming ``path`` and the first mismatch."""
+    problem = shape_mismatch({k: tuple(v.shape) for k, v in reference.items()}, state)
+    if problem:
+        raise TGDError(f"{path}: {what} does not fit this run: {problem}")
+
+
 def _check_state_dict(path: Path, sd: Any, model: str, in_channels: int,
                       num_classes: int) -> dict[str, torch.Tensor]:
     """The state dict must match the declared architecture key for key and shape for shape."""
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise TGDError(f"{path}: state dict is not a mapping of tensors")
-    expected = _expected_shapes(model, in_channels, num_classes)
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if missing or unexpected:
-        raise TGDError(f"{path}: state dict does not fit {model} ({len(missing)} missing keys "
-                       f"e.g. {missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]})")
-    for key, shape in expected.items():
-        if tuple(sd[key].shape) != shape:
-            raise TGDError(f"{path}: {key} has shape {tuple(sd[key].shape)}, "
-                           f"{model} needs {shape}")
+    _check_declared(path, sd, in_channels, num_classes)
+    problem = shape_mismatch(_expected_shapes(model, in_channels, num_classes), sd)
+    if problem:
+        raise TGDError(f"{path}: state dict does not fit {model}: {problem}")
     bad, total = non_finite_tensors(sd.items())
     if bad:
         raise NonFiniteError(f"{path}: unusable weights: {describe_non_finite(bad, total)} "
@@ -355,9 +503,8 @@ def infer_architecture(sd: Mapping[str, Any]) -> tuple[str, int, int]:
 
 
 def _from_official(path: Path, raw: Mapping[str, Any]) -> Checkpoint:
+    check_fields(path, raw, OFFICIAL_FIELDS)
     sd = raw["model_state_dict"]
-    if not isinstance(sd, Mapping):
-        raise TGDError(f"{path}: model_state_dict is not a mapping")
     try:
         name, in_channels, num_classes = infer_architecture(sd)
     except TGDError as exc:
@@ -366,43 +513,35 @@ def _from_official(path: Path, raw: Mapping[str, Any]) -> Checkpoint:
         raise TGDError(f"{path}: authors' checkpoint with {in_channels} input channels; "
                        "only 3 (raw images) or 6 (persistence images) are known")
     input_kind, normalization = _DEFAULT_NORMALIZATION[in_channels]
-    epoch = raw.get("epoch")
     return Checkpoint(
         model=name, in_channels=in_channels, num_classes=num_classes, input_kind=input_kind,
         normalization=normalization,
         state_dict=_check_state_dict(path, sd, name, in_channels, num_classes),
-        optimizer=raw.get("optimizer_state_dict"), epoch=int(epoch) if epoch is not None else None,
+        optimizer=raw.get("optimizer_state_dict"), epoch=raw.get("epoch"),
         source="official", path=path,
     )
 
 
 def _from_ours(path: Path, raw: Mapping[str, Any]) -> Checkpoint:
-    version = raw.get("version")
-    if not isinstance(version, int) or not 1 <= version <= VERSION:
-        raise TGDError(f"{path}: checkpoint format version {version!r} is not supported "
+    """Our format, once :data:`OURS_FIELDS` (the version first) and the values are checked."""
+    check_fields(path, raw, {"version": OURS_FIELDS["version"]})
+    if not 1 <= raw["version"] <= VERSION:
+        raise TGDError(f"{path}: checkpoint format version {raw['version']} is not supported "
                        f"(this TGD reads versions 1..{VERSION})")
-    try:
-        name, in_channels, num_classes = raw["model"], raw["in_channels"], raw["num_classes"]
-        input_kind, state_dict = raw["input_kind"], raw["state_dict"]
-        normalization = Normalization.from_dict(raw["normalization"])
-    except KeyError as exc:
-        raise TGDError(f"{path}: checkpoint lacks the field {exc}") from None
-    except TGDError as exc:
-        raise TGDError(f"{path}: {exc}") from None
+    check_fields(path, raw, OURS_FIELDS)
+    name, in_channels, num_classes = raw["model"], raw["in_channels"], raw["num_classes"]
+    input_kind, normalization = raw["input_kind"], _normalization(path, raw["normalization"])
     if input_kind not in INPUT_KINDS:
-        raise TGDError(f"{path}: input_kind {input_kind!r} is not one of {INPUT_KINDS}")
-    if not all(isinstance(v, int) and v > 0 for v in (in_channels, num_classes)):
-        raise TGDError(f"{path}: in_channels {in_channels!r} and num_classes {num_classes!r} "
-                       "must be positive integers")
+        raise TGDError(f"{path}: input_kind {input_kind[:40]!r} is not one of {INPUT_KINDS}")
     if name not in MODELS:
-        raise TGDError(f"{path}: unknown model {name!r}; known: {sorted(MODELS)}")
+        raise TGDError(f"{path}: unknown model {name[:40]!r}; known: {sorted(MODELS)}")
     if normalization.channels != in_channels:
         raise TGDError(f"{path}: normalisation has {normalization.channels} channels, "
                        f"the model takes {in_channels}")
     return Checkpoint(
-        model=name, in_channels=int(in_channels), num_classes=int(num_classes),
+        model=name, in_channels=in_channels, num_classes=num_classes,
         input_kind=input_kind, normalization=normalization,
-        state_dict=_check_state_dict(path, state_dict, name, in_channels, num_classes),
+        state_dict=_check_state_dict(path, raw["state_dict"], name, in_channels, num_classes),
         optimizer=raw.get("optimizer"), scheduler=raw.get("scheduler"),
         training_state=raw.get("training_state"), epoch=raw.get("epoch"),
         metrics=dict(raw.get("metrics") or {}), config=dict(raw.get("config") or {}),
@@ -425,3 +564,23 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     shown = ", ".join(keys[:6]) + (", …" if len(keys) > 6 else "")
     raise TGDError(f"{path}: unrecognised checkpoint (keys: {shown or 'none'}); expected a "
                    f"'{FORMAT}' file or the TGD authors' model_state_dict/optimizer_state_dict")
+
+
+def load_optimizer_state(path: Path, optimizer: torch.optim.Optimizer,
+                         state: Mapping[str, Any] | None) -> None:
+    """``optimizer.load_state_dict(state)`` (``state``: a checkpoint's, at ``path``), or a
+    one-line TGDError naming ``path`` when there is none (a stripped checkpoint) or it is
+    the state of other parameters (another number, or buffers of other shapes)."""
+    if state is None:
+        raise TGDError(f"{path}: holds no optimizer state to resume from (a stripped copy?)")
+    try:
+        optimizer.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise TGDError(f"{path}: optimizer state does not fit this run ({_one_line(exc)})"
+                       ) from None
+    for param, buffers in optimizer.state.items():
+        for name, value in buffers.items():
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape != param.shape:
+                raise TGDError(f"{path}: optimizer state does not fit this run ({name} of "
+                               f"shape {tuple(value.shape)} for a parameter of shape "
+                               f"{tuple(param.shape)})")

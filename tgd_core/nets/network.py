@@ -66,12 +66,13 @@ class Network:
     """A network, the input kind it reads (``"raw"`` | ``"pi"``), the normalisation it was
     trained with and, for PI networks, its PI representation (a config or its dict; None:
     paper mode). ``representation`` is resolved to a config for PI networks and ignored for
-    raw ones."""
+    raw ones. ``num_classes``: the classes it predicts, where known (from a checkpoint)."""
 
     model: nn.Module
     input_kind: str
     normalization: Normalization
     representation: Representation | dict[str, Any] | None = None
+    num_classes: int | None = None
 
     def __post_init__(self) -> None:
         if self.input_kind == "pi":
@@ -82,7 +83,8 @@ class Network:
         """The checkpoint's network (in eval mode on ``device``) with its input kind,
         normalisation and training-time PI representation (``ckpt.config["pi"]``)."""
         rep = ckpt.config.get("pi") if ckpt.input_kind == "pi" else None
-        return cls(ckpt.build(device), ckpt.input_kind, ckpt.normalization, rep)
+        return cls(ckpt.build(device), ckpt.input_kind, ckpt.normalization, rep,
+                   ckpt.num_classes)
 
     def input_for(self, images: np.ndarray) -> np.ndarray:
         """What this network reads for uint8 N×H×W×3 ``images``, channels last: the images

@@ -35,7 +35,6 @@ driven with others by a :class:`~.group.StudentGroup`). Its position is a
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
@@ -52,10 +51,14 @@ from tgd_core.core.fileio import atomic_write, json_text, remove_stale_temps
 from tgd_core.distill import get_method
 from tgd_core.evaluation.metrics import evaluate_logits
 from tgd_core.nets.checkpoints import (
+    Checkpoint,
     NonFiniteError,
+    check_shapes,
     describe_non_finite,
     load_checkpoint,
+    load_optimizer_state,
     non_finite_tensors,
+    require_fit,
     save_checkpoint,
 )
 from tgd_core.nets.models import build_model
@@ -155,6 +158,7 @@ class Trainer:
         self.method = get_method(self.cfg.method)
         self.teachers = self.load_teachers()
         self.data = self.load_data()
+        self.check_teachers()
         self.student = self.build_student(resume)
         self.distiller = self.build_distiller()
         self.optimizer = self.build_optimizer()
@@ -172,7 +176,10 @@ class Trainer:
 
     def check_folder(self, resume: bool) -> None:
         """Refuse a resume without ``latest.pt``, a new run over an existing one, and a resume
-        whose config differs from the run's (placement aside)."""
+        whose config differs from the run's (placement aside) or whose config.json cannot be
+        read as a JSON object."""
+        from tgd_core.commands import read_json_object
+
         out = self.out
         if resume and not self.latest_path.exists():
             raise TGDError(f"{out}: nothing to resume (no latest.pt)")
@@ -180,7 +187,8 @@ class Trainer:
             raise TGDError(f"{out} already holds a run: pass --resume to continue it, or "
                            "choose another output folder")
         if resume:
-            changed = self.cfg.differences(json.loads((out / "config.json").read_text()))
+            changed = self.cfg.differences(read_json_object(out / "config.json",
+                                                            "the run's config"))
             if changed:
                 raise TGDError(f"{out}: the config differs from the run's in {changed}; resume "
                                "with the same config")
@@ -205,19 +213,27 @@ class Trainer:
         with self.dist.main_first():
             return TrainData(self.cfg, kinds, self.device)
 
+    def check_teachers(self) -> None:
+        """Every teacher predicts the dataset's classes (else a one-line TGDError naming its
+        checkpoint, its class count and the dataset's)."""
+        for role, net in self.teachers.items():
+            if net.num_classes is not None:
+                require_fit(f"teacher {role} {self.cfg.teachers[role]}",
+                            {"num_classes": net.num_classes},
+                            {"num_classes": self.data.num_classes})
+
     def build_student(self, resume: bool) -> torch.nn.Module:
-        """A fresh student (``init_student``'s weights on a new run), with global-batch
-        BatchNorm under torchrun when ``sync_batchnorm``."""
+        """A fresh student (``init_student``'s weights on a new run: a checkpoint of the same
+        architecture, input channels and classes), with global-batch BatchNorm under torchrun
+        when ``sync_batchnorm``."""
         cfg = self.cfg
         in_channels = 3 if cfg.student_input == "raw" else self.data.test.pi.shape[1]
         student = build_model(cfg.student, in_channels=in_channels,
                               num_classes=self.data.num_classes)
         if cfg.init_student and not resume:
             init = load_checkpoint(cfg.init_student)
-            if (init.model, init.in_channels) != (cfg.student, in_channels):
-                raise TGDError(f"init_student {cfg.init_student} is a {init.model} on "
-                               f"{init.in_channels} channels, the student a {cfg.student} on "
-                               f"{in_channels}")
+            init.require("init_student", model=cfg.student, in_channels=in_channels,
+                         num_classes=self.data.num_classes)
             student.load_state_dict(init.state_dict)
         self.student_norm = self.data.normalizations[cfg.student_input]
         if self.dist.enabled and cfg.sync_batchnorm:
@@ -248,20 +264,33 @@ class Trainer:
         return {}
 
     def load_latest(self) -> None:
-        """Weights, method state, optimizer and loop state from ``latest.pt``."""
-        ckpt = load_checkpoint(self.latest_path)
+        """Weights, method state, optimizer and loop state from ``latest.pt``, once
+        :meth:`check_latest` found that it fits this run."""
+        path, ckpt = self.latest_path, load_checkpoint(self.latest_path)
+        training = self.check_latest(ckpt)
         self.student.load_state_dict(ckpt.state_dict)
-        if not ckpt.training_state:
-            raise TGDError(f"{self.latest_path}: holds no training state to resume from")
         self.distiller.load_state_dict({**self.distiller.state_dict(),
-                                        **ckpt.training_state["method"]})
+                                        **training.get("method", {})})
         implementation = [{k: g[k] for k in ("foreach", "fused") if k in g}
                           for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(ckpt.optimizer)
+        load_optimizer_state(path, self.optimizer, ckpt.optimizer)
         for group, flags in zip(self.optimizer.param_groups, implementation, strict=True):
             group.update(flags)  # this loop's foreach/fused, not those of the loop that saved
-        self.state = LoopState.from_payload(ckpt.training_state["loop"])
+        self.state = LoopState.from_payload(training["loop"])
         self.last_good = f"{self.latest_path} ({self.state.position()})"
+
+    def check_latest(self, ckpt: Checkpoint) -> dict[str, Any]:
+        """The training state of ``ckpt`` (``latest.pt``; the loader checked its fields'
+        types) once it is this run's: the same student, classes and method-state shapes, and a
+        loop state (none in a stripped copy); else a one-line TGDError naming the file."""
+        ckpt.require("run checkpoint", model=self.cfg.student,
+                     in_channels=self.student.in_channels, num_classes=self.data.num_classes)
+        training = ckpt.training_state or {}
+        if "loop" not in training:
+            raise TGDError(f"{ckpt.path}: holds no training state to resume from")
+        check_shapes(ckpt.path, "method state", self.distiller.extra_state(),
+                     training.get("method", {}))
+        return training
 
     def build_target_cache(self) -> TargetCache | None:
         """The teacher-target cache (None when the teachers must run live), its shapes and
