@@ -6,7 +6,6 @@ number of classes."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -103,10 +102,17 @@ def test_architecture_numbers_are_checked_before_any_model_is_built(
     def refuse(*args, **kw):
         raise AssertionError(f"a model was built for {args}")
 
-    monkeypatch.setattr(checkpoints, "build_model", refuse)
-    start = time.perf_counter()
+    monkeypatch.setattr(checkpoints, "build_model", refuse)  # no allocation, whatever it says
     _one_line_error(path, "num_classes")
-    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("dtype, shown", [(torch.complex64, "complex64"), (torch.int32, "int32")])
+def test_weights_that_are_not_real_floats_are_refused(tmp_path: Path, dtype, shown) -> None:
+    """Loading would cast them silently (a complex weight loses its imaginary part)."""
+    raw = torch.load(_good(tmp_path), weights_only=True)
+    raw["state_dict"]["fc.weight"] = raw["state_dict"]["fc.weight"].to(dtype)
+    torch.save(raw, tmp_path / "f.pt")
+    _one_line_error(tmp_path / "f.pt", f"fc.weight holds {shown} values")
 
 
 def test_in_channels_the_tensors_contradict(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.waiting import SLOW
 from tgd_core.cli import main
 from tgd_core.core.errors import TGDError
 from tgd_core.experiments.plan import finished, plan
@@ -77,7 +78,7 @@ def test_eval_json_is_replaced_atomically(experiment):
     env = {**os.environ, "TGD_FAULT": "experiment.eval"}
     done = subprocess.run([sys.executable, "-m", "tgd_core", "experiment", "more.yaml",
                            "--out", "exp", "--report-only"], cwd=experiment, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=SLOW)  # hangs only
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert (run / "eval.json").read_bytes() == old
 

@@ -108,13 +108,14 @@ class EvaluateJob(_Config):
     @classmethod
     def _checkpoint(cls, v: str) -> str:
         """The checkpoint must be a file now (checked again when the job runs); the message
-        names it in full (the input shown after it is cut short)."""
+        names it in full (the input shown after it is cut short). Kept as an absolute path:
+        the worker that runs the job may start in another folder than the submitter."""
         if os.path.isdir(v):
             raise ValueError(f"{v}: a folder, not a checkpoint file")
         if not os.path.isfile(v):
             raise ValueError(f"{v}: " + ("not a regular file" if os.path.exists(v)
                                          else "no such file"))
-        return v
+        return os.path.abspath(v)
 
     @field_validator("corruption")
     @classmethod

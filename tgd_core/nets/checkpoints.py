@@ -480,6 +480,11 @@ def _check_state_dict(path: Path, sd: Any, model: str, in_channels: int,
     problem = shape_mismatch(_expected_shapes(model, in_channels, num_classes), sd)
     if problem:
         raise TGDError(f"{path}: state dict does not fit {model}: {problem}")
+    odd = next((k for k, v in sd.items() if v.is_complex() or not (
+        v.is_floating_point() or k.endswith("num_batches_tracked"))), None)
+    if odd is not None:  # loading would cast it: a complex weight loses its imaginary part
+        raise TGDError(f"{path}: {odd} holds {str(sd[odd].dtype).removeprefix('torch.')} "
+                       "values; a network's weights are real floating-point numbers")
     bad, total = non_finite_tensors(sd.items())
     if bad:
         raise NonFiniteError(f"{path}: unusable weights: {describe_non_finite(bad, total)} "
