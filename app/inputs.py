@@ -93,12 +93,12 @@ class NumberField:
             raise TGDError(f"{self.label}: must be a finite number")
         if self.integer and isinstance(number, float) and not number.is_integer():
             raise TGDError(f"{self.label}: must be a whole number")
-        if self.integer and abs(number) > MAX_WHOLE:  # SQLite's and torch's integers: 64 bits
-            raise TGDError(f"{self.label}: must lie within ±{MAX_WHOLE} (64-bit)")
         for key, holds in COMPARISONS.items():
             bound = getattr(self, key)
             if bound is not None and not holds(number, bound):
                 raise TGDError(f"{self.label}: must be {BOUND_WORDS[key]} {_number_text(bound)}")
+        if self.integer and abs(number) > MAX_WHOLE:  # SQLite's and torch's integers: 64 bits
+            raise TGDError(f"{self.label}: must lie within ±{MAX_WHOLE} (64-bit)")
         return int(number) if self.integer else float(number)
 
     def number(self, value: float | None, **kwargs: Any):
