@@ -96,7 +96,7 @@ def test_a_bad_upload_shows_a_sentence_naming_the_field_and_the_fix(page, tmp_pa
     path.write_bytes(content)
     drive.open_tab(page, "topology")
     drive.upload_topology(page, path)
-    toast = page.get_by_text(re.compile(r"Image: the file is (not an image|empty)")).first
+    toast = page.get_by_text(re.compile(r"Image: (not a readable image|the file is empty)")).first
     toast.wait_for()  # the page's bound against hangs (screenshots.TIMEOUT_MS)
     text = toast.inner_text()
     assert "upload a PNG or JPEG" in text
