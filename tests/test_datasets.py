@@ -7,7 +7,13 @@ import pytest
 from PIL import Image
 
 from tgd_core.core.errors import TGDError
-from tgd_core.data.datasets import load_cifar10, load_dataset, load_image_folder
+from tgd_core.data.datasets import (
+    dataset_classes,
+    load_cifar10,
+    load_dataset,
+    load_image_folder,
+)
+from tgd_core.nets.checkpoints import load_checkpoint
 
 
 @pytest.fixture
@@ -63,6 +69,11 @@ def test_training_on_an_image_folder(folder, tmp_path):
                             batch_size=4, out_dir=str(tmp_path / "run"))
     result = run_training(cfg, progress=False)
     assert result["last"]["epoch"] == 1 and 0 <= result["last"]["test_accuracy"] <= 100
+    # its first 3 training images are all cats: the student still predicts both classes
+    subset = cfg.model_copy(update={"train_subset": 3, "out_dir": str(tmp_path / "cats")})
+    run_training(subset, progress=False)
+    assert load_checkpoint(tmp_path / "cats" / "latest.pt").num_classes == 2
+    assert dataset_classes("imagefolder", folder) == 2 and dataset_classes("cifar10") == 10
     with pytest.raises(TGDError, match="test_split"):
         TrainConfig.build(dataset="imagefolder", test_split="test_lossless_1k")
 

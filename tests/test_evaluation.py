@@ -211,19 +211,21 @@ def test_conditions_builder_order_names_and_labels() -> None:
                                   add_gaussian_noise(images, 0.1, seed=4))
 
 
-def test_evaluate_job_and_recipe_use_the_same_conditions() -> None:
+def test_evaluate_job_and_recipe_use_the_same_conditions(tmp_path) -> None:
     from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES
     from tgd_core.experiments.recipe import EvalSpec
     from tgd_core.jobs.runners import EvaluateJob
 
-    job = EvaluateJob(checkpoint="m.pt", sweep=True, sweep_sigmas=[0.2])
+    (tmp_path / "m.pt").write_bytes(b"")  # a job's checkpoint must exist when submitted
+    model = str(tmp_path / "m.pt")
+    job = EvaluateJob(checkpoint=model, sweep=True, sweep_sigmas=[0.2])
     assert job.conditions() == conditions(CORRUPTIONS, SEVERITIES, (0.2,))
     assert len(job.conditions()) == 1 + len(CORRUPTIONS) * 5 + 1
-    assert EvaluateJob(checkpoint="m.pt", corruption="contrast", severity=3).conditions() == [
+    assert EvaluateJob(checkpoint=model, corruption="contrast", severity=3).conditions() == [
         Condition("contrast", 3, None)]
-    assert EvaluateJob(checkpoint="m.pt", noise_sigma=0.1).conditions() == [
+    assert EvaluateJob(checkpoint=model, noise_sigma=0.1).conditions() == [
         Condition("gaussian_noise_sigma", None, 0.1)]
-    assert EvaluateJob(checkpoint="m.pt").conditions() == [Condition("clean", 0, None)]
+    assert EvaluateJob(checkpoint=model).conditions() == [Condition("clean", 0, None)]
     spec = EvalSpec(corruptions=["contrast"], severities=[1, 5], noise_sigmas=[0.1])
     assert spec.conditions() == [Condition("clean", 0, None), Condition("contrast", 1, None),
                                  Condition("contrast", 5, None),

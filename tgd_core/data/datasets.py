@@ -109,6 +109,17 @@ def load_cifar10(split: str = "train", data_dir: str | Path | None = None,
 IMAGE_FOLDER_SPLITS = ("train", "valid", "test")
 
 
+def image_folder_classes(root: Path, split: str) -> tuple[Path, list[str]]:
+    """(the folder that names the classes, the class names) of an ImageFolder: the sorted
+    sub-folder names of ``<root>/train``, or of ``<root>/<split>`` when there is no train
+    folder, so every split numbers them alike."""
+    reference = root / "train" if (root / "train").is_dir() else root / split
+    classes = sorted(p.name for p in reference.iterdir() if p.is_dir())
+    if not classes:
+        raise TGDError(f"{reference}: no class folders")
+    return reference, classes
+
+
 def load_image_folder(root: str | Path, split: str, limit: int | None = None
                       ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``<root>/<split>/<class>/<image>`` as (uint8 N×H×W×3, int64 labels, class names).
@@ -124,10 +135,7 @@ def load_image_folder(root: str | Path, split: str, limit: int | None = None
     if not folder.is_dir():
         raise TGDError(f"{folder}: missing; expected the ImageFolder layout "
                        f"<root>/<split>/<class>/*.png with splits {IMAGE_FOLDER_SPLITS}")
-    reference = root / "train" if (root / "train").is_dir() else folder
-    classes = sorted(p.name for p in reference.iterdir() if p.is_dir())
-    if not classes:
-        raise TGDError(f"{reference}: no class folders")
+    reference, classes = image_folder_classes(root, split)
     files = [(p, i) for i, c in enumerate(classes) if (folder / c).is_dir()
              for p in sorted((folder / c).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes)
@@ -149,6 +157,14 @@ DATASETS = ("cifar10", "cinic10", "imagefolder")
 
 def dataset_splits(dataset: str) -> tuple[str, ...]:
     return tuple(CIFAR10_SPLITS) if dataset == "cifar10" else IMAGE_FOLDER_SPLITS
+
+
+def dataset_classes(dataset: str, data_dir: str | Path | None = None) -> int:
+    """How many classes ``dataset`` has — what a network trained on it predicts, however few
+    of them a training subset holds (the first images of an ImageFolder are all of class 0)."""
+    if dataset in ("cifar10", "cinic10"):
+        return len(CIFAR10_CLASSES)
+    return len(image_folder_classes(Path(data_dir), "train")[1])
 
 
 def load_dataset(dataset: str, split: str, data_dir: str | Path | None = None,

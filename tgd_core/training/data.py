@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from tgd_core.core.distributed import SINGLE, DistContext
 from tgd_core.core.errors import TGDError
-from tgd_core.data.datasets import load_dataset
+from tgd_core.data.datasets import dataset_classes, load_dataset
 from tgd_core.data.normalization import CIFAR10_PI, CIFAR10_RAW, Normalization
 from tgd_core.topology import PaperPIConfig
 from tgd_core.topology.cache import cached_pis
@@ -161,7 +161,7 @@ class TrainData:
         self.rep = representation_from_dict(cfg.pi) if "pi" in kinds else None
         train_x, train_y = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.train_subset)
         test_x, test_y = load_dataset(cfg.dataset, cfg.test_split, cfg.data_dir, cfg.test_subset)
-        self.num_classes = int(train_y.max()) + 1
+        self.num_classes = dataset_classes(cfg.dataset, cfg.data_dir)
         self.normalizations: dict[str, Normalization] = {
             "raw": CIFAR10_RAW if cfg.dataset == "cifar10" else raw_normalization(train_x)}
         train_pi = test_pi = None
