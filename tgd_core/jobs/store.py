@@ -350,8 +350,8 @@ class JobStore:
         (a new store), every table and column this program uses at the current version (an
         older one is checked once migrated; a newer one is refused by :meth:`_migrate`). So a
         database of another program, or one changed by hand, is refused when opened."""
-        version = self.schema_version()
-        with self._read() as c:
+        with self._snapshot() as c:  # the version and the tables of one state of the file
+            version = c.execute("PRAGMA user_version").fetchone()[0]
             if version == 0 and (tables := sorted(_tables(c))):
                 problem = f"tables {', '.join(tables[:3])} but no schema version"
             elif version == SCHEMA_VERSION:
@@ -425,6 +425,18 @@ class JobStore:
         """The connection for reading, under the lock, SQLite's errors made TGDErrors."""
         with self._lock, self._sqlite_errors():
             yield self._conn
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_read` inside one read transaction: its statements see one state of the
+        file, never half of another process's commit (a new store's tables without the
+        schema version its migration sets in the same transaction)."""
+        with self._read() as c:
+            c.execute("BEGIN")
+            try:
+                yield c
+            finally:
+                self._rollback()  # a read: nothing to keep
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._read() as c:
