@@ -17,7 +17,7 @@ import numpy as np
 from gradio.components.plot import PlotData
 
 from tgd_core.core.errors import TGDError
-from tgd_core.data.images import ImageFileError, as_image_batch, read_image
+from tgd_core.data.images import DecodedImage, ImageFileError, as_image_batch, read_image
 from tgd_core.evaluation.inspection import CIFAR_SIDE, to_cifar_size
 from tgd_core.nets import model_zoo
 
@@ -96,13 +96,14 @@ def image_upload(**kwargs: Any) -> gr.Image:
     return pass_through(gr.Image(type="filepath", image_mode=None, **kwargs))
 
 
-def _decode(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """An image file as an array with notes on any conversion (:func:`read_image`: EXIF
-    orientation applied, high-depth greys scaled, modes but L, RGB and RGBA converted to RGB);
-    TGDError naming the field and the fix for an empty file, a file that is not an image, or
-    one over :data:`MAX_UPLOAD_PIXELS`."""
+def _decode(path: str | Path, longest: int) -> DecodedImage:
+    """An image file's pixels, notes on any conversion and own size (:func:`read_image`: EXIF
+    orientation applied, high-depth greys scaled, modes but L, RGB and RGBA converted to RGB,
+    a large JPEG decoded nearer to ``longest`` pixels a side); TGDError naming the field and
+    the fix for an empty file, a file that is not an image, or one over
+    :data:`MAX_UPLOAD_PIXELS`."""
     try:
-        return read_image(path, max_pixels=MAX_UPLOAD_PIXELS)
+        return read_image(path, max_pixels=MAX_UPLOAD_PIXELS, longest=longest)
     except ImageFileError as exc:
         fix = "upload a smaller image" if exc.too_large else IMAGE_FIX
         raise TGDError(f"{IMAGE_FIELD}: {exc.problem}; {fix}") from None
@@ -181,17 +182,22 @@ def load_image(image: Any, longest: int = MAX_SIDE) -> tuple[np.ndarray, list[st
     image = upload_path(image)
     if image is None:
         return prepare_image(None)
-    arr, notes = _decode(image) if isinstance(image, (str, Path)) else (_array(image), [])
-    if arr.ndim not in (2, 3) or not (np.issubdtype(arr.dtype, np.number)
-                                      or arr.dtype == np.bool_):
-        return prepare_image(arr)  # refuses what is not an image, with its message
-    h, w = arr.shape[:2]
+    longest = min(longest, MAX_SIDE)
+    if isinstance(image, (str, Path)):
+        arr, notes, (w, h) = _decode(image, longest)
+    else:
+        arr, notes = _array(image), []
+        if arr.ndim not in (2, 3) or not (np.issubdtype(arr.dtype, np.number)
+                                          or arr.dtype == np.bool_):
+            return prepare_image(arr)  # refuses what is not an image, with its message
+        h, w = arr.shape[:2]
     if h * w > MAX_UPLOAD_PIXELS:
         raise TGDError(f"{IMAGE_FIELD}: {w}×{h} pixels is too large (at most "
                        f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels); upload a smaller image")
-    size = analysis_shape(w, h, min(longest, MAX_SIDE))
-    if size != (w, h):
+    size = analysis_shape(w, h, longest)
+    if size != arr.shape[1::-1]:  # a large JPEG arrives decoded nearer to it already
         arr = downscale(arr, size)
+    if size != (w, h):
         notes.insert(0, f"Downscaled to {size[0]}×{size[1]} (original {w}×{h}).")
     rgb, more = prepare_image(arr)
     return rgb, notes + more

@@ -236,6 +236,20 @@ def test_an_upload_is_decoded_from_its_path_with_exif_and_modes(tmp_path):
     assert notes[0] == "Downscaled to 1024×512 (original 3000×1500)."
 
 
+def test_a_large_jpeg_upload_is_decoded_near_the_analysis_size(tmp_path):
+    """A phone photo is decoded by libjpeg at 1/2–1/8 scale, then downscaled as any upload;
+    the note gives its own size."""
+    from PIL import Image
+
+    from app.common import load_image
+
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (6000, 4000), (30, 120, 200)).save(path, quality=90)
+    rgb, notes = load_image(str(path))
+    assert rgb.shape == (683, 1024, 3) and np.abs(rgb.astype(int) - (30, 120, 200)).max() <= 2
+    assert notes == ["Downscaled to 1024×683 (original 6000×4000)."]
+
+
 def test_a_network_view_downscales_a_large_upload_instead_of_refusing_it(tmp_path):
     from PIL import Image
 

@@ -103,8 +103,8 @@ def test_high_depth_greys_are_scaled_not_clipped(tmp_path, mode, values, expecte
     Image.fromarray(values).save(path)
     with Image.open(path) as im:
         assert im.mode == mode
-    grey, notes = read_image(path, max_pixels=10**6)
-    assert grey.dtype == np.uint8 and notes == [note]
+    grey, notes, size = read_image(path, max_pixels=10**6)
+    assert grey.dtype == np.uint8 and notes == [note] and size == (64, 16)
     assert np.abs(grey.astype(float) - expected).max() <= 0.5 + 1e-9
     rgb = load_image_file(path)
     assert rgb.shape == (16, 64, 3) and (rgb == grey[..., None]).all()
@@ -116,12 +116,34 @@ def test_read_image_applies_exif_orientation_and_converts_modes(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
     Image.fromarray(wide).save(tmp_path / "rotated.jpg", exif=exif, quality=100)
-    image, notes = read_image(tmp_path / "rotated.jpg", max_pixels=10**6)
-    assert image.shape == (30, 10, 3) and notes == []
+    image, notes, size = read_image(tmp_path / "rotated.jpg", max_pixels=10**6)
+    assert image.shape == (30, 10, 3) and notes == [] and size == (10, 30)
     assert image[:5].mean() > 200 and image[-5:].mean() < 50  # the white edge is on top
     Image.new("CMYK", (4, 2), (0, 255, 0, 0)).save(tmp_path / "cmyk.tif")
-    image, notes = read_image(tmp_path / "cmyk.tif", max_pixels=10**6)
+    image, notes, _ = read_image(tmp_path / "cmyk.tif", max_pixels=10**6)
     assert image.shape == (2, 4, 3) and notes == ["CMYK image converted to RGB"]
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_when_it_will_be_shrunk(tmp_path):
+    """With ``longest``, libjpeg decodes at the smallest of 1/2, 1/4, 1/8 that keeps that many
+    pixels a side (a 40-megapixel photo in a tenth of the time); the size is the image's own,
+    EXIF orientation applied; other formats, and JPEGs near ``longest``, decode whole."""
+    photo = np.kron(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8),
+                    np.ones((100, 100, 1), np.uint8))  # 4000×3000, blocks of 100 pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned: 3000×4000
+    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=95, exif=exif)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    pixels, notes, size = read_image(tmp_path / "photo.jpg", max_pixels=10**8, longest=1024)
+    assert pixels.shape == (2000, 1500, 3) and size == (3000, 4000) and notes == []  # 1/2
+    pixels, _, size = read_image(tmp_path / "photo.jpg", max_pixels=10**8, longest=300)
+    assert pixels.shape == (500, 375, 3) and size == (3000, 4000)  # 1/8
+    whole = read_image(tmp_path / "photo.jpg", max_pixels=10**8, longest=2500).pixels
+    assert whole.shape == (4000, 3000, 3)
+    reduced = np.kron(pixels.astype(float), np.ones((8, 8, 1)))
+    assert np.abs(reduced - whole).mean() < 8  # the same picture, block by block
+    assert read_image(tmp_path / "photo.png", max_pixels=10**8, longest=300).pixels.shape == (
+        3000, 4000, 3)
 
 
 def test_read_image_refuses_bad_files_without_decoding_them(tmp_path):

@@ -8,9 +8,11 @@ instead of a failure deep inside a library.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -132,13 +134,27 @@ class ImageFileError(TGDError):
         self.problem, self.too_large = problem, too_large
 
 
-def read_image(path: str | Path, *, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+class DecodedImage(NamedTuple):
+    """What :func:`read_image` decoded: the pixels, notes on their conversion, and the image's
+    own (width, height), EXIF orientation applied — larger than the pixels' where a JPEG was
+    decoded at a reduced scale."""
+
+    pixels: np.ndarray
+    notes: list[str]
+    size: tuple[int, int]
+
+
+def read_image(path: str | Path, *, max_pixels: int, longest: int | None = None
+               ) -> DecodedImage:
     """An image file's first frame as ``H×W`` (grey), ``H×W×3`` or ``H×W×4`` uint8, EXIF
     orientation applied, with a note on every conversion: 16-bit, 32-bit and float greys are
     scaled to 8 bits (:func:`grey_to_uint8`), other modes but L, RGB and RGBA converted to RGB.
     :class:`ImageFileError` for a missing or empty file, one that is not an image, or one of
     more than ``max_pixels`` pixels — read from its header, so that no decompression bomb is
-    ever decoded."""
+    ever decoded. ``longest``: the caller shrinks the image to at most this many pixels a side
+    anyway, so a JPEG is decoded at the smallest of 1/2, 1/4, 1/8 of its size that keeps that
+    many (libjpeg's DCT scaling, :func:`_draft`): a 40-megapixel photo in a tenth of the time
+    and memory."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -152,12 +168,17 @@ def read_image(path: str | Path, *, max_pixels: int) -> tuple[np.ndarray, list[s
             if w * h > max_pixels:
                 raise ImageFileError(path, f"{w}×{h} pixels is too large (at most "
                                      f"{max_pixels / 1e6:.3g} megapixels)", too_large=True)
+            if longest:
+                _draft(im, longest)
+            decoded = im.size
             im = ImageOps.exif_transpose(im)
+            size = (h, w) if im.size != decoded else (w, h)  # turned by its EXIF orientation
             if im.mode in ("L", "RGB", "RGBA"):
-                return np.asarray(im), []
+                return DecodedImage(np.asarray(im), [], size)
             if im.mode == "F" or im.mode.startswith("I"):
-                return grey_to_uint8(np.asarray(im), im.mode, path)
-            return np.asarray(im.convert("RGB")), [f"{im.mode} image converted to RGB"]
+                return DecodedImage(*grey_to_uint8(np.asarray(im), im.mode, path), size)
+            return DecodedImage(np.asarray(im.convert("RGB")),
+                                [f"{im.mode} image converted to RGB"], size)
     except ImageFileError:
         raise
     except Image.DecompressionBombError:  # over twice PIL's limit: refused as it opens
@@ -167,6 +188,16 @@ def read_image(path: str | Path, *, max_pixels: int) -> tuple[np.ndarray, list[s
         reason = "cannot identify its format" if isinstance(exc, UnidentifiedImageError) \
             else f"{exc.__class__.__name__}: {str(exc).replace(str(path), 'the file')}"
         raise ImageFileError(path, f"not a readable image ({reason})") from None
+
+
+def _draft(im, longest: int) -> None:
+    """Have a JPEG ``im`` decode at the smallest DCT scale whose sides stay at least those of
+    the image shrunk to ``longest`` pixels a side (PIL's ``draft``; other formats as they
+    are)."""
+    w, h = im.size
+    if im.format == "JPEG" and max(w, h) >= 2 * longest:
+        factor = longest / max(w, h)
+        im.draft(im.mode, (max(2, math.ceil(w * factor)), max(2, math.ceil(h * factor))))
 
 
 #: The ranges a high-depth grey image's values are read in, narrowest first (float: [0, 1]).
@@ -198,7 +229,7 @@ def grey_to_uint8(values: np.ndarray, mode: str, path: Path) -> tuple[np.ndarray
 def load_image_file(path: str | Path) -> np.ndarray:
     """Read one image file as ``H×W×3`` uint8 (:func:`read_image`: grey, high-depth, palette
     and RGBA converted to RGB; at most :data:`MAX_IMAGE_SIDE` pixels a side)."""
-    image, _ = read_image(path, max_pixels=MAX_IMAGE_SIDE ** 2)
+    image = read_image(path, max_pixels=MAX_IMAGE_SIDE ** 2).pixels
     return as_image_batch(image, channels=3, name=str(path))[0]
 
 
