@@ -7,10 +7,11 @@ numpy/scipy/PIL only and vectorised over the batch:
 
 - noise: gaussian_noise x + N(0, c²); shot_noise Poisson(x·c)/c; impulse_noise salt & pepper on
   a fraction c of the values; speckle_noise x + x·N(0, c²)
-- blur: defocus_blur (anti-aliased disk kernel); glass_blur (Gaussian blur, local pixel swaps,
-  Gaussian blur); motion_blur (ImageMagick's one-sided Gaussian line kernel of width 2·radius+1 at
-  a random angle in [−45°, 45°]); zoom_blur (mean of the image and its centre zooms by 1, 1.01, …,
-  scipy ``zoom``); gaussian_blur (Gaussian filter σ)
+- blur: defocus_blur (anti-aliased disk kernel); glass_blur (Gaussian blur, local pixel copies
+  — the published code's "swaps" copy one way —, Gaussian blur); motion_blur (ImageMagick's
+  one-sided Gaussian line kernel of width 2·radius+1 at a random angle in [−45°, 45°]);
+  zoom_blur (mean of the image and its centre zooms by 1, 1.01, …, scipy ``zoom``);
+  gaussian_blur (Gaussian filter σ)
 - weather: snow (a zoomed, thresholded, motion-blurred snow layer added twice, on a lightened
   image); frost (c₀·x + c₁·frost texture); fog (a diamond-square plasma fractal added, then
   rescaled); spatter (water drops over edges' distance map, or mud); brightness (+c on HSV value)
@@ -363,8 +364,13 @@ def _gaussian_blur(x: np.ndarray, sigma: float, rng: Rng) -> np.ndarray:
 
 def _glass_blur(x: np.ndarray, params: tuple[float, int, int], rng: Rng) -> np.ndarray:
     """Blur, quantise to uint8, then for each pixel (h, w) from the bottom-right corner inwards
-    swap it with the pixel at (h + dy, w + dx), dx, dy uniform in [−δ, δ), ``iterations`` times
-    (swaps are sequential within an image, independent across images), and blur again."""
+    copy into it the pixel at (h + dy, w + dx), dx, dy uniform in [−δ, δ), ``iterations``
+    times (sequential within an image, independent across images), and blur again.
+
+    A copy, not a swap, as the published CIFAR-10-C was made: ``make_cifar_c.py`` writes
+    ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` on numpy views, which copies x[h', w'] into
+    x[h, w] and then writes that same value back into x[h', w'] (a true swap differs from the
+    published images by 25 grey levels on average at severity 1)."""
     sigma, delta, iterations = params
     u8 = (np.clip(_spatial_gaussian(x, sigma), 0, 1) * 255).astype(np.uint8)
     n, h, w = x.shape[:3]
@@ -373,9 +379,7 @@ def _glass_blur(x: np.ndarray, params: tuple[float, int, int], rng: Rng) -> np.n
     images = np.arange(n)
     for it in range(iterations):
         for (r, c), (dx, dy) in zip(positions, shifts[it], strict=True):
-            here = u8[:, r, c].copy()
             u8[:, r, c] = u8[images, r + dy, c + dx]
-            u8[images, r + dy, c + dx] = here
     return _spatial_gaussian(u8 / 255.0, sigma)
 
 

@@ -131,10 +131,12 @@ def predict_logits(model: nn.Module, images: np.ndarray, normalization: Normaliz
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in percent."""
+    """Top-1 accuracy in percent; a sample whose logits are not all finite counts as wrong
+    (``argmax`` takes NaN for the maximum: all-NaN logits would score class 0 right)."""
     if len(labels) == 0:
         raise TGDError("accuracy of an empty set")
-    return 100.0 * int((logits.argmax(1) == labels).sum()) / len(labels)
+    right = (logits.argmax(1) == labels) & torch.isfinite(logits).all(1)
+    return 100.0 * int(right.sum()) / len(labels)
 
 
 def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> float:
