@@ -129,6 +129,22 @@ def test_cached_pis_faults_its_result_in_before_the_first_part(images, tmp_path,
                       ("part", 16, 24), ("part", 24, 30)]
 
 
+def test_a_part_another_process_writes_meanwhile_is_not_lost(images, tmp_path, monkeypatch):
+    """Between cached_pis listing the missing parts and filling them, another process fills
+    the first part: it is computed again here (not skipped as computed, nor left empty)."""
+    rep = PaperPIConfig()
+    real_fill = PICache.fill
+
+    def another_process_first(self, *args, **kwargs):
+        other = PICache.for_images(images, rep, "toy", "train", tmp_path)
+        real_fill(other, images, rep, parts=[(0, 8)])  # the first part this one planned
+        return real_fill(self, *args, **kwargs)
+
+    monkeypatch.setattr(PICache, "fill", another_process_first)
+    got = cached_pis(images, rep, "toy", "train", cache_dir=tmp_path)
+    np.testing.assert_array_equal(got, compute_pis(images, rep)[1])
+
+
 @pytest.mark.parametrize("content", [b"not numpy", b""])
 def test_corrupt_part_gives_clear_error(images, tmp_path, content):
     rep = PaperPIConfig()

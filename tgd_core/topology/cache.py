@@ -160,13 +160,16 @@ class PICache:
         return not self.missing()
 
     def fill(self, images: np.ndarray, rep: Representation, *, shard=(0, 1), workers: int = 1,
-             progress=None, out: np.ndarray | None = None) -> int:
-        """Compute the missing parts of ``shard``; returns the number of images computed.
-        ``progress(n_done)`` is called after each part (e.g. a tqdm ``update``). ``out``: the
-        entry's N×K×rows×cols uint8 array (C-contiguous), which receives every part computed
-        here (computed straight into it in this process; read back from a pooled worker's
-        file), so that :func:`cached_pis` reads back only the parts it did not compute."""
-        todo = self.missing(shard)
+             progress=None, out: np.ndarray | None = None,
+             parts: list[tuple[int, int]] | None = None) -> int:
+        """Compute the missing parts of ``shard`` (or exactly ``parts``, (start, stop) pairs);
+        returns the number of images computed. ``progress(n_done)`` is called after each part
+        (e.g. a tqdm ``update``). ``out``: the entry's N×K×rows×cols uint8 array
+        (C-contiguous), which receives every part computed here (computed straight into it in
+        this process; read back from a pooled worker's file), so that :func:`cached_pis`
+        reads back only the parts it did not compute — the parts it names, so that one another
+        process writes meanwhile is neither skipped as computed nor left out of ``out``."""
+        todo = self.missing(shard) if parts is None else parts
         if not todo:
             return 0
         jobs = [(images[a:b], rep.to_dict(), a, b, str(self._part_path(a, b)),
@@ -241,5 +244,5 @@ def cached_pis(images: np.ndarray, rep: Representation, dataset: str, split: str
     # made the 60,000-image fill 1.2 s slower
     pis = fault_in(aligned_empty((entry.n, *entry.shape), np.uint8))
     computed = entry.missing()
-    entry.fill(images, rep, workers=workers, progress=progress, out=pis)
+    entry.fill(images, rep, workers=workers, progress=progress, out=pis, parts=computed)
     return entry.load(out=pis, skip=set(computed))
