@@ -170,3 +170,22 @@ def test_atomic_write_replaces_only_a_regular_file(tmp_path: Path) -> None:
     atomic_write(link, b"3")  # a dangling link is replaced by the file, as before
     assert (tmp_path / "file").read_bytes() == b"2" and link.read_bytes() == b"3"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "file", "folder", "link"]
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path: Path) -> None:
+    """While a run trains, its folder is locked (flock): a second process training the same
+    folder — a second experiment on the same --out, a worker a killed experiment left — is
+    refused in one line, not interleaved with it. Taken here as that second process would."""
+    from tgd_core.core.errors import TGDError
+    from tgd_core.core.fileio import folder_lock
+    from tgd_core.experiments.runner import Deadline
+    from tgd_core.training import TrainConfig, run_training
+
+    cfg = TrainConfig.build(epochs=1, train_subset=8, test_subset=8, batch_size=4,
+                            out_dir=str(tmp_path / "run"))
+    with folder_lock(tmp_path / "run", "training this run"):
+        with pytest.raises(TGDError, match="another process is training this run in this fold"):
+            run_training(cfg, progress=False)
+    assert run_training(cfg, progress=False)["last"]["epoch"] == 1  # released with the block
+    assert not Deadline(None, os.getppid()).should_stop()
+    assert Deadline(None, -1).should_stop()  # orphaned: its experiment is gone

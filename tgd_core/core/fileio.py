@@ -23,6 +23,7 @@ content (memoised per path, size and modification time: :func:`memoised_by_stat`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -30,7 +31,7 @@ import math
 import os
 import re
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -87,6 +88,29 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` itself (created if needed; no lock file
+    left behind) while the block runs: a second process taking it meanwhile — a second
+    experiment on the same folder, a worker a killed one left running — gets a one-line
+    TGDError naming ``what`` it found under way, instead of interleaving its files with this
+    one's. The kernel ends the lock with the process, however the process ends."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TGDError(f"{folder}: another process is {what} in this folder; wait for it "
+                           "to end (or stop it), then run again") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -6,11 +6,13 @@ heatmap where the recipe sweeps it, :mod:`.grid`)."""
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
+from tgd_core.core.fileio import atomic_write
 from tgd_core.evaluation.sweep import Condition
 from tgd_core.experiments.grid import alpha_beta_grid, grid_figure, grid_markdown
 from tgd_core.experiments.recipe import Recipe
@@ -69,16 +71,17 @@ def summarise(recipe: Recipe, evals: dict[str, list[dict]]) -> list[dict[str, An
 
 def write_reports(recipe: Recipe, out: Path, rows: list[dict], evals: dict[str, list[dict]],
                   durations: dict[str, float]) -> None:
-    """``results.csv``, ``summary.json``, ``results.md`` and the plots, under ``out``."""
+    """``results.csv``, ``summary.json``, ``results.md`` and the plots, under ``out`` (the
+    tables written atomically: a killed report leaves the last one whole)."""
     teachers = teacher_accuracies(recipe, out)
     grid, by_name = alpha_beta_grid(recipe), {r["method"]: r for r in rows}
     _write_csv(rows, out / "results.csv")
-    (out / "summary.json").write_text(json.dumps({
+    atomic_write(out / "summary.json", json.dumps({
         "recipe": recipe.model_dump(), "teachers": teachers,
         "significance": _significance_note(rows), "rows": rows,
         "alpha_beta": grid.to_dict(by_name) if grid else None, "train_seconds": durations},
         indent=2) + "\n")
-    (out / "results.md").write_text(_markdown(recipe, rows, evals) + _teacher_table(teachers))
+    atomic_write(out / "results.md", _markdown(recipe, rows, evals) + _teacher_table(teachers))
     _plots(recipe, out, evals)
     if grid:
         grid_figure(grid, by_name).write_html(out / "alpha_beta.html", include_plotlyjs="cdn")
@@ -135,10 +138,11 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     import csv
 
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "method", k != "seeds", k))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, text.getvalue())
 
 
 def plus_minus(row: dict, key: str, digits: int = 2) -> str:

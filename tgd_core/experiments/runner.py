@@ -161,13 +161,16 @@ def _train_seconds(runs: list[tuple[str, Any]]) -> dict[str, float]:
 
 class Deadline:
     """A run context that asks the run to stop once the clock passes ``deadline`` (epoch
-    seconds); the run then saves ``latest.pt`` and raises ``Stopped``."""
+    seconds; None: never) or, given the experiment's process id ``parent``, once that process
+    is gone (a worker of a killed experiment is re-parented: it would train on unseen, beside
+    the rerun); the run then saves ``latest.pt`` and raises ``Stopped``."""
 
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
+    def __init__(self, deadline: float | None, parent: int | None = None) -> None:
+        self.deadline, self.parent = deadline, parent
 
     def should_stop(self) -> bool:
-        return time.time() >= self.deadline
+        return ((self.deadline is not None and time.time() >= self.deadline)
+                or (self.parent is not None and os.getppid() != self.parent))
 
 
 def selected_runs(recipe: Recipe, runs: list[tuple[str, Any]], only: list[str] | None,
@@ -288,9 +291,12 @@ def train_in_process(unit: list[tuple[str, str]], deadline: float | None
     from tgd_core.training import TrainConfig
 
     runs = [(label, TrainConfig.build(**json.loads(text))) for label, text in unit]
-    t0 = time.perf_counter()
-    train_unit(runs, progress=False, log=_quiet,
-               context=lambda _: Deadline(deadline) if deadline is not None else None)
+    t0, parent = time.perf_counter(), os.getppid()
+    try:
+        train_unit(runs, progress=False, log=_quiet, context=lambda _: Deadline(deadline, parent))
+    finally:
+        if os.getppid() != parent:  # the experiment is gone: no one to report to or wait for
+            os._exit(3)
     return os.getpid(), time.perf_counter() - t0
 
 

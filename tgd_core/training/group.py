@@ -39,6 +39,7 @@ from torch import nn
 
 from tgd_core.core import distributed
 from tgd_core.core.errors import TGDError
+from tgd_core.core.fileio import folder_lock
 from tgd_core.nets.checkpoints import load_checkpoint
 from tgd_core.nets.network import Network
 from tgd_core.training.config import TrainConfig
@@ -153,10 +154,14 @@ class StudentGroup:
 
     def run(self, resume: list[bool]) -> list[dict[str, Any]]:
         """Set every run up (``resume[i]``: continue its ``latest.pt``), train them together,
-        write their results; each run's result (see :meth:`finish` on failures)."""
-        self.setup(resume)
-        self.train()
-        return self.finish()
+        write their results; each run's result (see :meth:`finish` on failures). Every
+        member's folder is locked meanwhile (:func:`folder_lock`)."""
+        with contextlib.ExitStack() as locks:
+            for cfg in self.cfgs:
+                locks.enter_context(folder_lock(cfg.out_dir, "training this run"))
+            self.setup(resume)
+            self.train()
+            return self.finish()
 
     # -- setup ------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -47,7 +48,7 @@ from tqdm import tqdm
 
 from tgd_core.core import distributed
 from tgd_core.core.errors import TGDError
-from tgd_core.core.fileio import atomic_write, json_text, remove_stale_temps
+from tgd_core.core.fileio import atomic_write, folder_lock, json_text, remove_stale_temps
 from tgd_core.distill import get_method
 from tgd_core.evaluation.metrics import evaluate_logits
 from tgd_core.nets.checkpoints import (
@@ -137,10 +138,14 @@ class Trainer:
         self.terms: list[str] = []  # the loss terms' names, in order, once known
 
     def run(self, *, resume: bool = False) -> dict[str, Any]:
-        """Set up (continuing ``latest.pt`` when ``resume``), train, write result.json."""
-        self.setup(resume)
-        self.train()
-        return self.finish()
+        """Set up (continuing ``latest.pt`` when ``resume``), train, write result.json — the
+        run folder locked meanwhile (:func:`folder_lock`; under torchrun by rank 0), so that
+        no second process trains it at the same time."""
+        main = os.environ.get("RANK", "0") == "0"
+        with folder_lock(self.out, "training this run") if main else contextlib.nullcontext():
+            self.setup(resume)
+            self.train()
+            return self.finish()
 
     # -- setup ------------------------------------------------------------------------------
 
