@@ -178,8 +178,8 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path: Path) -> Non
     refused in one line, not interleaved with it. Taken here as that second process would."""
     from tgd_core.core.errors import TGDError
     from tgd_core.core.fileio import folder_lock
-    from tgd_core.experiments.runner import Deadline
     from tgd_core.training import TrainConfig, run_training
+    from tgd_core.training.stopping import StopWhen
 
     cfg = TrainConfig.build(epochs=1, train_subset=8, test_subset=8, batch_size=4,
                             out_dir=str(tmp_path / "run"))
@@ -187,5 +187,5 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path: Path) -> Non
         with pytest.raises(TGDError, match="another process is training this run in this fold"):
             run_training(cfg, progress=False)
     assert run_training(cfg, progress=False)["last"]["epoch"] == 1  # released with the block
-    assert not Deadline(None, os.getppid()).should_stop()
-    assert Deadline(None, -1).should_stop()  # orphaned: its experiment is gone
+    assert not StopWhen(None, os.getppid()).should_stop()
+    assert StopWhen(None, -1).should_stop()  # orphaned: its experiment is gone

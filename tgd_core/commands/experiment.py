@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tgd_core.commands import apply_assignments, check_output_folder
 
-STOPPED = 3  # exit status of an experiment stopped by --stop-after (resumable)
+STOPPED = 3  # exit status of an experiment stopped by --stop-after (resumable); Ctrl-C: 130
 
 
 def register(sub) -> None:
@@ -56,9 +56,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from tgd_core.cli import INTERRUPTED
     from tgd_core.experiments.recipe import Recipe
     from tgd_core.experiments.runner import main_log, run_experiment
-    from tgd_core.training import Stopped
+    from tgd_core.training import Interrupted, Stopped
 
     recipe = Recipe.load(args.recipe).with_placement(apply_assignments({}, args.set))
     if args.only:
@@ -80,7 +81,8 @@ def run(args) -> int:
                        train=not args.report_only)
     except Stopped as exc:
         main_log(f"[stopped] {exc}; run the same command again to resume")
-        return archived(recipe, out, args.archive, STOPPED)
+        return archived(recipe, out, args.archive,
+                        INTERRUPTED if isinstance(exc, Interrupted) else STOPPED)
     return archived(recipe, out, args.archive, 0)
 
 

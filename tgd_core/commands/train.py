@@ -2,7 +2,8 @@
 
 Both build one :class:`~tgd_core.training.TrainConfig` from a JSON config (``--config``), the
 command's flags and ``--set key=value`` overrides (in that order), and run
-:func:`~tgd_core.training.run_training`.
+:func:`~tgd_core.training.run_training`. Ctrl-C (or SIGTERM) stops at the next step boundary with
+``latest.pt`` saved and exits 130: ``--resume`` continues; a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -98,11 +99,23 @@ def build_config(args, own: dict[str, Any], default_name: str):
 
 
 def _run(cfg, args) -> int:
+    """Train ``cfg``; Ctrl-C or SIGTERM stops at the next step with ``latest.pt`` saved
+    (exit 130; ``--resume`` continues), a second Ctrl-C at once."""
+    from tgd_core.cli import INTERRUPTED
     from tgd_core.core.distributed import current
-    from tgd_core.training import run_training
+    from tgd_core.training import Interrupted, run_training
+    from tgd_core.training.stopping import StopWhen, interruptible
 
     check_output_folder(cfg.out_dir)
-    result = run_training(cfg, resume=args.resume, progress=False if args.no_progress else True)
+    try:
+        with interruptible() as asked:
+            result = run_training(cfg, resume=args.resume, ctx=StopWhen(asked=asked),
+                                  progress=False if args.no_progress else True)
+    except Interrupted as exc:
+        if current().is_main:
+            print(f"tgd: {args.command}: {exc}; {cfg.out_dir}/latest.pt saved: the same command "
+                  "with --resume continues", file=sys.stderr)
+        return INTERRUPTED
     if not current().is_main:  # under torchrun, rank 0 reports
         return 0
     best, last = result["best"] or {}, result["last"] or {}

@@ -10,7 +10,9 @@ With ``parallel=N`` up to N runs train at once, each in its own process (sharing
 the paper's batch of 128 one run leaves most of an accelerator idle); a run starts once the
 runs it needs (its teachers, the init student) are finished. With ``stop_after`` every run
 stops at its next step boundary after that many seconds, saving ``latest.pt``: running the same
-command again resumes (finished runs are skipped).
+command again resumes (finished runs are skipped). Ctrl-C or SIGTERM (to the experiment's
+process alone or to its whole group) stops every run the same way (raising
+:class:`~tgd_core.training.Interrupted`); a second Ctrl-C stops at once.
 
 With ``group_students=True`` (``--group-students``) the student runs that see identical batches
 (:func:`~.plan.student_groups`: e.g. every method's student of one seed) train together in one
@@ -22,6 +24,7 @@ position (one finished, or stopped elsewhere) train apart (:func:`train_unit`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -98,17 +101,23 @@ Unit = list[tuple[str, Any]]  # runs trained together (a group of students) or o
 def _train(units: list[Unit], *, progress: bool | None, log, ctx,
            deadline: float | None = None) -> dict[str, float]:
     """Train (or resume) each unfinished run in order, unit by unit; the training seconds of
-    every run."""
+    every run. Without a job context, Ctrl-C or SIGTERM stops the run in training at its next
+    step (:func:`~tgd_core.training.interruptible`) and starts no other."""
+    from tgd_core.training.stopping import Stopped, StopWhen, interruptible
+
     runs = [run for unit in units for run in unit]
     index = {label: i for i, (label, _) in enumerate(runs)}
+    with interruptible() if ctx is None else contextlib.nullcontext() as asked:
 
-    def context(label: str):
-        if ctx is not None:
-            return ScaledContext(ctx, index[label], len(runs), label)
-        return Deadline(deadline) if deadline is not None else None
+        def context(label: str):
+            if ctx is not None:
+                return ScaledContext(ctx, index[label], len(runs), label)
+            return StopWhen(deadline, asked=asked)
 
-    for unit in units:
-        train_unit(_unfinished(unit, log), progress=progress, log=log, context=context)
+        for unit in units:
+            if asked is not None and asked():
+                raise Stopped(f"stopped before {unit[0][0]}")
+            train_unit(_unfinished(unit, log), progress=progress, log=log, context=context)
     return _train_seconds(runs)
 
 
@@ -159,20 +168,6 @@ def _train_seconds(runs: list[tuple[str, Any]]) -> dict[str, float]:
             for label, cfg in runs}
 
 
-class Deadline:
-    """A run context that asks the run to stop once the clock passes ``deadline`` (epoch
-    seconds; None: never) or, given the experiment's process id ``parent``, once that process
-    is gone (a worker of a killed experiment is re-parented: it would train on unseen, beside
-    the rerun); the run then saves ``latest.pt`` and raises ``Stopped``."""
-
-    def __init__(self, deadline: float | None, parent: int | None = None) -> None:
-        self.deadline, self.parent = deadline, parent
-
-    def should_stop(self) -> bool:
-        return ((self.deadline is not None and time.time() >= self.deadline)
-                or (self.parent is not None and os.getppid() != self.parent))
-
-
 def selected_runs(recipe: Recipe, runs: list[tuple[str, Any]], only: list[str] | None,
                   seeds: list[int] | None = None) -> list[tuple[str, Any]]:
     """The planned runs of the rows named in ``only`` at the ``seeds`` given (default: every
@@ -208,22 +203,52 @@ def _train_parallel(units: list[Unit], workers: int, *, log,
     """Train the unfinished units (a run, or a group of students), up to ``workers`` at once
     in separate processes (spawned: each its own CUDA context), each started once the runs
     it needs are finished. A failed unit lets the running ones end, starts no more, and is
-    raised; a stop (``deadline``) likewise raises ``Stopped`` once every running unit has
-    saved its state."""
+    raised; a stop (``deadline``, or Ctrl-C or SIGTERM to this process: passed on to the
+    workers, which ignore SIGINT themselves) likewise raises ``Stopped`` once every running
+    unit has saved its state. A second Ctrl-C kills the workers (their last checkpoints stay)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+
+    from tgd_core.training.stopping import interruptible
 
     runs = [run for unit in units for run in unit]
     todo = [left for left in (_unfinished(unit, log) for unit in units) if left]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        failure = _schedule(pool, todo, workers, _readiness(runs), log=log, deadline=deadline)
-    if failure is not None:
-        raise failure
+    stop = context.Event()
+    with interruptible() as asked:  # a Stopped raised in the block after a signal: Interrupted
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                 initializer=_start_worker, initargs=(stop,)) as pool:
+            try:
+                failure = _schedule(pool, todo, workers, _readiness(runs), log=log,
+                                    deadline=deadline, asked=asked, stop=stop)
+            except BaseException:  # a second Ctrl-C (or a bug): do not wait for the workers
+                _kill_workers(pool)
+                raise
+        if failure is not None:
+            raise failure
     if todo:
         left = [label for unit in todo for label, _ in unit]
         raise TGDError(f"runs {left} could not start: the runs they need did not finish")
     return _train_seconds(runs)
+
+
+_worker_stop = None  # in a worker process: the experiment's stop event (_start_worker)
+
+
+def _start_worker(stop) -> None:
+    """Set up a worker process of :func:`_train_parallel`: Ctrl-C is its parent's to handle
+    (it asks through ``stop``, at a step boundary), not a KeyboardInterrupt mid-step."""
+    global _worker_stop
+    from tgd_core.core.interrupts import ignore_interrupts
+
+    ignore_interrupts()
+    _worker_stop = stop
+
+
+def _kill_workers(pool) -> None:
+    """SIGKILL the pool's worker processes (they ignore SIGINT)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
 
 
 def _readiness(runs: list[tuple[str, Any]]):
@@ -233,15 +258,19 @@ def _readiness(runs: list[tuple[str, Any]]):
                             for need in needs[label])
 
 
-def _schedule(pool, todo: list[Unit], workers: int, ready, *, log,
-              deadline: float | None) -> BaseException | None:
+def _schedule(pool, todo: list[Unit], workers: int, ready, *, log, deadline: float | None,
+              asked, stop) -> BaseException | None:
     """Keep up to ``workers`` ready units of ``todo`` running in ``pool`` (removing each from
-    ``todo`` as it starts) until none is left or none can start; after a failure start no more.
-    Returns the first failure (an exception or ``Stopped``), or None."""
+    ``todo`` as it starts) until none is left or none can start; after a failure, or once
+    ``asked()`` (then ``stop`` is set for the workers), start no more. Returns the first
+    failure (an exception or ``Stopped``), or None."""
     running: dict[Any, str] = {}
     failure: BaseException | None = None
     while todo or running:
-        startable = [unit for unit in todo if failure is None and ready(unit)]
+        if asked() and not stop.is_set():
+            stop.set()
+        startable = [unit for unit in todo if failure is None and not stop.is_set()
+                     and ready(unit)]
         for unit in startable[:workers - len(running)]:
             todo.remove(unit)
             running[_submit(pool, unit, deadline)] = ", ".join(label for label, _ in unit)
@@ -252,6 +281,10 @@ def _schedule(pool, todo: list[Unit], workers: int, ready, *, log,
             break  # what is left waits for a run that failed or stopped
         ended = _collect(running, log)  # collect even after a failure, or the loop spins
         failure = failure or ended
+    if stop.is_set() and failure is None and todo:
+        from tgd_core.training.stopping import Stopped
+
+        failure = Stopped(f"stopped before {todo[0][0][0]}")
     return failure
 
 
@@ -261,15 +294,18 @@ def _submit(pool, unit: Unit, deadline: float | None):
                        deadline)
 
 
+POLL_S = 0.5  # how often the parallel scheduler looks for a stop request while runs train
+
+
 def _collect(running: dict[Any, str], log) -> BaseException | None:
-    """Wait for at least one running unit to end, log how each ended and drop it from
-    ``running``; returns the first failure among them, or None."""
+    """Wait up to :data:`POLL_S` for running units to end, log how each ended and drop it
+    from ``running``; returns the first failure among them, or None."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from tgd_core.training import Stopped
 
     failure: BaseException | None = None
-    done, _ = wait(running, return_when=FIRST_COMPLETED)
+    done, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
     for future in done:
         labels = running.pop(future)
         try:
@@ -289,11 +325,14 @@ def train_in_process(unit: list[tuple[str, str]], deadline: float | None
     """One unit (label, config JSON) in a worker process of :func:`_train_parallel` (see
     :func:`train_unit`); (process id, seconds)."""
     from tgd_core.training import TrainConfig
+    from tgd_core.training.stopping import StopWhen
 
     runs = [(label, TrainConfig.build(**json.loads(text))) for label, text in unit]
     t0, parent = time.perf_counter(), os.getppid()
+    asked = _worker_stop.is_set if _worker_stop is not None else None
     try:
-        train_unit(runs, progress=False, log=_quiet, context=lambda _: Deadline(deadline, parent))
+        train_unit(runs, progress=False, log=_quiet,
+                   context=lambda _: StopWhen(deadline, parent, asked))
     finally:
         if os.getppid() != parent:  # the experiment is gone: no one to report to or wait for
             os._exit(3)

@@ -1,15 +1,16 @@
 """Training: typed configs (:mod:`.config`), tensor data (:mod:`.data`), the loop
 (:mod:`.trainer`: :class:`~.trainer.Trainer`, :func:`~.trainer.run_training`), its state
-(:mod:`.loop_state`) and run files (:mod:`.run_files`), the teacher-target cache
-(:mod:`.targets`) and the ``train``/``distill`` job kinds (:mod:`.jobs`).
+(:mod:`.loop_state`) and run files (:mod:`.run_files`), early stops (:mod:`.stopping`), the
+teacher-target cache (:mod:`.targets`) and the ``train``/``distill`` job kinds (:mod:`.jobs`).
 
 Importing this package (or :mod:`.config`) does not import torch: the loop's names are loaded
 on first use, so a CLI that only validates a config starts fast.
 """
 
 from tgd_core.training.config import TrainConfig
+from tgd_core.training.stopping import Interrupted, Stopped, interruptible
 
-_LOOP_NAMES = ("Stopped", "Trainer", "learning_rate", "run_training")
+_LOOP_NAMES = ("Trainer", "learning_rate", "run_training")
 
 
 def __getattr__(name: str):
@@ -21,4 +22,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Stopped", "TrainConfig", "Trainer", "learning_rate", "run_training"]
+__all__ = ["Interrupted", "Stopped", "TrainConfig", "Trainer", "interruptible", "learning_rate",
+           "run_training"]

@@ -56,7 +56,8 @@ from tgd_core.core.distributed import SINGLE, DistContext
 from tgd_core.training.data import TrainBatch, TrainData
 from tgd_core.training.loop_state import StepResult
 from tgd_core.training.run_files import call_context
-from tgd_core.training.trainer import Stopped, Trainer, learning_rate
+from tgd_core.training.stopping import Stopped
+from tgd_core.training.trainer import Trainer, learning_rate
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ and teacher outputs it would compute alone, so its weights, checkpoints, metrics
 exception: a member's seconds are its equal share of the group's wall time.
 
 A stop request of any member's context stops the whole group after the same step (each run
-saves ``latest.pt``, then :class:`~.trainer.Stopped` is raised); a member that fails (e.g.
+saves ``latest.pt``, then :class:`~.stopping.Stopped` is raised); a member that fails (e.g.
 diverges) leaves the group with the error it would raise alone, the others train on, and the
 first failure is raised once they have finished. Members must start from the same position
 (:func:`groups_by_position` splits runs by it); one process, not under ``torchrun``.

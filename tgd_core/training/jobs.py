@@ -17,7 +17,8 @@ def run_train_job(cfg: TrainConfig, ctx) -> dict[str, Any]:
     """Runner of the ``train`` and ``distill`` job kinds: checkpoints and metrics go to the
     job's checkpoint folder; a cancelled job stops at a step boundary with ``latest.pt`` saved,
     and a resumed one continues from it."""
-    from tgd_core.training.trainer import Stopped, run_training
+    from tgd_core.training.stopping import Stopped
+    from tgd_core.training.trainer import run_training
 
     out = ctx.checkpoint_dir
     cfg = TrainConfig.build(**{**cfg.model_dump(), "out_dir": str(out)})

@@ -68,6 +68,7 @@ from tgd_core.training.config import TrainConfig
 from tgd_core.training.data import TrainBatch, TrainData, prefetch
 from tgd_core.training.loop_state import LoopState, StepResult
 from tgd_core.training.run_files import append_metrics, call_context, repair_after_crash
+from tgd_core.training.stopping import Stopped
 from tgd_core.training.targets import TargetCache, cache_budget
 
 
@@ -80,10 +81,6 @@ class RunContext(Protocol):
     def log(self, metrics: dict[str, Any]) -> None: ...
 
     def should_stop(self) -> bool: ...
-
-
-class Stopped(Exception):
-    """Raised when the context asked the run to stop; ``latest.pt`` holds the position."""
 
 
 def learning_rate(cfg: TrainConfig, epoch_float: float) -> float:
