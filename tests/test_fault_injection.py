@@ -189,3 +189,49 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path: Path) -> Non
     assert run_training(cfg, progress=False)["last"]["epoch"] == 1  # released with the block
     assert not StopWhen(None, os.getppid()).should_stop()
     assert StopWhen(None, -1).should_stop()  # orphaned: its experiment is gone
+
+
+def test_stale_temporary_files_are_told_by_their_writers_host_and_process(tmp_path: Path) -> None:
+    """A temporary file of this machine and PID namespace is a dead writer's when its process
+    id is gone; one of another (a shared volume: another node, a container) is left alone —
+    its process id means nothing here (before, a live writer there lost its file) — until it
+    has not changed for FOREIGN_STALE_S, as is one named without a tag by an earlier version."""
+    from tgd_core.core.fileio import FOREIGN_STALE_S, host_tag, remove_stale_temps, temp_path
+
+    other = "0123abcd" if host_tag() != "0123abcd" else "abcd0123"
+    names = {"mine, dead": f".a.{host_tag()}-999999999.tmp",
+             "mine, alive": temp_path(tmp_path / "b").name,
+             "theirs, dead here": f".c.{other}-999999999.tmp",
+             "theirs, alive here": f".d.{other}-{os.getpid()}.tmp",
+             "untagged": ".e.999999999.tmp", "not a temp": ".f.tmp"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    changed = max((tmp_path / name).stat().st_mtime for name in names.values())
+
+    def left() -> set[str]:
+        return {key for key, name in names.items() if (tmp_path / name).exists()}
+
+    assert remove_stale_temps(tmp_path, now=changed + FOREIGN_STALE_S - 1) == [
+        tmp_path / names["mine, dead"]]
+    assert left() == set(names) - {"mine, dead"}
+    remove_stale_temps(tmp_path, now=changed + FOREIGN_STALE_S + 1)
+    assert left() == {"mine, alive", "not a temp"}
+
+
+def test_the_host_tag_differs_in_another_pid_namespace() -> None:
+    """Process ids are compared only under one tag: a process in another PID namespace (a
+    container) gets another one."""
+    import shutil
+
+    from tgd_core.core.fileio import host_tag
+
+    code = "from tgd_core.core.fileio import host_tag; print(host_tag())"
+    same = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert same.stdout.strip() == host_tag()
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) to start a process in a new PID namespace")
+    other = subprocess.run(["unshare", "--pid", "--fork", sys.executable, "-c", code],
+                           capture_output=True, text=True)
+    if other.returncode != 0:
+        pytest.skip(f"unshare --pid is not permitted here: {other.stderr.strip()}")
+    assert other.stdout.strip() not in ("", host_tag())

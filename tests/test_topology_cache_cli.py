@@ -223,14 +223,15 @@ def test_cli_pi_dataset_fills_cache(tmp_path, capsys, cifar_test_images):
 
 
 def test_opening_an_entry_removes_only_dead_writers_temp_files(images, tmp_path):
-    """A part killed mid-write leaves ``.part-….npy.<pid>.tmp``; the next open removes it, but
-    not the temporary file of a live writer (a concurrent shard: here, this process)."""
-    import os
+    """A part killed mid-write leaves ``.part-….npy.<host tag>-<pid>.tmp``; the next open
+    removes it, but not the temporary file of a live writer (a concurrent shard: here, this
+    process)."""
+    from tgd_core.core.fileio import host_tag, temp_path
 
     rep = PaperPIConfig()
     root = PICache.for_images(images, rep, "toy", "train", tmp_path).root
-    dead = root / ".part-0000000-0000008.npy.999999999.tmp"  # above any Linux pid
-    live = root / f".part-0000008-0000016.npy.{os.getpid()}.tmp"
+    dead = root / f".part-0000000-0000008.npy.{host_tag()}-999999999.tmp"  # above any pid
+    live = temp_path(root / "part-0000008-0000016.npy")
     dead.write_bytes(b"half")
     live.write_bytes(b"busy")
     PICache.for_images(images, rep, "toy", "train", tmp_path)

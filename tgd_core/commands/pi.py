@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -120,7 +119,7 @@ def _run_images(args, rep) -> int:
     images, names = open_images(args.input)
     raw_dtype = RAW_DTYPES[args.raw]
     pi_shape = _pi_shape(rep, images)
-    park = Path(out).with_name(f".{Path(out).name}.pi_uint8.{os.getpid()}.tmp")
+    park = fileio.temp_path(out, "pi_uint8")
     t0 = time.perf_counter()
     try:
         fileio.atomic_write(out, lambda f: _stream_pis(

@@ -15,7 +15,11 @@ what a resume finds. Without the variable it costs one dictionary lookup. The po
 reached after the temporary file is complete and before it replaces the target.
 
 A process killed inside :func:`atomic_write` leaves its temporary file behind;
-:func:`remove_stale_temps` clears those of dead processes when the folder is used again.
+:func:`remove_stale_temps` clears those of dead processes when the folder is used again. A
+temporary file's name (:func:`temp_path`) tells its writer: the process id, and a tag of the
+machine boot and PID namespace it runs in — on a volume several machines or containers share, a
+process id says nothing about another one's processes, so their files are cleared only once
+unchanged for :data:`FOREIGN_STALE_S`.
 :func:`json_text` is the one JSON encoder for files and output that others parse: NaN and
 infinities become ``null`` (``NaN`` is not JSON). :func:`file_sha256` names a file by its
 content (memoised per path, size and modification time: :func:`memoised_by_stat`).
@@ -31,6 +35,8 @@ import math
 import os
 import re
 import signal
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -39,7 +45,9 @@ from tgd_core.core.errors import TGDError
 
 FAULT_ENV = "TGD_FAULT"
 _hits: dict[str, int] = {}
-_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")  # .<target name>.<writer pid>.tmp
+_TEMP = re.compile(r"^\..+\.(?:([0-9a-f]{8})-)?(\d+)\.tmp$")  # .<name>.<host tag>-<pid>.tmp
+FOREIGN_STALE_S = 3600.0  # a temporary file of another machine or PID namespace, unchanged
+#                           this long, is a dead writer's (a live one writes for seconds)
 
 
 def fault_point(name: str) -> None:
@@ -73,7 +81,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | 
     Only a regular file is replaced (:func:`check_replaceable`)."""
     path = Path(path)
     check_replaceable(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             if callable(write):
@@ -124,19 +132,53 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete the temporary files that :func:`atomic_write` calls killed on this machine left
-    in ``folder`` (their writer's process id is gone); returns the deleted paths. Temporary
-    files of live writers (this process, a concurrent shard) are kept."""
+def temp_path(target: str | Path, label: str = "") -> Path:
+    """The temporary file beside ``target`` that this process writes it through:
+    ``.<name>[.<label>].<host tag>-<pid>.tmp`` (:func:`host_tag`)."""
+    target = Path(target)
+    middle = f".{label}" if label else ""
+    return target.with_name(f".{target.name}{middle}.{host_tag()}-{os.getpid()}.tmp")
+
+
+@functools.cache
+def host_tag() -> str:
+    """8 hex digits naming this machine's boot and this process's PID namespace (where the
+    system tells them; else the host name): process ids are comparable between two writers
+    exactly when their tags are equal."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+
+
+def remove_stale_temps(folder: str | Path, *, now: float | None = None) -> list[Path]:
+    """Delete the temporary files that killed :func:`atomic_write` calls left in ``folder``;
+    returns the deleted paths. A file written under this :func:`host_tag` is stale when its
+    writer's process id is gone; one of another machine or PID namespace (or of a name without
+    a tag) when unchanged for :data:`FOREIGN_STALE_S` before ``now`` (default: the clock).
+    Temporary files of live writers (this process, a concurrent shard) are kept."""
     folder, removed = Path(folder), []
     if not folder.is_dir():
         return removed
+    now = time.time() if now is None else now
     for path in folder.iterdir():
         m = _TEMP.match(path.name)
-        if m and not _pid_alive(int(m[1])):
+        if m and _stale(path, m[1], int(m[2]), now):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def _stale(path: Path, tag: str | None, pid: int, now: float) -> bool:
+    """Whether the temporary file ``path`` of writer ``tag``/``pid`` is a dead writer's."""
+    if tag == host_tag():
+        return not _pid_alive(pid)
+    try:
+        return now - path.stat().st_mtime > FOREIGN_STALE_S
+    except FileNotFoundError:  # its writer renamed it into place meanwhile
+        return False
 
 
 def _finite_or_none(obj: Any) -> Any:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from tgd_core.core.errors import TGDError
-from tgd_core.core.fileio import check_replaceable
+from tgd_core.core.fileio import check_replaceable, temp_path
 from tgd_core.data.datasets import CIFAR10_CLASSES, load_cifar10
 from tgd_core.data.images import as_image_batch
 from tgd_core.data.normalization import Normalization, to_unit_batch
@@ -264,7 +264,7 @@ def _write(module: NormalizedNetwork, example: torch.Tensor, fmt: str, path: Pat
 def _temp_beside(out: Path) -> Path:
     """An empty temporary file in ``out``'s folder (created if needed); TGDError if unwritable."""
     check_replaceable(out)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    tmp = temp_path(out)
     existing = next(p for p in out.parents if p.exists())
     if not existing.is_dir():
         raise TGDError(f"{out}: cannot write there ({existing} is a file, not a folder)")
