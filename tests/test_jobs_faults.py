@@ -81,7 +81,8 @@ def test_a_training_job_of_a_killed_worker_stops_with_a_checkpoint_and_resumes_e
     assert load_checkpoint(cut.checkpoint_dir / "latest.pt").training_state["loop"]["step"] == 2
 
     (cut.run_dir / "release").touch()
-    store.resume(cut.id)
+    queued = store.resume(cut.id)
+    assert queued.message is None and queued.progress == cut.progress  # not "stopped at …"
     run_queue(store)
     cut = store.get(cut.id)
     assert (cut.status, cut.attempt) == ("succeeded", 2), cut.error

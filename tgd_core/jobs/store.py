@@ -534,7 +534,8 @@ class JobStore:
             return self._row(c, job_id)
 
     def resume(self, job_id: int) -> Job:
-        """Queue a failed, cancelled or interrupted job again; it continues from its checkpoint."""
+        """Queue a failed, cancelled or interrupted job again; it continues from its checkpoint
+        (its progress is kept, its message — where it stopped — cleared)."""
         return self._requeue(job_id, resume=True)
 
     def retry(self, job_id: int) -> Job:
@@ -551,11 +552,11 @@ class JobStore:
                                f"jobs can be {verb}")
             if not resume:
                 shutil.rmtree(job.run_dir, ignore_errors=True)
-            fresh = "" if resume else ", progress = 0, epoch = NULL, eta_s = NULL, message = NULL"
+            fresh = "" if resume else ", progress = 0, epoch = NULL, eta_s = NULL"
             c.execute("UPDATE jobs SET status = 'queued', attempt = attempt + 1, resume = ?, "
                       "cancel_requested = 0, kill_at = NULL, error = NULL, traceback = NULL, "
                       "started_at = NULL, finished_at = NULL, heartbeat_at = NULL, pid = NULL, "
-                      f"worker_pid = NULL, result = NULL{fresh} WHERE id = ?",
+                      f"worker_pid = NULL, result = NULL, message = NULL{fresh} WHERE id = ?",
                       (int(resume), job_id))
             return self._row(c, job_id)
 
