@@ -14,8 +14,8 @@ the function stays false.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -37,7 +37,8 @@ def stop_requests(*, notice: str = NOTICE) -> Iterator[Callable[[], bool]]:
         if asked.is_set():
             raise KeyboardInterrupt
         asked.set()
-        print(f"tgd: {signal.Signals(signum).name}: {notice}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):  # not print: the handler may run inside one
+            os.write(2, f"tgd: {signal.Signals(signum).name}: {notice}\n".encode())
 
     previous = {sig: signal.signal(sig, handle) for sig in SIGNALS}
     try:
