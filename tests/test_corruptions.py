@@ -362,6 +362,20 @@ def test_snow_whitens(images: np.ndarray) -> None:
     assert np.allclose(flakes[..., 0], flakes[..., 2]) and flakes.min() >= 0.1 - 1e-12
 
 
+def test_snow_lightens_towards_one_and_a_half_luma_plus_a_half() -> None:
+    """The same seed gives the same snow layer, so out(x) − out(black) is the lightening alone
+    where nothing is clipped: w·x + (1 − w)·(max(x, 1.5·Y + 0.5) − 0.5), Y the BT.601 luma;
+    severity 5: w = 0.8."""
+    colour = np.array([0.4, 0.1, 0.1])
+    luma = 0.299 * 0.4 + 0.587 * 0.1 + 0.114 * 0.1
+    x = np.broadcast_to(colour, (2, 32, 32, 3)).copy()
+    out, black = (corrupt(im, "snow", 5, seed=4) for im in (x, np.zeros_like(x)))
+    free = (out < 1).all(-1) & (black < 1).all(-1)
+    assert free.mean() > 0.2
+    expected = 0.8 * colour + 0.2 * (np.maximum(colour, 1.5 * luma + 0.5) - 0.5)
+    assert np.allclose((out - black)[free], expected, atol=1e-12)
+
+
 def test_spatter_water_adds_turquoise_and_mud_blends_to_brown(images: np.ndarray) -> None:
     x = images / 255.0
     for severity in (1, 2, 3):
@@ -422,6 +436,13 @@ def test_pixelate_leaves_one_colour_per_block() -> None:
         out = corrupt(x, "pixelate", severity)
         colours = [len(np.unique(img.reshape(-1, 3), axis=0)) for img in out]
         assert colours == [int(32 * c) ** 2] * 4
+
+
+def test_pil_corruptions_read_float_images_as_the_nearest_uint8() -> None:
+    """A float pixel of 0.5 (127.5 grey levels) enters PIL as 128, the nearest level; a flat
+    image stays flat under pixelation."""
+    flat = np.full((1, 32, 32, 3), 0.5)
+    assert np.array_equal(corrupt(flat, "pixelate", 1), np.full_like(flat, 128 / 255))
 
 
 def test_jpeg_on_greyscale_and_rgb_and_nearly_idempotent(images: np.ndarray) -> None:

@@ -50,6 +50,35 @@ def test_attention_and_hint_hand_values():
     assert losses.hint_loss(torch.ones(1, 2), torch.zeros(1, 2)).item() == 1.0
 
 
+def test_kd_loss_divides_both_logits_by_the_temperature():
+    # τ = 2: p_S = softmax((2 ln 2, 0) / 2) = (2/3, 1/3), p_T = (1/2, 1/2);
+    # KL = 1/2 ln(3/4) + 1/2 ln(3/2) = 1/2 ln(9/8) (unscaled student logits give 1/2 ln(25/16))
+    s = torch.tensor([[2 * math.log(2.0), 0.0]])
+    assert losses.kd_loss(s, torch.zeros(1, 2), 2.0).item() == pytest.approx(
+        0.5 * math.log(9 / 8), rel=1e-6)
+
+
+def test_attention_uses_absolute_values_and_the_given_p():
+    f = torch.tensor([[[[1.0, -2.0]], [[-3.0, 0.0]]]])  # b=1, C=2, H=1, W=2
+    q1 = torch.tensor([[2.0, 1.0]]) / math.sqrt(5)  # p = 1: mean_c |F| = (2, 1)
+    q3 = torch.tensor([[14.0, 4.0]]) / math.sqrt(212)  # p = 3: mean_c |F|³ = (14, 4)
+    assert torch.allclose(losses.attention_map(f, 1.0), q1)
+    assert torch.allclose(losses.attention_map(f, 3.0), q3)
+    # the student's map is made with the same p as the teacher's
+    assert losses.attention_loss(f, q1, p=1.0).item() == pytest.approx(0.0, abs=1e-12)
+    assert losses.attention_loss(f, q3, p=3.0).item() == pytest.approx(0.0, abs=1e-12)
+    assert losses.attention_loss(f, torch.tensor([[1.0, 0.0]]), p=1.0).item() == pytest.approx(
+        ((2 / math.sqrt(5) - 1) ** 2 + 1 / 5) / 2)
+
+
+def test_float32_autocast_is_switched_off_on_the_device_of_a_list_argument():
+    """merged_teacher_similarity's first argument is a list of tensors: its device (not the
+    CPU default) names the autocast that is switched off."""
+    meta = torch.zeros(1, device="meta")
+    assert losses._device_type([[meta], [0.5]]) == "meta"
+    assert losses._device_type([[], 1.0]) == "cpu"
+
+
 def test_similarity_is_invariant_to_the_teachers_spatial_size():
     torch.manual_seed(0)
     student = torch.randn(4, 8, 4, 4)
@@ -167,6 +196,51 @@ def test_tgd_loss_formula_and_compat_mode(batch):
     assert compat["kd"].item() == pytest.approx(terms["kd"].item() / 10, rel=1e-5)
 
 
+def test_tgd_merges_the_teachers_maps_with_weights_alpha_and_one_minus_alpha():
+    f1 = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # G1 = [[1, 1], [1, 2]]
+    f2 = torch.tensor([[2.0], [0.0]])  # G2 = [[4, 0], [0, 0]]
+    rows = {"t1_logits": torch.zeros(2, 10), "t2_logits": torch.ones(2, 10),
+            **{f"t1_f{i}": f1 * i for i in (1, 2, 3)}, **{f"t2_f{i}": f2 * i for i in (1, 2, 3)}}
+    targets = make("tgd", alpha=0.75).targets_from_rows(rows)
+    # 0.75·G1 + 0.25·G2 = [[1.75, 0.75], [0.75, 1.5]] (times i² for layer i), rows of unit norm
+    expected = torch.tensor([[1.75 / math.sqrt(3.625), 0.75 / math.sqrt(3.625)],
+                             [0.75 / math.sqrt(2.8125), 1.5 / math.sqrt(2.8125)]])
+    assert set(targets) == {"t1_logits", "t2_logits", "sim1", "sim2", "sim3"}
+    assert all(torch.allclose(targets[f"sim{i}"], expected, atol=1e-6) for i in (1, 2, 3))
+    assert torch.equal(targets["t1_logits"], rows["t1_logits"])
+    assert torch.equal(targets["t2_logits"], rows["t2_logits"])
+    # SP: T1's own map, row-normalised: rows (1, 1)/√2 and (1, 2)/√5
+    sp = make("sp").targets_from_rows({f"t1_f{i}": f1 for i in (1, 2, 3)})
+    g1 = torch.tensor([[1 / math.sqrt(2), 1 / math.sqrt(2)], [1 / math.sqrt(5), 2 / math.sqrt(5)]])
+    assert set(sp) == {"sim1", "sim2", "sim3"}
+    assert all(torch.allclose(sp[f"sim{i}"], g1, atol=1e-6) for i in (1, 2, 3))
+
+
+@pytest.mark.parametrize("name, params", [("sp", {"gamma": 30.0}), ("at", {"beta": 7.0, "p": 3.0}),
+                                          ("fitnet", {"weight": 5.0, "hint_layer": 3})])
+def test_single_teacher_loss_formulas(batch, name, params):
+    """SP: CE + (γ/3)·Σ_l mean((G̃_S − G̃_T1)²); AT: CE + β·Σ_l mean((Q_S − Q_T1)²) with
+    Q = attention_map(F, p); FitNet: CE + w·MSE(adapter(F_S^l), F_T1^l) — over all three
+    layers (the hint layer for FitNet), from T1's features of the batch."""
+    inputs, labels = batch
+    distiller = make(name, **params)
+    _, t_feats = distiller.teacher_forward("t1", inputs, features=True)
+    logits, feats = distiller.student_forward(inputs, features=True)
+    ce = F.cross_entropy(logits, labels)
+    if name == "sp":
+        extra = 10.0 * sum(losses.similarity_loss(
+            f, losses.row_normalise(losses.similarity_matrix(t))) for f, t in zip(
+            feats, t_feats, strict=True))
+    elif name == "at":
+        extra = 7.0 * sum((losses.attention_map(f, 3.0) - losses.attention_map(t, 3.0))
+                          .pow(2).mean() for f, t in zip(feats, t_feats, strict=True))
+    else:
+        extra = 5.0 * F.mse_loss(distiller.adapter(feats[2]), t_feats[2])
+    _, terms = distiller.forward_train(inputs, labels)
+    assert sum(terms.values()).item() == pytest.approx((ce + extra).item(), rel=1e-5)
+    assert terms["ce"].item() == pytest.approx(ce.item(), rel=1e-6)
+
+
 def test_missing_teacher_and_bad_params():
     student, teachers = networks()
     with pytest.raises(TGDError, match="needs teacher"):
@@ -175,6 +249,10 @@ def test_missing_teacher_and_bad_params():
         get_method("nope")
     with pytest.raises(ValueError):
         get_method("tgd").Params(alpha=2.0)
+    for name, bad in [("kd", {"temperature": 0.0}), ("mtkd", {"lambda_kd": 1.5}),
+                      ("tgd", {"beta": -1.0}), ("at", {"p": 0.0})]:
+        with pytest.raises(ValueError):
+            get_method(name).Params(**bad)
 
 
 # -- the registry ---------------------------------------------------------------------------------

@@ -83,11 +83,30 @@ def test_evaluate_logits_by_hand() -> None:
                                        "ece": overconfident.ece, "n": 2}
 
 
+def test_nll_and_confidence_are_computed_in_float64() -> None:
+    """From float32 logits (0, 20): p = 1/(1 + e⁻²⁰), 1 − p ≈ 2.06e-9, which float32 rounds
+    away (NLL 0, confidence 1); NLL = log(1 + e⁻²⁰) and ECE = 1 − p for a right prediction."""
+    result = evaluate_logits(torch.tensor([[0.0, 20.0]]), np.array([1]))
+    tail = math.exp(-20) / (1 + math.exp(-20))
+    assert result.nll == pytest.approx(math.log1p(math.exp(-20)), rel=1e-6)
+    (full,) = [b for b in result.reliability if b.count]
+    assert 1 - full.confidence == pytest.approx(tail, rel=1e-6)
+    assert result.ece == pytest.approx(tail, rel=1e-6)
+
+
+def test_summary_rounds_accuracy_to_two_decimals() -> None:
+    result = evaluate_logits(torch.tensor([[1.0, 0.0]] * 3), np.array([0, 1, 1]))
+    assert result.accuracy == pytest.approx(100 / 3)
+    assert result.summary()["accuracy"] == 33.33 and result.to_dict()["accuracy"] == 33.33
+
+
 def test_metric_argument_errors() -> None:
     with pytest.raises(TGDError):
         reliability_bins([0.5, 1.5], [1, 0])
     with pytest.raises(TGDError):
         reliability_bins([0.5], [1, 0])
+    with pytest.raises(TGDError):
+        reliability_bins([-0.1, 0.5], [1, 0])
     with pytest.raises(TGDError):
         evaluate_logits(torch.zeros(3, 10), np.zeros(2))
 
@@ -107,6 +126,8 @@ def test_predict_logits_batching_mode_and_threads() -> None:
         CIFAR10_RAW.mean).view(1, 3, 1, 1)) / torch.tensor(CIFAR10_RAW.std).view(1, 3, 1, 1)
     with torch.no_grad():
         assert torch.allclose(a, net(x), atol=1e-5)
+    one = predict_logits(net, images[:4], CIFAR10_RAW, batch_size=1)
+    assert one.shape == (4, 10) and torch.allclose(one, a[:4], atol=1e-5)  # last image too
     with pytest.raises(TGDError):
         predict_logits(net, images, CIFAR10_RAW, batch_size=0)
 
@@ -258,6 +279,35 @@ def test_sweep_cache_reuses_corruptions_of_the_same_images_only() -> None:
     other = robustness_sweep(net, b, labels, CIFAR10_RAW, corrupted_cache=cache, **kw)
     assert len(cache) == 2
     assert other == robustness_sweep(net, b, labels, CIFAR10_RAW, **kw)
+
+
+def test_sweep_rows_are_the_metrics_of_the_corrupted_images_at_the_seed() -> None:
+    """Each row is evaluate_model on corrupt(images, name, severity, seed) (or the noised
+    images), with and without the cache; the cache tells seeds apart."""
+    torch.manual_seed(0)
+    net = build_model("wrn16_1")
+    images = np.random.default_rng(3).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(6)
+    kw = dict(corruptions=("gaussian_noise",), severities=(5,), noise_sigmas=(0.2,),
+              include_clean=False, num_threads=1)
+
+    def expected(seed: int) -> list[dict]:
+        noisy = (corrupt(images, "gaussian_noise", 5, seed=seed),
+                 add_gaussian_noise(images, 0.2, seed=seed))
+        return [evaluate_model(net, x, labels, CIFAR10_RAW, num_threads=1).summary()
+                for x in noisy]
+
+    def metrics(rows: list[dict]) -> list[dict]:
+        return [{k: r[k] for k in ("accuracy", "nll", "ece", "n")} for r in rows]
+
+    cache: dict = {}
+    by_seed = {seed: expected(seed) for seed in (3, 4)}
+    for seed in (3, 4):
+        assert metrics(robustness_sweep(net, images, labels, CIFAR10_RAW, seed=seed,
+                                        **kw)) == by_seed[seed]
+        assert metrics(robustness_sweep(net, images, labels, CIFAR10_RAW, seed=seed,
+                                        corrupted_cache=cache, **kw)) == by_seed[seed]
+    assert by_seed[3] != by_seed[4] and len(cache) == 4
 
 
 def _strict(text: str):

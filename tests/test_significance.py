@@ -45,6 +45,10 @@ def test_paired_three_seeds_matches_the_closed_form_t_distribution_with_2_df():
     assert result.p == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
     assert (result.low, result.high) == pytest.approx((3 - q * se, 3 + q * se), rel=1e-9)
     assert result.p == pytest.approx(0.18850, abs=5e-5)  # the number, for the record
+    # a 90 % interval: the 95 % quantile 0.9 / √(2·0.95·0.05) of the same closed form
+    ninety = paired_difference([11.0, 22.0, 36.0], [10.0, 20.0, 30.0], level=0.9)
+    q90 = 0.9 / math.sqrt(2 * 0.95 * 0.05)
+    assert (ninety.low, ninety.high) == pytest.approx((3 - q90 * se, 3 + q90 * se), rel=1e-9)
 
 
 def test_paired_five_seeds_matches_the_t_table_and_the_4_df_closed_form():
@@ -75,6 +79,22 @@ def test_welch_matches_the_welch_satterthwaite_formulas():
     assert result.p == pytest.approx(2 * stats.t.sf(abs(delta) / se, df), rel=1e-9)
     half = stats.t.ppf(0.975, df) * se
     assert (result.low, result.high) == pytest.approx((delta - half, delta + half), rel=1e-9)
+    half90 = stats.t.ppf(0.95, df) * se
+    ninety = welch_difference(method, baseline, level=0.9)
+    assert (ninety.low, ninety.high) == pytest.approx((delta - half90, delta + half90), rel=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")  # scipy, constant side
+def test_welch_with_one_constant_side_uses_the_other_sides_spread():
+    # method constant 0.5, baseline 0.3, 0.5, 0.4 (mean 0.4, variance 0.01): se = √(0.01/3),
+    # Welch–Satterthwaite df = n_b − 1 = 2, t = 0.1/se = √3; with 2 df the two-sided
+    # p = 1 − t/√(2 + t²) and the 97.5 % quantile is 0.95 / √(2·0.975·0.025)
+    result = welch_difference([0.5, 0.5, 0.5], [0.3, 0.5, 0.4])
+    se, t = math.sqrt(0.01 / 3), math.sqrt(3)
+    q = 0.95 / math.sqrt(2 * 0.975 * 0.025)
+    assert result.delta == pytest.approx(0.1)
+    assert result.p == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
+    assert (result.low, result.high) == pytest.approx((0.1 - q * se, 0.1 + q * se), rel=1e-9)
 
 
 def test_one_seed_leaves_the_interval_and_p_undefined_not_zero():
@@ -98,14 +118,27 @@ def test_nans_are_left_out_pairwise_and_counted():
     assert welch_difference([nan], [1.0, 2.0]).delta is None
 
 
+def test_infinite_values_are_left_out_like_nans():
+    inf = float("inf")  # e.g. the NLL of a diverged run
+    assert paired_difference([1.0, inf, 2.0, 4.0], [0.0, 1.0, 0.5, 1.0]) == \
+        paired_difference([1.0, 2.0, 4.0], [0.0, 0.5, 1.0])
+    assert welch_difference([1.0, 2.0, 3.5, inf], [0.5, 1.2, -inf, 2.0, 1.0]) == \
+        welch_difference([1.0, 2.0, 3.5], [0.5, 1.2, 2.0, 1.0])
+
+
 def test_no_spread_gives_the_point_and_no_p_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         shifted = paired_difference([67.1, 68.3, 66.9], [66.1, 67.3, 65.9])
         same = welch_difference([0.5, 0.5], [0.5, 0.5])
+        # a shift of 100.3 on values ~1e5: the differences differ by rounding (se ≈ 5e-12),
+        # "no spread" at delta's size (1e-12 · 100.3)
+        base = [123456.7, 234567.8, 345678.9]
+        big = paired_difference([v + 100.3 for v in base], base)
     assert shifted.delta == pytest.approx(1.0)
     assert (shifted.low, shifted.high, shifted.p) == pytest.approx((1.0, 1.0, None))
     assert (same.delta, same.low, same.high, same.p) == (0.0, 0.0, 0.0, None)
+    assert big.p is None and big.low == big.high == big.delta == pytest.approx(100.3)
 
 
 def test_holm_adjusts_each_p_value_by_its_rank_and_keeps_the_order():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -220,6 +221,24 @@ def test_learning_rate_schedules():
     assert learning_rate(cos, 5) == pytest.approx(0.05) and learning_rate(cos, 10) == 0
     one = TrainConfig.build(epochs=10, schedule="onecycle")
     assert learning_rate(one, 0) == pytest.approx(0.004) and learning_rate(one, 3) == 0.1
+
+
+def test_learning_rate_schedules_between_and_beyond_their_knots():
+    """Hand values: cosine 0.05·(1 + cos(π·e/E)), 0 from E on; onecycle linear from lr/25 to
+    lr over 0.3·E, then lr/1e4 + (lr − lr/1e4)/2·(1 + cos(π·t)), lr/1e4 from E on; a linear
+    warm-up multiplies by (e + 1e-8)/warmup_epochs while e < warmup_epochs."""
+    cos = TrainConfig.build(epochs=10, schedule="cosine")
+    assert learning_rate(cos, 2.5) == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
+    assert learning_rate(cos, 12) == 0
+    one = TrainConfig.build(epochs=10, schedule="onecycle")
+    assert learning_rate(one, 1.5) == pytest.approx(0.004 + 0.096 * 0.5)
+    assert learning_rate(one, 6.5) == pytest.approx(1e-5 + 0.5 * (0.1 - 1e-5))
+    assert learning_rate(one, 10) == pytest.approx(1e-5) and learning_rate(one, 12) == \
+        pytest.approx(1e-5)
+    warm = TrainConfig.build(epochs=10, schedule="cosine", warmup_epochs=2)
+    assert learning_rate(warm, 1) == pytest.approx(0.05 * (1 + math.cos(math.pi / 10)) / 2)
+    assert learning_rate(warm, 0) == pytest.approx(0.1 * 1e-8 / 2)
+    assert learning_rate(warm, 4) == pytest.approx(0.05 * (1 + math.cos(math.pi * 0.4)))
 
 
 def test_evaluate_command_reproduces_the_runs_test_accuracy(tmp_path, capsys):
