@@ -157,6 +157,21 @@ def test_every_method_trains_the_student_only(name, batch):
     assert not any(id(p) in teacher_ids for p in own)
 
 
+def test_student_and_teachers_see_their_own_normalisation(batch):
+    """Each network reads its input normalised by its own statistics (raw: the authors'
+    CIFAR-10 mean and std, TGD_METHOD.md; PI teacher: the PI statistics), as evaluation does."""
+    inputs, _ = batch
+    distiller = make("tgd").eval()
+    student, teachers = networks()  # the same weights, evaluated alike
+    for net in (student, *teachers.values()):
+        net.model.eval()
+    raw, pi = CIFAR10_RAW.apply(inputs["raw"]), CIFAR10_PI.apply(inputs["pi"])
+    with torch.no_grad():
+        assert torch.equal(distiller.student_forward(inputs), student.model(raw))
+        assert torch.equal(distiller.teacher_forward("t1", inputs), teachers["t1"].model(raw))
+        assert torch.equal(distiller.teacher_forward("t2", inputs), teachers["t2"].model(pi))
+
+
 def test_fitnet_adapter_is_trained_and_saved():
     distiller = make("fitnet")
     assert any(p is distiller.adapter[0].weight for p in distiller.trainable_parameters())
