@@ -39,6 +39,8 @@ CASES = [
      ["cannot write {d}/afile/o.npz", "{d}/afile is a file"]),
     ("pi-out-is-a-folder", ["pi", "--input", "{d}/imgs.npy", "--out", "{d}/folder.npz"],
      ["{d}/folder.npz", "is a folder"]),
+    ("pi-out-is-a-device", ["pi", "--input", "{d}/imgs.npy", "--out", "/dev/null"],
+     ["cannot write /dev/null", "not a regular file"]),  # not /dev/null.npz, a file in /dev
     ("pi-input-missing", ["pi", "--input", "{d}/missing.npy", "--out", "{d}/o.npz"],
      ["{d}/missing.npy"]),
     ("pi-input-empty-folder", ["pi", "--input", "{d}/adir", "--out", "{d}/o.npz"],
@@ -66,6 +68,8 @@ CASES = [
                                             "--sweep", "--output", "{d}/afile/t.csv"],
      ["{d}/afile", "is a file, not a folder"]),
     # train
+    ("train-cinic10-missing", ["train", "--dataset", "cinic10", "--data-dir", "{d}/adir",
+                               *TINY_RUN, "--out", "{d}/run"], ["{d}/adir", "ImageFolder"]),
     ("train-config-missing", ["train", "--config", "{d}/missing.json"],
      ["{d}/missing.json", "No such file"]),
     ("train-config-is-a-folder", ["train", "--config", "{d}/adir"], ["{d}/adir", "directory"]),
@@ -318,3 +322,20 @@ def test_the_real_process_shows_the_traceback_with_debug(workdir):
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr
     assert "TGDError: cannot write nodir/o.npz: no such folder nodir" in proc.stderr
+
+
+def test_a_reader_that_left_ends_the_command_quietly(workdir):
+    """``tgd jobs list --json | head -c 10``: the reader of the output has gone, so the write
+    fails (EPIPE); the command ends as a pipeline's writer does — no message, status 141 —
+    instead of reporting "tgd: error: …: Broken pipe" as the user's error (exit 2). The pipe's
+    read end is closed before the process starts, so every write fails."""
+    read, write = os.pipe()
+    os.close(read)
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TGD_STATE_DIR": str(workdir)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tgd_core", "jobs", "list", "--json"],
+                              cwd=workdir, env=env, stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, "")

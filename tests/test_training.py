@@ -307,3 +307,33 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path):
     a, b = weights(tmp_path / "full/latest.pt"), weights(tmp_path / "cut/latest.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert same_rows(tmp_path / "cut/metrics.jsonl", tmp_path / "full/metrics.jsonl")
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_resume_needs_only_the_run_folder(tmp_path, command):
+    """``tgd train|distill --out DIR --resume`` continues the run DIR saved (its config.json):
+    no option has to be repeated, distill's default method does not override the saved one,
+    and the run ends as an uninterrupted one."""
+    import os
+    import subprocess
+    import sys
+
+    from tgd_core.cli import main
+
+    args = [command, "--train-subset", "16", "--test-subset", "8", "--epochs", "2",
+            "--batch-size", "8", "--threads", "1", "--no-progress", "--set",
+            "test_split=test_lossless_1k"]
+    if command == "distill":  # not the default method (tgd), and a teacher
+        args += ["--method", "kd", "--teacher1", "checkpoints/t1_wrn16_3_raw.pt"]
+    else:
+        args += ["--model", "wrn16_1", "--lr", "0.05"]
+    cut = subprocess.run([sys.executable, "-m", "tgd_core", *args, "--out", str(tmp_path / "cut")],
+                         env={**os.environ, "TGD_FAULT": "checkpoint-latest.pt:2"},
+                         capture_output=True)
+    assert cut.returncode == -9 and load_checkpoint(tmp_path / "cut/latest.pt").epoch == 1
+    assert main([command, "--out", str(tmp_path / "cut"), "--resume", "--no-progress"]) == 0
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    a, b = weights(tmp_path / "whole/latest.pt"), weights(tmp_path / "cut/latest.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    saved = json.loads((tmp_path / "cut/config.json").read_text())
+    assert saved["method"] == ("kd" if command == "distill" else "scratch")

@@ -3,7 +3,8 @@
 Each command lives in ``tgd_core/commands/<name>.py`` with ``register(subparsers)``, which adds
 its parser and sets ``func``. Every failure of the user's making (:class:`TGDError`, an OSError
 on a path the user gave, Ctrl-C) prints one line ``tgd: error: COMMAND: …`` on stderr and exits
-2 (130 after Ctrl-C); anything else is a bug: one line ``tgd: internal error: …``, exit 1.
+2 (130 after Ctrl-C); anything else is a bug: one line ``tgd: internal error: …``, exit 1. A
+command whose output's reader has gone (``tgd jobs list | head -1``) ends quietly with 141.
 ``tgd --debug COMMAND …`` shows the traceback instead.
 """
 
@@ -21,6 +22,7 @@ COMMANDS = ["pi", "evaluate", "train", "experiment", "jobs", "export"]
 USER_ERROR = 2
 INTERNAL_ERROR = 1
 INTERRUPTED = 130
+READER_LEFT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader of the output that left shows here, not at exit
+        return status
     except (Exception, KeyboardInterrupt) as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            return _after_reader_left()
         if args.debug:
             raise
         line, status = describe_failure(exc, command_name(args))
@@ -78,6 +84,26 @@ def os_error_message(exc: OSError) -> str:
 def one_line(text: str) -> str:
     """``text`` with its line breaks and runs of spaces collapsed to single spaces."""
     return " ".join(text.split())
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports POLLERR)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout
+        return False
+
+
+def _after_reader_left() -> int:
+    """End as a pipeline's writer does when its reader has gone (``tgd jobs list | head``): no
+    message, status 141 (128 + SIGPIPE); stdout goes to /dev/null, so that the flush at exit
+    does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return READER_LEFT
 
 
 def _leave_process_group() -> None:

@@ -6,10 +6,12 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from tgd_core.commands import check_output_file, write_error
+from tgd_core.core import fileio
 from tgd_core.core.errors import TGDError
 from tgd_core.topology import schema
 
@@ -97,7 +99,10 @@ def run(args) -> int:
 
 def npz_path(out: str) -> str:
     """Where ``--out`` writes: the name as given, with ``.npz`` added if it lacks it (as
-    ``numpy.savez`` does)."""
+    ``numpy.savez`` does). A device or FIFO given as ``--out`` is refused, not made the folder
+    of a new file (``/dev/null`` → ``/dev/null.npz``)."""
+    if not Path(out).is_dir():
+        fileio.check_replaceable(out)
     return out if out.endswith(".npz") else out + ".npz"
 
 
@@ -109,7 +114,6 @@ CHUNK_IMAGES = 512
 
 
 def _run_images(args, rep) -> int:
-    from tgd_core.core import fileio
     from tgd_core.topology.pi_file import RAW_DTYPES
 
     if not args.out:

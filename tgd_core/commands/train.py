@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from tgd_core.commands import apply_assignments, check_output_folder, read_json_object
+from tgd_core.data.datasets import DATASETS
 
 SCHEDULES = ("step", "cosine", "onecycle")
 
@@ -22,7 +24,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="JSON file with TrainConfig fields")
     p.add_argument("--out", help="run folder (default runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--dataset", default=None, choices=["cifar10"])
+    p.add_argument("--dataset", default=None, choices=DATASETS,
+                   help="cifar10; cinic10 (<data-dir>/cinic10); imagefolder "
+                        "(<data-dir>/{train,valid,test}/<class>/)")
     p.add_argument("--data-dir")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -86,16 +90,25 @@ COMMON = {"dataset": "dataset", "data_dir": "data_dir", "epochs": "epochs",
           "channels_last": "channels_last", "checkpoint_every_steps": "checkpoint_every_steps"}
 
 
-def build_config(args, own: dict[str, Any], default_name: str):
-    """The run's TrainConfig: ``--config`` file, then flags, then ``--set``, then ``--out``."""
+def build_config(args, own: dict[str, Any], default_name: str,
+                 defaults: dict[str, Any] | None = None):
+    """The run's TrainConfig: ``defaults``, then the ``--config`` file (resuming without one:
+    the run's own ``config.json``, so ``--out DIR --resume`` alone continues it), then flags,
+    then ``--set``, then ``--out``."""
     from tgd_core.training import TrainConfig
 
-    base = read_json_object(args.config) if args.config else {}
-    values = apply_assignments({**base, **_values(args, COMMON), **own}, args.set)
-    if args.out:
-        values["out_dir"] = args.out
-    values.setdefault("out_dir", f"runs/{default_name}")
+    out = args.out or f"runs/{default_name}"
+    base = read_json_object(args.config) if args.config else _saved_config(args, out)
+    values = apply_assignments({**(defaults or {}), **base, **_values(args, COMMON), **own},
+                               args.set)
+    values["out_dir"] = out
     return TrainConfig.build(**values)
+
+
+def _saved_config(args, out: str) -> dict[str, Any]:
+    """With ``--resume``, the config the run in ``out`` saved (none yet: empty)."""
+    saved = Path(out) / "config.json"
+    return read_json_object(saved) if args.resume and saved.is_file() else {}
 
 
 def _run(cfg, args) -> int:
@@ -146,5 +159,4 @@ def run_distill(args) -> int:
     if params:
         own["method_params"] = params
     name = f"{own.get('method', 'tgd')}-{own.get('student', 'wrn16_1')}"
-    own.setdefault("method", "tgd")
-    return _run(build_config(args, own, name), args)
+    return _run(build_config(args, own, name, defaults={"method": "tgd"}), args)
