@@ -135,10 +135,13 @@ def test_no_spread_gives_the_point_and_no_p_without_warnings():
         # "no spread" at delta's size (1e-12 · 100.3)
         base = [123456.7, 234567.8, 345678.9]
         big = paired_difference([v + 100.3 for v in base], base)
+        # a shift of 1.1: no larger than the values' rounding allows to call spread
+        small = paired_difference([v + 1.1 for v in base], base)
     assert shifted.delta == pytest.approx(1.0)
     assert (shifted.low, shifted.high, shifted.p) == pytest.approx((1.0, 1.0, None))
     assert (same.delta, same.low, same.high, same.p) == (0.0, 0.0, 0.0, None)
     assert big.p is None and big.low == big.high == big.delta == pytest.approx(100.3)
+    assert small.p is None and small.delta == pytest.approx(1.1)  # was p ≈ 8e-23
 
 
 def test_holm_adjusts_each_p_value_by_its_rank_and_keeps_the_order():

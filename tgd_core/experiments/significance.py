@@ -97,7 +97,7 @@ def paired_difference(method: list[float], baseline: list[float], level: float =
     if n < 2:
         return Difference("paired", diffs[0] if diffs else None, None, None, None, n, n)
     delta, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(n)
-    if _no_spread(se, delta):
+    if _no_spread(se, [v for pair in pairs for v in pair]):
         return Difference("paired", delta, delta, delta, None, n, n)
     from scipy import stats
 
@@ -115,7 +115,7 @@ def welch_difference(method: list[float], baseline: list[float], level: float = 
     if len(m) < 2 or len(b) < 2:
         return Difference("welch", delta, None, None, None, len(m), len(b))
     se = math.sqrt(statistics.variance(m) / len(m) + statistics.variance(b) / len(b))
-    if _no_spread(se, delta):
+    if _no_spread(se, m + b):
         return Difference("welch", delta, delta, delta, None, len(m), len(b))
     from scipy import stats
 
@@ -141,9 +141,11 @@ def _finite(value: float) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def _no_spread(se: float, delta: float) -> bool:
-    """Whether the standard error is zero (up to rounding of values of ``delta``'s size)."""
-    return se <= 1e-12 * max(1.0, abs(delta))
+def _no_spread(se: float, values: list[float]) -> bool:
+    """Whether the standard error is zero up to the rounding of ``values`` (their differences
+    carry errors of about their size times 2⁻⁵²: values near 1e5 that differ by exactly 1.1
+    must not come out "significant" at p ≈ 1e-22 from rounding alone)."""
+    return se <= 1e-12 * max(1.0, max(abs(v) for v in values))
 
 
 def paired_by_seed(recipe: Recipe, method: str, baseline: str) -> bool:
