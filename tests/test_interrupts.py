@@ -215,3 +215,41 @@ def test_parallel_workers_ignore_ctrl_c_and_can_be_killed(tmp_path: Path) -> Non
         _kill_workers(pool)
         with pytest.raises(BrokenProcessPool):
             sleeping.result(timeout=SLOW)
+
+
+def test_ctrl_c_stops_a_serial_experiment_and_the_same_command_resumes(tmp_path: Path, capsys,
+                                                                      monkeypatch) -> None:
+    """``tgd experiment`` in one process: Ctrl-C during teacher t1's second step stops it at
+    its next step with latest.pt saved and starts no other run (exit 130); the same command
+    then resumes t1 and trains the rest."""
+    from tgd_core.cli import main
+    from tgd_core.training.stopping import StopWhen
+
+    recipe = tmp_path / "serial.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "serial", "common": TINY,
+        "teachers": {"t1": {"student": "wrn16_1", "student_input": "raw"}},
+        "student": {"student": "wrn16_1"},
+        "methods": {"kd": {"teachers": {"t1": "t1"}}}, "seeds": [0],
+        "evaluation": {"split": "test_lossless_1k", "subset": 8, "corruption_subset": 8,
+                       "corruptions": ["contrast"], "severities": [1], "noise_sigmas": []}}))
+    polls = []
+    should_stop = StopWhen.should_stop
+
+    def ctrl_c_at_the_second_poll(self) -> bool:
+        polls.append(1)
+        if len(polls) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return should_stop(self)
+
+    monkeypatch.setattr(StopWhen, "should_stop", ctrl_c_at_the_second_poll)
+    cli = ["experiment", str(recipe), "--out", str(tmp_path / "exp"), "--no-progress"]
+    assert main(cli) == 130
+    err = capsys.readouterr().err
+    assert "[stopped] stopped at epoch 1, step 2; run the same command again" in err, err
+    assert "kd seed 0" not in err
+    assert (tmp_path / "exp/teachers/t1/latest.pt").exists()
+    monkeypatch.setattr(StopWhen, "should_stop", should_stop)
+    assert main(cli) == 0
+    err = capsys.readouterr().err
+    assert "[resume] teacher t1" in err and "[done] kd seed 0" in err
