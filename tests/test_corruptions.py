@@ -5,9 +5,11 @@ independent-formula checks (colorsys HSV, scipy zoom, noise statistics)."""
 from __future__ import annotations
 
 import colorsys
+import io
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy import ndimage
 
 from tgd_core.core.errors import TGDError
@@ -21,8 +23,14 @@ from tgd_core.data.corruptions import (
     NEEDS_RGB,
     SEVERITIES,
     SEVERITY_PARAMS,
+    _box3_float32,
+    _box3_uint8,
+    _canny,
+    _chamfer_distance,
     _clipped_zoom,
+    _equalize,
     _fold,
+    _grey_float32,
     _motion_blur_batch,
     _sample_bilinear,
     _spatial_gaussian,
@@ -377,19 +385,20 @@ def test_snow_lightens_towards_one_and_a_half_luma_plus_a_half() -> None:
 
 
 def test_spatter_water_adds_turquoise_and_mud_blends_to_brown(images: np.ndarray) -> None:
-    x = images / 255.0
+    # spatter computes in float32 as published: x is the float32 image, sums round to float32
+    x = (images / 255.0).astype(np.float32).astype(np.float64)
     for severity in (1, 2, 3):
         out = corrupt(x, "spatter", severity, seed=6)
         added = (out - x)[(out < 1).all(-1)]  # unclipped pixels: x + shade·(175, 238, 238)/255
-        assert added.min() >= -1e-12 and added.max() > 0
-        assert np.allclose(added[:, 0] * 238, added[:, 1] * 175, atol=1e-12)
-        assert np.allclose(added[:, 1], added[:, 2], atol=1e-12)
+        assert added.min() >= -1e-7 and added.max() > 0.1
+        assert np.allclose(added[:, 0] * 238, added[:, 1] * 175, atol=1e-4)
+        assert np.allclose(added[:, 1], added[:, 2], atol=1e-7)
     brown = np.array([63, 42, 20]) / 255
     for severity in (4, 5):
         out = corrupt(x, "spatter", severity, seed=6)
-        changed = np.abs(out - x).max(-1) > 0
+        changed = np.abs(out - x).max(-1) > 1e-6
         assert 0 < changed.mean() < 0.9
-        closer = np.abs(out - brown) <= np.abs(x - brown) + 1e-12
+        closer = np.abs(out - brown) <= np.abs(x - brown) + 1e-6
         assert closer.all()
 
 
@@ -527,3 +536,328 @@ def test_tiny_images_do_not_crash(name: str) -> None:
     x = np.random.default_rng(11).random((2, 3, 5, 3))
     out = corrupt(x, name, 5, seed=1)
     assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+
+
+# ------------------------------------------- make_cifar_c.py with its own libraries (cv2, skimage)
+# Each port below is the published function (github.com/hendrycks/robustness, ImageNet-C/
+# create_c/make_cifar_c.py) as written, on one image, with its cv2/skimage/scipy/PIL calls as it
+# makes them (skimage's ``multichannel=True`` is spelt ``channel_axis=-1`` now). Its random draws
+# are replaced by arguments: the arrays our Generator (seeded by ``seed``) draws for the batch, in
+# the order ours draws them. Compared on real CIFAR-10 test images as CIFAR-10-C stores them,
+# ``np.uint8(f(img))``: bit for bit unless a tolerance says why. ImageMagick (motion_blur, snow's
+# blurred layer) and the frost photographs are not available, so those are not compared.
+
+try:
+    import cv2
+    import skimage
+    from skimage.filters import gaussian
+except ImportError:  # requirements.txt pins both; the ports need them
+    cv2 = None
+reference = pytest.mark.skipif(cv2 is None, reason="opencv-python-headless or scikit-image missing")
+N_REF = 64  # CIFAR-10 test images per reference comparison
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_test_images: np.ndarray) -> np.ndarray:
+    return cifar_test_images[:N_REF]
+
+
+def _published(port, images: np.ndarray, *per_image) -> np.ndarray:
+    """``np.uint8(port(img, *draws))`` per image, as make_cifar_c.py stores CIFAR-10-C."""
+    return np.stack([np.uint8(np.asarray(port(img, *draws)))
+                     for img, *draws in zip(images, *per_image, strict=True)])
+
+
+def _ref_disk(radius, alias_blur=0.1, dtype=np.float32):
+    L = np.arange(-8, 8 + 1) if radius <= 8 else np.arange(-radius, radius + 1)
+    ksize = (3, 3) if radius <= 8 else (5, 5)
+    X, Y = np.meshgrid(L, L)
+    aliased_disk = np.array((X ** 2 + Y ** 2) <= radius ** 2, dtype=dtype)
+    aliased_disk /= np.sum(aliased_disk)
+    return cv2.GaussianBlur(aliased_disk, ksize=ksize, sigmaX=alias_blur)
+
+
+def _ref_clipped_zoom(img, zoom_factor):
+    h = img.shape[0]
+    ch = int(np.ceil(h / zoom_factor))
+    top = (h - ch) // 2
+    img = ndimage.zoom(img[top:top + ch, top:top + ch], (zoom_factor, zoom_factor, 1), order=1)
+    trim_top = (img.shape[0] - h) // 2
+    return img[trim_top:trim_top + h, trim_top:trim_top + h]
+
+
+def _ref_impulse_noise(x, c, rng):
+    x = skimage.util.random_noise(np.array(x) / 255., mode='s&p', amount=c, rng=rng)
+    return np.clip(x, 0, 1) * 255
+
+
+def _ref_gaussian_blur(x, c):
+    x = gaussian(np.array(x) / 255., sigma=c, channel_axis=-1)
+    return np.clip(x, 0, 1) * 255
+
+
+def _ref_glass_blur(x, c, shifts):
+    x = np.uint8(gaussian(np.array(x) / 255., sigma=c[0], channel_axis=-1) * 255)
+    shifts = iter(shifts)  # np.random.randint(-c[1], c[1], size=(2,)), in order
+    for _ in range(c[2]):
+        for h in range(32 - c[1], c[1], -1):
+            for w in range(32 - c[1], c[1], -1):
+                dx, dy = next(shifts)
+                h_prime, w_prime = h + dy, w + dx
+                x[h, w], x[h_prime, w_prime] = x[h_prime, w_prime], x[h, w]
+    return np.clip(gaussian(x / 255., sigma=c[0], channel_axis=-1), 0, 1) * 255
+
+
+def _ref_defocus_blur(x, c):
+    x = np.array(x) / 255.
+    kernel = _ref_disk(radius=c[0], alias_blur=c[1])
+    channels = [cv2.filter2D(x[:, :, d], -1, kernel) for d in range(3)]
+    return np.clip(np.array(channels).transpose((1, 2, 0)), 0, 1) * 255
+
+
+def _ref_zoom_blur(x, c):
+    x = (np.array(x) / 255.).astype(np.float32)
+    out = np.zeros_like(x)
+    for zoom_factor in c:
+        out += _ref_clipped_zoom(x, zoom_factor)
+    x = (x + out) / (len(c) + 1)
+    return np.clip(x, 0, 1) * 255
+
+
+def _ref_snow(x, c, snow_layer, motion_blur):
+    """Up to the ImageMagick motion blur, which ``motion_blur(uint8 layer)`` stands in for."""
+    x = np.array(x, dtype=np.float32) / 255.
+    # snow_layer = np.random.normal(size=x.shape[:2], loc=c[0], scale=c[1])
+    snow_layer = _ref_clipped_zoom(snow_layer[..., np.newaxis], c[2])
+    snow_layer[snow_layer < c[3]] = 0
+    snow_layer = (np.clip(snow_layer.squeeze(), 0, 1) * 255).astype(np.uint8)
+    snow_layer = motion_blur(snow_layer) / 255.  # PNG → MotionImage → PNG → cv2.imdecode
+    snow_layer = snow_layer[..., np.newaxis]
+    x = c[6] * x + (1 - c[6]) * np.maximum(
+        x, cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).reshape(32, 32, 1) * 1.5 + 0.5)
+    return np.clip(x + snow_layer + np.rot90(snow_layer, k=2), 0, 1) * 255
+
+
+def _ref_spatter(x, c, liquid_layer):
+    x = np.array(x, dtype=np.float32) / 255.
+    # liquid_layer = np.random.normal(size=x.shape[:2], loc=c[0], scale=c[1])
+    liquid_layer = gaussian(liquid_layer, sigma=c[2])
+    liquid_layer[liquid_layer < c[3]] = 0
+    if c[5] == 0:
+        liquid_layer = (liquid_layer * 255).astype(np.uint8)
+        dist = 255 - cv2.Canny(liquid_layer, 50, 150)
+        dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
+        _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+        dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+        dist = cv2.equalizeHist(dist)
+        ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+        dist = cv2.filter2D(dist, cv2.CV_8U, ker)
+        dist = cv2.blur(dist, (3, 3)).astype(np.float32)
+        m = cv2.cvtColor(liquid_layer * dist, cv2.COLOR_GRAY2BGRA)
+        m /= np.max(m, axis=(0, 1))
+        m *= c[4]
+        color = np.concatenate((175 / 255. * np.ones_like(m[..., :1]),
+                                238 / 255. * np.ones_like(m[..., :1]),
+                                238 / 255. * np.ones_like(m[..., :1])), axis=2)
+        color = cv2.cvtColor(color, cv2.COLOR_BGR2BGRA)
+        x = cv2.cvtColor(x, cv2.COLOR_BGR2BGRA)
+        return cv2.cvtColor(np.clip(x + m * color, 0, 1), cv2.COLOR_BGRA2BGR) * 255
+    m = np.where(liquid_layer > c[3], 1, 0)
+    m = gaussian(m.astype(np.float32), sigma=c[4])
+    m[m < 0.8] = 0
+    color = np.concatenate((63 / 255. * np.ones_like(x[..., :1]),
+                            42 / 255. * np.ones_like(x[..., :1]),
+                            20 / 255. * np.ones_like(x[..., :1])), axis=2)
+    color *= m[..., np.newaxis]
+    x *= (1 - m[..., np.newaxis])
+    return np.clip(x + color, 0, 1) * 255
+
+
+def _ref_contrast(x, c):
+    x = np.array(x) / 255.
+    means = np.mean(x, axis=(0, 1), keepdims=True)
+    return np.clip((x - means) * c + means, 0, 1) * 255
+
+
+def _ref_brightness(x, c):
+    x = np.array(x) / 255.
+    x = skimage.color.rgb2hsv(x)
+    x[:, :, 2] = np.clip(x[:, :, 2] + c, 0, 1)
+    x = skimage.color.hsv2rgb(x)
+    return np.clip(x, 0, 1) * 255
+
+
+def _ref_saturate(x, c):
+    x = np.array(x) / 255.
+    x = skimage.color.rgb2hsv(x)
+    x[:, :, 1] = np.clip(x[:, :, 1] * c[0] + c[1], 0, 1)
+    x = skimage.color.hsv2rgb(x)
+    return np.clip(x, 0, 1) * 255
+
+
+def _ref_jpeg_compression(x, c):
+    output = io.BytesIO()
+    x.save(output, 'JPEG', quality=c)
+    return Image.open(output)
+
+
+def _ref_pixelate(x, c):
+    x = x.resize((int(32 * c), int(32 * c)), Image.BOX)
+    return x.resize((32, 32), Image.BOX)
+
+
+def _ref_elastic_transform(image, c, affine_jitter, dx, dy):
+    image = np.array(image, dtype=np.float32) / 255.
+    shape = image.shape
+    shape_size = shape[:2]
+    center_square = np.float32(shape_size) // 2
+    square_size = min(shape_size) // 3
+    pts1 = np.float32([center_square + square_size,
+                       [center_square[0] + square_size, center_square[1] - square_size],
+                       center_square - square_size])
+    pts2 = pts1 + affine_jitter.astype(np.float32)  # np.random.uniform(-c[2], c[2], (3, 2))
+    M = cv2.getAffineTransform(pts1, pts2)
+    image = cv2.warpAffine(image, M, shape_size[::-1], borderMode=cv2.BORDER_REFLECT_101)
+    # dx, dy = np.random.uniform(-1, 1, size=shape[:2]) each
+    dx = (gaussian(dx, c[1], mode='reflect', truncate=3) * c[0]).astype(np.float32)
+    dy = (gaussian(dy, c[1], mode='reflect', truncate=3) * c[0]).astype(np.float32)
+    dx, dy = dx[..., np.newaxis], dy[..., np.newaxis]
+    x, y, z = np.meshgrid(np.arange(shape[1]), np.arange(shape[0]), np.arange(shape[2]))
+    indices = np.reshape(y + dy, (-1, 1)), np.reshape(x + dx, (-1, 1)), np.reshape(z, (-1, 1))
+    return np.clip(ndimage.map_coordinates(image, indices, order=1, mode='reflect')
+                   .reshape(shape), 0, 1) * 255
+
+
+def _pil(images: np.ndarray) -> list:
+    return [Image.fromarray(img) for img in images]
+
+
+@reference
+@pytest.mark.parametrize("name, port, param", [
+    ("gaussian_blur", _ref_gaussian_blur, lambda c: c),
+    ("defocus_blur", _ref_defocus_blur, lambda c: c),
+    ("zoom_blur", _ref_zoom_blur, lambda stop: np.arange(1, stop, 0.01)),
+    ("contrast", _ref_contrast, lambda c: c),
+    ("brightness", _ref_brightness, lambda c: c),
+    ("saturate", _ref_saturate, lambda c: c),
+    ("pixelate", _ref_pixelate, lambda c: c),
+    ("jpeg_compression", _ref_jpeg_compression, lambda c: c),
+])
+def test_deterministic_corruptions_equal_the_published_code(cifar, name, port, param) -> None:
+    """Bit for bit: the same arithmetic (defocus's kernel as cv2.GaussianBlur's float32
+    separable pass, zoom's float32 sums in the published order, skimage's HSV formulas)."""
+    cifar = cifar[:24] if name == "zoom_blur" else cifar  # 7–26 scipy zooms per image: slow
+    images = _pil(cifar) if name in ("pixelate", "jpeg_compression") else cifar
+    for severity in SEVERITIES:
+        c = param(SEVERITY_PARAMS[name][severity - 1])
+        expected = _published(lambda img, c=c: port(img, c), images)
+        assert np.array_equal(corrupt(cifar, name, severity), expected), (name, severity)
+
+
+@reference
+def test_impulse_noise_equals_skimage_random_noise(cifar) -> None:
+    """skimage random_noise(s&p) on the whole batch with our Generator draws the same flips and
+    salts (its Bernoulli draws are ``rng.random(shape) <= p``, per value as ours): bit for bit."""
+    for severity, c in zip(SEVERITIES, SEVERITY_PARAMS["impulse_noise"], strict=True):
+        expected = np.uint8(_ref_impulse_noise(cifar, c, np.random.default_rng(3)))
+        assert np.array_equal(corrupt(cifar, "impulse_noise", severity, seed=3), expected)
+
+
+@reference
+def test_glass_blur_equals_the_published_code_with_skimage(cifar) -> None:
+    for severity in SEVERITIES:
+        c = SEVERITY_PARAMS["glass_blur"][severity - 1]
+        positions = (32 - 2 * c[1]) ** 2
+        shifts = np.random.default_rng(5).integers(-c[1], c[1], (c[2], positions, 2, N_REF))
+        per_image = shifts.transpose(3, 0, 1, 2).reshape(N_REF, -1, 2)
+        expected = _published(lambda img, s, c=c: _ref_glass_blur(img, c, s), cifar, per_image)
+        assert np.array_equal(corrupt(cifar, "glass_blur", severity, seed=5), expected), severity
+
+
+@reference
+def test_spatter_equals_the_published_cv2_pipeline(cifar) -> None:
+    """Water (true Canny, 5×5 chamfer distance, equalisation, emboss, box blurs) and mud, in
+    float32 as published: bit for bit."""
+    for severity in SEVERITIES:
+        c = SEVERITY_PARAMS["spatter"][severity - 1]
+        layers = np.random.default_rng(8).normal(c[0], c[1], size=(N_REF, 32, 32))
+        expected = _published(lambda img, layer, c=c: _ref_spatter(img, c, layer), cifar, layers)
+        assert np.array_equal(corrupt(cifar, "spatter", severity, seed=8), expected), severity
+
+
+@reference
+def test_snow_equals_the_published_code_but_its_imagemagick_blur(cifar) -> None:
+    """Zoom, threshold, uint8 layer, cv2 grey lightening and sums; the ImageMagick motion blur
+    (not available) is replaced on both sides by ours, rounded to uint8 as its PNG is."""
+    for severity in SEVERITIES:
+        c = SEVERITY_PARAMS["snow"][severity - 1]
+        rng = np.random.default_rng(4)
+        layers = rng.normal(c[0], c[1], size=(N_REF, 32, 32))
+        angles = rng.uniform(-135, -45, size=N_REF)
+
+        def port(img, layer, angle, c=c):
+            def blur(u8):
+                out = _motion_blur_batch(u8[None] / 255.0, c[4], c[5], np.array([angle]))[0]
+                return np.round(out * 255)
+            return _ref_snow(img, c, layer, blur)
+
+        expected = _published(port, cifar, layers, angles)
+        assert np.array_equal(corrupt(cifar, "snow", severity, seed=4), expected), severity
+
+
+@reference
+def test_canny_equals_cv2() -> None:
+    """Random uint8 layers (noise, smoothed thresholded noise as spatter makes, binary, odd
+    sizes) and the spatter layers themselves: the same edge pixels as cv2.Canny(·, 50, 150)."""
+    rng = np.random.default_rng(13)
+    smooth = [ndimage.gaussian_filter(rng.normal(0.65, 0.3, (200, 32, 32)), (0, s, s),
+                                      mode="nearest") for s in (0.5, 0.7, 1, 2)]
+    for layer in smooth:
+        layer[layer < 0.69] = 0
+    layers = [rng.integers(0, 256, (200, 32, 32)), rng.integers(0, 2, (200, 32, 32)) * 255,
+              rng.integers(0, 256, (20, 7, 13)), rng.integers(0, 256, (20, 3, 5)),
+              *((np.clip(g, 0, 1) * 255) for g in smooth)]
+    for c in SEVERITY_PARAMS["spatter"]:
+        liquid = _spatial_gaussian(rng.normal(c[0], c[1], (200, 32, 32)), c[2])
+        liquid[liquid < c[3]] = 0
+        layers.append(np.clip(liquid, 0, 1) * 255)
+    for layer in (np.asarray(a).astype(np.uint8) for a in layers):
+        expected = np.stack([cv2.Canny(img, 50, 150) for img in layer]) > 0
+        assert np.array_equal(_canny(layer, 50, 150), expected)
+        distance = np.stack([cv2.distanceTransform(255 - cv2.Canny(img, 50, 150), cv2.DIST_L2, 5)
+                             for img in layer])
+        assert np.array_equal(_chamfer_distance(expected), distance)
+
+
+@reference
+def test_cv2_helpers_of_spatter_and_snow() -> None:
+    """cv2 blur (float32 and uint8), equalizeHist and COLOR_RGB2GRAY, bit for bit."""
+    rng = np.random.default_rng(14)
+    floats = rng.uniform(0, 20, (50, 32, 32)).astype(np.float32)
+    floats[:10] = np.round(floats[:10] * 4) / 4  # exact sums: truncation ties in the uint8 cast
+    assert np.array_equal(_box3_float32(floats), np.stack([cv2.blur(f, (3, 3)) for f in floats]))
+    u8 = rng.integers(0, 256, (50, 32, 32)).astype(np.uint8)
+    u8[:10] = rng.integers(0, 21, (10, 32, 32))  # few levels, as spatter's distances
+    u8[10] = 7  # constant: unchanged
+    assert np.array_equal(_box3_uint8(u8), np.stack([cv2.blur(f, (3, 3)) for f in u8]))
+    assert np.array_equal(_equalize(u8), np.stack([cv2.equalizeHist(f) for f in u8]))
+    rgb = rng.random((50, 32, 32, 3)).astype(np.float32)
+    grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb])
+    assert np.array_equal(_grey_float32(rgb), grey)
+
+
+@reference
+def test_elastic_transform_is_within_a_grey_level_of_the_published_code(cifar) -> None:
+    """cv2.warpAffine rounds each source coordinate to 1/32 pixel and interpolates with float32
+    weight tables; ours samples the affine map exactly. So ≤ 1 grey level apart on ≤ 0.5 % of
+    the values (0.03–0.13 % measured on 200 images); the displacement stage (scipy
+    map_coordinates in float64, float32 fields) is the published arithmetic."""
+    for severity in SEVERITIES:
+        c = tuple(v * 32 for v in SEVERITY_PARAMS["elastic_transform"][severity - 1])
+        rng = np.random.default_rng(2)
+        jitter = rng.uniform(-c[2], c[2], size=(N_REF, 3, 2))
+        dx, dy = (rng.uniform(-1, 1, size=(N_REF, 32, 32)) for _ in range(2))
+        expected = _published(lambda img, j, a, b, c=c: _ref_elastic_transform(img, c, j, a, b),
+                              cifar, jitter, dx, dy)
+        diff = np.abs(corrupt(cifar, "elastic_transform", severity, seed=2).astype(int) - expected)
+        assert diff.max() <= 1 and (diff > 0).mean() < 5e-3, severity

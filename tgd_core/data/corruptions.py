@@ -22,9 +22,9 @@ numpy/scipy/PIL only and vectorised over the batch:
 Deviations from the published set, each documented at its function: **frost** uses a synthetic
 procedural frost texture (plasma haze plus motion-blurred crystal streaks) as a stand-in for the
 authors' six frost photographs, so its images are *not* those of the published CIFAR-10-C;
-motion blur and snow use an exact line-kernel convolution instead of an ImageMagick round trip;
-spatter's water mode finds the drops' edges with a simplified Canny (Sobel L1 magnitude and one
-hysteresis step, no edge thinning) and an exact Euclidean distance transform.
+motion blur and snow use an exact line-kernel convolution instead of an ImageMagick round trip
+(motion_blur's output is truncated to uint8 where ImageMagick's PNG rounds; snow's blurred layer is
+rounded to uint8 as the PNG is).
 
 Plus additive Gaussian noise at any σ (TGD_METHOD.md §6). Images are N×H×W×C, uint8 or float in
 [0, 1]; the result has the input's dtype and shape, clipped to [0, 1] (uint8 outputs are
@@ -175,11 +175,6 @@ def _spatial_gaussian(x: np.ndarray, sigma: float, mode: str = "nearest",
     return ndimage.gaussian_filter(x, sigma=sigmas, mode=mode, truncate=truncate)
 
 
-def _grey(x: np.ndarray) -> np.ndarray:
-    """N×H×W×3 RGB → N×H×W×1 luma (cv2 ``COLOR_RGB2GRAY``)."""
-    return (x @ GREY_WEIGHTS)[..., None]
-
-
 def _clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
     """Zoom the centre ⌈side/factor⌉ pixels of N×H×W(×C) images by ``factor`` and crop the middle
     H×W (make_cifar_c.py's ``clipped_zoom``), as scipy ``zoom(order=1)`` does it, per axis."""
@@ -318,9 +313,10 @@ def _shot_noise(x: np.ndarray, c: float, rng: Rng) -> np.ndarray:
 
 
 def _impulse_noise(x: np.ndarray, amount: float, rng: Rng) -> np.ndarray:
-    """skimage ``random_noise(mode="s&p", amount, salt_vs_pepper=0.5)``: per value."""
-    flipped = rng.random(x.shape) < amount
-    salted = rng.random(x.shape) < 0.5
+    """skimage ``random_noise(mode="s&p", amount, salt_vs_pepper=0.5)``: per value, with its
+    Bernoulli draws ``rng.random(shape) <= p`` (flipped, then salted)."""
+    flipped = rng.random(x.shape) <= amount
+    salted = rng.random(x.shape) <= 0.5
     out = x.copy()
     out[flipped & salted] = 1.0
     out[flipped & ~salted] = 0.0
@@ -337,8 +333,9 @@ def _speckle_noise(x: np.ndarray, c: float, rng: Rng) -> np.ndarray:
 def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     """CIFAR-10-C's anti-aliased disk: a normalised 17×17 disk blurred by a 3×3 Gaussian.
 
-    As ``cv2.GaussianBlur(disk, (3, 3), alias_blur)`` with its default border (reflect-101,
-    scipy's "mirror").
+    As ``cv2.GaussianBlur(disk, (3, 3), alias_blur)`` on the float32 disk computes it (bit for
+    bit): float32 taps, each pass ``centre·k₁ + (left + right)·k₀`` in float32 (cv2's small
+    symmetric row and column filters), reflect-101 borders.
     """
     half = 8 if radius <= 8 else int(np.ceil(radius))
     ksize = 3 if radius <= 8 else 5
@@ -346,9 +343,17 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     xx, yy = np.meshgrid(grid, grid)
     disk = ((xx**2 + yy**2) <= radius**2).astype(np.float32)
     disk /= disk.sum()
-    taps = _gauss_taps(alias_blur, ksize)
-    disk = ndimage.correlate1d(disk, taps, axis=0, mode="mirror")
-    return ndimage.correlate1d(disk, taps, axis=1, mode="mirror")
+    taps = _gauss_taps(alias_blur, ksize).astype(np.float32)
+    for axis in (1, 0):
+        padded = np.pad(disk, [(ksize // 2, ksize // 2) if a == axis else (0, 0) for a in (0, 1)],
+                        mode="reflect")
+        shifted = [np.take(padded, np.arange(k, k + disk.shape[axis]), axis=axis)
+                   for k in range(ksize)]
+        mid = ksize // 2
+        disk = shifted[mid] * taps[mid]
+        for k in range(mid - 1, -1, -1):
+            disk = disk + (shifted[k] + shifted[ksize - 1 - k]) * taps[k]
+    return disk
 
 
 def _defocus_blur(x: np.ndarray, params: tuple[float, float], rng: Rng) -> np.ndarray:
@@ -392,29 +397,47 @@ def _motion_blur(x: np.ndarray, params: tuple[float, float], rng: Rng) -> np.nda
 
 def _zoom_blur(x: np.ndarray, stop: float, rng: Rng) -> np.ndarray:
     """Mean of the image and its centre zooms by every factor of ``np.arange(1, stop, 0.01)``
-    (7 to 26 zooms), in float32 as published."""
+    (7 to 26 zooms), in float32 as published: each zoom computed in float64 and rounded to
+    float32 (scipy ``zoom`` on float32), summed from zero, then (x + sum) / (zooms + 1)."""
     factors = np.arange(1, stop, 0.01)
     x = x.astype(np.float32)
-    total = x.copy()
+    wide = x.astype(np.float64)
+    total = np.zeros_like(x)
     for factor in factors:
-        total += _clipped_zoom(x, factor)
-    return total / (len(factors) + 1)
+        total += _clipped_zoom(wide, factor).astype(np.float32)
+    return (x + total) / np.float32(len(factors) + 1)
 
 
 # ----------------------------------------------------------------------------------- weather
 
 def _snow(x: np.ndarray, params: tuple, rng: Rng) -> np.ndarray:
     """A N(mean, std²) snow layer per image, centre-zoomed, zeroed below the threshold, quantised
-    to uint8 and motion-blurred at an angle uniform in [−135°, −45°]; added to the image (lightened
-    towards 1.5·grey + 0.5 by 1 − weight) together with its 180° rotation."""
+    to uint8 and motion-blurred at an angle uniform in [−135°, −45°] (rounded to uint8 as the
+    published PNG round trip does); added to the image (lightened towards 1.5·grey + 0.5 by
+    1 − weight, in float32 as published) together with its 180° rotation."""
     mean, std, zoom, threshold, radius, sigma, weight = params
     n, h, w = x.shape[:3]
     layer = _clipped_zoom(rng.normal(mean, std, size=(n, h, w)), zoom)
     layer[layer < threshold] = 0
     layer = (np.clip(layer, 0, 1) * 255).astype(np.uint8) / 255.0
-    layer = _motion_blur_batch(layer, radius, sigma, rng.uniform(-135, -45, size=n))[..., None]
-    x = weight * x + (1 - weight) * np.maximum(x, _grey(x) * 1.5 + 0.5)
-    return x + layer + np.rot90(layer, 2, axes=(1, 2))
+    layer = _motion_blur_batch(layer, radius, sigma, rng.uniform(-135, -45, size=n))
+    layer = _to_uint8(layer)[..., None] / 255.0
+    return _lighten(x.astype(np.float32), weight) + layer + np.rot90(layer, 2, axes=(1, 2))
+
+
+def _lighten(x: np.ndarray, weight: float) -> np.ndarray:
+    """snow's w·x + (1 − w)·max(x, 1.5·grey + 0.5) of float32 RGB, in float32 as published."""
+    grey = _grey_float32(x)[..., None] * np.float32(1.5) + np.float32(0.5)
+    return np.float32(weight) * x + np.float32(1 - weight) * np.maximum(x, grey)
+
+
+def _grey_float32(x: np.ndarray) -> np.ndarray:
+    """cv2 ``cvtColor(x, COLOR_RGB2GRAY)`` of float32 N×H×W×3, bit for bit as its fused
+    multiply-add kernel computes it (x86-64 with FMA): fma(B, 0.114, fma(R, 0.299, G·0.587)),
+    each fma rounded once to float32 (float32 products are exact in float64)."""
+    wr, wg, wb = (np.float64(np.float32(v)) for v in GREY_WEIGHTS)
+    partial = (x[..., 0] * wr + (x[..., 1] * np.float32(wg)).astype(np.float64))
+    return (x[..., 2] * wb + partial.astype(np.float32)).astype(np.float32)
 
 
 def frost_texture(n: int, h: int, w: int, rng: Rng) -> np.ndarray:
@@ -448,86 +471,176 @@ def _fog(x: np.ndarray, params: tuple[float, float], rng: Rng) -> np.ndarray:
 
 def _spatter(x: np.ndarray, params: tuple, rng: Rng) -> np.ndarray:
     """A N(mean, std²) liquid layer per image, Gaussian-smoothed and zeroed below the threshold:
-    water drops (pale turquoise, shaded by the distance to the drops' edges) or mud (brown)."""
+    water drops (pale turquoise, shaded by the distance to the drops' edges) or mud (brown).
+    Pixels in float32 as published."""
     mean, std, sigma, threshold, intensity, mud = params
     n, h, w = x.shape[:3]
     liquid = _spatial_gaussian(rng.normal(mean, std, size=(n, h, w)), sigma)
     liquid[liquid < threshold] = 0
     if mud:
-        return _mud(x, liquid > threshold, intensity)
-    return _water(x, liquid, intensity)
+        return _mud(x.astype(np.float32), liquid > threshold, intensity)
+    return _water(x.astype(np.float32), liquid, intensity)
 
 
 def _mud(x: np.ndarray, drops: np.ndarray, sigma: float) -> np.ndarray:
-    """Mud: the drop mask smoothed by σ, kept where ≥ 0.8, blends the image towards brown."""
-    mask = _spatial_gaussian(drops.astype(np.float64), sigma)
+    """Mud: the drop mask smoothed by σ (float32), kept where ≥ 0.8, blends the image towards
+    brown: x·(1 − m) + brown·m in float32."""
+    mask = _spatial_gaussian(drops.astype(np.float32), sigma)
     mask[mask < 0.8] = 0
     mask = mask[..., None]
-    return x * (1 - mask) + MUD_RGB * mask
+    return x * (1 - mask) + MUD_RGB.astype(np.float32) * mask
 
 
 def _water(x: np.ndarray, liquid: np.ndarray, intensity: float) -> np.ndarray:
-    """Water: the uint8 liquid layer times an embossed, equalised map of the distance (≤ 20 px)
-    to the drops' edges, normalised per image to ``intensity``, adds pale turquoise. The layer
-    is clipped to [0, 1] before the uint8 cast (the published cast wraps values above 1)."""
-    layer = (np.clip(liquid, 0, 1) * 255).astype(np.uint8)
-    edges = _edges(layer.astype(np.float64), low=50, high=150)
-    # images are 1e6 px apart, so each pixel's nearest edge lies in its own image (or > 20 px)
-    dist = ndimage.distance_transform_edt(~edges, sampling=(1e6, 1, 1)) if edges.any() else 20.0
-    dist = _box3(np.minimum(dist, 20) * np.ones(edges.shape)).astype(np.uint8)
-    emboss = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float64)
-    dist = ndimage.correlate(_equalize(dist).astype(np.float64), emboss[None], mode="mirror")
-    dist = _box3(np.clip(np.round(dist), 0, 255))
+    """Water, as make_cifar_c.py's cv2 pipeline computes it: the uint8 liquid layer L; the
+    distance D to L's Canny edges (50, 150), 5×5 chamfer, truncated at 20, 3×3 box-blurred and
+    cast to uint8; D equalised, embossed (uint8) and 3×3 box-blurred (uint8); L·D normalised
+    per image to ``intensity`` adds pale turquoise, in float32. Layer values above 1 wrap
+    around in the uint8 cast (⌊255·v⌋ mod 256), as the published cast does on x86-64 (severity
+    3's layer reaches them in about 1 image in 8)."""
+    layer = (np.floor(liquid * 255).astype(np.int64) % 256).astype(np.uint8)
+    dist = np.minimum(_chamfer_distance(_canny(layer, 50, 150)), np.float32(20))
+    dist = _box3_float32(dist).astype(np.uint8)
+    emboss = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+    dist = ndimage.correlate(_equalize(dist).astype(np.int32), emboss[None], mode="mirror")
+    dist = _box3_uint8(np.clip(dist, 0, 255)).astype(np.float32)
     shade = layer * dist
     peak = shade.max(axis=(1, 2), keepdims=True)
-    shade = np.where(peak > 0, shade / np.where(peak > 0, peak, 1), 0) * intensity
-    return x + shade[..., None] * WATER_RGB
+    shade = np.where(peak > 0, shade / np.where(peak > 0, peak, 1), 0) * np.float32(intensity)
+    return x + shade[..., None] * WATER_RGB.astype(np.float32)
 
 
-def _box3(x: np.ndarray) -> np.ndarray:
-    """cv2 ``blur(x, (3, 3))``: the 3×3 mean with reflect-101 borders, per image."""
-    return ndimage.uniform_filter(x, size=(1, 3, 3), mode="mirror")
+def _box3_float32(x: np.ndarray) -> np.ndarray:
+    """cv2 ``blur(x, (3, 3))`` of float32 N×H×W images: the 3×3 sum (reflect-101 borders) in
+    float64, times 1/9, rounded to float32."""
+    total = ndimage.correlate(x.astype(np.float64), np.ones((1, 3, 3)), mode="mirror")
+    return (total * (1 / 9)).astype(np.float32)
 
 
-def _edges(layer: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Simplified Canny on N×H×W uint8-valued layers: 3×3 Sobel L1 gradient magnitude above
-    ``high``, or above ``low`` next to such a pixel (one hysteresis step, no thinning)."""
-    sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)[None]
-    gx = ndimage.correlate(layer, sobel_x, mode="mirror")
-    gy = ndimage.correlate(layer, sobel_x.transpose(0, 2, 1), mode="mirror")
-    magnitude = np.abs(gx) + np.abs(gy)
-    strong = magnitude > high
-    near_strong = ndimage.binary_dilation(strong, structure=np.ones((1, 3, 3), bool))
-    return strong | ((magnitude > low) & near_strong)
+def _box3_uint8(x: np.ndarray) -> np.ndarray:
+    """cv2 ``blur(x, (3, 3))`` of uint8-valued N×H×W images: the 3×3 integer sum (reflect-101
+    borders) / 9, rounded to the nearest level (never a tie), as uint8."""
+    total = ndimage.correlate(x.astype(np.int32), np.ones((1, 3, 3), np.int32), mode="mirror")
+    return ((2 * total + 9) // 18).astype(np.uint8)
+
+
+CANNY_TG22 = 13573  # cv2 Canny: round(tan 22.5° · 2¹⁵)
+CANNY_SHIFT = 15
+
+
+def _canny(layer: np.ndarray, low: float, high: float) -> np.ndarray:
+    """cv2 ``Canny(layer, low, high)`` (aperture 3, L1 gradient) of N×H×W uint8 images, bit for
+    bit: 3×3 Sobel gradients with replicated borders; magnitude |gx| + |gy|; non-maximum
+    suppression along cv2's 4 directions (its fixed-point tan 22.5° test; ties go to the left
+    or upper pixel; zero magnitude outside the image); pixels above ``high`` seed, and the
+    suppressed-maxima above ``low`` 8-connected to a seed join them. Returns the edge mask."""
+    p = np.pad(layer.astype(np.int32), ((0, 0), (1, 1), (1, 1)), mode="edge")
+    h, w = layer.shape[1:]
+
+    def at(dr: int, dc: int, a: np.ndarray = p) -> np.ndarray:
+        return a[:, 1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
+
+    gx = sum(k * (at(r, 1) - at(r, -1)) for r, k in ((-1, 1), (0, 2), (1, 1)))
+    gy = sum(k * (at(1, c) - at(-1, c)) for c, k in ((-1, 1), (0, 2), (1, 1)))
+    mag = np.abs(gx) + np.abs(gy)
+    m = np.pad(mag, ((0, 0), (1, 1), (1, 1)))
+    tg22 = np.abs(gx) * CANNY_TG22
+    steep = np.abs(gy) << CANNY_SHIFT
+    across = mag > np.maximum(at(0, -1, m), at(0, 1, m) - 1)  # m > left and m ≥ right
+    along = mag > np.maximum(at(-1, 0, m), at(1, 0, m) - 1)  # m > up and m ≥ down
+    s = np.where((gx < 0) != (gy < 0), -1, 1)
+    diagonal = (mag > np.where(s > 0, at(-1, -1, m), at(-1, 1, m))) & (
+        mag > np.where(s > 0, at(1, 1, m), at(1, -1, m)))
+    maxima = np.where(steep < tg22, across,
+                      np.where(steep > tg22 + (np.abs(gx) << (CANNY_SHIFT + 1)), along, diagonal))
+    candidate = maxima & (mag > int(np.floor(low)))
+    strong = candidate & (mag > int(np.floor(high)))
+    labels, count = ndimage.label(candidate, structure=np.pad(np.ones((1, 3, 3)), ((1, 1), (0, 0),
+                                                                                  (0, 0))))
+    keep = np.zeros(count + 1, bool)
+    keep[labels[strong]] = True
+    keep[0] = False
+    return keep[labels]
+
+
+CHAMFER_5 = np.array([1, 1.4, 2.1969], np.float32)  # cv2 DIST_L2 5×5 mask steps a, b, c
+
+
+def _chamfer_distance(edges: np.ndarray) -> np.ndarray:
+    """cv2 ``distanceTransform(255 − edges, DIST_L2, 5)`` of N×H×W masks, bit for bit as its
+    (IPP) float32 two-pass 5×5 chamfer computes it: a forward raster pass then a backward one,
+    each pixel the minimum of itself and its 8 mask neighbours already visited plus steps a, b,
+    c (1, 1.4, 2.1969, added in float32); FLT_MAX where no edge is reachable."""
+    a, b, c = CHAMFER_5
+    n, h, w = edges.shape
+    t = np.full((n, h + 4, w + 4), np.finfo(np.float32).max, np.float32)
+    t[:, 2:h + 2, 2:w + 2][edges] = 0
+    for rows, step in ((range(h), -1), (range(h - 1, -1, -1), 1)):
+        for i in rows:
+            r = i + 2
+            prev, prev2 = t[:, r + step], t[:, r + 2 * step]
+            near = np.minimum.reduce([prev2[:, 1:w + 1] + c, prev2[:, 3:w + 3] + c,
+                                      prev[:, :w] + c, prev[:, 1:w + 1] + b, prev[:, 2:w + 2] + a,
+                                      prev[:, 3:w + 3] + b, prev[:, 4:w + 4] + c])
+            row = t[:, r]
+            np.minimum(row[:, 2:w + 2], near, out=row[:, 2:w + 2])
+            for j in range(2, w + 2) if step < 0 else range(w + 1, 1, -1):
+                np.minimum(row[:, j], row[:, j + step] + a, out=row[:, j])
+    return t[:, 2:h + 2, 2:w + 2]
 
 
 def _equalize(u8: np.ndarray) -> np.ndarray:
-    """cv2 ``equalizeHist`` per N×H×W uint8 image: lut = round((cdf − count of the lowest
-    occupied level)·255 / (pixels − that count)); a constant image is left unchanged."""
+    """cv2 ``equalizeHist`` per N×H×W uint8 image, bit for bit: with ``lowest`` the count of the
+    lowest occupied level, lut = round((cdf − lowest)·s) in float32, s = 255 / (pixels − lowest)
+    in float32 (ties to even); a constant image is left unchanged."""
     n = len(u8)
     levels = u8.reshape(n, -1).astype(np.int64) + 256 * np.arange(n)[:, None]
     hist = np.bincount(levels.ravel(), minlength=256 * n).reshape(n, 256)
     lowest = hist[np.arange(n), np.argmax(hist > 0, axis=1)][:, None]
     pixels = u8[0].size
-    denominator = np.where(pixels > lowest, pixels - lowest, 1)
-    lut = np.clip(np.round((np.cumsum(hist, 1) - lowest) * 255 / denominator), 0, 255)
-    lut = np.where(pixels > lowest, lut, np.arange(256)).astype(np.uint8)
+    scale = np.float32(255) / np.where(pixels > lowest, pixels - lowest, 1).astype(np.float32)
+    lut = np.rint((np.cumsum(hist, 1) - lowest).astype(np.float32) * scale)
+    lut = np.where(pixels > lowest, np.clip(lut, 0, 255), np.arange(256)).astype(np.uint8)
     return np.take_along_axis(lut, u8.reshape(n, -1).astype(int), 1).reshape(u8.shape)
 
 
-def _value_and_saturation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """HSV value V = max(R, G, B) and saturation S = (V − min)/V (0 where V = 0), N×H×W×1."""
-    value = x.max(-1, keepdims=True)
-    spread = value - x.min(-1, keepdims=True)
-    return value, np.divide(spread, value, out=np.zeros_like(value), where=value > 0)
+def _rgb_to_hsv(x: np.ndarray) -> np.ndarray:
+    """skimage ``rgb2hsv`` of …×3 RGB, with its arithmetic (bit for bit): V = max, S = ptp/V,
+    H = ((G − B)/ptp, 2 + (B − R)/ptp or 4 + (R − G)/ptp as R, G or B is the max, the later
+    winning ties) / 6 mod 1; H = S = 0 where ptp = 0."""
+    value = x.max(-1)
+    delta = np.ptp(x, axis=-1)
+    flat = delta == 0
+    safe = np.where(flat, 1.0, delta)
+    red, green, blue = x[..., 0], x[..., 1], x[..., 2]
+    hue = np.where(blue == value, 4.0 + (red - green) / safe,
+                   np.where(green == value, 2.0 + (blue - red) / safe, (green - blue) / safe))
+    hue = np.where(flat, 0.0, (hue / 6.0) % 1.0)
+    saturation = np.where(flat, 0.0, delta / np.where(value == 0, 1.0, value))
+    return np.stack([hue, saturation, value], -1)
+
+
+def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """skimage ``hsv2rgb`` of …×3 HSV, with its arithmetic (bit for bit): sector ⌊6H⌋ mod 6
+    picks (V, t, p), (q, V, p), (p, V, t), (p, q, V), (t, p, V) or (V, p, q)."""
+    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    sector = np.floor(hue * 6)
+    f = hue * 6 - sector
+    p = value * (1 - saturation)
+    q = value * (1 - f * saturation)
+    t = value * (1 - (1 - f) * saturation)
+    sector = sector.astype(np.uint8) % 6
+    candidates = np.stack([value, p, q, t])
+    # per sector, the candidate (V, p, q, t) of R: V q p p t V; G: t V V q p p; B: p p t V V q
+    pick = np.array([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]], np.uint8)
+    return np.stack([np.take_along_axis(candidates, row[sector][None], 0)[0] for row in pick], -1)
 
 
 def _brightness(x: np.ndarray, c: float, rng: Rng) -> np.ndarray:
-    """HSV value + c, clipped (skimage rgb2hsv → V + c → hsv2rgb). With hue and saturation
-    fixed every channel is V·(1 − S·k(H)), so the channels scale by V'/V; black becomes grey V'."""
-    value, _ = _value_and_saturation(x)
-    brighter = np.minimum(value + c, 1.0)
-    return np.where(value > 0, x * brighter / np.where(value > 0, value, 1.0), brighter)
+    """HSV value + c, clipped (skimage rgb2hsv → V + c → hsv2rgb)."""
+    hsv = _rgb_to_hsv(x)
+    hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
+    return _hsv_to_rgb(hsv)
 
 
 # ----------------------------------------------------------------------------------- digital
@@ -545,10 +658,12 @@ def _elastic_transform(x: np.ndarray, params: tuple[float, float, float], rng: R
     alpha, sigma, jitter = (p * min(x.shape[1:3]) for p in params)
     x = _sample_bilinear(x.astype(np.float32), *_affine_source(x.shape, jitter, rng), "mirror")
     n, h, w = x.shape[:3]
-    dx, dy = (_spatial_gaussian(rng.uniform(-1, 1, size=(n, h, w)), sigma, "reflect", 3) * alpha
-              for _ in range(2))
+    dx, dy = ((_spatial_gaussian(rng.uniform(-1, 1, size=(n, h, w)), sigma, "reflect", 3)
+               * alpha).astype(np.float32) for _ in range(2))
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return _sample_bilinear(x, rows + dy, cols + dx, mode="reflect")
+    # scipy map_coordinates on float32 interpolates in float64 and rounds once to float32
+    return _sample_bilinear(x.astype(np.float64), rows + dy, cols + dx, "reflect").astype(
+        np.float32)
 
 
 def _affine_source(shape: tuple, jitter: float, rng: Rng) -> tuple[np.ndarray, np.ndarray]:
@@ -588,15 +703,12 @@ def _jpeg(x: np.ndarray, quality: int, rng: Rng) -> np.ndarray:
 
 
 def _saturate(x: np.ndarray, params: tuple[float, float], rng: Rng) -> np.ndarray:
-    """HSV saturation · scale + shift, clipped (skimage rgb2hsv → S' → hsv2rgb). With hue and
-    value fixed V − channel = V·S·k(H), so it scales by S'/S; grey pixels (S = 0) have hue 0 (red)
-    and become (V, V·(1 − S'), V·(1 − S'))."""
+    """HSV saturation · scale + shift, clipped (skimage rgb2hsv → S' → hsv2rgb); grey pixels
+    (S = 0) have hue 0 (red) and become (V, V·(1 − S'), V·(1 − S'))."""
     scale, shift = params
-    value, saturation = _value_and_saturation(x)
-    target = np.clip(saturation * scale + shift, 0, 1)
-    coloured = value - (value - x) * target / np.where(saturation > 0, saturation, 1.0)
-    grey = value * np.concatenate([np.ones_like(target), 1 - target, 1 - target], -1)
-    return np.where(saturation > 0, coloured, grey)
+    hsv = _rgb_to_hsv(x)
+    hsv[..., 1] = np.clip(hsv[..., 1] * scale + shift, 0, 1)
+    return _hsv_to_rgb(hsv)
 
 
 CORRUPTIONS: dict[str, Callable[[np.ndarray, object, Rng], np.ndarray]] = {
