@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import os
 
+import numpy as np
 import pytest
 
 from tgd_core.cli import build_parser
@@ -117,3 +118,54 @@ def test_app_controls_come_from_the_schema():
             for bound in (control.control.ge, control.control.le):
                 if bound is not None:
                     p.check((p.default[0], bound) if control.control.high_end else bound)
+
+
+def test_bounds_are_inclusive_where_the_schema_says_so():
+    # per_side pixels: ge=1 and le=MAX_PIXELS are both allowed; beyond them refused
+    for res in (1, schema.MAX_PIXELS):
+        assert PersistenceImageConfig(resolution=res).resolution == (res, res)
+        assert PaperPIConfig(resolution=(res, 3)).resolution == (res, 3)
+    for res in (0, schema.MAX_PIXELS + 1):
+        with pytest.raises(TGDError, match="resolution must be between 1 and 1024"):
+            PersistenceImageConfig(resolution=res)
+    # ge=0: a zero threshold keeps every bar of positive persistence (allowed)
+    assert PaperPIConfig(threshold=0.0).threshold == 0.0
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: PersistenceImageConfig(birth_range=(0.5, 0.5)), "birth_range must be finite"),
+    (lambda: PersistenceImageConfig(pers_range=(0.0, np.inf)), "pers_range must be finite"),
+    (lambda: PersistenceImageConfig(birth_range=(-np.inf, 1.0)), "birth_range must be finite"),
+    (lambda: CubicalConfig(homology_dimensions=()), "homology_dimensions must be a non-empty"),
+    (lambda: CubicalConfig(scale=0.0), "scale must be a positive number"),
+    (lambda: CubicalConfig(scale=-255.0), "scale must be a positive number"),
+    (lambda: PaperPIConfig(min_bd=-np.inf), "min_bd must be a finite number"),
+    (lambda: PaperPIConfig(min_bd=np.nan), "min_bd must be a finite number"),
+    (lambda: PaperPIConfig(min_bd=0.3, max_bd=0.3), "min_bd must be below max_bd"),
+])
+def test_degenerate_values_are_refused(make, message):
+    with pytest.raises(TGDError, match=message):
+        make()
+
+
+def test_homology_dimensions_are_kept_sorted_and_unique():
+    cfg = CubicalConfig(homology_dimensions=[1, 0, 1])
+    assert cfg.homology_dimensions == (0, 1) and cfg == CubicalConfig()
+    assert representation_key(CubicalPIConfig(cfg)) == representation_key(CubicalPIConfig())
+
+
+def test_an_unknown_output_is_refused_by_every_transformer():
+    for est in (PaperPersistenceImages(output="u8"), CubicalPersistence(output="pis")):
+        with pytest.raises(TGDError, match="output must be"):
+            est.fit()
+        with pytest.raises(TGDError, match="output must be"):
+            est.transform(np.zeros((1, 4, 4, 3), np.uint8))
+
+
+def test_representation_dicts_are_read_strictly():
+    assert representation_from_dict({}) == PaperPIConfig()  # no mode: paper (older configs)
+    assert representation_from_dict({"resolution": [20, 20]}) == PaperPIConfig((20, 20))
+    with pytest.raises(TGDError, match=r"unexpected field\(s\) \['sigma'\]"):
+        representation_from_dict({"mode": "cubical", "sigma": 0.1})
+    with pytest.raises(TGDError, match="'cubical' must be an object"):
+        representation_from_dict({"mode": "cubical", "cubical": [["channels", "grey"]]})

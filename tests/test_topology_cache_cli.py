@@ -236,3 +236,31 @@ def test_opening_an_entry_removes_only_dead_writers_temp_files(images, tmp_path)
     live.write_bytes(b"busy")
     PICache.for_images(images, rep, "toy", "train", tmp_path)
     assert not dead.exists() and live.exists()
+
+
+def test_key_depends_on_the_cache_version(images, tmp_path, monkeypatch):
+    rep = CubicalPIConfig()
+    old = PICache.for_images(images, rep, "toy", "train", tmp_path)
+    monkeypatch.setattr(cache_mod, "CACHE_VERSION", cache_mod.CACHE_VERSION + 1)
+    new = PICache.for_images(images, rep, "toy", "train", tmp_path)
+    assert new.root != old.root  # PIs of an older engine version are not reused
+
+
+def test_overlapping_parts_count_as_covered(tmp_path):
+    # entries written with other part sizes (5,000 then 5,120 rows) can hold nested parts
+    entry = PICache(tmp_path, 20, (1, 2, 2))
+    for a, b in ((0, 10), (2, 5), (10, 20)):
+        (tmp_path / f"part-{a:07d}-{b:07d}.npy").touch()
+    assert entry.missing() == [] and entry.complete()
+    (tmp_path / "part-0000010-0000020.npy").unlink()
+    assert entry.missing() == [(10, 18), (18, 20)]  # in pieces of PART_ROWS (8 here)
+
+
+def test_a_part_of_the_wrong_pi_shape_gives_clear_error(images, tmp_path):
+    rep = PaperPIConfig()
+    entry = PICache.for_images(images, rep, "toy", "train", tmp_path)
+    entry.fill(images, rep)
+    a, b, path = entry.parts()[0]
+    np.save(path, np.zeros((b - a, 1, 1, 1), np.uint8))  # right rows; would broadcast
+    with pytest.raises(TGDError, match="holds .*expected .*delete it to recompute"):
+        entry.load()

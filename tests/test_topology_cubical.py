@@ -146,3 +146,98 @@ def test_transformers_follow_the_sklearn_protocol():
         copy = clone(est)
         assert copy.get_params() == est.get_params()
     assert PersistenceImager().set_params(sigma=0.3).config.sigma == 0.3
+
+
+OFFSET = {"birth_range": (-0.5, 1.0), "pers_range": (0.25, 1.0)}  # lows ≠ 0 and ≠ each other
+
+
+@pytest.mark.parametrize("weight, power, persim_weight", [
+    ("constant", 1.0, {"weight": "linear_ramp",
+                       "weight_params": {"low": 1.0, "high": 1.0, "start": 0.0, "end": 1.0}}),
+    ("linear", 3.0, {"weight": "persistence", "weight_params": {"n": 1.0}}),  # power unused
+    ("power", 1.5, {"weight": "persistence", "weight_params": {"n": 1.5}}),
+])
+def test_integrated_pis_equal_persim_for_each_weight_on_offset_ranges(weight, power,
+                                                                      persim_weight):
+    persim = pytest.importorskip("persim")
+    rng = np.random.default_rng(6)
+    births = rng.uniform(-0.5, 1.0, 30)
+    dgm = np.stack([births, births + rng.uniform(0.25, 1.0, 30)], axis=1)
+    cfg = PersistenceImageConfig(**OFFSET, resolution=(24, 12), sigma=0.06, weight=weight,
+                                 power=power)
+    ours = persistence_images([dgm], cfg)[0]
+    imager = persim.PersistenceImager(**OFFSET, pixel_size=0.0625,
+                                      kernel_params={"sigma": 0.06**2}, **persim_weight)
+    ref = imager.transform(dgm)
+    assert ref.shape == (24, 12)
+    np.testing.assert_allclose(ours, ref.T[::-1], rtol=0, atol=1e-12 * ref.max())
+
+
+@pytest.mark.parametrize("weight, power, gudhi_weight", [
+    ("constant", 1.0, lambda x: 1.0),
+    ("power", 1.5, lambda x: x[1] ** 1.5),
+])
+def test_sampled_pis_equal_gudhi_on_offset_ranges(weight, power, gudhi_weight):
+    from gudhi.representations import PersistenceImage
+
+    rng = np.random.default_rng(7)
+    births = rng.uniform(-0.5, 1.0, 25)
+    dgm = np.stack([births, births + rng.uniform(0.25, 1.0, 25)], axis=1)
+    cfg = PersistenceImageConfig(**OFFSET, resolution=(12, 6), sigma=0.1, weight=weight,
+                                 power=power, integrate=False)
+    ours = persistence_images([dgm], cfg)[0]
+    hb, hp = 1.5 / 12, 0.75 / 6  # pixel centres: half a pixel inside each range
+    gi = PersistenceImage(bandwidth=0.1, weight=gudhi_weight, resolution=[12, 6],
+                          im_range=[-0.5 + hb / 2, 1.0 - hb / 2, 0.25 + hp / 2, 1.0 - hp / 2])
+    ref = gi.fit_transform([dgm])[0].reshape(6, 12)[::-1]
+    np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12 * ref.max())
+
+
+def test_sampled_cubical_pis_are_the_sampled_pis_of_their_diagrams(cifar_test_images):
+    # the sampled, constant-weight route through cubical_persistence_images must be the one
+    # persistence_images takes (itself checked against gudhi above), superlevel included
+    images = cifar_test_images[:2]
+    pi_cfg = PersistenceImageConfig(resolution=(9, 7), sigma=0.05, weight="constant",
+                                    integrate=False)
+    for cfg in (CubicalConfig(), CubicalConfig(filtration="superlevel", channels="grey")):
+        pis = cubical_persistence_images(images, cfg, pi_cfg)
+        dgms = [d for per_image in cubical_diagrams(images, cfg) for per_ch in per_image
+                for d in per_ch]
+        np.testing.assert_allclose(pis.reshape(-1, 7, 9), persistence_images(dgms, pi_cfg),
+                                   rtol=1e-13, atol=0)
+
+
+def test_scale_divides_uint8_pixels_before_the_filtration():
+    image = np.array([[10, 10, 10, 10], [10, 200, 50, 10], [10, 10, 10, 10]], np.uint8)
+    for scale in (100.0, 255.0):
+        (h0, h1), = cubical_diagrams(image[None, ..., None],
+                                     CubicalConfig(channels="grey", scale=scale))[0]
+        values = image.astype(np.float64) / scale
+        np.testing.assert_array_equal(sort_rows(h0), sort_rows(gudhi_diagram(values, 0, "top")))
+        np.testing.assert_array_equal(sort_rows(h1), sort_rows(gudhi_diagram(values, 1, "top")))
+        assert h1.max() == 200 / scale  # the ring's maximum, in the scaled values
+
+
+def test_points_with_any_infinite_or_nan_coordinate():
+    # infinite bars (either end) are dropped, as persim and gudhi's DiagramSelector drop them
+    out = persistence_images([np.array([[-np.inf, 0.3]]), np.array([[0.9, -np.inf]]),
+                              np.array([[np.inf, 0.2], [0.1, 0.4]])],
+                             PersistenceImageConfig(resolution=(5, 5), sigma=0.1))
+    assert not out[0].any() and not out[1].any()
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(
+        out[2], persistence_images([np.array([[0.1, 0.4]])],
+                                   PersistenceImageConfig(resolution=(5, 5), sigma=0.1))[0])
+    with pytest.raises(TGDError, match="NaN"):
+        persistence_images([np.array([[np.nan, 0.3]])])
+
+
+def test_a_diagram_must_be_pairs_of_birth_and_death():
+    """(k, 2) arrays, or one (birth, death) pair given flat; anything else is refused in one
+    line — a (2, 3) array was read as three points, a (3, 3) one raised a bare ValueError."""
+    config = PersistenceImageConfig(resolution=(5, 5), sigma=0.1)
+    one = persistence_images([np.array([0.1, 0.4])], config)
+    np.testing.assert_array_equal(one, persistence_images([np.array([[0.1, 0.4]])], config))
+    for bad in (np.array([[0.1, 0.5, 0.2], [0.3, 0.6, 0.9]]), np.zeros((3, 3)), np.zeros(3)):
+        with pytest.raises(TGDError, match=r"diagram 0: expected \(k, 2\)"):
+            persistence_images([bad], config)

@@ -332,3 +332,61 @@ def test_a_threshold_no_bar_passes_gives_empty_images(threshold):
     images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     raw, u8 = paper_persistence_images(images, PaperPIConfig(threshold=threshold))
     assert raw.shape == (2, 6, 50, 50) and not raw.any() and not u8.any()
+
+
+def _threshold_image() -> np.ndarray:
+    """Row scans with bars of persistence 3/255 (below any useful threshold) and 51/255."""
+    image = np.full((4, 8, 3), 60, np.uint8)
+    image[0, ::2] = (0, 57, 9)  # births 0 / 57 / 9, deaths 60: persistence 60, 3, 51 levels
+    return image
+
+
+def test_a_bar_exactly_at_the_threshold_is_dropped_as_by_the_reference():
+    # the reference keeps death - birth > threshold (strictly): a bar of persistence exactly
+    # the threshold (the float32 levels' difference, as ripser's diagram holds it) is dropped
+    image = _threshold_image()
+    threshold = float(np.float32(60 / 255)) - float(np.float32(9 / 255))  # exact in float64
+    config = PaperPIConfig(threshold=threshold, max_bd=0.5)
+    assert_matches_reference(image[None], config)
+    assert len(paper_diagrams(image, config)[2]) == 0  # channel B's bars: all at the threshold
+
+
+def test_unthresholded_diagrams_hold_every_finite_ripser_bar():
+    from tgd_core.topology.paper import scan_signals
+    from tgd_core.topology.reference import reference_h0_diagram
+
+    image = _threshold_image()
+    dgms = paper_diagrams(image, thresholded=False)
+    for ours, signal in zip(dgms, scan_signals(image[None])[0], strict=True):
+        ref = reference_h0_diagram(signal / 255.0)
+        np.testing.assert_array_equal(ours, ref[np.isfinite(ref[:, 1])])
+    assert len(dgms[1]) > 0 and len(paper_diagrams(image)[1]) == 0  # G: 3-level bars only
+    with pytest.raises(TGDError, match="paper_diagrams takes one image, got 2"):
+        paper_diagrams(np.stack([image, image]))
+
+
+def test_a_positive_min_bd_still_starts_the_window_at_zero():
+    # persim.PersImage takes min(minBD, 0) as the birth window's low end
+    image = _threshold_image()
+    image[0, ::2, 1] = 20  # G's bars too pass the default threshold: no empty diagram
+    assert_matches_reference(image[None], PaperPIConfig(min_bd=0.1, max_bd=0.5,
+                                                        resolution=(6, 9)))
+
+
+def test_uint8_and_teacher_input_of_one_stack():
+    rng = np.random.default_rng(8)
+    raw = rng.uniform(0, 2, size=(2, 6, 5, 4))
+    raw[1, 3] = 0.0  # an empty PI stays zero
+    expected = np.zeros(raw.shape, np.uint8)
+    for n in range(2):
+        for s in range(6):
+            if raw[n, s].max() > 0:
+                expected[n, s] = (raw[n, s] / raw[n, s].max() * 255).astype(np.uint8)
+    np.testing.assert_array_equal(to_uint8(raw), expected)
+    np.testing.assert_array_equal(to_uint8(raw[1]), expected[1])  # one S×rows×cols stack
+    mean, std = np.arange(1, 7) / 10, np.arange(2, 8) / 10
+    x = normalise_pi_stack(expected, mean, std)
+    ref = (expected.astype(np.float32) / np.float32(255) - mean[:, None, None]) / std[:, None, None]
+    np.testing.assert_allclose(x, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(normalise_pi_stack(expected[1], mean, std), ref[1], atol=1e-6)
+    assert normalise_pi_stack(np.full((6, 1, 1), 255, np.uint8), 0.0, 1.0).min() == 1.0

@@ -252,3 +252,39 @@ def test_a_training_config_takes_a_patch_representation():
     assert representation_from_dict(cfg.pi) == PATCHED
     with pytest.raises(TGDError, match="patches must be >= 1"):
         TrainConfig.build(student_input="pi", pi={"mode": "cubical", "cubical": {"patches": 0}})
+
+
+def test_widths_that_do_not_split_are_refused_too():
+    image = np.zeros((32, 30, 3), np.uint8)  # H splits into 4, W does not
+    with pytest.raises(TGDError, match=r"patches=4: an image of 32×30 pixels"):
+        compute_pis(image, PATCHED)
+    with pytest.raises(TGDError, match="32×30 pixels"):
+        patch_images(image, 4)
+
+
+def test_every_patch_count_has_its_own_cache_key():
+    # only patches=1 may share the key of configs saved before the field existed
+    keys = [representation_key(CubicalPIConfig(CubicalConfig(patches=g))) for g in range(1, 9)]
+    assert len(set(keys)) == len(keys)
+    for g in range(2, 9):
+        assert CubicalConfig(patches=g).to_dict()["patches"] == g
+
+
+def test_maps_per_image_follow_channels_and_dimensions(cifar_test_images):
+    for cubical in (CubicalConfig(channels="grey", homology_dimensions=(1,)),
+                    CubicalConfig(channels="grey"), CubicalConfig(homology_dimensions=(0,))):
+        rep = CubicalPIConfig(cubical, PI)
+        assert n_maps(rep) == compute_pis(cifar_test_images[:1], rep)[0].shape[1]
+
+
+def test_summarise_labels_and_extent_with_one_homology_dimension(cifar_test_images):
+    image = cifar_test_images[0]
+    pi = PersistenceImageConfig(resolution=(8, 8), birth_range=(-0.25, 1.0),
+                                pers_range=(0.0, 0.5))
+    rep = CubicalPIConfig(CubicalConfig(channels="grey", homology_dimensions=(1,)), pi)
+    summary = summarise(image, rep)
+    assert summary.extent == (-0.25, 1.0, 0.0, 0.5)  # the PI's own ranges
+    (label, channel, dgm), = summary.diagrams
+    assert (label, channel) == ("grey H1", "grey")
+    np.testing.assert_array_equal(
+        dgm, cubical_diagrams(image, CubicalConfig(channels="grey"))[0][0][1])

@@ -189,15 +189,17 @@ def _gaussian_factors(config: PaperPIConfig, pers: np.ndarray) -> tuple[np.ndarr
     ``pers``, differences of :func:`_norm_cdf` over persim's pixel edges. SciPy's bits, kept on
     disk beside the C kernel's builds (``$TGD_KERNEL_CACHE``), keyed by the config, ``pers``
     and the SciPy and NumPy versions, so that a process that finds them there does not import
-    SciPy (0.19 s of every ``tgd pi``'s start); an unreadable or mismatched file is computed
-    again."""
+    SciPy (0.19 s of every ``tgd pi``'s start), and by the code that makes them (the grid's
+    bits and this module's source: a change to either is never served stale factors); an
+    unreadable or mismatched file is computed again."""
     from importlib.metadata import version
 
-    xs_lower, xs_upper, ys_lower, ys_upper = persim_grid(config)
+    grid = persim_grid(config)
+    xs_lower, xs_upper, ys_lower, ys_upper = grid
     shapes = {"tx": (256, len(xs_upper)), "fy": (len(pers), len(ys_upper))}
     key = hashlib.sha256("|".join([
-        repr(config), hashlib.sha256(pers.tobytes()).hexdigest(), f"scipy {version('scipy')}",
-        f"numpy {np.__version__}", "v1"]).encode()).hexdigest()[:20]
+        repr(config), _digest(pers, *grid), f"scipy {version('scipy')}",
+        f"numpy {np.__version__}", _source_digest()]).encode()).hexdigest()[:20]
     path = _ckernel.cache_dir() / f"paper_factors-{key}.npz"
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -216,6 +218,22 @@ def _gaussian_factors(config: PaperPIConfig, pers: np.ndarray) -> tuple[np.ndarr
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, buffer.getvalue())
     return tx, fy
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    """SHA-256 of the arrays' float64 bits, in order."""
+    sha = hashlib.sha256()
+    for array in arrays:
+        sha.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    return sha.hexdigest()
+
+
+@functools.cache
+def _source_digest() -> str:
+    """SHA-256 of this module's source (what computes the cached factors)."""
+    from pathlib import Path
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 @functools.lru_cache(maxsize=8)

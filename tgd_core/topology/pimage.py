@@ -67,7 +67,9 @@ def pack_diagrams(diagrams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Finite points of many (k, 2) diagrams as (births, persistences, CSR offsets)."""
     births, pers, offsets = [], [], [0]
     for i, dgm in enumerate(diagrams):
-        dgm = np.asarray(dgm, dtype=np.float64).reshape(-1, 2) if np.size(dgm) else np.zeros((0, 2))
+        dgm = np.asarray(dgm, dtype=np.float64) if np.size(dgm) else np.zeros((0, 2))
+        if dgm.shape == (2,):  # one point given flat
+            dgm = dgm[None]
         if dgm.ndim != 2 or dgm.shape[1] != 2:
             raise TGDError(f"diagram {i}: expected (k, 2) (birth, death) pairs, got {dgm.shape}")
         if np.isnan(dgm).any():
