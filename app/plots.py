@@ -168,11 +168,13 @@ def _grid_domains(n: int, gap: float) -> list[list[float]]:
 
 
 def heatmap_grid_spec(images: np.ndarray, titles: list[str], title: str,
-                      extent: tuple[float, float, float, float] | None = None,
+                      axes: tuple[np.ndarray, np.ndarray] | None = None,
                       columns: int = 2, units: str = UNITS) -> dict:
     """Plotly JSON (plain dict) of a grid of heatmaps, row 0 of each image drawn at the top,
-    ``columns`` per row (2 keeps each readable on a phone). ``extent`` = (x0, x1, y0, y1)
-    labels the axes in diagram units (birth on x, persistence on y). One colour scale from 0
+    ``columns`` per row (2 keeps each readable on a phone). ``axes`` = (each column's birth,
+    each row's persistence, the top row first: a PI's pixel centres, as
+    :func:`~tgd_core.topology.representation.pi_axes` gives them) labels the axes in diagram
+    units; without them, in pixels. One colour scale from 0
     to the largest value of all the images (one colour bar is true for every panel), so an
     all-zero image is the lowest colour; its title says "empty"."""
     images = [np.asarray(img, float) for img in images]
@@ -193,16 +195,14 @@ def heatmap_grid_spec(images: np.ndarray, titles: list[str], title: str,
                      xaxis=f"x{ax}", yaxis=f"y{ax}",
                      hovertemplate="birth %{x:.3f}<br>persistence %{y:.3f}<br>value %{z:.4g}"
                                    "<extra>" + name + "</extra>")
-        if extent is not None:
-            x0, x1, y0, y1 = extent
-            h, w = img.shape
-            trace.update(x=np.linspace(x0, x1, w), y=np.linspace(y1, y0, h))
+        if axes is not None:
+            trace.update(x=np.asarray(axes[0], float), y=np.asarray(axes[1], float))
         data.append(trace)
         xaxis = dict(domain=x_domains[c], anchor=f"y{ax}", nticks=4, tickformat=".2f",
                      title=dict(text=f"birth ({units})" if r == rows - 1 else ""))
         yaxis = dict(domain=y_domains[r], anchor=f"x{ax}", nticks=4, tickformat=".2f",
                      title=dict(text="persistence" if c == 0 else ""))
-        if extent is None:
+        if axes is None:
             yaxis.update(autorange="reversed", tickformat="d")
             xaxis.update(tickformat="d", title=dict(text=""))
         layout[f"xaxis{ax}"], layout[f"yaxis{ax}"] = xaxis, yaxis
@@ -215,10 +215,10 @@ def heatmap_grid_spec(images: np.ndarray, titles: list[str], title: str,
 
 
 def heatmap_grid(images: np.ndarray, titles: list[str], title: str,
-                 extent: tuple[float, float, float, float] | None = None,
+                 axes: tuple[np.ndarray, np.ndarray] | None = None,
                  columns: int = 2, units: str = UNITS) -> go.Figure:
     """:func:`heatmap_grid_spec` as a validated plotly figure."""
-    return go.Figure(heatmap_grid_spec(images, titles, title, extent, columns, units))
+    return go.Figure(heatmap_grid_spec(images, titles, title, axes, columns, units))
 
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",

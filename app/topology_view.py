@@ -219,8 +219,16 @@ def analyse(image, *values) -> tuple[dict, dict, tuple, StageTimer]:
         pspec = heatmap_grid_spec(summary.pi_raw[order],
                                   [summary.diagrams[i][0] for i in order],
                                   "Persistence images (before max normalisation)",
-                                  extent=summary.extent)
+                                  axes=_pixel_centres(rep, summary))
     return dspec, pspec, (rgb, summary, rep, notes), timer
+
+
+def _pixel_centres(rep: Representation, summary) -> tuple[np.ndarray, np.ndarray] | None:
+    """The PI plot's axes in diagram units: each pixel's centre; None (pixels) for maps tiled
+    from patches, whose tiles each span the whole window."""
+    if not isinstance(rep, PaperPIConfig) and rep.cubical.patches > 1:
+        return None
+    return summary.axes.births, summary.axes.persistences
 
 
 @guarded

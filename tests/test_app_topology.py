@@ -138,8 +138,11 @@ def test_the_pi_window_is_outlined_on_the_diagram_and_its_points_counted(rgb):
 
     dfig, _, info = explore(rgb, *control_values("paper"))
     (window,) = [t for t in dfig.data if t.name.startswith("PI window")]
-    # birth in [0, 0.3], persistence in [0, 0.3]: death = birth + persistence
-    assert list(window.x) == [0, 0.3, 0.3, 0, 0] and list(window.y) == [0, 0.3, 0.6, 0.3, 0]
+    # birth and persistence in [0, 0.306] (persim's last pixel, 0.3 / 50 wide, starts at
+    # maxBD = 0.3): death = birth + persistence
+    top = 0.3 + 0.3 / 50
+    assert list(window.x) == pytest.approx([0, top, top, 0, 0])
+    assert list(window.y) == pytest.approx([0, top, 2 * top, top, 0])
     assert "add only Gaussian tails" in window.hovertemplate
     dgm = [("a", "R", np.array([[0.1, 0.2], [0.1, 0.5], [0.4, 0.45], [0.0, np.inf]]))]
     assert window_counts(dgm, (0.0, 0.3, 0.0, 0.3)) == (1, 3)  # (0.1, 0.2) only
@@ -161,8 +164,9 @@ def test_pi_panels_name_their_axes_and_share_one_scale_from_zero(rgb):
 def test_an_empty_pi_is_the_lowest_colour_and_says_empty():
     from app.plots import heatmap_grid
 
+    centres = np.linspace(0.0375, 0.2625, 4)
     fig = heatmap_grid(np.stack([np.zeros((4, 4)), np.eye(4) * 0.5]), ["a", "b"], "t",
-                       extent=(0, 0.3, 0, 0.3))
+                       axes=(centres, centres[::-1]))
     assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 0.5
     assert [a.text for a in fig.layout.annotations] == ["a — empty (all zero)", "b"]
     alone = heatmap_grid(np.zeros((1, 4, 4)), ["a"], "t")

@@ -14,14 +14,19 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from tgd_core.core.errors import TGDError
 from tgd_core.topology import schema
 from tgd_core.topology.cubical import CubicalConfig, cubical_persistence_images
-from tgd_core.topology.paper import PaperPIConfig, paper_persistence_images, to_uint8
+from tgd_core.topology.paper import (
+    PaperPIConfig,
+    paper_persistence_images,
+    persim_grid,
+    to_uint8,
+)
 from tgd_core.topology.pimage import PersistenceImageConfig
 
 
@@ -130,6 +135,33 @@ def compute_pis(images, rep: Representation | None = None, *, raw: bool = True
     raise TGDError(f"unknown PI representation {rep!r}")
 
 
+class PIAxes(NamedTuple):
+    """Where a PI's pixels lie in the diagram's coordinates. ``extent``: the outer edges of
+    its pixels (birth low, birth high, persistence low, persistence high); ``births``: each
+    column's centre; ``persistences``: each row's centre, the top row (largest) first."""
+
+    extent: tuple[float, float, float, float]
+    births: np.ndarray
+    persistences: np.ndarray
+
+
+def pi_axes(rep: Representation) -> PIAxes:
+    """:class:`PIAxes` of one PI under ``rep`` (of one tile, with patches). Paper mode: persim's
+    grid (:func:`~tgd_core.topology.paper.persim_grid`), whose pixels are ``maxBD / ny`` wide
+    from lower edges ``linspace(minBD, maxBD, n)``, so the last ends at ``maxBD + maxBD / ny``;
+    cubical mode: the PI's own pixel edges, or its sampled centres (GUDHI)."""
+    if isinstance(rep, PaperPIConfig):
+        xs_lower, xs_upper, ys_lower, ys_upper = persim_grid(rep)
+        extent = (xs_lower[0], xs_upper[-1], ys_lower[0], ys_upper[-1])
+        births, pers = (xs_lower + xs_upper) / 2, (ys_lower + ys_upper) / 2
+    else:
+        births, pers = rep.image.grid()
+        extent = (*rep.image.birth_range, *rep.image.pers_range)
+        if rep.image.integrate:  # edges: the centres lie between them
+            births, pers = (births[:-1] + births[1:]) / 2, (pers[:-1] + pers[1:]) / 2
+    return PIAxes(tuple(float(v) for v in extent), births, pers[::-1].copy())
+
+
 @dataclass
 class TopologySummary:
     """Everything a viewer shows of one image: labelled diagrams and PIs, and the timing.
@@ -137,15 +169,20 @@ class TopologySummary:
     ``diagrams``: (label, channel, (k, 2) birth/death array) — one per scan (paper) or per
     channel and homology dimension (cubical), in the order of the PIs; with patches (g > 1) each
     pools the points of the g×g patches' diagrams (label "R H0, 4×4 patches"), whose PIs are the
-    tiles of its PI. ``extent``: the (birth min, birth max, persistence min, persistence max) of
-    a PI (of each tile with patches).
+    tiles of its PI. ``axes``: where a PI's pixels (each tile's, with patches) lie
+    (:func:`pi_axes`).
     """
 
     diagrams: list[tuple[str, str, np.ndarray]]
     pi_raw: np.ndarray
     pi_uint8: np.ndarray
-    extent: tuple[float, float, float, float]
+    axes: PIAxes
     seconds: float
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """The PI window: (birth min, birth max, persistence min, persistence max)."""
+        return self.axes.extent
 
 
 def summarise(image, rep: Representation | None = None) -> TopologySummary:
@@ -160,11 +197,9 @@ def summarise(image, rep: Representation | None = None) -> TopologySummary:
     if isinstance(rep, PaperPIConfig):
         dgms = paper_diagrams(image, rep)
         labelled = [(f"{scan} H0", scan[-1], d) for scan, d in zip(SCANS, dgms, strict=True)]
-        extent = (min(rep.min_bd, 0.0), rep.max_bd, 0.0, rep.max_bd)
     else:
         labelled = _cubical_diagrams_per_pi(image, rep.cubical)
-        extent = (*rep.image.birth_range, *rep.image.pers_range)
-    return TopologySummary(labelled, raw[0], u8[0], extent, time.perf_counter() - t0)
+    return TopologySummary(labelled, raw[0], u8[0], pi_axes(rep), time.perf_counter() - t0)
 
 
 def _cubical_diagrams_per_pi(image, config: CubicalConfig) -> list[tuple[str, str, np.ndarray]]:
