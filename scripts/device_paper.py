@@ -24,8 +24,10 @@ calls):
 3. **Train.** ``tgd experiment RECIPE --parallel N --stop-after S``, S = the budget less the
    time spent so far and ``--pack-reserve``: every run stops at a step boundary in time, saving
    ``latest.pt`` (exit 3), so the command ends inside the device's 10-minute limit; an
-   experiment still busy half a reserve later (the evaluation of a finished recipe) is killed —
-   its files are crash-safe — so that the packing always happens.
+   experiment still busy a quarter of a reserve later (the evaluation of a finished recipe) is
+   asked to stop (SIGTERM), asked again, then killed with its workers, all within half a
+   reserve — its files are crash-safe — so that the packing always happens. A Ctrl-C or
+   SIGTERM to this script stops the experiment the same way, and the packing follows.
 4. **Pack.** The experiment folder into ``$OUT`` as ``runs.tar.xz.NNN`` parts of at most 15 MiB
    beside ``runs.manifest.json``, within what the device returns (8 files of 16 MiB at most,
    64 MiB in all, counting what the call left there already: :func:`out_budget`):
@@ -38,8 +40,10 @@ calls):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -174,13 +178,42 @@ def train(args, data: Path, site: Path, deadline: float) -> int:
     env = {**os.environ, "TGD_DATA_DIR": str(data.resolve()), "PYTHONUNBUFFERED": "1",
            "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": path}
     print("device_paper: " + " ".join(cmd), flush=True)
-    try:  # the runs stop by themselves at S; the evaluation after them is cut at the grace
-        return subprocess.run(cmd, cwd=ROOT, env=env, check=False,
-                              timeout=stop_after + args.pack_reserve / 2).returncode
-    except subprocess.TimeoutExpired:
-        print("device_paper: the experiment outran its budget and was killed (its runs are "
+    # the runs stop by themselves at S; the evaluation after them is cut within half a reserve
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env, process_group=0)
+    status = wait_or_stop(process, stop_after + args.pack_reserve / 4, args.pack_reserve / 4)
+    if status is None:
+        print("device_paper: the experiment outran its budget and was stopped (its runs are "
               "crash-safe: the next call resumes them)", flush=True)
         return STOPPED
+    return status
+
+
+def wait_or_stop(process: subprocess.Popen, timeout: float, grace: float) -> int | None:
+    """``process``'s exit status if it ends within ``timeout`` s; else None, once it and its
+    process group (the ``--parallel`` workers) are gone: asked to stop (SIGTERM: every run
+    stops at its next step, ``latest.pt`` saved), asked again ``grace / 2`` s later (a second
+    signal stops it at once and ends its workers), the group killed ``grace / 2`` s after that.
+    Meanwhile a SIGINT or SIGTERM to this script is passed on to it (the process has a group
+    of its own, which the terminal's Ctrl-C does not reach), so that packing still follows."""
+    def forward(signum, frame) -> None:
+        process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for _ in range(2):
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=grace / 2)
+                break
+        with contextlib.suppress(ProcessLookupError):  # what is left of the group
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

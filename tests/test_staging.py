@@ -317,3 +317,89 @@ def test_a_device_call_rehearsed_on_the_cpu(tmp_path, monkeypatch, capfd):
     for name in ("teachers/t1/latest.pt", "kd_t1/seed0/latest.pt"):
         assert (tmp_path / "d2/exp" / name).read_bytes() == (
             tmp_path / "device/exp" / name).read_bytes()
+
+
+CHILD = """
+import os, signal, subprocess, sys, time
+mode, ready = sys.argv[1], sys.argv[2]
+if mode == "deaf":  # ignores SIGTERM: only the kill ends it
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+else:  # stops on the first SIGTERM or SIGINT, saying which, exit 5
+    def stop(signum, frame):
+        open(ready + ".signals", "a").write(signal.Signals(signum).name + "\\n")
+        os._exit(5)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+worker = subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(60)"])
+open(ready + ".tmp", "w").write(f"{os.getpid()} {worker.pid}")
+os.replace(ready + ".tmp", ready)
+while True:
+    time.sleep(60)
+"""
+
+
+def _start_group(tmp_path, mode):
+    """A child in a process group of its own with a worker of its own (as an experiment with
+    --parallel), once both are running and its signal handling is set: (process, pids)."""
+    import subprocess
+    import sys
+
+    from tests.waiting import wait_for
+
+    ready = tmp_path / f"{mode}.ready"
+    process = subprocess.Popen([sys.executable, "-c", CHILD, mode, str(ready)], process_group=0)
+    wait_for(ready.exists, what="the child and its worker")
+    return process, [int(pid) for pid in ready.read_text().split()]
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie left for its new parent to reap counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.parametrize("mode", ["deaf", "polite"])
+def test_device_paper_stops_an_experiment_that_outruns_its_time_with_its_workers(tmp_path,
+                                                                                 mode):
+    """Past its time the experiment is asked to stop (SIGTERM: a polite one stops at once,
+    having seen one signal), then killed with its whole process group, so that no --parallel
+    worker outlives the command and the packing; None says it was stopped."""
+    from tests.waiting import wait_for
+
+    device_paper = load_script("device_paper")
+    process, pids = _start_group(tmp_path, mode)
+    assert device_paper.wait_or_stop(process, timeout=0, grace=0.2 if mode == "deaf" else 600) \
+        is None
+    for pid in pids:
+        wait_for(lambda pid=pid: _gone(pid), what=f"process {pid} to end")
+    if mode == "polite":
+        assert (tmp_path / "polite.ready.signals").read_text() == "SIGTERM\n"
+
+
+def test_device_paper_returns_the_status_of_an_experiment_within_its_time(tmp_path):
+    """An experiment that ends in time gives its exit status; a Ctrl-C to the script while it
+    waits is passed on to the experiment (in its own process group, the terminal's Ctrl-C does
+    not reach it) and the script's own SIGINT handling comes back afterwards."""
+    import os
+    import signal
+    import threading
+
+    from tests.waiting import wait_for
+
+    device_paper = load_script("device_paper")
+    process, pids = _start_group(tmp_path, "polite")
+    before = signal.getsignal(signal.SIGINT)
+
+    def interrupt_once_passed_on() -> None:
+        wait_for(lambda: signal.getsignal(signal.SIGINT) is not before, what="the handler")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=interrupt_once_passed_on)
+    sender.start()
+    assert device_paper.wait_or_stop(process, timeout=600, grace=600) == 5
+    sender.join()
+    assert (tmp_path / "polite.ready.signals").read_text() == "SIGINT\n"
+    assert signal.getsignal(signal.SIGINT) is before
+    os.kill(pids[1], signal.SIGKILL)  # the worker this child leaves behind
