@@ -8,9 +8,11 @@ out) is timed on a batch of ``--images`` images at every severity 1–5; the fig
 over ``--repeats`` runs of the mean over severities, scaled to 10,000 images. Ratios, measured in
 the same run: against ``contrast`` (pure numpy arithmetic, the cheapest), and the batched call
 against one call per image (on the first ``--per-image`` images, severity 3), which is what the
-vectorisation over the batch buys. The last line is the cost of corrupting 10,000 images for a
-whole sweep (every corruption at every severity). The machine's load average before the run is
-reported: other work on the cores skews every figure.
+vectorisation over the batch buys. The last lines are the cost of corrupting 10,000 images for
+a whole sweep (every corruption at every severity): the sum of the table, then the sweep as an
+evaluation makes it (:func:`tgd_core.evaluation.sweep.applied`, on the same images, wall clock)
+in one process and in a pool of one process per CPU. The machine's load average before the run
+is reported: other work on the cores skews every figure.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from report import cpu_name, publish  # noqa: E402
 
 from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt, family_of  # noqa: E402
 from tgd_core.data.datasets import load_cifar10  # noqa: E402
+from tgd_core.evaluation.sweep import applied, conditions  # noqa: E402
 
 PER = 10_000  # images the figures are scaled to
 REFERENCE = "contrast"
@@ -57,14 +60,24 @@ def per_image_seconds(images: np.ndarray, name: str) -> float:
     return total * PER / len(images)
 
 
-def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+def sweep_seconds(images: np.ndarray, workers: int) -> float:
+    """A whole sweep through :func:`applied` with ``workers`` processes, per 10,000 images."""
+    sweep = conditions(CORRUPTIONS, SEVERITIES, clean=False)
+    return seconds(lambda: [None for _ in applied(sweep, images, workers=workers)]) * PER / len(
+        images)
+
+
+def measure(args: argparse.Namespace) -> tuple[dict[str, tuple[float, float]], dict[int, float]]:
+    """Per corruption (batched, per image) seconds; the sweep's seconds per worker count."""
     images, _ = load_cifar10("test", limit=args.images)
-    return {name: (batched_seconds(images, name, args.repeats),
-                   per_image_seconds(images[:args.per_image], name)) for name in CORRUPTIONS}
+    times = {name: (batched_seconds(images, name, args.repeats),
+                    per_image_seconds(images[:args.per_image], name)) for name in CORRUPTIONS}
+    cores = len(os.sched_getaffinity(0))
+    return times, {workers: sweep_seconds(images, workers) for workers in sorted({1, cores})}
 
 
-def report(times: dict[str, tuple[float, float]], args: argparse.Namespace,
-           load_before: float) -> list[str]:
+def report(times: dict[str, tuple[float, float]], sweeps: dict[int, float],
+           args: argparse.Namespace, load_before: float) -> list[str]:
     reference = times[REFERENCE][0]
     command = " ".join(["benchmarks/bench_corruptions.py", *sys.argv[1:]])
     lines = [
@@ -84,7 +97,12 @@ def report(times: dict[str, tuple[float, float]], args: argparse.Namespace,
                      f"| {single:.2f} | {single / batched:.1f}× |")
     sweep = sum(batched for batched, _ in times.values()) * len(SEVERITIES)
     lines += ["", f"A whole sweep ({len(times)} corruptions × {len(SEVERITIES)} severities) "
-              f"corrupts 10,000 images in {sweep:.0f} s."]
+              f"corrupts 10,000 images in {sweep:.0f} s (the table's sum)."]
+    one, most = sweeps[1], max(sweeps)
+    lines += ["", f"The sweep as an evaluation makes it (`sweep.applied`, {args.images} images, "
+              f"wall clock, scaled to 10,000): {one:.0f} s in one process"
+              + (f", {sweeps[most]:.0f} s in {most} ({one / sweeps[most]:.2f}× faster)."
+                 if most > 1 else ".")]
     return lines
 
 
@@ -98,7 +116,7 @@ def main() -> None:
     if min(args.images, args.repeats, args.per_image) < 1:
         ap.error("--images, --repeats and --per-image must be >= 1")
     load_before = os.getloadavg()[0]
-    lines = report(measure(args), args, load_before)
+    lines = report(*measure(args), args, load_before)
     publish(lines, None if args.no_write else ROOT / "docs" / "benchmarks.md",
             "bench_corruptions", "CIFAR-10-C corruptions")
 

@@ -310,6 +310,71 @@ def test_sweep_rows_are_the_metrics_of_the_corrupted_images_at_the_seed() -> Non
     assert by_seed[3] != by_seed[4] and len(cache) == 4
 
 
+def test_a_pool_corrupts_a_sweep_as_one_process_does_bit_for_bit() -> None:
+    """applied(): two worker processes make each condition's images exactly as this process
+    does, in the sweep's order (clean passed through, noise, corruptions whose draws differ),
+    and evaluate_conditions with workers gives the same rows and fills the cache once."""
+    import multiprocessing
+
+    from tgd_core.evaluation.metrics import evaluate_conditions
+    from tgd_core.evaluation.sweep import applied
+
+    images = np.random.default_rng(5).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    sweep = conditions(("glass_blur", "impulse_noise", "spatter"), (2, 5), (0.1,))
+    here = list(applied(sweep, images, seed=7, workers=1))
+    pooled = list(applied(sweep, images, seed=7, workers=2))
+    assert [c for c, _ in pooled] == sweep == [c for c, _ in here]
+    assert pooled[0][1] is images  # clean: the images themselves, not a copy
+    for (condition, a), (_, b) in zip(here, pooled, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=condition.label)
+    assert not multiprocessing.active_children()  # the pool is gone
+
+    torch.manual_seed(0)
+    net, labels = build_model("wrn16_1"), np.arange(12) % 10
+    cache: dict = {}
+    rows = evaluate_conditions(net, images, labels, CIFAR10_RAW, sweep + sweep[1:3], seed=7,
+                               corrupted_cache=cache, workers=2, num_threads=1)
+    assert rows == evaluate_conditions(net, images, labels, CIFAR10_RAW, sweep + sweep[1:3],
+                                       seed=7, workers=1, num_threads=1)
+    assert rows[-2:] == rows[1:3] and len(cache) == len(sweep)
+
+
+def test_a_pool_stops_when_its_sweep_is_left_and_names_bad_worker_counts() -> None:
+    """Leaving the iterator after one condition ends the workers; a worker's error reaches the
+    caller; workers < 1 is refused; a small sweep stays in this process."""
+    import multiprocessing
+
+    from tgd_core.evaluation.sweep import PARALLEL_MIN_IMAGES, _worker_count, applied
+
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    sweep = conditions(("contrast", "fog"), (1, 2, 3))
+    walk = applied(sweep, images, workers=2)
+    assert next(walk)[0] == sweep[0]
+    assert len(multiprocessing.active_children()) == 2  # the pool, corrupting ahead
+    walk.close()
+    assert not multiprocessing.active_children()
+    with pytest.raises(TGDError, match="unknown corruption 'smog'"):
+        list(applied([Condition("contrast", 1, None), Condition("smog", 1, None)], images,
+                     workers=2))
+    with pytest.raises(TGDError, match="corruption workers must be >= 1, got 0"):
+        next(applied(sweep, images, workers=0))
+    assert _worker_count(None, sweep, PARALLEL_MIN_IMAGES // len(sweep) - 1) == 1
+    assert _worker_count(8, sweep, 1) == 6  # one per condition that changes the images
+    assert _worker_count(3, [Condition("clean", 0, None)], 10**6) == 1
+
+
+def test_the_automatic_pool_fits_the_cpus_and_the_available_memory(monkeypatch) -> None:
+    import tgd_core.evaluation.sweep as sweep_module
+
+    sweep = conditions(("contrast", "fog"), (1, 2, 3, 4, 5))  # 10 that change the images
+    per_worker = 10_000 * sweep_module.WORKER_BYTES_PER_IMAGE
+    assert 0 < sweep_module._available_bytes()
+    monkeypatch.setattr(sweep_module.os, "sched_getaffinity", lambda pid: set(range(16)))
+    for available, expected in ((100 * per_worker, 10), (3.5 * per_worker, 3), (0, 1)):
+        monkeypatch.setattr(sweep_module, "_available_bytes", lambda a=available: int(a))
+        assert sweep_module._worker_count(None, sweep, 10_000) == expected
+
+
 def _strict(text: str):
     """Parse strict JSON: NaN and Infinity are refused."""
     def refuse(constant):

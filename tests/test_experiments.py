@@ -152,6 +152,38 @@ def test_a_killed_experiment_resumes_its_runs(tmp_path):
     assert json.loads((out / "teachers/t1/result.json").read_text())["last"]["epoch"] == 2
 
 
+def test_the_evaluation_stops_before_its_next_run_and_resumes_from_the_evaluated(tmp_path):
+    """Past --stop-after's deadline, or when the job asks, no run is evaluated anew: Stopped
+    is raised, the eval.json of the runs already evaluated is kept and served, and the same
+    call later evaluates only the rest (the device's last call ends inside its budget)."""
+    from tgd_core.experiments.runner import evaluate_run, run_experiment
+    from tgd_core.training import Stopped, run_training
+
+    recipe = Recipe(**{**TINY, "methods": {"scratch": {}}, "seeds": [0, 1]})
+    out = tmp_path / "exp"
+    runs = dict(plan(recipe, out))
+    for label in ("scratch seed 0", "scratch seed 1"):
+        run_training(runs[label], progress=False)
+    evals = [Path(runs[f"scratch seed {seed}"].out_dir) / "eval.json" for seed in (0, 1)]
+
+    class StopSoon:
+        def should_stop(self):
+            return True
+
+    with pytest.raises(Stopped, match="stopped before evaluating"):
+        run_experiment(recipe, out, train=False, stop_after=0.0, log=lambda _: None)
+    assert not any(path.exists() for path in evals)
+    first = evaluate_run(runs["scratch seed 0"], recipe.evaluation)
+    written = evals[0].read_bytes()
+    for stop in (dict(stop_after=0.0), dict(ctx=StopSoon())):
+        with pytest.raises(Stopped, match="stopped before evaluating .*seed1"):
+            run_experiment(recipe, out, train=False, log=lambda _: None, **stop)
+        assert evals[0].read_bytes() == written and not evals[1].exists()
+    rows = run_experiment(recipe, out, train=False, log=lambda _: None)
+    assert rows[0]["seeds"] == 2 and evals[1].exists()
+    assert json.loads(evals[0].read_text()) == first
+
+
 def test_an_interim_report_evaluates_the_finished_runs_and_trains_nothing(tmp_path, capsys):
     from tgd_core.training import run_training
 

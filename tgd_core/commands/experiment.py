@@ -43,7 +43,8 @@ def register(sub) -> None:
                         "trained alone (with --parallel N, a group is one of the N)")
     p.add_argument("--stop-after", type=positive_float, metavar="SECONDS",
                    help="stop every run at its next step boundary after SECONDS (latest.pt "
-                        "saved; exit status 3): the same command resumes")
+                        "saved), or the evaluation before its next run (each run's eval.json "
+                        "kept); exit status 3: the same command resumes")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="for every run, a field of where and how fast it trains, never of "
                         "what it learns (TrainConfig's placement fields), e.g. --set "

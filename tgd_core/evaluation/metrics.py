@@ -30,7 +30,7 @@ from tgd_core.core.fileio import atomic_write, check_replaceable, json_text
 from tgd_core.data.corruptions import CORRUPTIONS, SEVERITIES
 from tgd_core.data.images import content_hash
 from tgd_core.data.normalization import Normalization, to_model_input
-from tgd_core.evaluation.sweep import Condition, conditions
+from tgd_core.evaluation.sweep import Condition, applied, conditions
 
 ECE_BINS = 15
 
@@ -224,27 +224,33 @@ def robustness_sweep(model: nn.Module, images: np.ndarray, labels: np.ndarray,
 def evaluate_conditions(model: nn.Module, images: np.ndarray, labels: np.ndarray,
                         normalization: Normalization, sweep: Iterable[Condition], *,
                         seed: int = 0, corrupted_cache: dict | None = None,
-                        **inference: Any) -> list[dict[str, Any]]:
-    """One table row per condition of ``sweep`` (see :func:`robustness_sweep`), in order."""
+                        workers: int | None = None, **inference: Any) -> list[dict[str, Any]]:
+    """One table row per condition of ``sweep`` (see :func:`robustness_sweep`), in order; the
+    images under the conditions not in ``corrupted_cache`` are made by ``workers`` processes
+    ahead of the model (:func:`~tgd_core.evaluation.sweep.applied`; None: every CPU, for a
+    large sweep)."""
+    sweep = list(sweep)
     images_key = content_hash(images) if corrupted_cache is not None else None
+    cache = corrupted_cache if corrupted_cache is not None else {}
+    missing = [c for c in sweep if (c, seed, images_key) not in cache]
+    if corrupted_cache is not None:
+        missing = list(dict.fromkeys(missing))  # each made once, then read from the cache
+    fresh = applied(missing, images, seed, workers=workers)
     rows = []
-    for condition in sweep:
-        x = _images_under(condition, images, seed, corrupted_cache, images_key)
-        result = evaluate_model(model, x, labels, normalization, desc=condition.label,
-                                **inference)
-        rows.append(condition.row(result.summary()))
+    try:
+        for condition in sweep:
+            x = cache.get((condition, seed, images_key))
+            if x is None:
+                made, x = next(fresh)
+                assert made == condition
+                if corrupted_cache is not None:
+                    corrupted_cache[(condition, seed, images_key)] = x
+            result = evaluate_model(model, x, labels, normalization, desc=condition.label,
+                                    **inference)
+            rows.append(condition.row(result.summary()))
+    finally:
+        fresh.close()
     return rows
-
-
-def _images_under(condition: Condition, images: np.ndarray, seed: int,
-                  corrupted_cache: dict | None, images_key: str | None) -> np.ndarray:
-    """``images`` under ``condition``, through ``corrupted_cache`` when there is one."""
-    if corrupted_cache is None:
-        return condition.apply(images, seed)
-    key = (condition, seed, images_key)
-    if key not in corrupted_cache:
-        corrupted_cache[key] = condition.apply(images, seed)
-    return corrupted_cache[key]
 
 
 TABLE_SUFFIXES = (".csv", ".json")

@@ -87,7 +87,7 @@ def run_experiment(recipe: Recipe, out: str | Path, *, only: list[str] | None = 
         durations = _train(units, progress=progress, log=log, ctx=ctx, deadline=deadline)
     if not dist.is_main:
         return []
-    evals = _evaluate(selected, recipe.evaluation, log)
+    evals = _evaluate(selected, recipe.evaluation, log, ctx=ctx, deadline=deadline)
     rows = summarise(recipe, evals)
     if report:
         write_reports(recipe, out, rows, evals, durations)
@@ -339,25 +339,35 @@ def train_in_process(unit: list[tuple[str, str]], deadline: float | None
     return os.getpid(), time.perf_counter() - t0
 
 
-def _evaluate(runs: list[tuple[str, Any]], spec: EvalSpec, log) -> dict[str, list[dict]]:
+def _evaluate(runs: list[tuple[str, Any]], spec: EvalSpec, log, *, ctx=None,
+              deadline: float | None = None) -> dict[str, list[dict]]:
     """The evaluations of the method runs (not teachers, not init), per method in plan order;
-    corrupted images are shared between runs."""
+    corrupted images are shared between runs. A run not yet evaluated is not started once the
+    job context (``ctx``) asks to stop, or, without one, past ``deadline`` or after Ctrl-C or
+    SIGTERM: :class:`~tgd_core.training.Stopped` is raised, every evaluation done so far kept
+    in its run's eval.json, from which the same command goes on."""
+    from tgd_core.training.stopping import StopWhen, interruptible
+
     evals: dict[str, list[dict]] = {}
     corrupted: dict = {}
-    for label, cfg in runs:
-        if " seed " not in label:
-            continue
-        log(f"[evaluate] {label}")
-        evals.setdefault(label.split(" seed ")[0], []).append(
-            {**evaluate_run(cfg, spec, corrupted, log=log), "seed": cfg.seed})
+    with interruptible() if ctx is None else contextlib.nullcontext() as asked:
+        stop = ctx if ctx is not None else StopWhen(deadline, asked=asked)
+        for label, cfg in runs:
+            if " seed " not in label:
+                continue
+            log(f"[evaluate] {label}")
+            evals.setdefault(label.split(" seed ")[0], []).append(
+                {**evaluate_run(cfg, spec, corrupted, log=log, stop=stop), "seed": cfg.seed})
     return evals
 
 
 def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None, *,
-                 log=print) -> dict[str, Any]:
+                 log=print, stop=None) -> dict[str, Any]:
     """Clean metrics of best and last checkpoints, and the corruption sweep of the last one;
     cached in the run's eval.json (written atomically; a damaged one is evaluated again:
-    :func:`cached_evaluation`). ``corrupted_cache`` shares corrupted images between runs."""
+    :func:`cached_evaluation`). ``corrupted_cache`` shares corrupted images between runs.
+    ``stop`` (a run context): a run to evaluate anew raises
+    :class:`~tgd_core.training.Stopped` instead once it asks to stop."""
     from tgd_core.core.devices import select_device
     from tgd_core.data.datasets import load_dataset
     from tgd_core.evaluation.metrics import evaluate_conditions, evaluate_model
@@ -367,6 +377,10 @@ def evaluate_run(cfg, spec: EvalSpec, corrupted_cache: dict | None = None, *,
     cached = cached_evaluation(path, key, log)
     if cached is not None:
         return cached
+    if stop is not None and stop.should_stop():
+        from tgd_core.training.stopping import Stopped
+
+        raise Stopped(f"stopped before evaluating {cfg.out_dir}")
     if not (path.parent / "latest.pt").is_file():
         raise TGDError(f"{cfg.out_dir} keeps no checkpoint (an archived run?) and its "
                        "eval.json is missing, damaged or of another evaluation spec: it "
