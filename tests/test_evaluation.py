@@ -310,6 +310,26 @@ def test_sweep_rows_are_the_metrics_of_the_corrupted_images_at_the_seed() -> Non
     assert by_seed[3] != by_seed[4] and len(cache) == 4
 
 
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                         reason="no CUDA device"))])
+def test_uint8_images_normalised_on_the_device_equal_the_cpu_conversion(device) -> None:
+    """Off the CPU, evaluation sends uint8 bytes and scales and normalises them there: every
+    one of the 256 levels in every channel gives the CPU's float32 bits (ToTensor + Normalize
+    as torchvision computes them)."""
+    from tgd_core.data.normalization import _unit_batch_on, to_model_input, to_unit_batch
+
+    levels = np.arange(256, dtype=np.uint8)
+    images = np.stack([np.roll(levels, k).reshape(16, 16) for k in range(3)], -1)[None]
+    images = np.concatenate([images, images[:, ::-1]])  # 2×16×16×3
+    expected = torch.from_numpy(to_unit_batch(images))
+    assert torch.equal(_unit_batch_on(images, torch.device(device)).cpu(), expected)
+    want = CIFAR10_RAW.apply(expected)
+    got = to_model_input(images, CIFAR10_RAW, device)
+    assert got.device.type == device and torch.equal(got.cpu(), want)
+    assert torch.equal(to_model_input(images, CIFAR10_RAW), want)
+
+
 def test_a_pool_corrupts_a_sweep_as_one_process_does_bit_for_bit() -> None:
     """applied(): two worker processes make each condition's images exactly as this process
     does, in the sweep's order (clean passed through, noise, corruptions whose draws differ),

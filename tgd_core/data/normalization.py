@@ -79,8 +79,28 @@ def to_unit_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def to_model_input(images: np.ndarray | torch.Tensor, normalization: Normalization) -> torch.Tensor:
-    """N×H×W×C images (uint8, or float in [0, 1]) → normalised float32 N×C×H×W tensor."""
+def to_model_input(images: np.ndarray | torch.Tensor, normalization: Normalization,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """N×H×W×C images (uint8, or float in [0, 1]) → normalised float32 N×C×H×W tensor on
+    ``device``. Off the CPU, uint8 images travel as their bytes (a quarter of float32's) and are
+    scaled and normalised there, with the same float32 operations in the same order (uint8 /
+    255, then (x − mean) / std: IEEE-rounded alike), so the tensor is the CPU's, bit for bit."""
     import torch
 
-    return normalization.apply(torch.from_numpy(to_unit_batch(images)))
+    device = torch.device(device)
+    if device.type != "cpu" and isinstance(images, np.ndarray) and images.dtype == np.uint8:
+        return normalization.apply(_unit_batch_on(images, device))
+    return normalization.apply(torch.from_numpy(to_unit_batch(images))).to(device)
+
+
+def _unit_batch_on(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """:func:`to_unit_batch` of uint8 images, computed on ``device``."""
+    import torch
+
+    if images.ndim != 4:
+        raise TGDError(f"expected N×H×W×C images, got shape {tuple(images.shape)}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
+    # 255 as a tensor on the device: CUDA divides by a Python scalar as a product with its
+    # reciprocal, which may round differently from NumPy's division
+    scale = torch.tensor(255.0, dtype=torch.float32, device=device)
+    return (x.permute(0, 3, 1, 2).to(torch.float32) / scale).contiguous()

@@ -119,15 +119,14 @@ def predict_logits(model: nn.Module, images: np.ndarray, normalization: Normaliz
             for start in range(0, len(images), batch_size):
                 chunk = images[start:start + batch_size]
                 x = transform(chunk) if transform is not None else chunk
-                x = to_model_input(x, normalization).to(device)
-                outputs.append(model(x).float().cpu())
+                outputs.append(model(to_model_input(x, normalization, device)).float())
                 bar.update(len(chunk))
     finally:
         bar.close()
         model.train(was_training)
     if not outputs:
         raise TGDError("no images to evaluate")
-    return torch.cat(outputs)
+    return torch.cat(outputs).cpu()  # one copy back: no host sync per batch
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
